@@ -1,0 +1,294 @@
+"""The micro-batcher: requests queue their items and await results; workers run batches.
+
+One scheduler task per batcher forms a batch whenever a worker is free, waiting up to
+`max_wait_ms` for a fuller batch unless one is ready. Batches run in worker threads, so the
+event loop keeps parsing, tokenizing and answering while a batch runs. No polling: every wait
+is on a future that a submit, a finished batch or a deadline resolves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import logging
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+
+from batching.config import BatchingConfig
+from batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
+from batching.forming import grow_batch
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+log = logging.getLogger("embedserve.batching")
+
+
+class BatchObserver(Protocol):
+    """Hooks for metrics; called on the event loop."""
+
+    def on_queue(self, items: int, tokens: int) -> None: ...
+
+    def on_batch(self, size: int, tokens: int, padded_tokens: int, queue_seconds: float, run_seconds: float) -> None: ...
+
+
+@dataclass(slots=True, eq=False)
+class _Request:
+    future: asyncio.Future[list[Any]]
+    results: list[Any]
+    remaining: int
+    items: list[_Item] = field(default_factory=list)
+
+
+@dataclass(slots=True, eq=False)
+class _Item:
+    cost: int
+    seq: int
+    payload: Any
+    request: _Request
+    index: int
+    enqueued: float
+    queued: bool = True
+
+
+def _sort_key(item: _Item) -> tuple[int, int]:
+    return item.cost, item.seq
+
+
+class Batcher(Generic[P, R]):
+    """Batches payloads of one model. `run_batch(payloads) -> results` runs in a worker thread."""
+
+    def __init__(
+        self,
+        run_batch: Callable[[list[P]], Sequence[R]],
+        config: BatchingConfig,
+        *,
+        name: str = "model",
+        observer: BatchObserver | None = None,
+    ) -> None:
+        self._run_batch = run_batch
+        self.config = config
+        self.name = name
+        self._observer = observer
+        self._sorted: list[_Item] = []  # waiting items by (length, arrival)
+        self._arrivals: deque[_Item] = deque()  # waiting items by arrival; taken ones are skipped lazily
+        self._seq = itertools.count()
+        self._queued_tokens = 0
+        self._in_flight = 0
+        self._wakeup: asyncio.Future[None] | None = None
+        self._idle: asyncio.Event | None = None
+        self._free_workers: asyncio.Semaphore | None = None
+        self._scheduler: asyncio.Task[None] | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._closing = False
+        self._tokens_per_second = 0.0  # smoothed, for Retry-After
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._pool = ThreadPoolExecutor(self.config.workers, thread_name_prefix=f"batch-{self.name}")
+        self._free_workers = asyncio.Semaphore(self.config.workers)
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._scheduler = asyncio.create_task(self._schedule(), name=f"batcher-{self.name}")
+
+    async def close(self, *, drain: bool = True) -> None:
+        """Stops taking work; with `drain`, first finishes everything queued and running."""
+        self._closing = True
+        if not drain:
+            for item in list(self._sorted):
+                self._fail(item.request, ShuttingDown())
+        self._wake()
+        if self._idle is not None:
+            await self._idle.wait()
+        if self._scheduler is not None:
+            self._scheduler.cancel()
+            await asyncio.gather(self._scheduler, return_exceptions=True)
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    @property
+    def queued_items(self) -> int:
+        return len(self._sorted)
+
+    @property
+    def queued_tokens(self) -> int:
+        return self._queued_tokens
+
+    # -- submitting ------------------------------------------------------------------------
+
+    async def submit(self, payloads: Sequence[P], costs: Sequence[int]) -> list[R]:
+        """Queues one request's items and returns their results in input order.
+
+        Raises QueueFull (the bound is reached), RequestTooLarge, ShuttingDown or BatchFailed.
+        Cancelling the caller drops the request's items that have not started.
+        """
+        if self._closing or self._scheduler is None:
+            raise ShuttingDown()
+        count, tokens = len(payloads), sum(costs)
+        if count > self.config.max_queue_items:
+            raise RequestTooLarge("items", count, self.config.max_queue_items)
+        if tokens > self.config.max_queue_tokens:
+            raise RequestTooLarge("tokens", tokens, self.config.max_queue_tokens)
+        if (
+            len(self._sorted) + count > self.config.max_queue_items
+            or self._queued_tokens + tokens > self.config.max_queue_tokens
+        ):
+            raise QueueFull(self._retry_after())
+
+        loop = asyncio.get_running_loop()
+        request = _Request(loop.create_future(), [None] * count, count)
+        now = loop.time()
+        for index, (payload, cost) in enumerate(zip(payloads, costs)):
+            item = _Item(max(1, cost), next(self._seq), payload, request, index, now)
+            request.items.append(item)
+            bisect.insort(self._sorted, item, key=_sort_key)
+            self._arrivals.append(item)
+        self._queued_tokens += tokens
+        self._idle.clear()  # type: ignore[union-attr]
+        self._notify_queue()
+        self._wake()
+        try:
+            return await request.future
+        except asyncio.CancelledError:
+            self._drop(request)
+            raise
+
+    # -- scheduling ------------------------------------------------------------------------
+
+    def _wake(self) -> None:
+        if self._wakeup is not None and not self._wakeup.done():
+            self._wakeup.set_result(None)
+
+    async def _wait_for_wakeup(self, deadline: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._wakeup = loop.create_future()
+        timer = loop.call_at(deadline, self._wake) if deadline is not None else None
+        try:
+            await self._wakeup
+        finally:
+            self._wakeup = None
+            if timer is not None:
+                timer.cancel()
+
+    def _batch_ready(self) -> bool:
+        return len(self._sorted) >= self.config.max_batch_size or self._queued_tokens >= self.config.max_batch_tokens
+
+    def _oldest(self) -> _Item:
+        while not self._arrivals[0].queued:
+            self._arrivals.popleft()
+        return self._arrivals[0]
+
+    async def _schedule(self) -> None:
+        loop = asyncio.get_running_loop()
+        max_wait = self.config.max_wait_ms / 1000
+        assert self._free_workers is not None
+        while True:
+            await self._free_workers.acquire()
+            while not self._sorted:
+                self._update_idle()
+                await self._wait_for_wakeup(None)
+            if max_wait > 0:
+                deadline = self._oldest().enqueued + max_wait
+                while self._sorted and not self._batch_ready() and not self._closing and loop.time() < deadline:
+                    await self._wait_for_wakeup(deadline)
+                if not self._sorted:  # everything waiting was cancelled meanwhile
+                    self._free_workers.release()
+                    continue
+            self._dispatch(self._take_batch())
+
+    def _take_batch(self) -> list[_Item]:
+        oldest = self._oldest()
+        anchor = bisect.bisect_left(self._sorted, _sort_key(oldest), key=_sort_key)
+        lo, hi = grow_batch([item.cost for item in self._sorted], anchor, self.config)
+        batch = self._sorted[lo:hi]
+        del self._sorted[lo:hi]
+        for item in batch:
+            item.queued = False
+            self._queued_tokens -= item.cost
+        self._notify_queue()
+        return batch
+
+    def _dispatch(self, batch: list[_Item]) -> None:
+        loop = asyncio.get_running_loop()
+        self._in_flight += 1
+        queued_at = min(item.enqueued for item in batch)
+        waited = loop.time() - queued_at
+        payloads = [item.payload for item in batch]
+        future = loop.run_in_executor(self._pool, self._timed_run, payloads)
+        future.add_done_callback(lambda done: self._complete(batch, done, waited))
+
+    def _timed_run(self, payloads: list[P]) -> tuple[Sequence[R], float]:
+        started = time.perf_counter()
+        results = self._run_batch(payloads)
+        return results, time.perf_counter() - started
+
+    def _complete(self, batch: list[_Item], done: asyncio.Future[Any], waited: float) -> None:
+        self._in_flight -= 1
+        self._free_workers.release()  # type: ignore[union-attr]
+        error = done.exception()
+        if error is not None:
+            log.error("batch failed", extra={"model": self.name, "size": len(batch), "error": repr(error)})
+            for request in {id(item.request): item.request for item in batch}.values():
+                self._fail(request, BatchFailed(error))
+        else:
+            results, seconds = done.result()
+            if len(results) != len(batch):
+                for request in {id(item.request): item.request for item in batch}.values():
+                    self._fail(request, BatchFailed(RuntimeError("runner returned a wrong number of results")))
+            else:
+                for item, result in zip(batch, results):
+                    request = item.request
+                    request.results[item.index] = result
+                    request.remaining -= 1
+                    if request.remaining == 0 and not request.future.done():
+                        request.future.set_result(request.results)
+                self._observe(batch, waited, seconds)
+        self._update_idle()
+
+    def _observe(self, batch: list[_Item], waited: float, seconds: float) -> None:
+        tokens = sum(item.cost for item in batch)
+        if seconds > 0:
+            rate = tokens / seconds
+            self._tokens_per_second = rate if not self._tokens_per_second else 0.8 * self._tokens_per_second + 0.2 * rate
+        if self._observer is not None:
+            padded = max(item.cost for item in batch) * len(batch)
+            self._observer.on_batch(len(batch), tokens, padded, waited, seconds)
+
+    # -- dropping --------------------------------------------------------------------------
+
+    def _drop(self, request: _Request) -> None:
+        """Removes a request's still-queued items (its caller went away or it failed)."""
+        removed = False
+        for item in request.items:
+            if item.queued:
+                item.queued = False
+                index = bisect.bisect_left(self._sorted, _sort_key(item), key=_sort_key)
+                del self._sorted[index]
+                self._queued_tokens -= item.cost
+                removed = True
+        if removed:
+            self._notify_queue()
+            self._update_idle()
+
+    def _fail(self, request: _Request, error: BaseException) -> None:
+        self._drop(request)
+        if not request.future.done():
+            request.future.set_exception(error)
+
+    def _update_idle(self) -> None:
+        if self._idle is not None and not self._sorted and self._in_flight == 0:
+            self._idle.set()
+
+    def _notify_queue(self) -> None:
+        if self._observer is not None:
+            self._observer.on_queue(len(self._sorted), self._queued_tokens)
+
+    def _retry_after(self) -> float:
+        if self._tokens_per_second <= 0:
+            return 1.0
+        return max(1.0, self._queued_tokens / self._tokens_per_second)

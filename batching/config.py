@@ -1,0 +1,22 @@
+"""Batching limits, per model."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class BatchingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    max_batch_tokens: int = Field(16384, gt=0, description="Padded tokens per batch: longest item x item count.")
+    max_batch_size: int = Field(128, gt=0, description="Items per batch.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long an idle worker waits for a fuller batch.")
+    min_fill: float = Field(
+        0.5, ge=0, le=1, description="Least share of real (unpadded) tokens in a batch before it is split by length."
+    )
+    small_batch_tokens: int = Field(
+        512, ge=0, description="Padded size under which padding is cheaper than another forward pass."
+    )
+    max_queue_tokens: int = Field(1_048_576, gt=0, description="Tokens waiting before new requests get 429.")
+    max_queue_items: int = Field(16384, gt=0, description="Items waiting before new requests get 429.")
+    workers: int = Field(1, gt=0, description="Batches run at once (threads sharing the model).")

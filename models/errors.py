@@ -1,0 +1,30 @@
+"""Errors the model layer raises; the server maps them to HTTP statuses."""
+
+
+class ModelError(Exception):
+    """Base class for model-layer errors."""
+
+
+class InvalidInput(ModelError, ValueError):
+    """The input cannot be run by this model (e.g. too long with truncation off, unknown token ids)."""
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class ModelLoadError(ModelError):
+    """The model's source could not be loaded."""
+
+
+class UnknownModel(ModelError, LookupError):
+    """No served model has this name."""
+
+    def __init__(self, name: str | None, served: list[str], kind: str) -> None:
+        if name is None:
+            message = f"no model named and {len(served)} {kind} models are served; name one of: {', '.join(served)}"
+        else:
+            message = f"model {name!r} is not served; served {kind} models: {', '.join(served) or 'none'}"
+        super().__init__(message)
+        self.name = name
+        self.served = served

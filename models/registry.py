@@ -1,0 +1,37 @@
+"""The served models by name: ids and aliases resolve to one spec each."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from models.errors import UnknownModel
+from models.spec import ModelSpec
+
+
+class ModelRegistry:
+    def __init__(self, specs: Sequence[ModelSpec]) -> None:
+        if not specs:
+            raise ValueError("no models configured")
+        self._by_name: dict[str, ModelSpec] = {}
+        for spec in specs:
+            for name in spec.names:
+                owner = self._by_name.get(name)
+                if owner is not None and owner.id != spec.id:
+                    raise ValueError(f"model name {name!r} is used by both {owner.id!r} and {spec.id!r}")
+                self._by_name[name] = spec
+        self.specs: tuple[ModelSpec, ...] = tuple(specs)
+
+    def ids(self, kind: str | None = None) -> list[str]:
+        return [s.id for s in self.specs if kind is None or s.kind == kind]
+
+    def resolve(self, name: str | None, kind: str) -> ModelSpec:
+        """The spec a request names; with no name, the only model of that kind."""
+        if name is None:
+            of_kind = [s for s in self.specs if s.kind == kind]
+            if len(of_kind) == 1:
+                return of_kind[0]
+            raise UnknownModel(None, self.ids(kind), kind)
+        spec = self._by_name.get(name)
+        if spec is None or spec.kind != kind:
+            raise UnknownModel(name, self.ids(kind), kind)
+        return spec

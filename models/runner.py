@@ -1,0 +1,51 @@
+"""The narrow interface between the batcher and a model backend.
+
+A runner turns texts into `Tokens` (cheap, any thread) and runs a list of `Tokens` as one
+padded batch (the worker thread). The batcher only ever sees `Tokens` and their lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One tokenized item, special tokens included, already truncated to the model's limit."""
+
+    ids: list[int]
+    type_ids: list[int] | None = None
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What clients and operators see of a loaded model."""
+
+    id: str
+    kind: str
+    dimension: int
+    max_length: int
+    backend: str
+    device: str
+    dtype: str
+    normalized: bool
+    """Whether the folder's own pipeline ends in L2 normalization."""
+
+
+class EmbeddingRunner(Protocol):
+    info: ModelInfo
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> list[Tokens]: ...
+
+    def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]: ...
+
+    def run(self, batch: Sequence[Tokens]) -> np.ndarray:
+        """Embeds one batch: float32 array of shape (len(batch), dimension), not normalized."""
+        ...

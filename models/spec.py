@@ -1,0 +1,32 @@
+"""What a served model is: the settings a registry entry is built from."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+ModelKind = Literal["embed", "rerank"]
+Backend = Literal["torch"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+DType = Literal["auto", "float32", "float16", "bfloat16"]
+
+
+class ModelSpec(BaseModel):
+    """One served model. Only `id` and `source` are required; the rest has working defaults."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(min_length=1, description="Name clients send as `model`.")
+    source: str = Field(min_length=1, description="A local model folder, or a hub id where a hub is reachable.")
+    aliases: tuple[str, ...] = ()
+    kind: ModelKind = "embed"
+    backend: Backend = "torch"
+    device: Device = "auto"
+    dtype: DType = "auto"
+    max_length: int | None = Field(default=None, gt=0, description="Token limit; default: the folder's own.")
+    threads: int | None = Field(default=None, gt=0, description="Intra-op threads for this model's runner.")
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return (self.id, *self.aliases)

@@ -1,0 +1,117 @@
+"""PyTorch runner: the folder's own sentence-transformers modules, driven batch by batch.
+
+sentence-transformers loads the pipeline (transformer, pooling, dense, normalize) from the
+folder's configuration; we skip `encode()` and call the modules on batches the batcher formed.
+A trailing Normalize module is left out so each request can choose normalization.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from models.errors import ModelLoadError
+from models.runner import ModelInfo, Tokens
+from models.spec import ModelSpec
+from models.tokenizer import TextTokenizer
+
+_DTYPES = {"float32", "float16", "bfloat16"}
+
+
+def pick_device(requested: str) -> str:
+    import torch
+
+    if requested != "auto":
+        return requested
+    if torch.cuda.is_available():
+        return "cuda"
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def pick_dtype(requested: str, device: str) -> str:
+    if requested in _DTYPES:
+        return requested
+    return "float32" if device == "cpu" else "float16"
+
+
+class TorchEmbeddingRunner:
+    def __init__(self, spec: ModelSpec, source: str) -> None:
+        import torch
+        from sentence_transformers import SentenceTransformer
+
+        self._torch = torch
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        device = pick_device(spec.device)
+        dtype = pick_dtype(spec.dtype, device)
+        try:
+            model = SentenceTransformer(source, device=device)
+        except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
+            raise ModelLoadError(f"cannot load model {spec.id!r} from {source!r}: {exc}") from exc
+        if dtype != "float32":
+            model.to(getattr(torch, dtype))
+        model.eval()
+
+        modules = list(model)
+        normalized = bool(modules) and type(modules[-1]).__name__ == "Normalize"
+        self._modules = modules[:-1] if normalized else modules
+        self._device = torch.device(device)
+
+        first = modules[0]
+        hf_tokenizer = model.tokenizer
+        max_length = min(x for x in (spec.max_length, model.max_seq_length, _position_limit(first)) if x)
+        first.max_seq_length = max_length
+        self.tokenizer = TextTokenizer(
+            hf_tokenizer.backend_tokenizer,
+            max_length=max_length,
+            pad_id=hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0,
+            vocab_size=min(len(hf_tokenizer), _vocab_size(first) or len(hf_tokenizer)),
+            with_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
+        )
+        self.info = ModelInfo(
+            id=spec.id,
+            kind=spec.kind,
+            dimension=int(model.get_embedding_dimension()),
+            max_length=max_length,
+            backend="torch",
+            device=str(self._device),
+            dtype=dtype,
+            normalized=normalized,
+        )
+
+    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
+        return self.tokenizer.encode(texts, truncate=truncate)
+
+    def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
+        return self.tokenizer.encode_ids(ids, truncate=truncate)
+
+    def run(self, batch: Sequence[Tokens]) -> np.ndarray:
+        torch = self._torch
+        arrays = self.tokenizer.pad(batch)
+        with torch.inference_mode():
+            features: dict[str, Any] = {
+                name: torch.from_numpy(array).to(self._device, non_blocking=True) for name, array in arrays.items()
+            }
+            for module in self._modules:
+                features = module(features)
+            return features["sentence_embedding"].float().cpu().numpy()
+
+
+def _config(first_module: Any) -> Any:
+    model = getattr(first_module, "auto_model", None)
+    return getattr(model, "config", None)
+
+
+def _position_limit(first_module: Any) -> int | None:
+    config = _config(first_module)
+    limit = getattr(config, "max_position_embeddings", None)
+    if limit and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
+        limit -= 2  # RoBERTa-style position ids start after the padding index
+    return limit
+
+
+def _vocab_size(first_module: Any) -> int | None:
+    return getattr(_config(first_module), "vocab_size", None)

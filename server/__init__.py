@@ -1,0 +1,3 @@
+"""embedserve's HTTP layer."""
+
+__version__ = "0.1.0"

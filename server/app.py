@@ -1,0 +1,70 @@
+"""The FastAPI application, assembled from settings."""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+from fastapi import FastAPI
+
+from models.registry import ModelRegistry
+from models.sources import DEFAULT_MODEL, spec_from_cli
+from models.spec import ModelSpec
+from server import __version__
+from server.errors import install_error_handlers
+from server.metrics import Metrics
+from server.middleware import RequestContextMiddleware
+from server.model_host import ModelHost
+from server.routes import native, openai, ops
+from server.settings import Settings
+
+
+def model_specs(settings: Settings) -> list[ModelSpec]:
+    """The models to serve: from settings, or the bundled default; global device/dtype/threads fill gaps."""
+    specs = [spec_from_cli(value) for value in settings.models] or [DEFAULT_MODEL]
+    defaults = {"device": settings.device, "dtype": settings.dtype, "threads": settings.torch_threads}
+    return [
+        spec.model_copy(update={k: v for k, v in defaults.items() if k not in spec.model_fields_set and v is not None})
+        for spec in specs
+    ]
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+    host = ModelHost(
+        ModelRegistry(model_specs(settings)),
+        settings.batching(),
+        metrics,
+        tokenize_inline_chars=settings.tokenize_inline_chars,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await host.start()
+        try:
+            yield
+        finally:
+            await host.close()
+
+    app = FastAPI(
+        title="embedserve",
+        version=__version__,
+        description="Text embeddings over HTTP: OpenAI-compatible and native routes, micro-batched.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.host = host
+    install_error_handlers(app)
+    for router in (openai.router, native.router, ops.router):
+        app.include_router(router)
+    routes = {route.path for route in app.routes if hasattr(route, "path")}
+    app.add_middleware(
+        RequestContextMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.max_body_bytes,
+        access_log=settings.access_log,
+        routes=routes,
+    )
+    return app

@@ -1,0 +1,66 @@
+"""`embedserve serve ...` (also `python -m server serve ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Sequence
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization runs in our own threads
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("serve", help="serve models over HTTP")
+    p.add_argument("--host", help="bind address (default 127.0.0.1; EMBEDSERVE_HOST)")
+    p.add_argument("--port", type=int, help="port (default 8000; EMBEDSERVE_PORT)")
+    p.add_argument(
+        "--model",
+        action="append",
+        dest="models",
+        metavar="[ID=]SOURCE",
+        help="a model folder or hub id to serve; repeatable (default: the bundled all-MiniLM-L6-v2)",
+    )
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
+    p.add_argument("--torch-threads", type=int)
+    p.add_argument("--max-batch-tokens", type=int)
+    p.add_argument("--max-batch-size", type=int)
+    p.add_argument("--max-wait-ms", type=float)
+    p.add_argument("--max-queue-tokens", type=int)
+    p.add_argument("--max-queue-items", type=int)
+    p.add_argument("--batch-workers", type=int)
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    p.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)
+
+
+def serve(args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from server.app import create_app
+    from server.logs import configure_logging
+    from server.settings import Settings
+
+    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
+    settings = Settings(**overrides)
+    configure_logging(settings.log_level, settings.log_json)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=30,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="embedserve", description="Text embedding and reranking server.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _serve_parser(sub)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args)
+
+
+if __name__ == "__main__":
+    main()

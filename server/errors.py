@@ -1,0 +1,143 @@
+"""API errors and their two wire shapes.
+
+/v1 routes answer in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`;
+native routes answer in TEI's shape, `{"error": message, "error_type": type}`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from batching.errors import BatchFailed, BatcherError, QueueFull, RequestTooLarge, ShuttingDown
+from models.errors import InvalidInput, ModelError, UnknownModel
+from server.disconnect import ClientDisconnected
+
+# OpenAI error types by status; native error types by status.
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "invalid_request_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+}
+_NATIVE_TYPES = {
+    400: "Validation",
+    401: "Unauthorized",
+    404: "NotFound",
+    413: "PayloadTooLarge",
+    422: "Validation",
+    429: "Overloaded",
+    503: "Unavailable",
+}
+
+
+class ApiError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+def is_openai_path(path: str) -> bool:
+    return path.startswith("/v1/")
+
+
+def error_body(path: str, status: int, message: str, *, param: str | None = None, code: str | None = None) -> bytes:
+    if is_openai_path(path):
+        kind = _OPENAI_TYPES.get(status, "server_error")
+        return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
+    return orjson.dumps({"error": message, "error_type": _NATIVE_TYPES.get(status, "Backend")})
+
+
+def error_response(path: str, error: ApiError) -> Response:
+    body = error_body(path, error.status, error.message, param=error.param, code=error.code)
+    return Response(body, status_code=error.status, media_type="application/json", headers=error.headers)
+
+
+def as_api_error(exc: BaseException) -> ApiError:
+    """Maps errors of the lower layers to statuses."""
+    if isinstance(exc, ApiError):
+        return exc
+    if isinstance(exc, UnknownModel):
+        return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, InvalidInput):
+        return ApiError(400, str(exc), param=exc.param)
+    if isinstance(exc, QueueFull):
+        retry = str(max(1, round(exc.retry_after)))
+        return ApiError(429, str(exc), code="overloaded", headers={"Retry-After": retry})
+    if isinstance(exc, RequestTooLarge):
+        return ApiError(413, str(exc), code="request_too_large")
+    if isinstance(exc, ShuttingDown):
+        return ApiError(503, str(exc), code="shutting_down", headers={"Retry-After": "1"})
+    if isinstance(exc, ClientDisconnected):
+        return ApiError(499, "the client closed the request", code="client_closed_request")
+    if isinstance(exc, BatchFailed):
+        return ApiError(500, str(exc), code="inference_failed")
+    return ApiError(500, "internal server error", code="internal_error")
+
+
+# Fields typed as unions fail once per alternative; one sentence says what is accepted instead.
+_UNION_FIELDS = {
+    "input": "must be a non-empty string, an array of non-empty strings, an array of token ids (integers >= 0), "
+    "or an array of such arrays",
+}
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
+    errors = exc.errors()
+    first = errors[0] if errors else {}
+    if first.get("type") == "json_invalid":
+        return 400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}", None
+    loc = [part for part in first.get("loc", ()) if part != "body"]
+    if not loc:
+        return 422, "the body must be a JSON object", None
+    field = str(loc[0])
+    if field in _UNION_FIELDS:
+        return 422, f"'{field}' {_UNION_FIELDS[field]}", field
+    param = ".".join(str(part) for part in loc)
+    return 422, f"'{param}': {first.get('msg', 'invalid value')}", param
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def on_api_error(request: Request, exc: Exception) -> Response:
+        return error_response(request.url.path, as_api_error(exc))
+
+    async def on_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        status, message, param = _validation_message(exc)
+        # OpenAI answers every malformed body with 400.
+        if is_openai_path(request.url.path):
+            status = 400
+        return error_response(request.url.path, ApiError(status, message, param=param))
+
+    async def on_http(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        detail: Any = exc.detail
+        return error_response(
+            request.url.path, ApiError(exc.status_code, str(detail), headers=dict(exc.headers or {}))
+        )
+
+    for known in (ApiError, ModelError, BatcherError, ClientDisconnected):
+        app.add_exception_handler(known, on_api_error)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    # Anything else is a bug: Starlette's outermost layer answers 500 (in our shape) and logs it.
+    app.add_exception_handler(Exception, on_api_error)

@@ -1,0 +1,80 @@
+"""Prometheus metrics, one registry per app (so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily
+
+from models.memory import rss_bytes
+
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
+
+
+class _ProcessMemory:
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield GaugeMetricFamily("embed_process_resident_bytes", "Resident memory of the server process.", rss_bytes())
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "embed_requests", "Requests by model, route and status.", ["model", "route", "status"], registry=r
+        )
+        self.duration = Histogram(
+            "embed_request_duration_seconds", "Request latency.", ["model", "route"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.errors = Counter("embed_errors", "Error answers by model, route and type.", ["model", "route", "type"], registry=r)
+        self.rejections = Counter("embed_rejections", "Requests refused, by reason.", ["model", "reason"], registry=r)
+        self.tokens = Counter("embed_tokens", "Input tokens processed.", ["model"], registry=r)
+        self.queue_items = Gauge("embed_queue_items", "Items waiting in the batcher.", ["model"], registry=r)
+        self.queue_tokens = Gauge("embed_queue_tokens", "Tokens waiting in the batcher.", ["model"], registry=r)
+        self.queue_wait = Histogram(
+            "embed_queue_wait_seconds", "Time a batch's oldest item waited.", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batch_seconds = Histogram(
+            "embed_batch_seconds", "Forward pass time per batch.", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.batch_size = Histogram("embed_batch_size", "Items per batch.", ["model"], buckets=_SIZE_BUCKETS, registry=r)
+        self.batch_tokens = Histogram(
+            "embed_batch_tokens", "Real tokens per batch.", ["model"], buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.batch_padded_tokens = Histogram(
+            "embed_batch_padded_tokens", "Padded tokens per batch.", ["model"], buckets=_TOKEN_BUCKETS, registry=r
+        )
+        self.model_memory = Gauge("embed_model_memory_bytes", "Memory taken by loading the model.", ["model"], registry=r)
+        self.model_load = Gauge("embed_model_load_seconds", "Time to load and warm the model.", ["model"], registry=r)
+        self.model_ready = Gauge("embed_model_ready", "1 once the model is loaded and warmed.", ["model"], registry=r)
+        r.register(_ProcessMemory())
+
+    def batch_observer(self, model: str) -> "BatchMetrics":
+        return BatchMetrics(self, model)
+
+
+class BatchMetrics:
+    """The batcher's observer for one model, with its label children resolved once."""
+
+    def __init__(self, metrics: Metrics, model: str) -> None:
+        self._queue_items = metrics.queue_items.labels(model)
+        self._queue_tokens = metrics.queue_tokens.labels(model)
+        self._wait = metrics.queue_wait.labels(model)
+        self._seconds = metrics.batch_seconds.labels(model)
+        self._size = metrics.batch_size.labels(model)
+        self._tokens = metrics.batch_tokens.labels(model)
+        self._padded = metrics.batch_padded_tokens.labels(model)
+        self._processed = metrics.tokens.labels(model)
+
+    def on_queue(self, items: int, tokens: int) -> None:
+        self._queue_items.set(items)
+        self._queue_tokens.set(tokens)
+
+    def on_batch(self, size: int, tokens: int, padded_tokens: int, queue_seconds: float, run_seconds: float) -> None:
+        self._size.observe(size)
+        self._tokens.observe(tokens)
+        self._padded.observe(padded_tokens)
+        self._wait.observe(queue_seconds)
+        self._seconds.observe(run_seconds)
+        self._processed.inc(tokens)

@@ -1,0 +1,62 @@
+"""OpenAI-compatible routes: POST /v1/embeddings, GET /v1/models."""
+
+from __future__ import annotations
+
+import time
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.responses import base64_float32, json_response
+from server.routes.common import embed, host_of, served_model
+from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelList, OpenAIError
+
+router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
+
+_ERRORS = {status: {"model": OpenAIError} for status in (400, 404, 413, 429, 500, 503)}
+_STARTED = int(time.time())
+
+
+@router.post("/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS)
+async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
+    """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes."""
+    served = served_model(request, body.model)
+    result = await embed(request, served, body.inputs(), truncate=body.truncate, dimensions=body.dimensions)
+    encode = base64_float32 if body.encoding_format == "base64" else None
+    data = [
+        {"object": "embedding", "index": i, "embedding": encode(row) if encode else row}
+        for i, row in enumerate(result.vectors)
+    ]
+    return json_response(
+        {
+            "object": "list",
+            "data": data,
+            "model": served.spec.id,
+            "usage": {"prompt_tokens": result.tokens, "total_tokens": result.tokens},
+        }
+    )
+
+
+@router.get("/models", response_model=ModelList)
+async def list_models(request: Request) -> Response:
+    host = host_of(request)
+    cards = []
+    for spec in host.registry.specs:
+        info = host.info(spec.id)
+        cards.append(
+            {
+                "id": spec.id,
+                "object": "model",
+                "created": _STARTED,
+                "owned_by": "embedserve",
+                "kind": spec.kind,
+                "aliases": list(spec.aliases),
+                "status": host.status[spec.id],
+                "dimension": info.dimension if info else None,
+                "max_length": info.max_length if info else spec.max_length,
+                "backend": spec.backend,
+                "device": info.device if info else None,
+                "dtype": info.dtype if info else None,
+            }
+        )
+    return json_response({"object": "list", "data": cards})

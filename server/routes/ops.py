@@ -1,0 +1,36 @@
+"""Operator routes: health, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.responses import Response
+
+from server.responses import json_response
+from server.routes.common import host_of
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/health")
+async def health() -> Response:
+    """The process is up and answering (models may still be loading)."""
+    return json_response({"status": "ok"})
+
+
+@router.get("/health/live")
+async def live() -> Response:
+    return json_response({"status": "ok"})
+
+
+@router.get("/health/ready")
+async def ready(request: Request) -> Response:
+    """200 once every model is loaded and warmed; 503 while loading, after a failed load, or while draining."""
+    host = host_of(request)
+    status = "draining" if host.draining else ("ready" if host.ready else "not ready")
+    return json_response({"status": status, "models": host.status}, 200 if host.ready else 503)
+
+
+@router.get("/metrics")
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,46 @@
+"""Native request and response bodies (/embed, /batch-embed)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+
+
+class _EmbedOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
+    normalize: bool | None = Field(None, description="L2-normalize; default: as the model's own pipeline does.")
+    dimensions: int | None = Field(None, gt=0, description="Truncate to this size (then normalize).")
+    truncate: bool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
+
+
+class EmbedRequest(_EmbedOptions):
+    text: NonEmptyText
+
+
+class BatchEmbedRequest(_EmbedOptions):
+    texts: Annotated[list[NonEmptyText], Field(min_length=1)]
+
+
+class EmbedResponse(BaseModel):
+    embedding: list[float]
+    model: str
+    dim: int
+    tokens: int
+
+
+class BatchEmbedResponse(BaseModel):
+    embeddings: list[list[float]]
+    model: str
+    dim: int
+    tokens: int
+    count: int
+
+
+class NativeError(BaseModel):
+    error: str
+    error_type: str

@@ -1,0 +1,89 @@
+"""OpenAI-compatible request and response bodies (/v1)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Union
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+
+NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
+
+EmbeddingInput = Union[
+    NonEmptyText,
+    Annotated[list[NonEmptyText], Field(min_length=1)],
+    TokenIds,
+    Annotated[list[TokenIds], Field(min_length=1)],
+]
+
+
+class EmbeddingsRequest(BaseModel):
+    # Unknown fields are ignored, as clients such as LangChain send extras.
+    model_config = ConfigDict(extra="ignore")
+
+    input: EmbeddingInput = Field(
+        description="A string, an array of strings, an array of token ids, or an array of token-id arrays."
+    )
+    model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, gt=0, description="Truncate to this size, then renormalize.")
+    user: str | None = None
+    truncate: bool = Field(True, description="Truncate over-long inputs to the model's limit; false: 400 instead.")
+
+    def inputs(self) -> list[str] | list[list[int]]:
+        """The input as a list of items (strings, or token-id lists)."""
+        value = self.input
+        if isinstance(value, str):
+            return [value]
+        if value and isinstance(value[0], int):
+            return [value]  # type: ignore[list-item]
+        return value  # type: ignore[return-value]
+
+
+class EmbeddingData(BaseModel):
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | str
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingsResponse(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[EmbeddingData]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "embedserve"
+    kind: str
+    aliases: list[str]
+    status: str
+    dimension: int | None
+    max_length: int | None
+    backend: str
+    device: str | None
+    dtype: str | None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class OpenAIError(BaseModel):
+    error: OpenAIErrorDetail

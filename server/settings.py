@@ -1,0 +1,58 @@
+"""Server settings: environment variables with the EMBEDSERVE_ prefix, overridden by CLI flags."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from batching.config import BatchingConfig
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="EMBEDSERVE_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    models: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Model sources to serve, `SOURCE` or `ID=SOURCE`, comma-separated; empty: the bundled default.",
+    )
+    device: str = "auto"
+    dtype: str = "auto"
+    torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
+
+    max_batch_tokens: int = Field(16384, gt=0)
+    max_batch_size: int = Field(128, gt=0)
+    max_wait_ms: float = Field(2.0, ge=0)
+    max_queue_tokens: int = Field(1_048_576, gt=0)
+    max_queue_items: int = Field(16384, gt=0)
+    batch_workers: int = Field(1, gt=0)
+
+    max_inputs: int = Field(2048, gt=0, description="Inputs per request.")
+    max_body_bytes: int = Field(16 * 2**20, gt=0, description="Request body size; larger bodies get 413.")
+    tokenize_inline_chars: int = Field(
+        2048, ge=0, description="Requests with fewer characters are tokenized on the event loop (cheaper than a hop)."
+    )
+
+    log_level: str = "info"
+    log_json: bool = True
+    access_log: bool = True
+
+    @field_validator("models", mode="before")
+    @classmethod
+    def _split_models(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def batching(self) -> BatchingConfig:
+        return BatchingConfig(
+            max_batch_tokens=self.max_batch_tokens,
+            max_batch_size=self.max_batch_size,
+            max_wait_ms=self.max_wait_ms,
+            max_queue_tokens=self.max_queue_tokens,
+            max_queue_items=self.max_queue_items,
+            workers=self.batch_workers,
+        )
