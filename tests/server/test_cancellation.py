@@ -1,0 +1,42 @@
+"""A client that goes away takes its not-yet-started work with it."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+
+from tests.support import RunningServer
+
+MODEL = 'model="all-MiniLM-L6-v2"'
+
+
+def metric(server: RunningServer, name: str) -> float:
+    text = httpx.get(f"{server.url}/metrics").text
+    return float(re.search(rf"^{name}\{{{MODEL}\}} (\S+)$", text, re.M).group(1))
+
+
+async def test_disconnected_clients_items_are_dropped(server: RunningServer) -> None:
+    # 2048 passages of about 250 tokens: half a million tokens, many seconds of work on this machine.
+    passages = [f"passage {i} " + "the quick brown fox jumps over the lazy dog " * 25 for i in range(2048)]
+    before = metric(server, "embed_tokens_total")
+    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+        task = asyncio.create_task(client.post("/v1/embeddings", json={"input": passages}))
+        deadline = time.monotonic() + 30
+        while metric(server, "embed_queue_items") == 0:  # wait until its items are queued
+            assert time.monotonic() < deadline and not task.done()
+            await asyncio.sleep(0.05)
+        task.cancel()  # closes the connection
+        await asyncio.gather(task, return_exceptions=True)
+
+        started = time.monotonic()
+        after = await client.post("/v1/embeddings", json={"input": "next client"})
+        waited = time.monotonic() - started
+    assert after.status_code == 200
+    # The next client waits for at most the batch already running, not for the abandoned request.
+    assert waited < 5, f"waited {waited:.1f} s behind an abandoned request"
+    assert metric(server, "embed_queue_items") == 0
+    processed = metric(server, "embed_tokens_total") - before
+    assert processed < 0.5 * 2048 * 250, f"{processed} tokens processed for a client that left"
