@@ -12,10 +12,12 @@ class BatchingConfig(BaseModel):
     max_batch_size: int = Field(128, gt=0, description="Items per batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long an idle worker waits for a fuller batch.")
     min_fill: float = Field(
-        0.5, ge=0, le=1, description="Least share of real (unpadded) tokens in a batch before it is split by length."
+        0.8, ge=0, le=1, description="Least share of real (unpadded) tokens in a batch before it is split by length."
     )
-    small_batch_tokens: int = Field(
-        512, ge=0, description="Padded size under which padding is cheaper than another forward pass."
+    pad_tolerance_tokens: int = Field(
+        32,
+        ge=0,
+        description="Padding one more item may add regardless of min_fill: about what another forward pass costs.",
     )
     max_queue_tokens: int = Field(1_048_576, gt=0, description="Tokens waiting before new requests get 429.")
     max_queue_items: int = Field(16384, gt=0, description="Items waiting before new requests get 429.")

@@ -3,7 +3,8 @@
 Items wait sorted by length. A batch always holds the oldest waiting item (so nothing starves:
 an item waits for at most the items older than it) and grows around it through its
 neighbours in length order, taking whichever neighbour adds the least padding, while the
-batch stays within the item and padded-token budgets and padding stays a small share.
+batch stays within the item and padded-token budgets, and padding either stays a small share
+(`min_fill`) or each step adds less of it than another forward pass would cost.
 """
 
 from __future__ import annotations
@@ -18,21 +19,23 @@ def grow_batch(lengths: Sequence[int], anchor: int, config: BatchingConfig) -> t
     lo, hi = anchor, anchor + 1
     longest, total = lengths[anchor], lengths[anchor]
 
-    def fits(count: int, longest: int, total: int) -> bool:
+    def fits(count: int, longest: int, total: int, added_padding: int) -> bool:
         padded = longest * count
         if count > config.max_batch_size or padded > config.max_batch_tokens:
             return False
-        return padded <= config.small_batch_tokens or total >= config.min_fill * padded
+        return added_padding <= config.pad_tolerance_tokens or total >= config.min_fill * padded
 
     while True:
         count = hi - lo + 1
         left = lengths[lo - 1] if lo > 0 else None
         right = lengths[hi] if hi < len(lengths) else None
-        left_ok = left is not None and fits(count, longest, total + left)
-        right_ok = right is not None and fits(count, right, total + right)
+        # Padding each would add: the shorter item padded to the longest, or everyone padded to the longer.
+        left_pad = longest - left if left is not None else 0
+        right_pad = (right - longest) * (count - 1) if right is not None else 0
+        left_ok = left is not None and fits(count, longest, total + left, left_pad)
+        right_ok = right is not None and fits(count, right, total + right, right_pad)
         if left_ok and right_ok:
-            # Padding each would add: the shorter item padded to the longest, or everyone padded to the longer.
-            take_left = longest - left <= (right - longest) * (count - 1)  # type: ignore[operator]
+            take_left = left_pad <= right_pad
         elif left_ok or right_ok:
             take_left = left_ok
         else:

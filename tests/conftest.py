@@ -9,6 +9,8 @@ import pytest
 
 from tests.support import RunningServer, start_server, stop_server
 
+pytest_plugins = ["tests.fixtures.tiny_models"]
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
