@@ -14,9 +14,10 @@ import itertools
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Protocol, Sequence, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from batching.config import BatchingConfig
 from batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
@@ -33,7 +34,9 @@ class BatchObserver(Protocol):
 
     def on_queue(self, items: int, tokens: int) -> None: ...
 
-    def on_batch(self, size: int, tokens: int, padded_tokens: int, queue_seconds: float, run_seconds: float) -> None: ...
+    def on_batch(
+        self, size: int, tokens: int, padded_tokens: int, queue_seconds: float, run_seconds: float
+    ) -> None: ...
 
 
 @dataclass(slots=True, eq=False)
@@ -254,7 +257,9 @@ class Batcher(Generic[P, R]):
         tokens = sum(item.cost for item in batch)
         if seconds > 0:
             rate = tokens / seconds
-            self._tokens_per_second = rate if not self._tokens_per_second else 0.8 * self._tokens_per_second + 0.2 * rate
+            self._tokens_per_second = (
+                rate if not self._tokens_per_second else 0.8 * self._tokens_per_second + 0.2 * rate
+            )
         if self._observer is not None:
             padded = max(item.cost for item in batch) * len(batch)
             self._observer.on_batch(len(batch), tokens, padded, waited, seconds)

@@ -9,7 +9,7 @@ batch stays within the item and padded-token budgets, and padding either stays a
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from batching.config import BatchingConfig
 

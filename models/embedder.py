@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -19,9 +19,32 @@ class Embedder:
     def info(self) -> ModelInfo:
         return self.runner.info
 
-    def tokenize(self, inputs: Sequence[str] | Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
+    def prompt(self, name: str | None) -> str:
+        """The prefix for a prompt name; with no name, the model's default prompt (or none)."""
+        prompts = self.info.prompts
+        if name is None:
+            name = self.info.default_prompt
+            return prompts.get(name, "") if name else ""
+        if name not in prompts:
+            known = ", ".join(sorted(prompts)) or "none"
+            raise InvalidInput(
+                f"model {self.info.id!r} has no prompt {name!r}; its prompts: {known}", param="prompt_name"
+            )
+        return prompts[name]
+
+    def tokenize(
+        self,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        *,
+        prompt_name: str | None = None,
+        truncate: bool = True,
+    ) -> list[Tokens]:
+        """Texts get the named (or default) prompt; token-id inputs are taken as they are."""
         if inputs and isinstance(inputs[0], str):
-            return self.runner.tokenize(inputs, truncate=truncate)  # type: ignore[arg-type]
+            prefix = self.prompt(prompt_name)
+            return self.runner.tokenize(inputs, prompt=prefix, truncate=truncate)  # type: ignore[arg-type]
+        if prompt_name is not None:
+            raise InvalidInput("prompt_name applies to text inputs, not token ids", param="prompt_name")
         return self.runner.tokenize_ids(inputs, truncate=truncate)  # type: ignore[arg-type]
 
     def finish(self, raw: np.ndarray, *, normalize: bool | None = None, dimensions: int | None = None) -> np.ndarray:

@@ -6,8 +6,9 @@ padded batch (the worker thread). The batcher only ever sees `Tokens` and their 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -37,12 +38,17 @@ class ModelInfo:
     dtype: str
     normalized: bool
     """Whether the folder's own pipeline ends in L2 normalization."""
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Named prompts (prefixes) from the folder's configuration and the model's settings."""
+    default_prompt: str | None = None
 
 
 class EmbeddingRunner(Protocol):
     info: ModelInfo
 
-    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> list[Tokens]: ...
+    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        """Tokenizes `prompt + text` for each text."""
+        ...
 
     def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]: ...
 

@@ -26,6 +26,12 @@ class ModelSpec(BaseModel):
     dtype: DType = "auto"
     max_length: int | None = Field(default=None, gt=0, description="Token limit; default: the folder's own.")
     threads: int | None = Field(default=None, gt=0, description="Intra-op threads for this model's runner.")
+    prompts: dict[str, str] = Field(
+        default_factory=dict, description="Prompts by name, added to (and overriding) the folder's own."
+    )
+    default_prompt: str | None = Field(
+        default=None, description="Prompt name used when a request names none; default: the folder's own."
+    )
 
     @property
     def names(self) -> tuple[str, ...]:

@@ -6,7 +6,7 @@ length; padding happens once per batch in `pad`.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from tokenizers import Tokenizer
@@ -45,15 +45,17 @@ class TextTokenizer:
                 return full[:start], full[start + len(content) :]
         return [], []
 
-    def encode(self, texts: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
+    def encode(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        """Tokenizes `prompt + text` for each text, as sentence-transformers does with prompts."""
+        if prompt:
+            texts = [prompt + text for text in texts]
         encodings = self._tok.encode_batch(list(texts)) if len(texts) > 1 else [self._tok.encode(texts[0])]
         out: list[Tokens] = []
         for i, enc in enumerate(encodings):
             truncated = bool(enc.overflowing)
             if truncated and not truncate:
                 raise InvalidInput(
-                    f"input[{i}] is longer than the model's limit of {self.max_length} tokens "
-                    "and truncation is off",
+                    f"input[{i}] is longer than the model's limit of {self.max_length} tokens and truncation is off",
                     param="input",
                 )
             out.append(Tokens(enc.ids, enc.type_ids if self.with_type_ids else None, truncated))
@@ -73,8 +75,7 @@ class TextTokenizer:
             truncated = len(ids) > room
             if truncated and not truncate:
                 raise InvalidInput(
-                    f"input[{i}] is longer than the model's limit of {self.max_length} tokens "
-                    "and truncation is off",
+                    f"input[{i}] is longer than the model's limit of {self.max_length} tokens and truncation is off",
                     param="input",
                 )
             full = [*self._prefix, *ids[:room], *self._suffix]

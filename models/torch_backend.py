@@ -7,7 +7,8 @@ A trailing Normalize module is left out so each request can choose normalization
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -31,10 +32,21 @@ def pick_device(requested: str) -> str:
     return "cpu"
 
 
-def pick_dtype(requested: str, device: str) -> str:
+# Families whose activations overflow float16: they run in float32 or bfloat16 only.
+_NO_FLOAT16 = ("gemma3", "gemma3_text")
+
+
+def pick_dtype(requested: str, device: str, model_type: str = "") -> str:
+    """float32 on CPU; on accelerators float16, or bfloat16 for families that overflow float16."""
+    if requested == "float16" and model_type in _NO_FLOAT16:
+        raise ModelLoadError(
+            f"{model_type} models do not run in float16 (their activations overflow); use float32 or bfloat16"
+        )
     if requested in _DTYPES:
         return requested
-    return "float32" if device == "cpu" else "float16"
+    if device == "cpu":
+        return "float32"
+    return "bfloat16" if model_type in _NO_FLOAT16 else "float16"
 
 
 class TorchEmbeddingRunner:
@@ -46,11 +58,12 @@ class TorchEmbeddingRunner:
         if spec.threads:
             torch.set_num_threads(spec.threads)
         device = pick_device(spec.device)
-        dtype = pick_dtype(spec.dtype, device)
         try:
             model = SentenceTransformer(source, device=device)
         except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
             raise ModelLoadError(f"cannot load model {spec.id!r} from {source!r}: {exc}") from exc
+        config = _config(model[0])
+        dtype = pick_dtype(spec.dtype, device, getattr(config, "model_type", ""))
         if dtype != "float32":
             model.to(getattr(torch, dtype))
         model.eval()
@@ -80,10 +93,12 @@ class TorchEmbeddingRunner:
             device=str(self._device),
             dtype=dtype,
             normalized=normalized,
+            prompts={**{k: v for k, v in (model.prompts or {}).items() if v}, **spec.prompts},
+            default_prompt=spec.default_prompt or model.default_prompt_name,
         )
 
-    def tokenize(self, texts: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
-        return self.tokenizer.encode(texts, truncate=truncate)
+    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        return self.tokenizer.encode(texts, prompt=prompt, truncate=truncate)
 
     def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
         return self.tokenizer.encode_ids(ids, truncate=truncate)

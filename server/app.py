@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 from fastapi import FastAPI
 
+from batching.config import BatchingConfig
 from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
@@ -15,26 +16,40 @@ from server.errors import install_error_handlers
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
 from server.model_host import ModelHost
+from server.models_file import load_models_file
 from server.routes import native, openai, ops
 from server.settings import Settings
 
 
-def model_specs(settings: Settings) -> list[ModelSpec]:
-    """The models to serve: from settings, or the bundled default; global device/dtype/threads fill gaps."""
-    specs = [spec_from_cli(value) for value in settings.models] or [DEFAULT_MODEL]
+def served_models(settings: Settings) -> list[tuple[ModelSpec, BatchingConfig]]:
+    """The models to serve, each with its batching limits: the models file, then `--model` flags;
+    with neither, the bundled default. Server-wide device/dtype/threads fill what an entry leaves unset."""
+    batching = settings.batching()
+    served: list[tuple[ModelSpec, BatchingConfig]] = []
+    if settings.models_file is not None:
+        served += [(entry.spec(), entry.batching_config(batching)) for entry in load_models_file(settings.models_file)]
+    served += [(spec_from_cli(value), batching) for value in settings.models]
+    if not served:
+        served = [(DEFAULT_MODEL, batching)]
     defaults = {"device": settings.device, "dtype": settings.dtype, "threads": settings.torch_threads}
     return [
-        spec.model_copy(update={k: v for k, v in defaults.items() if k not in spec.model_fields_set and v is not None})
-        for spec in specs
+        (
+            spec.model_copy(
+                update={k: v for k, v in defaults.items() if k not in spec.model_fields_set and v is not None}
+            ),
+            config,
+        )
+        for spec, config in served
     ]
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
+    served = served_models(settings)
     host = ModelHost(
-        ModelRegistry(model_specs(settings)),
-        settings.batching(),
+        ModelRegistry([spec for spec, _ in served]),
+        {spec.id: config for spec, config in served},
         metrics,
         tokenize_inline_chars=settings.tokenize_inline_chars,
     )

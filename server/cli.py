@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 import os
-from typing import Sequence
+import sys
+from collections.abc import Sequence
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization runs in our own threads
 
@@ -20,6 +21,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
         metavar="[ID=]SOURCE",
         help="a model folder or hub id to serve; repeatable (default: the bundled all-MiniLM-L6-v2)",
     )
+    p.add_argument("--models", dest="models_file", metavar="FILE", help="a YAML models file (EMBEDSERVE_MODELS_FILE)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
     p.add_argument("--torch-threads", type=int)
@@ -35,16 +37,21 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
 
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
+    import yaml
 
     from server.app import create_app
     from server.logs import configure_logging
     from server.settings import Settings
 
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
-    settings = Settings(**overrides)
-    configure_logging(settings.log_level, settings.log_json)
+    try:
+        settings = Settings(**overrides)
+        configure_logging(settings.log_level, settings.log_json)
+        app = create_app(settings)
+    except (ValueError, OSError, yaml.YAMLError) as exc:  # pydantic's ValidationError is a ValueError
+        sys.exit(f"embedserve: configuration error: {exc}")
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.host,
         port=settings.port,
         log_config=None,

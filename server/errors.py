@@ -14,7 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from batching.errors import BatchFailed, BatcherError, QueueFull, RequestTooLarge, ShuttingDown
+from batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
 from models.errors import InvalidInput, ModelError, UnknownModel
 from server.disconnect import ClientDisconnected
 
@@ -131,9 +131,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         detail: Any = exc.detail
-        return error_response(
-            request.url.path, ApiError(exc.status_code, str(detail), headers=dict(exc.headers or {}))
-        )
+        return error_response(request.url.path, ApiError(exc.status_code, str(detail), headers=dict(exc.headers or {})))
 
     for known in (ApiError, ModelError, BatcherError, ClientDisconnected):
         app.add_exception_handler(known, on_api_error)

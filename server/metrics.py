@@ -25,32 +25,46 @@ class Metrics:
             "embed_requests", "Requests by model, route and status.", ["model", "route", "status"], registry=r
         )
         self.duration = Histogram(
-            "embed_request_duration_seconds", "Request latency.", ["model", "route"], buckets=_LATENCY_BUCKETS, registry=r
+            "embed_request_duration_seconds",
+            "Request latency.",
+            ["model", "route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
-        self.errors = Counter("embed_errors", "Error answers by model, route and type.", ["model", "route", "type"], registry=r)
+        self.errors = Counter(
+            "embed_errors", "Error answers by model, route and type.", ["model", "route", "type"], registry=r
+        )
         self.rejections = Counter("embed_rejections", "Requests refused, by reason.", ["model", "reason"], registry=r)
         self.tokens = Counter("embed_tokens", "Input tokens processed.", ["model"], registry=r)
         self.queue_items = Gauge("embed_queue_items", "Items waiting in the batcher.", ["model"], registry=r)
         self.queue_tokens = Gauge("embed_queue_tokens", "Tokens waiting in the batcher.", ["model"], registry=r)
         self.queue_wait = Histogram(
-            "embed_queue_wait_seconds", "Time a batch's oldest item waited.", ["model"], buckets=_LATENCY_BUCKETS, registry=r
+            "embed_queue_wait_seconds",
+            "Time a batch's oldest item waited.",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.batch_seconds = Histogram(
             "embed_batch_seconds", "Forward pass time per batch.", ["model"], buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.batch_size = Histogram("embed_batch_size", "Items per batch.", ["model"], buckets=_SIZE_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "embed_batch_size", "Items per batch.", ["model"], buckets=_SIZE_BUCKETS, registry=r
+        )
         self.batch_tokens = Histogram(
             "embed_batch_tokens", "Real tokens per batch.", ["model"], buckets=_TOKEN_BUCKETS, registry=r
         )
         self.batch_padded_tokens = Histogram(
             "embed_batch_padded_tokens", "Padded tokens per batch.", ["model"], buckets=_TOKEN_BUCKETS, registry=r
         )
-        self.model_memory = Gauge("embed_model_memory_bytes", "Memory taken by loading the model.", ["model"], registry=r)
+        self.model_memory = Gauge(
+            "embed_model_memory_bytes", "Memory taken by loading the model.", ["model"], registry=r
+        )
         self.model_load = Gauge("embed_model_load_seconds", "Time to load and warm the model.", ["model"], registry=r)
         self.model_ready = Gauge("embed_model_ready", "1 once the model is loaded and warmed.", ["model"], registry=r)
         r.register(_ProcessMemory())
 
-    def batch_observer(self, model: str) -> "BatchMetrics":
+    def batch_observer(self, model: str) -> BatchMetrics:
         return BatchMetrics(self, model)
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -48,7 +48,7 @@ class ModelHost:
     def __init__(
         self,
         registry: ModelRegistry,
-        batching: BatchingConfig,
+        batching: Mapping[str, BatchingConfig],
         metrics: Metrics,
         *,
         tokenize_inline_chars: int = 2048,
@@ -58,6 +58,7 @@ class ModelHost:
         self.metrics = metrics
         self.tokenize_inline_chars = tokenize_inline_chars
         self.status: dict[str, str] = {spec.id: "loading" for spec in registry.specs}
+        self.errors: dict[str, str] = {}
         self._served: dict[str, ServedModel] = {}
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
         self._loader: asyncio.Task[None] | None = None
@@ -75,14 +76,15 @@ class ModelHost:
                 loaded = await asyncio.to_thread(load_model, spec)
                 batcher: Batcher[Tokens, np.ndarray] = Batcher(
                     loaded.embedder.runner.run,
-                    self.batching,
+                    self.batching[spec.id],
                     name=spec.id,
                     observer=self.metrics.batch_observer(spec.id),
                 )
                 await batcher.start()
-            except Exception:
+            except Exception as exc:
                 log.exception("model failed to load", extra={"model": spec.id})
                 self.status[spec.id] = "failed"
+                self.errors[spec.id] = str(exc)
                 continue
             self._served[spec.id] = ServedModel(spec, loaded, batcher)
             self.status[spec.id] = "ready"
@@ -115,9 +117,12 @@ class ModelHost:
         served = self._served.get(spec.id)
         if served is None:
             state = self.status[spec.id]
+            why = (
+                "still loading" if state == "loading" else f"unavailable: it failed to load: {self.errors.get(spec.id)}"
+            )
             raise ApiError(
                 503,
-                f"model {spec.id!r} is {'still loading' if state == 'loading' else 'unavailable: it failed to load'}",
+                f"model {spec.id!r} is {why}",
                 code="model_not_ready",
                 headers={"Retry-After": "5"},
             )
@@ -131,9 +136,10 @@ class ModelHost:
         truncate: bool = True,
         normalize: bool | None = None,
         dimensions: int | None = None,
+        prompt_name: str | None = None,
     ) -> Embeddings:
         embedder = served.loaded.embedder
-        tokens = await self._tokenize(served, inputs, truncate)
+        tokens = await self._tokenize(served, inputs, prompt_name, truncate)
         costs = [len(t) for t in tokens]
         try:
             rows = await served.batcher.submit(tokens, costs)
@@ -145,13 +151,17 @@ class ModelHost:
         return Embeddings(vectors, sum(costs))
 
     async def _tokenize(
-        self, served: ServedModel, inputs: Sequence[str] | Sequence[Sequence[int]], truncate: bool
+        self,
+        served: ServedModel,
+        inputs: Sequence[str] | Sequence[Sequence[int]],
+        prompt_name: str | None,
+        truncate: bool,
     ) -> list[Tokens]:
         embedder = served.loaded.embedder
-        size = sum(len(x) for x in inputs)
-        if size <= self.tokenize_inline_chars:
-            return embedder.tokenize(inputs, truncate=truncate)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._tokenize_pool, lambda: embedder.tokenize(inputs, truncate=truncate)
-        )
+
+        def tokenize() -> list[Tokens]:
+            return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
+
+        if sum(len(x) for x in inputs) <= self.tokenize_inline_chars:
+            return tokenize()
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, tokenize)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, field_validator
@@ -19,6 +20,7 @@ class Settings(BaseSettings):
         default_factory=list,
         description="Model sources to serve, `SOURCE` or `ID=SOURCE`, comma-separated; empty: the bundled default.",
     )
+    models_file: Path | None = Field(None, description="A YAML file with a top-level `models:` list.")
     device: str = "auto"
     dtype: str = "auto"
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from starlette.requests import Request
 
@@ -41,7 +41,10 @@ async def embed(
     truncate: bool,
     normalize: bool | None = None,
     dimensions: int | None = None,
+    prompt_name: str | None = None,
 ) -> Embeddings:
     check_request(request, served, len(inputs), dimensions)
-    work = host_of(request).embed(served, inputs, truncate=truncate, normalize=normalize, dimensions=dimensions)
+    work = host_of(request).embed(
+        served, inputs, truncate=truncate, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+    )
     return await unless_disconnected(request, work)

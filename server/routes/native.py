@@ -5,37 +5,48 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from server.model_host import Embeddings
 from server.responses import json_response
 from server.routes.common import embed, served_model
-from server.schemas.native import BatchEmbedRequest, BatchEmbedResponse, EmbedRequest, EmbedResponse, NativeError
+from server.schemas.native import (
+    BatchEmbedRequest,
+    BatchEmbedResponse,
+    EmbedOptions,
+    EmbedRequest,
+    EmbedResponse,
+    NativeError,
+)
 
 router = APIRouter(tags=["native"])
 
 _ERRORS = {status: {"model": NativeError} for status in (400, 404, 413, 422, 429, 500, 503)}
 
 
-@router.post("/embed", response_model=EmbedResponse, responses=_ERRORS)
-async def embed_one(body: EmbedRequest, request: Request) -> Response:
+async def _embed_texts(request: Request, body: EmbedOptions, texts: list[str]) -> tuple[str, Embeddings]:
     served = served_model(request, body.model)
     result = await embed(
-        request, served, [body.text], truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions
+        request,
+        served,
+        texts,
+        truncate=body.truncate,
+        normalize=body.normalize,
+        dimensions=body.dimensions,
+        prompt_name=body.prompt_name,
     )
+    return served.spec.id, result
+
+
+@router.post("/embed", response_model=EmbedResponse, responses=_ERRORS)
+async def embed_one(body: EmbedRequest, request: Request) -> Response:
+    model, result = await _embed_texts(request, body, [body.text])
     vector = result.vectors[0]
-    return json_response({"embedding": vector, "model": served.spec.id, "dim": len(vector), "tokens": result.tokens})
+    return json_response({"embedding": vector, "model": model, "dim": len(vector), "tokens": result.tokens})
 
 
 @router.post("/batch-embed", response_model=BatchEmbedResponse, responses=_ERRORS)
 async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
-    served = served_model(request, body.model)
-    result = await embed(
-        request, served, body.texts, truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions
-    )
+    model, result = await _embed_texts(request, body, body.texts)
+    vectors = result.vectors
     return json_response(
-        {
-            "embeddings": result.vectors,
-            "model": served.spec.id,
-            "dim": result.vectors.shape[1],
-            "tokens": result.tokens,
-            "count": len(result.vectors),
-        }
+        {"embeddings": vectors, "model": model, "dim": vectors.shape[1], "tokens": result.tokens, "count": len(vectors)}
     )

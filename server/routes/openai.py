@@ -21,7 +21,14 @@ _STARTED = int(time.time())
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes."""
     served = served_model(request, body.model)
-    result = await embed(request, served, body.inputs(), truncate=body.truncate, dimensions=body.dimensions)
+    result = await embed(
+        request,
+        served,
+        body.inputs(),
+        truncate=body.truncate,
+        dimensions=body.dimensions,
+        prompt_name=body.prompt_name,
+    )
     encode = base64_float32 if body.encoding_format == "base64" else None
     data = [
         {"object": "embedding", "index": i, "embedding": encode(row) if encode else row}
@@ -57,6 +64,9 @@ async def list_models(request: Request) -> Response:
                 "backend": spec.backend,
                 "device": info.device if info else None,
                 "dtype": info.dtype if info else None,
+                "prompts": sorted(info.prompts) if info else [],
+                "default_prompt": info.default_prompt if info else None,
+                "error": host.errors.get(spec.id),
             }
         )
     return json_response({"object": "list", "data": cards})

@@ -28,7 +28,10 @@ async def ready(request: Request) -> Response:
     """200 once every model is loaded and warmed; 503 while loading, after a failed load, or while draining."""
     host = host_of(request)
     status = "draining" if host.draining else ("ready" if host.ready else "not ready")
-    return json_response({"status": status, "models": host.status}, 200 if host.ready else 503)
+    body = {"status": status, "models": host.status}
+    if host.errors:
+        body["errors"] = host.errors
+    return json_response(body, 200 if host.ready else 503)
 
 
 @router.get("/metrics")

@@ -4,25 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictStr
 
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 
 
-class _EmbedOptions(BaseModel):
+class EmbedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
     normalize: bool | None = Field(None, description="L2-normalize; default: as the model's own pipeline does.")
     dimensions: int | None = Field(None, gt=0, description="Truncate to this size (then normalize).")
     truncate: bool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
+    prompt_name: str | None = Field(
+        None,
+        validation_alias=AliasChoices("prompt_name", "task"),
+        description="A prompt of the model's (also accepted as `task`); default: the model's default prompt.",
+    )
 
 
-class EmbedRequest(_EmbedOptions):
+class EmbedRequest(EmbedOptions):
     text: NonEmptyText
 
 
-class BatchEmbedRequest(_EmbedOptions):
+class BatchEmbedRequest(EmbedOptions):
     texts: Annotated[list[NonEmptyText], Field(min_length=1)]
 
 

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
 
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
 
-EmbeddingInput = Union[
-    NonEmptyText,
-    Annotated[list[NonEmptyText], Field(min_length=1)],
-    TokenIds,
-    Annotated[list[TokenIds], Field(min_length=1)],
-]
+EmbeddingInput = (
+    NonEmptyText
+    | Annotated[list[NonEmptyText], Field(min_length=1)]
+    | TokenIds
+    | Annotated[list[TokenIds], Field(min_length=1)]
+)
 
 
 class EmbeddingsRequest(BaseModel):
@@ -29,6 +29,9 @@ class EmbeddingsRequest(BaseModel):
     dimensions: int | None = Field(None, gt=0, description="Truncate to this size, then renormalize.")
     user: str | None = None
     truncate: bool = Field(True, description="Truncate over-long inputs to the model's limit; false: 400 instead.")
+    prompt_name: str | None = Field(
+        None, description="A prompt of the model's (e.g. `query`, `document`); default: the model's default prompt."
+    )
 
     def inputs(self) -> list[str] | list[list[int]]:
         """The input as a list of items (strings, or token-id lists)."""
@@ -71,6 +74,9 @@ class ModelCard(BaseModel):
     backend: str
     device: str | None
     dtype: str | None
+    prompts: list[str]
+    default_prompt: str | None
+    error: str | None = None
 
 
 class ModelList(BaseModel):

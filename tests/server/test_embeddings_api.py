@@ -93,7 +93,9 @@ def test_token_id_inputs_embed_like_the_text_they_encode(server: RunningServer, 
 def test_dimensions_truncate_then_renormalize(server: RunningServer) -> None:
     full = np.array(httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello"}).json()["data"][0]["embedding"])
     short = np.array(
-        httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello", "dimensions": 64}).json()["data"][0]["embedding"]
+        httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello", "dimensions": 64}).json()["data"][0][
+            "embedding"
+        ]
     )
     assert short.shape == (64,)
     assert np.linalg.norm(short) == pytest.approx(1.0, abs=1e-5)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -19,14 +19,16 @@ def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run
     stop_server(running)
 
 
-async def test_excess_requests_get_429_and_accepted_ones_complete(small_queue_server: RunningServer, reference_model) -> None:  # type: ignore[no-untyped-def]
+async def test_excess_requests_get_429_and_accepted_ones_complete(
+    small_queue_server: RunningServer, reference_model
+) -> None:  # type: ignore[no-untyped-def]
     texts = [f"request {i}: " + "words to embed " * 30 for i in range(120)]
     reference = reference_model.encode(texts, normalize_embeddings=True)
 
-    async with httpx.AsyncClient(base_url=small_queue_server.url, timeout=120, limits=httpx.Limits(max_connections=120)) as client:
-        responses = await asyncio.gather(
-            *(client.post("/v1/embeddings", json={"input": [t, t]}) for t in texts)
-        )
+    async with httpx.AsyncClient(
+        base_url=small_queue_server.url, timeout=120, limits=httpx.Limits(max_connections=120)
+    ) as client:
+        responses = await asyncio.gather(*(client.post("/v1/embeddings", json={"input": [t, t]}) for t in texts))
 
     statuses = [r.status_code for r in responses]
     assert set(statuses) <= {200, 429}
