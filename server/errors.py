@@ -77,6 +77,8 @@ def as_api_error(exc: BaseException) -> ApiError:
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, UnknownModel):
+        if exc.name is None:  # several models could serve it: the request must say which
+            return ApiError(400, str(exc), param="model", code="model_required")
         return ApiError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, InvalidInput):
         return ApiError(400, str(exc), param=exc.param)
