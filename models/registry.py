@@ -14,9 +14,9 @@ class ModelRegistry:
             raise ValueError("no models configured")
         self._by_name: dict[str, ModelSpec] = {}
         for spec in specs:
-            for name in spec.names:
+            for name in dict.fromkeys(spec.names):
                 owner = self._by_name.get(name)
-                if owner is not None and owner.id != spec.id:
+                if owner is not None:
                     raise ValueError(f"model name {name!r} is used by both {owner.id!r} and {spec.id!r}")
                 self._by_name[name] = spec
         self.specs: tuple[ModelSpec, ...] = tuple(specs)

@@ -1,0 +1,67 @@
+"""The YAML models file: what it accepts, and how a bad one is reported."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from batching.config import BatchingConfig
+from server.app import served_models
+from server.models_file import load_models_file
+from server.settings import Settings
+from tests.support import ROOT
+
+
+def test_the_documented_example_is_valid() -> None:
+    entries = load_models_file(ROOT / "models.example.yaml")
+    defaults = BatchingConfig()
+    assert [e.id for e in entries] == ["all-MiniLM-L6-v2", "embeddinggemma", "bge-m3", "multilingual-e5"]
+    assert entries[1].batching_config(defaults).max_batch_tokens == 8192
+    assert entries[1].spec().prompts["query"].startswith("task: search result")
+
+
+def test_only_id_and_source_are_required(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("models:\n  - id: a\n    source: /x\n")
+    (entry,) = load_models_file(path)
+    assert entry.spec().kind == "embed" and entry.spec().backend == "torch"
+    path.write_text("models:\n  - id: a\n")
+    with pytest.raises(ValidationError, match="source"):
+        load_models_file(path)
+
+
+def test_file_entries_and_flags_combine_and_server_defaults_fill_gaps(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text("models:\n  - id: a\n    source: /x\n    dtype: bfloat16\n    batching: {max_wait_ms: 0}\n")
+    settings = Settings(models_file=path, models=["b=/y"], dtype="float32", max_wait_ms=5)
+    (a, a_batching), (b, b_batching) = served_models(settings)
+    assert (a.id, a.dtype, a_batching.max_wait_ms) == ("a", "bfloat16", 0)
+    assert (b.id, b.dtype, b_batching.max_wait_ms) == ("b", "float32", 5)
+
+
+@pytest.mark.parametrize(
+    ("content", "complaint"),
+    [
+        ("models: []\n", "at least 1"),
+        ("models:\n  - id: a\n    source: /x\n    kind: generate\n", "kind"),
+        ("models:\n  - id: a\n    source: /x\n    batching: {max_batch_tokens: -1}\n", "max_batch_tokens"),
+        ("models:\n  - id: a\n    source: /x\n  - id: a\n    source: /y\n", "used by both"),
+        ("models: [\n", "expected"),
+    ],
+)
+def test_a_bad_file_stops_the_cli_with_a_clear_message(tmp_path: Path, content: str, complaint: str) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text(content)
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--models", str(path), "--port", "0"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode != 0
+    assert "configuration error" in result.stderr and complaint in result.stderr
