@@ -132,6 +132,9 @@ class Batcher(Generic[P, R]):
         """
         if self._closing or self._scheduler is None:
             raise ShuttingDown()
+        if not payloads:
+            return []
+        costs = [max(1, cost) for cost in costs]  # an item always occupies a position in its batch
         count, tokens = len(payloads), sum(costs)
         if count > self.config.max_queue_items:
             raise RequestTooLarge("items", count, self.config.max_queue_items)
@@ -147,7 +150,7 @@ class Batcher(Generic[P, R]):
         request = _Request(loop.create_future(), [None] * count, count)
         now = loop.time()
         for index, (payload, cost) in enumerate(zip(payloads, costs)):
-            item = _Item(max(1, cost), next(self._seq), payload, request, index, now)
+            item = _Item(cost, next(self._seq), payload, request, index, now)
             request.items.append(item)
             bisect.insort(self._sorted, item, key=_sort_key)
             self._arrivals.append(item)
@@ -179,7 +182,10 @@ class Batcher(Generic[P, R]):
                 timer.cancel()
 
     def _batch_ready(self) -> bool:
-        return len(self._sorted) >= self.config.max_batch_size or self._queued_tokens >= self.config.max_batch_tokens
+        """Whether waiting longer cannot make the next batch bigger: the queue already fills the item
+        budget, or the padded-token budget (everything waiting, padded to the longest)."""
+        count = len(self._sorted)
+        return count >= self.config.max_batch_size or self._sorted[-1].cost * count >= self.config.max_batch_tokens
 
     def _oldest(self) -> _Item:
         while not self._arrivals[0].queued:

@@ -1,0 +1,625 @@
+"""The micro-batcher: requests queue items, worker threads run batches, results come back.
+
+The batcher knows nothing of models: it calls `run_batch(payloads) -> results` in a worker
+thread. These tests give it a recording runner that notes every batch it is handed and can be
+held at a gate, slowed down, or made to fail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import threading
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import pytest
+
+from batching.batcher import Batcher
+from batching.config import BatchingConfig
+from batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
+
+pytestmark = pytest.mark.timeout(20)
+
+
+# -- test doubles ----------------------------------------------------------------------------
+
+
+class RecordingRunner:
+    """Stands in for a model. Payloads are (tag, length) pairs; the result for one is ("out", tag).
+
+    `hold()` makes every batch wait at a gate until `release()`; `fail_on` makes a batch holding
+    that tag raise; `delay` makes every batch take that long.
+    """
+
+    def __init__(self, *, delay: float = 0.0, fail_on: set[Any] | None = None) -> None:
+        self.delay = delay
+        self.fail_on = fail_on or set()
+        self.batches: list[list[tuple[Any, int]]] = []
+        self.started_at: list[float] = []
+        self.threads: set[str] = set()
+        self._gate = threading.Event()
+        self._gate.set()
+        self._lock = threading.Lock()
+
+    def hold(self) -> None:
+        self._gate.clear()
+
+    def release(self) -> None:
+        self._gate.set()
+
+    def __call__(self, payloads: list[tuple[Any, int]]) -> list[tuple[str, Any]]:
+        with self._lock:
+            self.batches.append(list(payloads))
+            self.started_at.append(time.monotonic())
+            self.threads.add(threading.current_thread().name)
+        if not self._gate.wait(timeout=10):
+            raise TimeoutError("the test never released the runner")
+        if self.delay:
+            time.sleep(self.delay)
+        failing = [tag for tag, _ in payloads if tag in self.fail_on]
+        if failing:
+            raise RuntimeError(f"cannot embed {failing[0]}")
+        return [("out", tag) for tag, _ in payloads]
+
+    @property
+    def seen(self) -> list[Any]:
+        return [tag for batch in self.batches for tag, _ in batch]
+
+    def lengths(self) -> list[list[int]]:
+        return [[length for _, length in batch] for batch in self.batches]
+
+
+class RecordingObserver:
+    def __init__(self) -> None:
+        self.queue: list[tuple[int, int]] = []
+        self.batches: list[dict[str, float]] = []
+
+    def on_queue(self, items: int, tokens: int) -> None:
+        self.queue.append((items, tokens))
+
+    def on_batch(self, size: int, tokens: int, padded_tokens: int, queue_seconds: float, run_seconds: float) -> None:
+        self.batches.append(dict(size=size, tokens=tokens, padded=padded_tokens, queued=queue_seconds, ran=run_seconds))
+
+
+def items(*specs: tuple[Any, int]) -> tuple[list[tuple[Any, int]], list[int]]:
+    """Payloads and costs for `submit` from (tag, length) pairs."""
+    return list(specs), [length for _, length in specs]
+
+
+async def submit(batcher: Batcher, *specs: tuple[Any, int]) -> list[Any]:
+    return await batcher.submit(*items(*specs))
+
+
+def outputs(*tags: Any) -> list[tuple[str, Any]]:
+    return [("out", tag) for tag in tags]
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting for a condition"
+        await asyncio.sleep(0.001)
+
+
+_spawned: list[asyncio.Future[Any]] = []
+
+
+def spawn(coro: Any) -> asyncio.Future[Any]:
+    """A task the test awaits itself; `running` collects any left over when a test fails early."""
+    task = asyncio.ensure_future(coro)
+    _spawned.append(task)
+    return task
+
+
+@contextlib.asynccontextmanager
+async def running(
+    runner: RecordingRunner, observer: RecordingObserver | None = None, **config: Any
+) -> AsyncIterator[Batcher]:
+    config.setdefault("max_wait_ms", 1)
+    batcher: Batcher = Batcher(runner, BatchingConfig(**config), name="test", observer=observer)
+    await batcher.start()
+    try:
+        yield batcher
+    finally:
+        runner.release()
+        await asyncio.wait_for(batcher.close(drain=False), 5)
+        leftovers = [task for task in _spawned if not task.done()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*_spawned, return_exceptions=True)
+        _spawned.clear()
+
+
+async def first_batch_running(batcher: Batcher, runner: RecordingRunner, tag: Any = "first") -> asyncio.Future[Any]:
+    """Holds the runner and puts one batch on it, so that what is submitted next waits in the queue."""
+    runner.hold()
+    task = spawn(submit(batcher, (tag, 1)))
+    await until(lambda: len(runner.batches) == 1)
+    return task
+
+
+async def queued(batcher: Batcher, *specs: tuple[Any, int]) -> asyncio.Future[Any]:
+    """Submits in a task and returns once its items are in the queue."""
+    before = batcher.queued_items
+    task = spawn(submit(batcher, *specs))
+    await until(lambda: batcher.queued_items >= before + len(specs))
+    return task
+
+
+# -- results ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+async def test_each_request_gets_its_own_results_in_input_order(workers: int) -> None:
+    rng = random.Random(workers)
+    runner = RecordingRunner(delay=0.001)
+    requests = [[((r, i), rng.randint(1, 64)) for i in range(rng.randint(1, 9))] for r in range(40)]
+    async with running(runner, max_batch_size=5, max_wait_ms=1, workers=workers) as batcher:
+        results = await asyncio.gather(*(submit(batcher, *request) for request in requests))
+    for request, result in zip(requests, results):
+        assert result == outputs(*(tag for tag, _ in request))
+    # Every item ran exactly once, and batches did mix requests.
+    assert sorted(runner.seen) == sorted(tag for request in requests for tag, _ in request)
+    assert any(len({r for (r, _), _ in batch}) > 1 for batch in runner.batches)
+    assert all(len(batch) <= 5 for batch in runner.batches)
+    if workers > 1:
+        assert len(runner.threads) > 1
+
+
+async def test_a_request_spread_over_several_batches_is_reassembled_in_order() -> None:
+    runner = RecordingRunner()
+    request = [(i, length) for i, length in enumerate([90, 3, 50, 7, 7, 120, 1, 64])]
+    async with running(runner, max_batch_size=2) as batcher:
+        assert await submit(batcher, *request) == outputs(*range(8))
+    assert len(runner.batches) >= 4
+    assert sorted(runner.seen) == list(range(8))
+
+
+async def test_submit_needs_a_started_batcher() -> None:
+    batcher: Batcher = Batcher(RecordingRunner(), BatchingConfig())
+    with pytest.raises(ShuttingDown):
+        await submit(batcher, ("a", 1))
+
+
+# -- forming batches from the queue ---------------------------------------------------------
+
+
+async def test_batches_from_a_full_queue_are_windows_of_the_queue_sorted_by_length() -> None:
+    runner = RecordingRunner()
+    lengths = list(range(1, 41))
+    random.Random(1).shuffle(lengths)
+    request = [(i, length) for i, length in enumerate(lengths)]  # arrival order = tag
+    async with running(runner, max_batch_size=6, max_batch_tokens=4096) as batcher:
+        first = await first_batch_running(batcher, runner)
+        task = await queued(batcher, *request)
+        runner.release()
+        assert await task == outputs(*range(40))
+        await first
+    waiting = sorted(request, key=lambda item: (item[1], item[0]))
+    for batch in runner.batches[1:]:
+        # Sorted by length, contiguous in the length order of what was waiting, and holding the oldest.
+        assert [length for _, length in batch] == sorted(length for _, length in batch)
+        start = waiting.index(batch[0])
+        assert waiting[start : start + len(batch)] == batch
+        assert min(waiting)[0] in [tag for tag, _ in batch]
+        del waiting[start : start + len(batch)]
+    assert waiting == []
+
+
+async def test_short_and_long_items_queued_together_run_in_separate_batches() -> None:
+    runner = RecordingRunner()
+    request = [(i, 8) for i in range(12)] + [(12 + i, 500) for i in range(3)]
+    random.Random(2).shuffle(request)
+    request.insert(0, ("oldest", 8))
+    async with running(runner, max_batch_size=64) as batcher:
+        first = await first_batch_running(batcher, runner)
+        task = await queued(batcher, *request)
+        runner.release()
+        await task
+        await first
+    assert sorted(map(sorted, runner.lengths()[1:])) == [[8] * 13, [500] * 3]
+
+
+async def test_the_token_budget_bounds_every_batch_and_an_oversized_item_runs_alone() -> None:
+    runner = RecordingRunner()
+    rng = random.Random(4)
+    request = [(i, rng.randint(1, 40)) for i in range(30)] + [("huge", 100)]
+    async with running(runner, max_batch_tokens=64, max_batch_size=64) as batcher:
+        first = await first_batch_running(batcher, runner)
+        task = await queued(batcher, *request)
+        runner.release()
+        assert await task == outputs(*(tag for tag, _ in request))
+        await first
+    for lengths in runner.lengths():
+        assert len(lengths) == 1 or max(lengths) * len(lengths) <= 64, lengths
+    assert [("huge", 100)] in runner.batches
+
+
+# -- waiting for a fuller batch ---------------------------------------------------------------
+
+
+async def test_a_lone_item_waits_about_max_wait_for_company() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=100) as batcher:
+        submitted = time.monotonic()
+        assert await submit(batcher, ("a", 5)) == outputs("a")
+    waited = runner.started_at[0] - submitted
+    assert 0.095 <= waited < 0.6, waited
+
+
+async def test_items_arriving_within_max_wait_join_the_same_batch() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=150) as batcher:
+        a = spawn(submit(batcher, ("a", 5)))
+        await asyncio.sleep(0.02)
+        b = spawn(submit(batcher, ("b", 5)))
+        assert await a == outputs("a")
+        assert await b == outputs("b")
+    assert runner.batches == [[("a", 5), ("b", 5)]]
+
+
+async def test_a_full_batch_does_not_wait() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=2000, max_batch_size=4) as batcher:
+        started = time.monotonic()
+        await submit(batcher, ("a", 1), ("b", 1), ("c", 1), ("d", 1))
+        assert time.monotonic() - started < 0.5
+    assert len(runner.batches) == 1
+
+
+async def test_a_batch_filling_the_token_budget_does_not_wait() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=2000, max_batch_tokens=100) as batcher:
+        started = time.monotonic()
+        await submit(batcher, ("a", 50), ("b", 50))
+        assert time.monotonic() - started < 0.5
+    assert runner.lengths() == [[50, 50]]
+
+
+async def test_a_batch_full_in_padded_tokens_does_not_wait() -> None:
+    # 10 + 50 is 100 padded tokens: nothing else can join, so waiting only adds latency.
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=600, max_batch_tokens=100, min_fill=0) as batcher:
+        started = time.monotonic()
+        await submit(batcher, ("a", 10), ("b", 50))
+        assert time.monotonic() - started < 0.3
+    assert runner.lengths() == [[10, 50]]
+
+
+async def test_an_item_that_waited_behind_a_running_batch_does_not_wait_again() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=300) as batcher:
+        runner.hold()
+        first = spawn(submit(batcher, ("first", 1)))
+        await until(lambda: len(runner.batches) == 1)
+        second = spawn(submit(batcher, ("second", 1)))
+        await asyncio.sleep(0.4)  # longer than max_wait: "second" has waited enough
+        released = time.monotonic()
+        runner.release()
+        await first
+        await second
+    assert runner.started_at[1] - released < 0.15
+
+
+async def test_with_no_max_wait_a_lone_item_runs_at_once() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=0) as batcher:
+        submitted = time.monotonic()
+        await submit(batcher, ("a", 1))
+    assert runner.started_at[0] - submitted < 0.05
+
+
+# -- fairness ---------------------------------------------------------------------------------
+
+
+async def test_a_long_item_is_served_while_short_items_keep_arriving() -> None:
+    # Short items arrive faster than they are served; the long one pads too much to join them.
+    runner = RecordingRunner(delay=0.002)
+    arrival = itertools.count()
+    shorts: list[asyncio.Future[Any]] = []
+
+    async def short() -> None:
+        tag = next(arrival)
+        await submit(batcher, (tag, 2))
+
+    async with running(runner, max_batch_size=2, max_wait_ms=1, pad_tolerance_tokens=0) as batcher:
+        shorts += [spawn(short()) for _ in range(10)]
+        await asyncio.sleep(0.005)
+        long_tag = next(arrival)
+        long = spawn(submit(batcher, (long_tag, 400)))
+        deadline = time.monotonic() + 3
+        while not long.done() and time.monotonic() < deadline:
+            shorts += [spawn(short()) for _ in range(4)]
+            await asyncio.sleep(0.001)
+        assert long.done(), "the long item starved"
+        assert long.result() == outputs(long_tag)
+        assert batcher.queued_items > 0, "short items should still have been waiting"
+        await asyncio.gather(*shorts)
+    # It waited only for batches anchored on items older than itself.
+    long_batch = next(i for i, batch in enumerate(runner.batches) if batch == [(long_tag, 400)])
+    for batch in runner.batches[:long_batch]:
+        assert min(tag for tag, _ in batch) < long_tag
+
+
+# -- cancellation -----------------------------------------------------------------------------
+
+
+async def test_a_cancelled_request_never_reaches_the_runner_and_others_are_unaffected() -> None:
+    runner = RecordingRunner()
+    async with running(runner) as batcher:
+        first = await first_batch_running(batcher, runner)
+        gone = await queued(batcher, ("gone-1", 5), ("gone-2", 7), ("gone-3", 5))
+        stays = await queued(batcher, ("stays-1", 5), ("stays-2", 6))
+        assert (batcher.queued_items, batcher.queued_tokens) == (5, 28)
+
+        gone.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await gone
+        assert (batcher.queued_items, batcher.queued_tokens) == (2, 11)
+
+        runner.release()
+        assert await stays == outputs("stays-1", "stays-2")
+        assert await first == outputs("first")
+    assert not any(str(tag).startswith("gone") for tag in runner.seen)
+
+
+async def test_cancelling_mid_request_drops_only_the_items_not_yet_started() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_batch_size=2) as batcher:
+        runner.hold()
+        request = spawn(submit(batcher, *[(i, 5) for i in range(6)]))
+        await until(lambda: len(runner.batches) == 1)
+        assert batcher.queued_items == 4
+        request.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await request
+        assert (batcher.queued_items, batcher.queued_tokens) == (0, 0)
+        runner.release()
+        assert await submit(batcher, ("next", 5)) == outputs("next")
+    assert runner.seen == [0, 1, "next"]
+
+
+async def test_cancelling_everything_while_the_scheduler_waits_leaves_it_working() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_wait_ms=50) as batcher:
+        gone = spawn(submit(batcher, ("gone", 3)))
+        await until(lambda: batcher.queued_items == 1)
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        await asyncio.sleep(0.08)  # past the cancelled item's deadline
+        assert await submit(batcher, ("next", 3)) == outputs("next")
+    assert runner.seen == ["next"]
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+
+async def test_a_failing_batch_fails_only_its_own_requests() -> None:
+    runner = RecordingRunner(fail_on={"bad"})
+    async with running(runner, max_batch_size=2) as batcher:
+        first = await first_batch_running(batcher, runner)
+        bad = await queued(batcher, ("bad", 5))
+        unlucky = await queued(batcher, ("unlucky", 5))  # same batch as "bad"
+        fine = await queued(batcher, ("fine-1", 5), ("fine-2", 5))  # the next batch
+        runner.release()
+
+        with pytest.raises(BatchFailed) as failed:
+            await bad
+        assert isinstance(failed.value.cause, RuntimeError)
+        assert "cannot embed bad" in str(failed.value)
+        with pytest.raises(BatchFailed):
+            await unlucky
+        assert await fine == outputs("fine-1", "fine-2")
+        assert await first == outputs("first")
+        # The batcher keeps working after a failure.
+        assert await submit(batcher, ("later", 5)) == outputs("later")
+    assert runner.lengths() == [[1], [5, 5], [5, 5], [5]]
+
+
+async def test_a_failed_requests_other_queued_items_are_dropped() -> None:
+    runner = RecordingRunner(fail_on={"bad"})
+    async with running(runner, max_batch_size=1) as batcher:
+        first = await first_batch_running(batcher, runner)
+        doomed = await queued(batcher, ("bad", 1), ("rest-1", 2), ("rest-2", 3))
+        other = await queued(batcher, ("other", 4))
+        runner.release()
+        with pytest.raises(BatchFailed):
+            await doomed
+        assert await other == outputs("other")
+        await first
+        assert (batcher.queued_items, batcher.queued_tokens) == (0, 0)
+    assert runner.seen == ["first", "bad", "other"]
+
+
+async def test_a_runner_returning_the_wrong_number_of_results_fails_the_batch() -> None:
+    class ShortRunner(RecordingRunner):
+        def __call__(self, payloads: list[tuple[Any, int]]) -> list[tuple[str, Any]]:
+            return super().__call__(payloads)[:-1]
+
+    async with running(ShortRunner(), max_wait_ms=20) as batcher:
+        with pytest.raises(BatchFailed, match="wrong number of results"):
+            await submit(batcher, ("a", 1), ("b", 1))
+
+
+# -- backpressure -----------------------------------------------------------------------------
+
+
+async def test_past_max_queue_items_submit_is_refused_at_once_and_queued_work_completes() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_queue_items=4) as batcher:
+        first = await first_batch_running(batcher, runner)
+        waiting = await queued(batcher, ("a", 1), ("b", 1), ("c", 1))
+        last_seat = await queued(batcher, ("d", 1))  # exactly at the bound: accepted
+        with pytest.raises(QueueFull) as full:
+            await asyncio.wait_for(submit(batcher, ("e", 1)), 0.5)
+        assert full.value.retry_after > 0
+        assert batcher.queued_items == 4
+        runner.release()
+        assert await waiting == outputs("a", "b", "c")
+        assert await last_seat == outputs("d")
+        await first
+        assert await submit(batcher, ("e", 1)) == outputs("e")  # room again
+    assert runner.seen.count("e") == 1
+
+
+async def test_past_max_queue_tokens_submit_is_refused_at_once_and_queued_work_completes() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_queue_tokens=100) as batcher:
+        first = await first_batch_running(batcher, runner)
+        waiting = await queued(batcher, ("a", 50), ("b", 30))
+        with pytest.raises(QueueFull) as full:
+            await asyncio.wait_for(submit(batcher, ("c", 21)), 0.5)
+        assert full.value.retry_after > 0
+        fits = await queued(batcher, ("d", 20))  # 100 exactly: accepted
+        assert batcher.queued_tokens == 100
+        runner.release()
+        assert await waiting == outputs("a", "b")
+        assert await fits == outputs("d")
+        await first
+    assert "c" not in runner.seen
+
+
+async def test_a_request_larger_than_the_whole_queue_is_too_large_not_full() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_queue_items=3, max_queue_tokens=50) as batcher:
+        with pytest.raises(RequestTooLarge) as too_many:
+            await submit(batcher, ("a", 1), ("b", 1), ("c", 1), ("d", 1))
+        assert too_many.value.limit == 3
+        with pytest.raises(RequestTooLarge) as too_long:
+            await submit(batcher, ("a", 30), ("b", 21))
+        assert too_long.value.limit == 50
+        assert batcher.queued_items == 0
+        assert await submit(batcher, ("a", 25), ("b", 25)) == outputs("a", "b")
+    assert runner.seen == ["a", "b"]
+
+
+# -- shutdown ---------------------------------------------------------------------------------
+
+
+async def test_close_with_drain_finishes_queued_work_then_refuses_new_work() -> None:
+    runner = RecordingRunner()
+    async with running(runner, max_batch_size=2) as batcher:
+        first = await first_batch_running(batcher, runner)
+        waiting = [await queued(batcher, (f"q{i}", 3)) for i in range(5)]
+        closing = spawn(batcher.close(drain=True))
+        await asyncio.sleep(0.02)
+        assert not closing.done()  # still draining
+        with pytest.raises(ShuttingDown):
+            await submit(batcher, ("late", 1))
+        runner.release()
+        await asyncio.wait_for(closing, 5)
+        assert all(task.done() for task in waiting)
+        assert [task.result() for task in waiting] == [outputs(f"q{i}") for i in range(5)]
+        assert await first == outputs("first")
+        with pytest.raises(ShuttingDown):
+            await submit(batcher, ("after", 1))
+    assert sorted(runner.seen) == sorted(["first"] + [f"q{i}" for i in range(5)])
+
+
+async def test_close_without_drain_fails_queued_work_and_finishes_the_running_batch() -> None:
+    runner = RecordingRunner()
+    async with running(runner) as batcher:
+        first = await first_batch_running(batcher, runner)
+        waiting = await queued(batcher, ("q", 3))
+        closing = spawn(batcher.close(drain=False))
+        with pytest.raises(ShuttingDown):
+            await waiting
+        runner.release()
+        await asyncio.wait_for(closing, 5)
+        assert await first == outputs("first")
+    assert runner.seen == ["first"]
+
+
+async def test_closing_an_idle_batcher_is_prompt() -> None:
+    batcher: Batcher = Batcher(RecordingRunner(), BatchingConfig())
+    await batcher.start()
+    await asyncio.wait_for(batcher.close(drain=True), 1)
+    with pytest.raises(ShuttingDown):
+        await submit(batcher, ("a", 1))
+
+
+# -- observing --------------------------------------------------------------------------------
+
+
+async def test_the_observer_sees_every_batch_and_queue_change_with_consistent_numbers() -> None:
+    runner = RecordingRunner(delay=0.02)
+    observer = RecordingObserver()
+    async with running(runner, observer, max_batch_size=8, max_wait_ms=40) as batcher:
+        # [2, 4, 5, 9] and [30] run apart: 30 would pad the others too much.
+        request = [("a", 4), ("b", 9), ("c", 2), ("d", 30), ("e", 5)]
+        assert await submit(batcher, *request) == outputs("a", "b", "c", "d", "e")
+        assert observer.queue[0] == (5, 50)  # the whole request, once queued
+        assert observer.queue[-1] == (0, 0)
+        assert (batcher.queued_items, batcher.queued_tokens) == (0, 0)
+
+    assert runner.lengths() == [[2, 4, 5, 9], [30]]
+    assert len(observer.batches) == len(runner.batches)
+    for seen, lengths in zip(observer.batches, runner.lengths()):
+        assert seen["size"] == len(lengths)
+        assert seen["tokens"] == sum(lengths)
+        assert seen["padded"] == max(lengths) * len(lengths)
+        assert seen["ran"] >= 0.019
+        assert seen["queued"] >= 0
+    assert observer.batches[0]["queued"] >= 0.035  # the first batch waited max_wait for company
+    assert observer.batches[1]["queued"] >= observer.batches[0]["queued"] + 0.019  # ... the second, for a worker
+    # The queue only ever shrinks after the submit, by each batch taken, down to empty.
+    items_left = [items for items, _ in observer.queue]
+    assert items_left == sorted(items_left, reverse=True)
+    taken = [before - after for (before, _), (after, _) in zip(observer.queue, observer.queue[1:])]
+    assert taken == [len(batch) for batch in runner.batches]
+
+
+async def test_the_observer_sees_dropped_items_leave_the_queue() -> None:
+    runner = RecordingRunner()
+    observer = RecordingObserver()
+    async with running(runner, observer) as batcher:
+        first = await first_batch_running(batcher, runner)
+        gone = await queued(batcher, ("gone", 7))
+        gone.cancel()
+        await asyncio.gather(gone, return_exceptions=True)
+        runner.release()
+        await first
+    assert observer.queue == [(1, 1), (0, 0), (1, 7), (0, 0)]
+
+
+async def test_retry_after_reflects_measured_throughput() -> None:
+    # 1000 tokens in ~0.1 s: about 10,000 tokens a second, so 30,000 queued tokens take ~3 s.
+    runner = RecordingRunner(delay=0.1)
+    async with running(runner, max_queue_tokens=30_000, max_batch_tokens=100_000) as batcher:
+        await submit(batcher, *[(i, 100) for i in range(10)])
+        first = await first_batch_running(batcher, runner)
+        waiting = await queued(batcher, ("big", 29_999))
+        with pytest.raises(QueueFull) as full:
+            await submit(batcher, ("more", 2))
+        assert 1.5 < full.value.retry_after < 4
+        runner.release()
+        await first
+        await waiting
+
+
+# -- edge cases ------------------------------------------------------------------------------
+
+
+async def test_an_empty_request_returns_no_results() -> None:
+    runner = RecordingRunner()
+    async with running(runner) as batcher:
+        assert await asyncio.wait_for(batcher.submit([], []), 0.2) == []
+    assert runner.batches == []
+
+
+async def test_an_item_costing_nothing_counts_as_one_token_and_the_queue_accounting_returns_to_zero() -> None:
+    runner = RecordingRunner()
+    observer = RecordingObserver()
+    async with running(runner, observer) as batcher:
+        first = await first_batch_running(batcher, runner)
+        free = await queued(batcher, ("free", 0))
+        assert batcher.queued_tokens == 1
+        runner.release()
+        assert await free == outputs("free")
+        await first
+        assert (batcher.queued_items, batcher.queued_tokens) == (0, 0)
+    assert all(tokens >= 0 for _, tokens in observer.queue)
