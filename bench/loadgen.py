@@ -1,0 +1,239 @@
+"""Closed-loop load generator: N clients, each with one request in flight on its own keep-alive connection.
+
+Run as its own process (`python -m bench.loadgen ...`, prints one JSON object) so that its CPU cost is
+measured apart from the orchestrator and reported as `loadgen_cpu_fraction`. It shares a 2-core machine
+with the server, so it must stay cheap: request bytes are serialized before the clock starts, responses
+are read as raw HTTP/1.1 (status line, Content-Length, body) with a byte count of embeddings as the only
+check, and uvloop is used when installed. Traffic goes to loopback only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import itertools
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import orjson
+
+from bench.procfs import machine_busy_seconds, own_cpu_seconds, process_cpu_seconds
+from bench.workloads import WORKLOADS, generate
+
+_EMBEDDING_KEY = b'"embedding":'  # once per returned vector; `"object":"embedding"` does not match
+
+
+@dataclass
+class _Stats:
+    latencies: list[float] = field(default_factory=list)
+    items: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    issued: int = 0
+    last_done: float = 0.0
+
+
+@dataclass(frozen=True)
+class Load:
+    host: str
+    port: int
+    path: str
+    concurrency: int
+    items: int
+    duration: float
+    warmup: float
+    max_requests: int | None
+    request_timeout: float
+    verify: bool
+
+
+def loopback_target(url: str) -> tuple[str, int, str]:
+    """(host, port, path) of `url`, refusing anything that is not loopback: the bench never leaves the host."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise ValueError(f"{url}: only loopback targets are allowed")
+    return host, parts.port or 80, parts.path or "/v1/embeddings"
+
+
+def build_requests(host: str, port: int, path: str, model: str, texts: list[str], items: int) -> list[bytes]:
+    """Complete HTTP/1.1 requests, `items` consecutive texts each (a bare string when items == 1)."""
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: "
+    requests = []
+    for start in range(0, len(texts) - items + 1, items):
+        chunk = texts[start : start + items]
+        body = orjson.dumps({"model": model, "input": chunk[0] if items == 1 else chunk})
+        requests.append(f"{head}{len(body)}\r\n\r\n".encode() + body)
+    if not requests:
+        raise ValueError("fewer texts than items per request")
+    return requests
+
+
+def _header_value(head: bytes, name: bytes) -> bytes | None:
+    start = head.find(b"\r\n" + name + b":")
+    if start < 0:
+        return None
+    start += len(name) + 3
+    return head[start : head.index(b"\r\n", start)].strip()
+
+
+async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float, stats: _Stats) -> None:
+    reader: asyncio.StreamReader | None = None
+    writer: asyncio.StreamWriter | None = None
+    try:
+        while (now := time.perf_counter()) < t_end and (load.max_requests is None or stats.issued < load.max_requests):
+            measured = now >= t0
+            if writer is None:
+                try:
+                    reader, writer = await asyncio.open_connection(load.host, load.port)
+                except OSError:
+                    if measured:
+                        stats.errors["connect"] += 1
+                    await asyncio.sleep(0.1)
+                    continue
+            assert reader is not None
+            if measured:
+                stats.issued += 1
+            start = time.perf_counter()
+            try:
+                writer.write(next(requests))
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                status = int(head[9:12])
+                body = await reader.readexactly(int(_header_value(head, b"content-length") or b"x"))
+            except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                if measured:  # ValueError: a malformed status line or no Content-Length
+                    stats.errors["io"] += 1
+                writer.close()
+                writer = None
+                await asyncio.sleep(0.05)
+                continue
+            done = time.perf_counter()
+            if _header_value(head, b"connection") == b"close":
+                writer.close()
+                writer = None
+            if start < t0:
+                continue  # warm-up
+            if status != 200:
+                stats.errors[str(status)] += 1
+                if status == 429:  # back off as a well-behaved client would, capped to keep the run moving
+                    await asyncio.sleep(min(float(_header_value(head, b"retry-after") or 1), 1.0))
+                continue
+            if load.verify and body.count(_EMBEDDING_KEY) != load.items:
+                stats.errors["bad_body"] += 1
+                continue
+            stats.latencies.append(done - start)
+            stats.items += load.items
+            stats.last_done = done
+    finally:
+        if writer is not None:
+            writer.close()
+
+
+def _percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list, in ms."""
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)] * 1000
+
+
+async def run_load(load: Load, requests: list[bytes], server_pid: int | None = None) -> dict:
+    """Drive `load` and summarize it; nothing outlives warmup + duration + request_timeout."""
+    stats = _Stats()
+    cycle = itertools.cycle(requests)
+    t0 = time.perf_counter() + load.warmup
+    t_end = t0 + load.duration
+    tasks = [asyncio.ensure_future(_client(load, cycle, t0, t_end, stats)) for _ in range(load.concurrency)]
+    await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
+    wall0, cpu0, machine0 = time.perf_counter(), own_cpu_seconds(), machine_busy_seconds()
+    server0 = process_cpu_seconds(server_pid) if server_pid else None
+    _, pending = await asyncio.wait(tasks, timeout=t_end + load.request_timeout - time.perf_counter())
+    wall = time.perf_counter() - wall0
+    cpu = own_cpu_seconds() - cpu0
+    machine = machine_busy_seconds() - machine0
+    server1 = process_cpu_seconds(server_pid) if server_pid else None
+    server = server1 - server0 if server0 is not None and server1 is not None else None
+    for task in pending:
+        task.cancel()
+    stats.errors["timeout"] += len(pending)
+    await asyncio.gather(*pending, return_exceptions=True)
+
+    duration = max(stats.last_done - wall0, 1e-9) if stats.latencies else wall
+    ordered = sorted(stats.latencies)
+    return {
+        "concurrency": load.concurrency,
+        "items_per_request": load.items,
+        "requests": len(ordered),
+        "items": stats.items,
+        "errors": {k: v for k, v in stats.errors.items() if v},
+        "duration_s": round(duration, 3),
+        "requests_per_s": round(len(ordered) / duration, 2),
+        "items_per_s": round(stats.items / duration, 2),
+        "latency_ms": {
+            "p50": round(_percentile(ordered, 50), 2),
+            "p90": round(_percentile(ordered, 90), 2),
+            "p99": round(_percentile(ordered, 99), 2),
+            "max": round(ordered[-1] * 1000, 2),
+            "mean": round(sum(ordered) / len(ordered) * 1000, 2),
+        }
+        if ordered
+        else None,
+        "loadgen_cpu_fraction": round(cpu / wall, 3),
+        "server_cpu_cores": round(server / wall, 3) if server is not None else None,
+        # whatever else ran on the machine meanwhile: another test suite would skew every figure above
+        "other_cpu_cores": round(max(0.0, machine - cpu - (server or 0.0)) / wall, 3),
+    }
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench.loadgen", description=__doc__.splitlines()[0])
+    p.add_argument("--url", default="http://127.0.0.1:8000/v1/embeddings", help="loopback only")
+    p.add_argument("--model", default="all-MiniLM-L6-v2", help="the request's `model` field")
+    p.add_argument("--workload", choices=WORKLOADS, default="mixed")
+    p.add_argument("--concurrency", type=int, default=32, help="clients, one request in flight each")
+    p.add_argument("--items", type=int, default=1, help="texts per request")
+    p.add_argument("--duration", type=float, default=15.0, help="measured seconds")
+    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first, on the same connections")
+    p.add_argument("--requests", type=int, help="stop after this many measured requests (duration still caps)")
+    p.add_argument(
+        "--request-timeout", type=float, default=30.0, help="grace after the duration for in-flight requests"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=4096, help="distinct texts, cycled through")
+    p.add_argument("--server-pid", type=int, help="also report this process's CPU use over the measured window")
+    p.add_argument("--no-verify", dest="verify", action="store_false", help="skip counting embeddings in each body")
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    if args.concurrency < 1 or args.items < 1 or args.duration <= 0:
+        raise SystemExit("concurrency and items must be >= 1, duration > 0")
+    host, port, path = loopback_target(args.url)
+    load = Load(
+        host,
+        port,
+        path,
+        args.concurrency,
+        args.items,
+        args.duration,
+        args.warmup,
+        args.requests,
+        args.request_timeout,
+        args.verify,
+    )
+    requests = build_requests(host, port, path, args.model, generate(args.workload, args.pool, args.seed), args.items)
+    try:
+        import uvloop
+    except ImportError:
+        result = asyncio.run(run_load(load, requests, args.server_pid))
+    else:
+        result = uvloop.run(run_load(load, requests, args.server_pid))
+    result = {"workload": args.workload, **result}
+    sys.stdout.write(orjson.dumps(result).decode() + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,71 @@
+"""Render a bench run (the JSON written by bench.run) as Markdown tables."""
+
+from __future__ import annotations
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:,.{digits}f}"
+
+
+def _ceiling_table(ceiling: dict[str, dict]) -> list[str]:
+    lines = [
+        "| workload | ceiling items/s | single encode p50 ms |",
+        "|---|---:|---:|",
+    ]
+    for workload, c in ceiling.items():
+        lines.append(f"| {workload} | {_fmt(c['items_per_s'])} | {_fmt(c['single_encode_p50_ms'], 2)} |")
+    return lines
+
+
+def _run_row(name: str, run: dict, ceiling: dict[str, dict], peak_rss: float | None) -> str:
+    c = ceiling.get(run["workload"])
+    share = f"{run['items_per_s'] / c['items_per_s']:.0%}" if c else "-"
+    lat = run["latency_ms"] or {}
+    over_single = "-"
+    if c and lat and run["concurrency"] == 1 and run["items_per_request"] == 1:
+        over_single = f"{lat['p50'] - c['single_encode_p50_ms']:+.2f}"
+    errors = ", ".join(f"{k}: {v}" for k, v in run["errors"].items()) or "0"
+    return (
+        f"| {name} | {run['workload']} | {run['concurrency']} × {run['items_per_request']} "
+        f"| {_fmt(run['items_per_s'])} | {share} | {_fmt(run['requests_per_s'])} "
+        f"| {_fmt(lat.get('p50'), 2)} | {_fmt(lat.get('p99'), 2)} | {over_single} | {errors} "
+        f"| {_fmt(run['server_cpu_cores'], 2)} / {_fmt(run['loadgen_cpu_fraction'], 2)} "
+        f"/ {_fmt(run['other_cpu_cores'], 2)} | {_fmt(peak_rss, 0)} |"
+    )
+
+
+def render(result: dict) -> str:
+    meta = result["meta"]
+    s = result["settings"]
+    lines = [
+        f"# bench run {meta['started']}",
+        "",
+        f"`{meta['command']}`  ",
+        f"{meta['cores']} cores ({meta['cpu']}), commit {meta['git']}, python {meta['python']}, "
+        f"{s['duration']:g} s measured after {s['warmup']:g} s warm-up per run, seed {s['seed']}",
+        "",
+    ]
+    if result["ceiling"]:
+        lines += [
+            "In-process ceiling (SentenceTransformer.encode, no server):",
+            "",
+            *_ceiling_table(result["ceiling"]),
+            "",
+        ]
+    lines += [
+        "| contender | workload | clients × items | items/s | of ceiling | req/s | p50 ms | p99 ms "
+        "| p50 − single ms | errors | CPU cores: server / loadgen / other | peak RSS MB |",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    notes = []
+    for contender in result["contenders"]:
+        if contender.get("error"):
+            notes.append(f"- {contender['name']}: {contender['error'].splitlines()[0]} (log: {contender['log']})")
+            continue
+        for run in contender["runs"]:
+            lines.append(_run_row(contender["name"], run, result["ceiling"], contender["peak_rss_mb"]))
+        notes.append(
+            f"- {contender['name']}: ready in {contender['ready_s']:.1f} s; `{' '.join(contender['argv'][1:])}`"
+            + (f" env {contender['env']}" if contender["env"] else "")
+        )
+    return "\n".join([*lines, "", *notes, ""])

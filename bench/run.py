@@ -1,0 +1,233 @@
+"""`python -m bench`: ceiling, then each contender in turn under each load; JSON + Markdown into bench/results/.
+
+Contenders run one at a time on the same cores, and the ceiling runs while no server is up, so every
+figure in a run was taken under the same conditions. The load generator and the ceiling run in their
+own processes; this orchestrator only launches them and waits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from bench import report
+from bench.ceiling import cores, default_model_dir
+from bench.procfs import wait_quiet
+from bench.servers import CONTENDERS, OFFLINE_ENV, REPO, Server, contender, free_port
+from bench.workloads import WORKLOADS
+
+DEFAULT_SCENARIOS = (("mixed", 32, 1), ("short", 32, 1), ("short", 1, 1))  # the issue's quick target
+REQUEST_TIMEOUT = 30.0
+QUIET_CORES = 0.25  # machine-wide busy cores below which a measurement may start
+
+
+@dataclass(frozen=True)
+class Scenario:
+    workload: str
+    concurrency: int
+    items: int
+
+
+def _csv(kind: type, choices: tuple[str, ...] | None = None):
+    def parse(text: str) -> list:
+        values = [kind(v) for v in text.split(",") if v.strip()]
+        if choices and (bad := [v for v in values if v not in choices]):
+            raise argparse.ArgumentTypeError(f"unknown {bad}; choose from {', '.join(choices)}")
+        return values
+
+    return parse
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--workloads", type=_csv(str, WORKLOADS), help="default: the quick set (mixed 32×1, short 32×1 and 1×1)"
+    )
+    p.add_argument("--concurrency", type=_csv(int), help="clients, e.g. 1,8,32,128 (default 32 with --workloads)")
+    p.add_argument("--items-per-request", type=_csv(int), help="e.g. 1,32 (default 1)")
+    p.add_argument("--duration", type=float, default=15.0, help="measured seconds per load")
+    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each load")
+    p.add_argument("--contenders", type=_csv(str, CONTENDERS), default=list(CONTENDERS))
+    p.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        metavar="ARG",
+        help="extra embedserve CLI argument, repeatable (use --server-arg=--flag for dashes)",
+    )
+    p.add_argument(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for embedserve, e.g. EMBEDSERVE_MAX_WAIT_MS=5; repeatable",
+    )
+    p.add_argument("--model-dir", help="model folder for every contender and the ceiling (default: bundled MiniLM)")
+    p.add_argument("--model-id", default="all-MiniLM-L6-v2", help="id embedserve serves it under")
+    p.add_argument("--ceiling-seconds", type=float, default=10.0)
+    p.add_argument("--no-ceiling", dest="ceiling", action="store_false")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=4096, help="distinct texts per workload")
+    p.add_argument("--ready-timeout", type=float, default=180.0)
+    p.add_argument(
+        "--quiet-wait",
+        type=float,
+        default=30.0,
+        help="before each measurement wait up to this many seconds for other work on the machine to stop (0: don't)",
+    )
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
+    return p.parse_args(argv)
+
+
+def scenarios(args: argparse.Namespace) -> list[Scenario]:
+    if not (args.workloads or args.concurrency or args.items_per_request):
+        return [Scenario(*s) for s in DEFAULT_SCENARIOS]
+    grid = itertools.product(args.workloads or ["mixed"], args.concurrency or [32], args.items_per_request or [1])
+    return [Scenario(*s) for s in grid]
+
+
+def _module(module: str, **options: object) -> list[str]:
+    """`python -m module --some-option value ...` for this interpreter."""
+    argv = [sys.executable, "-m", module]
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
+    return argv
+
+
+def _run_json(argv: list[str], timeout: float) -> dict:
+    out = subprocess.run(
+        argv, cwd=REPO, capture_output=True, text=True, timeout=timeout, env={**os.environ, **OFFLINE_ENV}
+    )
+    if out.returncode != 0:
+        raise RuntimeError(f"{shlex.join(argv)} failed ({out.returncode}):\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _settle(args: argparse.Namespace) -> float:
+    """Wait (bounded) for the machine to go quiet, so a shared box's other work skews less; the busy cores seen."""
+    return round(wait_quiet(QUIET_CORES, args.quiet_wait), 2) if args.quiet_wait > 0 else 0.0
+
+
+def measure_ceiling(workload: str, args: argparse.Namespace, model_dir: str) -> dict:
+    busy = _settle(args)
+    argv = _module(
+        "bench.ceiling",
+        workload=workload,
+        model_dir=model_dir,
+        seed=args.seed,
+        pool=args.pool,
+        seconds=args.ceiling_seconds,
+    )
+    return {**_run_json(argv, timeout=args.ceiling_seconds * 3 + 180), "busy_before_cores": busy}
+
+
+def drive(server: Server, sc: Scenario, args: argparse.Namespace) -> dict:
+    busy = _settle(args)
+    argv = _module(
+        "bench.loadgen",
+        url=f"http://127.0.0.1:{server.port}/v1/embeddings",
+        model=args.model_id,
+        workload=sc.workload,
+        concurrency=sc.concurrency,
+        items=sc.items,
+        duration=args.duration,
+        warmup=args.warmup,
+        request_timeout=REQUEST_TIMEOUT,
+        seed=args.seed,
+        pool=args.pool,
+        server_pid=server.pid,
+    )
+    result = _run_json(argv, timeout=args.warmup + args.duration + REQUEST_TIMEOUT + 60)
+    return {**result, "busy_before_cores": busy, "rss_mb_after": server.rss_mb()}
+
+
+def bench_contender(name: str, plan: list[Scenario], args: argparse.Namespace, model_dir: str) -> dict:
+    env = dict(kv.split("=", 1) for kv in args.server_env)
+    port = free_port()
+    spec = contender(name, port, args.model_id, model_dir, args.server_arg, env)
+    record: dict = {"name": name, "argv": spec.argv, "env": spec.env, "runs": []}
+    with Server(spec, port) as server:
+        record["log"] = server.log.name
+        try:
+            record["ready_s"] = round(server.wait_ready(args.ready_timeout), 2)
+            for sc in plan:
+                print(f"  {name}: {sc.workload} {sc.concurrency}×{sc.items} ...", file=sys.stderr, flush=True)
+                record["runs"].append(drive(server, sc, args))
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            record["error"] = str(exc)
+            print(f"  {name} failed: {exc}", file=sys.stderr)
+        record["peak_rss_mb"] = server.peak_rss_mb()
+    record["exit_code"] = server.proc.returncode
+    return record
+
+
+def _meta(argv: list[str] | None) -> dict:
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
+
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    dirty = " (dirty)" if git("status", "--porcelain", "--untracked-files=no") else ""
+    return {
+        "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
+        "cores": cores(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "git": (git("rev-parse", "--short", "HEAD") or "unknown") + dirty,
+    }
+
+
+def write(result: dict, out_dir: Path) -> Path:
+    """`<timestamp>.json` and `.md` in out_dir, the JSON written via a .tmp file so no half file remains."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = out_dir / result["meta"]["started"].replace(":", "").replace("-", "")
+    tmp = stem.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(stem.with_suffix(".json"))
+    stem.with_suffix(".md").write_text(report.render(result))
+    return stem.with_suffix(".json")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    plan = scenarios(args)
+    model_dir = args.model_dir or default_model_dir()
+    result: dict = {
+        "meta": _meta(argv),
+        "settings": {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "seed": args.seed,
+            "pool": args.pool,
+            "model_id": args.model_id,
+            "model_dir": model_dir,
+            "scenarios": [vars(s) for s in plan],
+        },
+        "ceiling": {},
+        "contenders": [],
+    }
+    if args.ceiling:
+        for workload in dict.fromkeys(s.workload for s in plan):
+            print(f"ceiling: {workload} ...", file=sys.stderr, flush=True)
+            result["ceiling"][workload] = measure_ceiling(workload, args, model_dir)
+    for name in args.contenders:
+        result["contenders"].append(bench_contender(name, plan, args, model_dir))
+    path = write(result, args.out)
+    print(report.render(result))
+    print(f"wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)

@@ -1,0 +1,131 @@
+"""Start, probe and stop the servers under test, each as a subprocess on a free loopback port."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bench.procfs import status_kb
+
+REPO = Path(__file__).resolve().parent.parent
+CONTENDERS = ("embedserve", "naive")
+# No hub traffic from anything the bench starts: the model is always a local folder.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+@dataclass(frozen=True)
+class Contender:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def contender(
+    name: str, port: int, model_id: str, model_dir: str, server_args: list[str], server_env: dict[str, str]
+) -> Contender:
+    """The command line for `name`; extra args and EMBEDSERVE_* env apply to embedserve only."""
+    if name == "embedserve":
+        argv = [
+            sys.executable,
+            "-m",
+            "server",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--model",
+            f"{model_id}={model_dir}",
+            *server_args,
+        ]
+        return Contender(name, argv, server_env)
+    if name == "naive":
+        argv = [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--model-dir", model_dir]
+        return Contender(name, argv)
+    raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
+
+
+class Server:
+    """A running contender; use as a context manager so it is always stopped."""
+
+    def __init__(self, spec: Contender, port: int) -> None:
+        self.spec, self.port = spec, port
+        self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{spec.name}-", suffix=".log", delete=False)
+        self.proc = subprocess.Popen(
+            spec.argv,
+            cwd=REPO,
+            env={**os.environ, **OFFLINE_ENV, **spec.env},
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_ready(self, timeout: float) -> float:
+        """Poll GET /health/ready until 200; seconds from launch. Raises with the log tail on exit or timeout."""
+        deadline = self.started + timeout
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.spec.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
+            if self._get("/health/ready") == 200:
+                return time.perf_counter() - self.started
+            time.sleep(0.25)
+        raise RuntimeError(f"{self.spec.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def _get(self, path: str) -> int | None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        try:
+            conn.request("GET", path)
+            return conn.getresponse().status
+        except OSError:
+            return None
+        finally:
+            conn.close()
+
+    def peak_rss_mb(self) -> float | None:
+        kb = status_kb(self.pid, "VmHWM")
+        return round(kb / 1024, 1) if kb is not None else None
+
+    def rss_mb(self) -> float | None:
+        kb = status_kb(self.pid, "VmRSS")
+        return round(kb / 1024, 1) if kb is not None else None
+
+    def log_tail(self, lines: int = 20) -> str:
+        self.log.flush()
+        return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, grace: float = 15.0) -> int | None:
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        self.log.close()
+        return self.proc.returncode
