@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.errors import InvalidInput
+from models.prompts import prompt_text
 from models.runner import EmbeddingRunner, ModelInfo, Tokens
 
 
@@ -20,17 +21,7 @@ class Embedder:
         return self.runner.info
 
     def prompt(self, name: str | None) -> str:
-        """The prefix for a prompt name; with no name, the model's default prompt (or none)."""
-        prompts = self.info.prompts
-        if name is None:
-            name = self.info.default_prompt
-            return prompts.get(name, "") if name else ""
-        if name not in prompts:
-            known = ", ".join(sorted(prompts)) or "none"
-            raise InvalidInput(
-                f"model {self.info.id!r} has no prompt {name!r}; its prompts: {known}", param="prompt_name"
-            )
-        return prompts[name]
+        return prompt_text(self.info, name)
 
     def tokenize(
         self,

@@ -13,6 +13,10 @@ class InvalidInput(ModelError, ValueError):
         self.param = param
 
 
+class InputTooLong(InvalidInput):
+    """A (query, document) pair is longer than the reranker's limit and truncation is off (413)."""
+
+
 class ModelLoadError(ModelError):
     """The model's source could not be loaded."""
 

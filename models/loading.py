@@ -8,18 +8,20 @@ from dataclasses import dataclass
 
 from models.embedder import Embedder
 from models.memory import rss_bytes
+from models.reranker import Reranker
 from models.sources import resolve_source
 from models.spec import ModelSpec
 
 log = logging.getLogger("embedserve.models")
 
 _WARMUP_TEXTS = ["warm up", "A longer sentence warms up the kernels for a few more positions of the sequence."]
+_WARMUP_QUERY = "what warms up a model?"
 
 
 @dataclass(slots=True)
 class LoadedModel:
     spec: ModelSpec
-    embedder: Embedder
+    model: Embedder | Reranker
     load_seconds: float
     memory_bytes: int
 
@@ -28,16 +30,13 @@ def load_model(spec: ModelSpec) -> LoadedModel:
     """Loads and warms one model (blocking: call it from a thread)."""
     started, rss_before = time.perf_counter(), rss_bytes()
     source = resolve_source(spec.source)
-    if spec.backend == "torch":
-        from models.torch_backend import TorchEmbeddingRunner
-
-        runner = TorchEmbeddingRunner(spec, source)
-    else:  # pragma: no cover - the spec's Literal admits only known backends
-        raise ValueError(f"unknown backend {spec.backend!r}")
-    embedder = Embedder(runner)
-    runner.run(embedder.tokenize(_WARMUP_TEXTS))
-    loaded = LoadedModel(spec, embedder, time.perf_counter() - started, max(0, rss_bytes() - rss_before))
-    info = runner.info
+    model = _build(spec, source)
+    if isinstance(model, Reranker):
+        model.runner.run(model.tokenize(_WARMUP_QUERY, _WARMUP_TEXTS))
+    else:
+        model.runner.run(model.tokenize(_WARMUP_TEXTS))
+    loaded = LoadedModel(spec, model, time.perf_counter() - started, max(0, rss_bytes() - rss_before))
+    info = model.info
     log.info(
         "model loaded",
         extra={
@@ -53,3 +52,15 @@ def load_model(spec: ModelSpec) -> LoadedModel:
         },
     )
     return loaded
+
+
+def _build(spec: ModelSpec, source: str) -> Embedder | Reranker:
+    if spec.backend != "torch":  # pragma: no cover - the spec's Literal admits only known backends
+        raise ValueError(f"unknown backend {spec.backend!r}")
+    if spec.kind == "rerank":
+        from models.torch_reranker import TorchRerankRunner
+
+        return Reranker(TorchRerankRunner(spec, source))
+    from models.torch_backend import TorchEmbeddingRunner
+
+    return Embedder(TorchEmbeddingRunner(spec, source))

@@ -38,9 +38,19 @@ class ModelInfo:
     dtype: str
     normalized: bool
     """Whether the folder's own pipeline ends in L2 normalization."""
+    sparse: bool = False
+    """Whether the model also gives sparse lexical weights (bge-m3's sparse head)."""
     prompts: dict[str, str] = field(default_factory=dict)
     """Named prompts (prefixes) from the folder's configuration and the model's settings."""
     default_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """Lexical weights of one text: token ids (ascending, unique) and their weights (all > 0)."""
+
+    indices: np.ndarray
+    values: np.ndarray
 
 
 class EmbeddingRunner(Protocol):
@@ -54,4 +64,22 @@ class EmbeddingRunner(Protocol):
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         """Embeds one batch: float32 array of shape (len(batch), dimension), not normalized."""
+        ...
+
+    def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]:
+        """Sparse lexical weights of one batch (only where `info.sparse`)."""
+        ...
+
+
+class RerankRunner(Protocol):
+    info: ModelInfo
+
+    def tokenize_pairs(
+        self, query: str, documents: Sequence[str], *, truncate: bool = True, prompt: str = ""
+    ) -> list[Tokens]:
+        """One `Tokens` per (prompt + query, document) pair, as the model's tokenizer encodes a pair."""
+        ...
+
+    def run(self, batch: Sequence[Tokens]) -> np.ndarray:
+        """Raw logits, float32: shape (len(batch),) for one label, (len(batch), labels) otherwise."""
         ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import json
 from pathlib import Path
 
 from models.spec import ModelSpec
@@ -41,4 +42,24 @@ def spec_from_cli(value: str) -> ModelSpec:
         model_id = DEFAULT_MODEL.id if source in DEFAULT_MODEL.names else Path(source.rstrip("/")).name
     if source in DEFAULT_MODEL.names and model_id == DEFAULT_MODEL.id:
         return DEFAULT_MODEL
-    return ModelSpec(id=model_id, source=source)
+    return ModelSpec(id=model_id, source=source, kind=guess_kind(source))
+
+
+def guess_kind(source: str) -> str:
+    """`rerank` for a local cross-encoder folder (saved as a sentence-transformers CrossEncoder, or a
+    plain sequence-classification model), `embed` otherwise; a models file can always say `kind`."""
+    folder = Path(resolve_source(source))
+    st_config, config = _json(folder / "config_sentence_transformers.json"), _json(folder / "config.json")
+    if st_config.get("model_type") == "CrossEncoder":
+        return "rerank"
+    architectures = config.get("architectures") or []
+    classifier = any(str(name).endswith("ForSequenceClassification") for name in architectures)
+    return "rerank" if classifier and not (folder / "modules.json").is_file() else "embed"
+
+
+def _json(path: Path) -> dict:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}

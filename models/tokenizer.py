@@ -7,11 +7,12 @@ length; padding happens once per batch in `pad`.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from tokenizers import Tokenizer
 
-from models.errors import InvalidInput
+from models.errors import InputTooLong, InvalidInput
 from models.runner import Tokens
 
 
@@ -98,3 +99,123 @@ class TextTokenizer:
         if types is not None:
             features["token_type_ids"] = types
         return features
+
+
+class PairTokenizer:
+    """(query, document) pairs for cross-encoders, tokenized as the model's tokenizer encodes a pair
+    (its post-processor's pair template, `longest_first` truncation to `max_length`, the tokenizer's
+    truncation side), which is what `tokenizer(pairs, truncation=True)` and CrossEncoder do.
+
+    The tokenizers library truncates a pair only after building every overflowing window of it (and,
+    when both texts overflow, every combination of their windows), which grows with the product of
+    the two lengths: an 8k-token query with a 280k-token document takes ~50 s. So the query and the
+    documents are encoded here without truncation or special tokens (the query once per request),
+    cut with the library's `longest_first` arithmetic, and joined with the pair template, which is
+    read off the tokenizer once by encoding a probe pair.
+    """
+
+    _PROBES = (("hello", "world"), ("a b c d", "e"))
+
+    def __init__(
+        self,
+        backend: Tokenizer,
+        *,
+        max_length: int,
+        pad_id: int,
+        with_type_ids: bool,
+        truncation_side: str = "right",
+    ) -> None:
+        if truncation_side not in ("left", "right"):
+            raise ValueError(f"truncation_side must be 'left' or 'right', not {truncation_side!r}")
+        self._tok = Tokenizer.from_str(backend.to_str())
+        self._tok.no_padding()
+        self._tok.no_truncation()
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self.with_type_ids = with_type_ids
+        self.truncation_side = truncation_side
+        self._layout = self._pair_template()
+        self.num_special_tokens = sum(len(part[0]) for part in self._layout[:3])
+        if max_length < self.num_special_tokens + 2:
+            raise ValueError(
+                f"max_length {max_length} leaves no room for a pair next to {self.num_special_tokens} special tokens"
+            )
+
+    def _pair_template(self) -> tuple[Any, ...]:
+        """Where the post-processor puts its special tokens around and between the two texts, and
+        the type ids it gives each part; checked against a second probe pair of other lengths."""
+        probes = []
+        for first, second in self._PROBES:
+            full = self._tok.encode(first, second)
+            a = self._tok.encode(first, add_special_tokens=False).ids
+            b = self._tok.encode(second, add_special_tokens=False).ids
+            probes.append((full.ids, full.type_ids, a, b))
+        ids, types, a, b = probes[0]
+        for i in range(len(ids) - len(a) + 1):
+            if ids[i : i + len(a)] != a:
+                continue
+            for j in range(i + len(a), len(ids) - len(b) + 1):
+                if ids[j : j + len(b)] != b:
+                    continue
+                first_types, second_types = set(types[i : i + len(a)]), set(types[j : j + len(b)])
+                if len(first_types) != 1 or len(second_types) != 1:
+                    continue
+                layout = (
+                    (ids[:i], types[:i]),
+                    (ids[i + len(a) : j], types[i + len(a) : j]),
+                    (ids[j + len(b) :], types[j + len(b) :]),
+                    first_types.pop(),
+                    second_types.pop(),
+                )
+                if all(self._join(a2, b2, layout) == (ids2, types2) for ids2, types2, a2, b2 in probes[1:]):
+                    return layout
+        raise ValueError("cannot read the pair template off this tokenizer's post-processor")
+
+    @staticmethod
+    def _join(a: Sequence[int], b: Sequence[int], layout: tuple[Any, ...]) -> tuple[list[int], list[int]]:
+        (prefix, prefix_types), (middle, middle_types), (suffix, suffix_types), first_type, second_type = layout
+        ids = [*prefix, *a, *middle, *b, *suffix]
+        types = [*prefix_types, *[first_type] * len(a), *middle_types, *[second_type] * len(b), *suffix_types]
+        return ids, types
+
+    def _kept_lengths(self, n1: int, n2: int) -> tuple[int, int]:
+        """The tokenizers library's `longest_first` pair truncation (utils/truncation.rs), on lengths."""
+        budget = self.max_length - self.num_special_tokens
+        if n1 + n2 <= budget:
+            return n1, n2
+        swap = n1 > n2
+        if swap:
+            n1, n2 = n2, n1
+        n2 = n1 if n1 > budget else max(n1, budget - n1)
+        if n1 + n2 > budget:
+            n1 = budget // 2
+            n2 = n1 + budget % 2
+        return (n2, n1) if swap else (n1, n2)
+
+    def _cut(self, ids: list[int], keep: int) -> list[int]:
+        if keep >= len(ids):
+            return ids
+        return ids[len(ids) - keep :] if self.truncation_side == "left" else ids[:keep]
+
+    def encode_pairs(
+        self, query: str, documents: Sequence[str], *, truncate: bool = True, param: str = "documents"
+    ) -> list[Tokens]:
+        """One `Tokens` per (query, document) pair, special tokens included, truncated to `max_length`."""
+        q = self._tok.encode(query, add_special_tokens=False).ids
+        docs = [enc.ids for enc in self._tok.encode_batch(list(documents), add_special_tokens=False)]
+        out: list[Tokens] = []
+        for i, d in enumerate(docs):
+            k1, k2 = self._kept_lengths(len(q), len(d))
+            truncated = k1 < len(q) or k2 < len(d)
+            if truncated and not truncate:
+                raise InputTooLong(
+                    f"{param}[{i}] with the query is {len(q) + len(d) + self.num_special_tokens} tokens, longer "
+                    f"than the model's limit of {self.max_length} tokens, and truncation is off",
+                    param=param,
+                )
+            ids, types = self._join(self._cut(q, k1), self._cut(d, k2), self._layout)
+            out.append(Tokens(ids, types if self.with_type_ids else None, truncated))
+        return out
+
+    # Padding is the same as for single texts: it needs only pad_id and with_type_ids.
+    pad = TextTokenizer.pad

@@ -8,12 +8,13 @@ A trailing Normalize module is left out so each request can choose normalization
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from models.errors import ModelLoadError
-from models.runner import ModelInfo, Tokens
+from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import TextTokenizer
 
@@ -84,6 +85,23 @@ class TorchEmbeddingRunner:
             vocab_size=min(len(hf_tokenizer), _vocab_size(first) or len(hf_tokenizer)),
             with_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
         )
+        self._sparse_head = _sparse_head(source, first, dtype, self._device)
+        # bge-m3 leaves these out of its lexical weights (FlagEmbedding's `unused_tokens`).
+        self._unused_ids = np.array(
+            sorted(
+                {
+                    i
+                    for i in (
+                        hf_tokenizer.cls_token_id,
+                        hf_tokenizer.eos_token_id,
+                        hf_tokenizer.pad_token_id,
+                        hf_tokenizer.unk_token_id,
+                    )
+                    if i is not None
+                }
+            ),
+            dtype=np.int64,
+        )
         self.info = ModelInfo(
             id=spec.id,
             kind=spec.kind,
@@ -93,6 +111,7 @@ class TorchEmbeddingRunner:
             device=str(self._device),
             dtype=dtype,
             normalized=normalized,
+            sparse=self._sparse_head is not None,
             prompts={**{k: v for k, v in (model.prompts or {}).items() if v}, **spec.prompts},
             default_prompt=spec.default_prompt or model.default_prompt_name,
         )
@@ -113,6 +132,43 @@ class TorchEmbeddingRunner:
             for module in self._modules:
                 features = module(features)
             return features["sentence_embedding"].float().cpu().numpy()
+
+    def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]:
+        """bge-m3's lexical weights: relu(sparse_linear(last hidden state)) per token, the largest
+        weight per token id, special tokens left out."""
+        if self._sparse_head is None:
+            raise ValueError(f"model {self.info.id!r} has no sparse head")
+        torch = self._torch
+        arrays = self.tokenizer.pad(batch)
+        with torch.inference_mode():
+            features: dict[str, Any] = {
+                name: torch.from_numpy(array).to(self._device, non_blocking=True) for name, array in arrays.items()
+            }
+            hidden = self._modules[0](features)["token_embeddings"]
+            weights = torch.relu(self._sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
+        vectors = []
+        for row, tokens in zip(weights, batch):
+            ids = np.asarray(tokens.ids, dtype=np.int64)
+            values = row[: len(ids)]
+            keep = (values > 0) & ~np.isin(ids, self._unused_ids)
+            indices, where = np.unique(ids[keep], return_inverse=True)
+            best = np.zeros(len(indices), dtype=np.float32)
+            np.maximum.at(best, where, values[keep])
+            vectors.append(SparseVector(indices, best))
+        return vectors
+
+
+def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any:
+    """bge-m3's `sparse_linear.pt` (a Linear(hidden, 1) state dict) when the folder has one."""
+    import torch
+
+    path = Path(source) / "sparse_linear.pt"
+    if not path.is_file():
+        return None
+    hidden = first_module.auto_model.config.hidden_size
+    head = torch.nn.Linear(hidden, 1)
+    head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return head.to(device=device, dtype=getattr(torch, dtype)).eval()
 
 
 def _config(first_module: Any) -> Any:

@@ -17,7 +17,7 @@ from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
 from server.model_host import ModelHost
 from server.models_file import load_models_file
-from server.routes import native, openai, ops
+from server.routes import native, openai, ops, rerank
 from server.settings import Settings
 
 
@@ -72,7 +72,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.host = host
     install_error_handlers(app)
-    routers = (openai.router, native.router, ops.router)
+    routers = (openai.router, native.router, rerank.router, ops.router)
     for router in routers:
         app.include_router(router)
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}

@@ -8,18 +8,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from batching.batcher import Batcher
 from batching.config import BatchingConfig
 from batching.errors import QueueFull, RequestTooLarge
+from models.embedder import Embedder
 from models.loading import LoadedModel, load_model
 from models.registry import ModelRegistry
-from models.runner import ModelInfo, Tokens
+from models.reranker import Reranker
+from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
 from server.errors import ApiError
 from server.metrics import Metrics
@@ -32,15 +35,47 @@ class ServedModel:
     spec: ModelSpec
     loaded: LoadedModel
     batcher: Batcher[Tokens, np.ndarray]
+    sparse_batcher: Batcher[Tokens, SparseVector] | None = None
+    """Sparse lexical weights run through their own batcher: the same model, another output."""
+
+    @property
+    def batchers(self) -> list[Batcher]:
+        return [b for b in (self.batcher, self.sparse_batcher) if b is not None]
 
     @property
     def info(self) -> ModelInfo:
-        return self.loaded.embedder.info
+        return self.loaded.model.info
+
+    @property
+    def embedder(self) -> Embedder:
+        model = self.loaded.model
+        assert isinstance(model, Embedder), f"{self.spec.id} is a {self.spec.kind} model"
+        return model
+
+    @property
+    def reranker(self) -> Reranker:
+        model = self.loaded.model
+        assert isinstance(model, Reranker), f"{self.spec.id} is a {self.spec.kind} model"
+        return model
 
 
 @dataclass(slots=True)
 class Embeddings:
     vectors: np.ndarray
+    tokens: int
+
+
+@dataclass(slots=True)
+class SparseEmbeddings:
+    vectors: list[SparseVector]
+    tokens: int
+
+
+@dataclass(slots=True)
+class Scores:
+    """One relevance score per document, in the documents' order."""
+
+    values: np.ndarray
     tokens: int
 
 
@@ -74,23 +109,27 @@ class ModelHost:
         for spec in self.registry.specs:
             try:
                 loaded = await asyncio.to_thread(load_model, spec)
-                batcher: Batcher[Tokens, np.ndarray] = Batcher(
-                    loaded.embedder.runner.run,
-                    self.batching[spec.id],
-                    name=spec.id,
-                    observer=self.metrics.batch_observer(spec.id),
-                )
-                await batcher.start()
+                config = self.batching[spec.id].for_device(loaded.model.info.device)
+                served = ServedModel(spec, loaded, self._batcher(spec.id, loaded.model.runner.run, config))
+                if isinstance(loaded.model, Embedder) and loaded.model.info.sparse:
+                    served.sparse_batcher = self._batcher(f"{spec.id}/sparse", loaded.model.runner.run_sparse, config)
+                for batcher in served.batchers:
+                    await batcher.start()
             except Exception as exc:
                 log.exception("model failed to load", extra={"model": spec.id})
                 self.status[spec.id] = "failed"
                 self.errors[spec.id] = str(exc)
                 continue
-            self._served[spec.id] = ServedModel(spec, loaded, batcher)
+            self._served[spec.id] = served
             self.status[spec.id] = "ready"
             self.metrics.model_memory.labels(spec.id).set(loaded.memory_bytes)
             self.metrics.model_load.labels(spec.id).set(loaded.load_seconds)
             self.metrics.model_ready.labels(spec.id).set(1)
+
+    def _batcher(
+        self, name: str, run: Callable[[list[Tokens]], Sequence[Any]], config: BatchingConfig
+    ) -> Batcher[Tokens, Any]:
+        return Batcher(run, config, name=name, observer=self.metrics.batch_observer(name))
 
     @property
     def ready(self) -> bool:
@@ -102,7 +141,9 @@ class ModelHost:
         if self._loader is not None and not self._loader.done():
             self._loader.cancel()
             await asyncio.gather(self._loader, return_exceptions=True)
-        await asyncio.gather(*(served.batcher.close(drain=True) for served in self._served.values()))
+        await asyncio.gather(
+            *(batcher.close(drain=True) for served in self._served.values() for batcher in served.batchers)
+        )
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     # -- requests --------------------------------------------------------------------------
@@ -138,30 +179,72 @@ class ModelHost:
         dimensions: int | None = None,
         prompt_name: str | None = None,
     ) -> Embeddings:
-        embedder = served.loaded.embedder
-        tokens = await self._tokenize(served, inputs, prompt_name, truncate)
-        costs = [len(t) for t in tokens]
-        try:
-            rows = await served.batcher.submit(tokens, costs)
-        except (QueueFull, RequestTooLarge) as exc:
-            reason = "overload" if isinstance(exc, QueueFull) else "too_large"
-            self.metrics.rejections.labels(served.spec.id, reason).inc()
-            raise
-        vectors = embedder.finish(np.stack(rows), normalize=normalize, dimensions=dimensions)
-        return Embeddings(vectors, sum(costs))
-
-    async def _tokenize(
-        self,
-        served: ServedModel,
-        inputs: Sequence[str] | Sequence[Sequence[int]],
-        prompt_name: str | None,
-        truncate: bool,
-    ) -> list[Tokens]:
-        embedder = served.loaded.embedder
+        embedder = served.embedder
 
         def tokenize() -> list[Tokens]:
             return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
 
-        if sum(len(x) for x in inputs) <= self.tokenize_inline_chars:
+        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs))
+        rows = await self._submit(served, tokens)
+        vectors = embedder.finish(np.stack(rows), normalize=normalize, dimensions=dimensions)
+        return Embeddings(vectors, sum(len(t) for t in tokens))
+
+    async def embed_sparse(
+        self,
+        served: ServedModel,
+        inputs: Sequence[str],
+        *,
+        truncate: bool = True,
+        prompt_name: str | None = None,
+    ) -> SparseEmbeddings:
+        """Lexical weights per text, for models with a sparse head (bge-m3)."""
+        if served.sparse_batcher is None:
+            raise ApiError(
+                400,
+                f"model {served.spec.id!r} has no sparse head (bge-m3's sparse_linear.pt) for sparse embeddings",
+                param="model",
+            )
+        embedder = served.embedder
+
+        def tokenize() -> list[Tokens]:
+            return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
+
+        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs))
+        vectors = await self._submit(served, tokens, served.sparse_batcher)
+        return SparseEmbeddings(vectors, sum(len(t) for t in tokens))
+
+    async def rerank(
+        self,
+        served: ServedModel,
+        query: str,
+        documents: Sequence[str],
+        *,
+        truncate: bool = True,
+        raw_scores: bool = False,
+        prompt_name: str | None = None,
+    ) -> Scores:
+        """Scores each (query, document) pair; each pair is one batcher item."""
+        reranker = served.reranker
+        if not documents:
+            return Scores(np.zeros(0, dtype=np.float32), 0)
+
+        def tokenize() -> list[Tokens]:
+            return reranker.tokenize(query, documents, prompt_name=prompt_name, truncate=truncate)
+
+        tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents))
+        raw = await self._submit(served, tokens)
+        return Scores(reranker.scores(np.stack(raw), raw_scores=raw_scores), sum(len(t) for t in tokens))
+
+    async def _submit(self, served: ServedModel, tokens: list[Tokens], batcher: Batcher | None = None) -> list[Any]:
+        try:
+            return await (batcher or served.batcher).submit(tokens, [len(t) for t in tokens])
+        except (QueueFull, RequestTooLarge) as exc:
+            reason = "overload" if isinstance(exc, QueueFull) else "too_large"
+            self.metrics.rejections.labels(served.spec.id, reason).inc()
+            raise
+
+    async def _tokenize(self, tokenize: Callable[[], list[Tokens]], chars: int) -> list[Tokens]:
+        """Small requests are tokenized on the event loop (cheaper than a thread hop), large ones off it."""
+        if chars <= self.tokenize_inline_chars:
             return tokenize()
         return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, tokenize)

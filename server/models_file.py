@@ -23,7 +23,7 @@ class ModelEntry(ModelSpec):
         return ModelSpec(**self.model_dump(exclude={"batching"}, exclude_unset=True))
 
     def batching_config(self, defaults: BatchingConfig) -> BatchingConfig:
-        return BatchingConfig(**{**defaults.model_dump(), **self.batching})
+        return BatchingConfig(**{**defaults.model_dump(exclude_unset=True), **self.batching})
 
 
 class ModelsFile(BaseModel):

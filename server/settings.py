@@ -25,14 +25,15 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
 
-    max_batch_tokens: int = Field(16384, gt=0)
+    max_batch_tokens: int | None = Field(None, gt=0, description="Padded tokens per batch; default 16384, 4096 on CPU.")
     max_batch_size: int = Field(128, gt=0)
     max_wait_ms: float = Field(2.0, ge=0)
     max_queue_tokens: int = Field(1_048_576, gt=0)
     max_queue_items: int = Field(16384, gt=0)
     batch_workers: int = Field(1, gt=0)
 
-    max_inputs: int = Field(2048, gt=0, description="Inputs per request.")
+    max_inputs: int = Field(2048, gt=0, description="Inputs per embedding request.")
+    max_documents: int = Field(1000, gt=0, description="Documents per rerank request.")
     max_body_bytes: int = Field(16 * 2**20, gt=0, description="Request body size; larger bodies get 413.")
     tokenize_inline_chars: int = Field(
         2048, ge=0, description="Requests with fewer characters are tokenized on the event loop (cheaper than a hop)."
@@ -50,8 +51,9 @@ class Settings(BaseSettings):
         return value
 
     def batching(self) -> BatchingConfig:
+        budget = {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
         return BatchingConfig(
-            max_batch_tokens=self.max_batch_tokens,
+            **budget,
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue_tokens=self.max_queue_tokens,

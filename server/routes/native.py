@@ -1,20 +1,23 @@
-"""Native routes: POST /embed (one text) and POST /batch-embed (many)."""
+"""Native routes: POST /embed (one text), POST /batch-embed (many), POST /embed_sparse (TEI's shape)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from server.disconnect import unless_disconnected
 from server.model_host import Embeddings
 from server.responses import json_response
-from server.routes.common import embed, served_model
+from server.routes.common import check_request, embed, host_of, served_model
 from server.schemas.native import (
     BatchEmbedRequest,
     BatchEmbedResponse,
     EmbedOptions,
     EmbedRequest,
     EmbedResponse,
+    EmbedSparseRequest,
     NativeError,
+    SparseValue,
 )
 
 router = APIRouter(tags=["native"])
@@ -49,4 +52,20 @@ async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
     vectors = result.vectors
     return json_response(
         {"embeddings": vectors, "model": model, "dim": vectors.shape[1], "tokens": result.tokens, "count": len(vectors)}
+    )
+
+
+@router.post("/embed_sparse", response_model=list[list[SparseValue]], responses=_ERRORS)
+async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
+    """Sparse lexical weights (bge-m3's sparse head), one list of `{index: token id, value}` per text."""
+    served = served_model(request, body.model)
+    texts = body.texts()
+    check_request(request, served, len(texts), None)
+    work = host_of(request).embed_sparse(served, texts, truncate=body.truncate, prompt_name=body.prompt_name)
+    result = await unless_disconnected(request, work)
+    return json_response(
+        [
+            [{"index": int(i), "value": float(v)} for i, v in zip(vector.indices, vector.values)]
+            for vector in result.vectors
+        ]
     )

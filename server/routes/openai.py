@@ -64,6 +64,7 @@ async def list_models(request: Request) -> Response:
                 "backend": spec.backend,
                 "device": info.device if info else None,
                 "dtype": info.dtype if info else None,
+                "sparse": info.sparse if info else False,
                 "prompts": sorted(info.prompts) if info else [],
                 "default_prompt": info.default_prompt if info else None,
                 "error": host.errors.get(spec.id),

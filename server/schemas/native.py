@@ -31,6 +31,29 @@ class BatchEmbedRequest(EmbedOptions):
     texts: Annotated[list[NonEmptyText], Field(min_length=1)]
 
 
+class EmbedSparseRequest(BaseModel):
+    """TEI's /embed_sparse: `inputs` is one text or a list of texts."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
+    inputs: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
+    truncate: bool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
+    prompt_name: str | None = Field(
+        None,
+        validation_alias=AliasChoices("prompt_name", "task"),
+        description="A prompt of the model's (also accepted as `task`); default: the model's default prompt.",
+    )
+
+    def texts(self) -> list[str]:
+        return [self.inputs] if isinstance(self.inputs, str) else self.inputs
+
+
+class SparseValue(BaseModel):
+    index: int
+    value: float
+
+
 class EmbedResponse(BaseModel):
     embedding: list[float]
     model: str

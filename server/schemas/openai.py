@@ -74,6 +74,7 @@ class ModelCard(BaseModel):
     backend: str
     device: str | None
     dtype: str | None
+    sparse: bool = False
     prompts: list[str]
     default_prompt: str | None
     error: str | None = None

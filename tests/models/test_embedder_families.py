@@ -37,7 +37,7 @@ def reference(family: tuple[str, Path]):  # type: ignore[no-untyped-def]
 
 
 def embed(loaded: LoadedModel, texts: list[str], **options) -> np.ndarray:  # type: ignore[no-untyped-def]
-    embedder = loaded.embedder
+    embedder = loaded.model
     prompt_name = options.pop("prompt_name", None)
     raw = embedder.runner.run(embedder.tokenize(texts, prompt_name=prompt_name))
     return embedder.finish(raw, **options)
@@ -45,7 +45,7 @@ def embed(loaded: LoadedModel, texts: list[str], **options) -> np.ndarray:  # ty
 
 def test_info_comes_from_the_folder(family: tuple[str, Path], loaded: LoadedModel) -> None:
     shape = FAMILIES[family[0]]
-    info = loaded.embedder.info
+    info = loaded.model.info
     assert info.dimension == shape.dimension
     assert info.normalized is shape.normalized
     assert set(info.prompts) == {name for name, text in (shape.prompts or {}).items() if text}
@@ -70,11 +70,11 @@ def test_each_prompt_matches_encode_with_that_prompt(family: tuple[str, Path], l
 
 def test_unknown_prompt_is_refused_with_the_known_ones(family: tuple[str, Path], loaded: LoadedModel) -> None:
     with pytest.raises(InvalidInput, match="no prompt 'nope'"):
-        loaded.embedder.tokenize(["x"], prompt_name="nope")
+        loaded.model.tokenize(["x"], prompt_name="nope")
 
 
 def test_matryoshka_dimensions_truncate_then_renormalize(loaded: LoadedModel, reference) -> None:  # type: ignore[no-untyped-def]
-    half = loaded.embedder.info.dimension // 2
+    half = loaded.model.info.dimension // 2
     got = embed(loaded, TEXTS, dimensions=half)
     full = reference.encode(TEXTS, normalize_embeddings=True)[:, :half]
     assert got.shape == (len(TEXTS), half)
@@ -104,7 +104,7 @@ def test_gemma3_refuses_float16_with_a_clear_message(tiny_gemma3_dir: Path) -> N
 def test_gemma3_runs_in_bfloat16_close_to_float32(tiny_gemma3_dir: Path) -> None:
     low = load_model(ModelSpec(id="gemma", source=str(tiny_gemma3_dir), device="cpu", dtype="bfloat16"))
     high = load_model(ModelSpec(id="gemma", source=str(tiny_gemma3_dir), device="cpu"))
-    assert low.embedder.info.dtype == "bfloat16"
+    assert low.model.info.dtype == "bfloat16"
     assert cosine_rows(embed(low, TEXTS), embed(high, TEXTS)).min() > 0.98
 
 
@@ -113,6 +113,6 @@ def test_models_file_prompts_override_and_set_the_default(tiny_bert_dir: Path) -
         id="e5", source=str(tiny_bert_dir), device="cpu", prompts={"query": "search_query: "}, default_prompt="query"
     )
     loaded = load_model(spec)
-    assert loaded.embedder.info.prompts["query"] == "search_query: "
-    assert loaded.embedder.prompt(None) == "search_query: "
-    assert loaded.embedder.tokenize(["x"]) == loaded.embedder.runner.tokenize(["x"], prompt="search_query: ")
+    assert loaded.model.info.prompts["query"] == "search_query: "
+    assert loaded.model.prompt(None) == "search_query: "
+    assert loaded.model.tokenize(["x"]) == loaded.model.runner.tokenize(["x"], prompt="search_query: ")

@@ -189,7 +189,10 @@ def test_hub_layout_loads_to_the_same_model(tmp_path: Path, st_models, family: s
     builder = {"gemma3": gemma3_embedder, "xlmr": xlmr_embedder, "bert": bert_embedder}[family]
     folder = builder(tmp_path / "hub", layout="hub")
     modules = json.loads((folder / "modules.json").read_text())
-    assert [m["type"] for m in modules][:2] == ["sentence_transformers.models.Transformer", "sentence_transformers.models.Pooling"]
+    assert [m["type"] for m in modules][:2] == [
+        "sentence_transformers.models.Transformer",
+        "sentence_transformers.models.Pooling",
+    ]
     pooling = json.loads((folder / "1_Pooling/config.json").read_text())
     assert pooling[f"pooling_mode_{'cls_token' if EMBEDDERS[family].pooling == 'cls' else 'mean_tokens'}"] is True
     sbert = json.loads((folder / "sentence_bert_config.json").read_text())
@@ -210,9 +213,7 @@ def _hidden_change_per_position(folder: Path, attn_implementation: str) -> np.nd
     import torch
     from sentence_transformers import SentenceTransformer
 
-    model = SentenceTransformer(
-        str(folder), device="cpu", model_kwargs={"attn_implementation": attn_implementation}
-    )
+    model = SentenceTransformer(str(folder), device="cpu", model_kwargs={"attn_implementation": attn_implementation})
     transformer = model[0]
     assert transformer.auto_model.config._attn_implementation == attn_implementation
     features = transformer.preprocess(["The cat is sleeping on the windowsill today"])
@@ -294,7 +295,12 @@ def test_gemma3_runs_in_bfloat16_close_to_float32(tiny_gemma3_dir: Path, st_mode
 # Tokenizers
 # ---------------------------------------------------------------------------------------------
 
-_SPECIAL_AROUND = {"gemma3": ("<bos>", "<eos>"), "xlmr": ("<s>", "</s>"), "reranker": ("<s>", "</s>"), "bert": ("[CLS]", "[SEP]")}
+_SPECIAL_AROUND = {
+    "gemma3": ("<bos>", "<eos>"),
+    "xlmr": ("<s>", "</s>"),
+    "reranker": ("<s>", "</s>"),
+    "bert": ("[CLS]", "[SEP]"),
+}
 
 
 @pytest.mark.parametrize("family", ["gemma3", "xlmr", "reranker", "bert"])
@@ -322,7 +328,12 @@ def test_gemma_tokenizer_falls_back_to_bytes(tiny_gemma3_dir: Path) -> None:
     tokenizer = AutoTokenizer.from_pretrained(tiny_gemma3_dir)
     assert type(tokenizer).__name__ == "GemmaTokenizerFast"
     assert tokenizer.padding_side == "right"
-    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id) == (0, 1, 2, 3)
+    assert (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.unk_token_id) == (
+        0,
+        1,
+        2,
+        3,
+    )
     text = "日本語 😀 and ünïcödé"
     ids = tokenizer(text)["input_ids"]
     assert tokenizer.unk_token_id not in ids

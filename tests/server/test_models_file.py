@@ -19,7 +19,14 @@ from tests.support import ROOT
 def test_the_documented_example_is_valid() -> None:
     entries = load_models_file(ROOT / "models.example.yaml")
     defaults = BatchingConfig()
-    assert [e.id for e in entries] == ["all-MiniLM-L6-v2", "embeddinggemma", "bge-m3", "multilingual-e5"]
+    assert [e.id for e in entries] == [
+        "all-MiniLM-L6-v2",
+        "embeddinggemma",
+        "bge-m3",
+        "multilingual-e5",
+        "bge-reranker",
+    ]
+    assert entries[4].spec().kind == "rerank"
     assert entries[1].batching_config(defaults).max_batch_tokens == 8192
     assert entries[1].spec().prompts["query"].startswith("task: search result")
 
@@ -65,3 +72,16 @@ def test_a_bad_file_stops_the_cli_with_a_clear_message(tmp_path: Path, content: 
     )
     assert result.returncode != 0
     assert "configuration error" in result.stderr and complaint in result.stderr
+
+
+def test_an_entrys_own_token_budget_counts_as_set_and_the_server_default_does_not(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "models:\n  - id: a\n    source: /x\n  - id: b\n    source: /y\n    batching: {max_batch_tokens: 16384}\n"
+    )
+    a, b = load_models_file(path)
+    defaults = Settings().batching()
+    assert a.batching_config(defaults).for_device("cpu").max_batch_tokens == 4096
+    assert b.batching_config(defaults).for_device("cpu").max_batch_tokens == 16384
+    server_wide = Settings(max_batch_tokens=8192).batching()
+    assert a.batching_config(server_wide).for_device("cpu").max_batch_tokens == 8192

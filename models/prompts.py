@@ -1,0 +1,17 @@
+"""Named prompts (prefixes put before a text), as a model folder or its settings declare them."""
+
+from __future__ import annotations
+
+from models.errors import InvalidInput
+from models.runner import ModelInfo
+
+
+def prompt_text(info: ModelInfo, name: str | None) -> str:
+    """The prefix for a prompt name; with no name, the model's default prompt (or none)."""
+    if name is None:
+        default = info.default_prompt
+        return info.prompts.get(default, "") if default else ""
+    if name not in info.prompts:
+        known = ", ".join(sorted(info.prompts)) or "none"
+        raise InvalidInput(f"model {info.id!r} has no prompt {name!r}; its prompts: {known}", param="prompt_name")
+    return info.prompts[name]

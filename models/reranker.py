@@ -1,0 +1,54 @@
+"""A reranker as the server uses it: tokenize (query, document) pairs, run (via the batcher), score."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.prompts import prompt_text
+from models.runner import ModelInfo, RerankRunner, Tokens
+
+
+@dataclass(slots=True)
+class Reranker:
+    runner: RerankRunner
+
+    @property
+    def info(self) -> ModelInfo:
+        return self.runner.info
+
+    def tokenize(
+        self, query: str, documents: Sequence[str], *, prompt_name: str | None = None, truncate: bool = True
+    ) -> list[Tokens]:
+        """One item per document: the pair (prompt + query, document), truncated to the model's limit."""
+        prefix = prompt_text(self.info, prompt_name)
+        return self.runner.tokenize_pairs(query, documents, truncate=truncate, prompt=prefix)
+
+    @staticmethod
+    def scores(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
+        return relevance(raw, raw_scores=raw_scores)
+
+
+def relevance(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
+    """One float32 score per pair from `TorchRerankRunner.run`'s logits.
+
+    One label (bge-reranker, ms-marco cross-encoders): sigmoid of the logit, or the logit itself
+    with `raw_scores`. Several labels: the softmax probability of the last label (the "relevant"
+    class of 2-label classifiers), or with `raw_scores` its log-odds, `logit_last - logsumexp(others)`
+    (for two labels `l1 - l0`), so that the sigmoid of a raw score is always the relevance score.
+    """
+    raw = np.asarray(raw, dtype=np.float32)
+    if raw.ndim == 2 and raw.shape[1] == 1:
+        raw = raw[:, 0]
+    if raw.ndim == 1:
+        logits = raw
+    elif raw.ndim == 2:
+        logits = raw[:, -1] - np.logaddexp.reduce(raw[:, :-1], axis=1)
+    else:
+        raise ValueError(f"reranker logits must be 1- or 2-dimensional, not shape {raw.shape}")
+    if raw_scores:
+        return np.ascontiguousarray(logits, dtype=np.float32)
+    # A numerically stable sigmoid: 1 / (1 + exp(-x)) = exp(-log(1 + exp(-x))).
+    return np.exp(-np.logaddexp(0.0, -logits)).astype(np.float32)

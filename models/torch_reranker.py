@@ -1,0 +1,119 @@
+"""PyTorch runner for cross-encoder rerankers (bge-reranker, ms-marco cross-encoders, ...).
+
+The folder is loaded with sentence-transformers' `CrossEncoder`, so the model, its token limit and
+any modules after the transformer are exactly what `CrossEncoder.predict` uses; we skip `predict()`
+and run the modules on batches the batcher formed, returning raw logits. `models.reranker` turns
+those into the scores a client sees.
+
+Only sequence-classification cross-encoders whose pairs are plain text pairs are served: causal-LM
+rerankers (Qwen3-Reranker style, scored from yes/no logits) and tokenizers with a chat template
+make CrossEncoder format pairs as chat messages, which `tokenize_pairs` does not reproduce.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from models.errors import ModelLoadError
+from models.runner import ModelInfo, Tokens
+from models.spec import ModelSpec
+from models.tokenizer import PairTokenizer
+from models.torch_backend import _position_limit, pick_device, pick_dtype
+
+
+class TorchRerankRunner:
+    def __init__(self, spec: ModelSpec, source: str) -> None:
+        import torch
+        from sentence_transformers import CrossEncoder
+
+        self._torch = torch
+        if spec.threads:
+            torch.set_num_threads(spec.threads)
+        device = pick_device(spec.device)
+        try:
+            model = CrossEncoder(source, device=device)
+        except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
+            raise ModelLoadError(f"cannot load reranker {spec.id!r} from {source!r}: {exc}") from exc
+
+        modules = list(model)
+        first = modules[0] if modules else None
+        if (
+            first is None
+            or getattr(first, "transformer_task", None) != "sequence-classification"
+            or set(getattr(first, "modality_config", {})) != {"text"}
+            or model.tokenizer is None
+            or not model.tokenizer.is_fast
+        ):
+            raise ModelLoadError(
+                f"reranker {spec.id!r} from {source!r} is not a text sequence-classification cross-encoder "
+                "with a fast tokenizer (causal-LM rerankers and chat-template pair formats are not supported)"
+            )
+        config = first.auto_model.config
+        dtype = pick_dtype(spec.dtype, device, getattr(config, "model_type", ""))
+        if model.dtype != getattr(torch, dtype):
+            model.to(getattr(torch, dtype))
+        model.eval()
+        self._modules = modules
+        self._device = torch.device(device)
+
+        hf_tokenizer = model.tokenizer
+        # CrossEncoder's own limit is the tokenizer's model_max_length capped at max_position_embeddings.
+        max_length = min(x for x in (spec.max_length, model.max_seq_length, _position_limit(first)) if x)
+        model.max_seq_length = max_length
+        try:
+            self.tokenizer = PairTokenizer(
+                hf_tokenizer.backend_tokenizer,
+                max_length=max_length,
+                pad_id=hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0,
+                with_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
+                truncation_side=hf_tokenizer.truncation_side,
+            )
+        except ValueError as exc:
+            raise ModelLoadError(f"reranker {spec.id!r}: {exc}") from exc
+
+        self.num_labels = int(model.num_labels)
+        activation = getattr(model, "activation_fn", None)
+        self.folder_activation = type(activation).__name__ if activation is not None else "Identity"
+        """The activation `CrossEncoder.predict` applies by default (from the folder's config): for
+        reference only; `relevance` applies the sigmoid/softmax convention whatever the folder says."""
+        prompts = {**{k: v for k, v in (model.prompts or {}).items() if v}, **spec.prompts}
+        self.info = ModelInfo(
+            id=spec.id,
+            kind="rerank",
+            dimension=self.num_labels,
+            max_length=max_length,
+            backend="torch",
+            device=str(self._device),
+            dtype=dtype,
+            normalized=False,
+            prompts=prompts,
+            default_prompt=spec.default_prompt or model.default_prompt_name,
+        )
+
+    def tokenize_pairs(
+        self, query: str, documents: Sequence[str], *, truncate: bool = True, prompt: str = ""
+    ) -> list[Tokens]:
+        """One `Tokens` per (prompt + query, document) pair, as `CrossEncoder.predict` tokenizes it."""
+        if not documents:
+            return []
+        return self.tokenizer.encode_pairs(prompt + query, documents, truncate=truncate)
+
+    def run(self, batch: Sequence[Tokens]) -> np.ndarray:
+        """Raw logits, float32: shape (len(batch),) for one label, (len(batch), num_labels) otherwise."""
+        if not batch:
+            return np.zeros((0,) if self.num_labels == 1 else (0, self.num_labels), dtype=np.float32)
+        torch = self._torch
+        arrays = self.tokenizer.pad(batch)
+        with torch.inference_mode():
+            features: dict[str, Any] = {
+                name: torch.from_numpy(array).to(self._device, non_blocking=True) for name, array in arrays.items()
+            }
+            for module in self._modules:
+                features = module(features)
+            scores = features["scores"].float().cpu().numpy()
+        if self.num_labels == 1:
+            scores = scores.reshape(len(batch))
+        return np.ascontiguousarray(scores, dtype=np.float32)

@@ -1,0 +1,78 @@
+"""Reranking routes: POST /v1/rerank (Cohere / Jina shape) and POST /rerank (TEI's shape)."""
+
+from __future__ import annotations
+
+import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.disconnect import unless_disconnected
+from server.errors import ApiError
+from server.logs import request_id
+from server.model_host import Scores
+from server.responses import json_response
+from server.routes.common import host_of, served_model
+from server.schemas.native import NativeError
+from server.schemas.openai import OpenAIError
+from server.schemas.rerank import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
+
+router = APIRouter(tags=["reranking"])
+
+_STATUSES = (400, 404, 413, 429, 500, 503)
+
+
+async def _rerank(request: Request, body: RerankOptions, documents: list[str], param: str) -> tuple[str, Scores]:
+    served = served_model(request, body.model, kind="rerank")
+    limit = request.app.state.settings.max_documents
+    if len(documents) > limit:
+        raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)
+    work = host_of(request).rerank(
+        served,
+        body.query,
+        documents,
+        truncate=body.truncate,
+        raw_scores=body.raw_scores,
+        prompt_name=body.prompt_name,
+    )
+    return served.spec.id, await unless_disconnected(request, work)
+
+
+def _best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:
+    """Indices by descending score; ties keep the documents' order."""
+    order = np.argsort(-scores, kind="stable")
+    return [int(i) for i in order[:top_n]]
+
+
+@router.post("/v1/rerank", response_model=RerankResponse, responses={s: {"model": OpenAIError} for s in _STATUSES})
+async def rerank(body: RerankRequest, request: Request) -> Response:
+    """Scores each document against the query, best first (Cohere / Jina / Infinity shape)."""
+    texts = body.texts()
+    model, scores = await _rerank(request, body, texts, "documents")
+    results = []
+    for i in _best_first(scores.values, body.top_n):
+        result: dict = {"index": i, "relevance_score": float(scores.values[i])}
+        if body.return_documents:
+            result["document"] = {"text": texts[i]}
+        results.append(result)
+    return json_response(
+        {
+            "id": request_id.get(),
+            "object": "rerank",
+            "model": model,
+            "results": results,
+            "usage": {"prompt_tokens": scores.tokens, "total_tokens": scores.tokens},
+        }
+    )
+
+
+@router.post("/rerank", response_model=list[TeiRank], responses={s: {"model": NativeError} for s in (*_STATUSES, 422)})
+async def rerank_tei(body: TeiRerankRequest, request: Request) -> Response:
+    """TEI's /rerank: `[{"index", "score", "text"?}]`, best first."""
+    model, scores = await _rerank(request, body, body.texts, "texts")
+    ranks = []
+    for i in _best_first(scores.values):
+        rank: dict = {"index": i, "score": float(scores.values[i])}
+        if body.return_text:
+            rank["text"] = body.texts[i]
+        ranks.append(rank)
+    return json_response(ranks)
