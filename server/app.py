@@ -12,11 +12,14 @@ from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
 from server import __version__
+from server.auth import Authenticator
 from server.errors import install_error_handlers
+from server.guard import GuardMiddleware, Limits
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
 from server.model_host import ModelHost
 from server.models_file import load_models_file
+from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
 from server.routes import native, openai, ops, rerank
 from server.settings import Settings
 
@@ -54,6 +57,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tokenize_inline_chars=settings.tokenize_inline_chars,
     )
 
+    authenticator = Authenticator(
+        settings.api_keys,
+        settings.api_keys_file,
+        jwt_secret=settings.jwt_secret,
+        jwt_audience=settings.jwt_audience or None,
+    )
+    store = rate_limit_store(settings, metrics)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await host.start()
@@ -61,6 +72,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             yield
         finally:
             await host.close()
+            if isinstance(store, FallbackStore):
+                await store.close()
 
     app = FastAPI(
         title="embedserve",
@@ -77,6 +90,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.include_router(router)
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}
     app.add_middleware(
+        GuardMiddleware,
+        authenticator=authenticator,
+        public_paths=settings.public_paths(),
+        store=store,
+        limits=Limits(
+            requests_per_second=settings.rate_limit_rps,
+            burst=settings.rate_limit_burst,
+            tokens_per_minute=settings.rate_limit_tokens_per_minute,
+            global_requests_per_second=settings.global_rate_limit_rps,
+            global_burst=settings.global_rate_limit_burst,
+            max_tokens_per_request=settings.max_tokens_per_request,
+        ),
+        metrics=metrics,
+    )
+    app.add_middleware(  # added last: the outermost layer, so ids, metrics and logs cover refusals too
         RequestContextMiddleware,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
@@ -84,3 +112,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=routes,
     )
     return app
+
+
+def rate_limit_store(settings: Settings, metrics: Metrics) -> BucketStore:
+    if not settings.redis_url:
+        return MemoryStore()
+
+    def on_change(degraded: bool) -> None:
+        metrics.ratelimit_degraded.set(1 if degraded else 0)
+
+    return FallbackStore(RedisStore(settings.redis_url), MemoryStore(), on_change=on_change)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from collections.abc import Sequence
 
@@ -35,6 +36,25 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)
 
 
+def _draining_server_class():  # type: ignore[no-untyped-def]
+    import uvicorn
+
+    class DrainingServer(uvicorn.Server):
+        """On SIGTERM/SIGINT, readiness turns false at once; uvicorn then stops accepting, lets
+        in-flight requests finish (up to the grace period), and the app drains its batchers.
+        A SIGTERM answered by a clean drain exits 0 (uvicorn would re-raise it: exit -15)."""
+
+        def handle_exit(self, sig, frame) -> None:  # type: ignore[no-untyped-def]
+            host = getattr(getattr(self.config.app, "state", None), "host", None)
+            if host is not None:
+                host.draining = True
+            super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                self._captured_signals = [s for s in self._captured_signals if s != signal.SIGTERM]
+
+    return DrainingServer
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
     import yaml
@@ -50,14 +70,15 @@ def serve(args: argparse.Namespace) -> None:
         app = create_app(settings)
     except (ValueError, OSError, yaml.YAMLError) as exc:  # pydantic's ValidationError is a ValueError
         sys.exit(f"embedserve: configuration error: {exc}")
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_config=None,
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
+    _draining_server_class()(config).run()
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -35,6 +35,7 @@ _NATIVE_TYPES = {
     422: "Validation",
     429: "Overloaded",
     503: "Unavailable",
+    504: "Timeout",
 }
 
 

@@ -62,6 +62,11 @@ class Metrics:
         )
         self.model_load = Gauge("embed_model_load_seconds", "Time to load and warm the model.", ["model"], registry=r)
         self.model_ready = Gauge("embed_model_ready", "1 once the model is loaded and warmed.", ["model"], registry=r)
+        self.ratelimit_degraded = Gauge(
+            "embed_ratelimit_redis_degraded",
+            "1 while Redis is unreachable and rate limits fall back to this replica's own counts.",
+            registry=r,
+        )
         r.register(_ProcessMemory())
 
     def batch_observer(self, model: str) -> BatchMetrics:

@@ -112,6 +112,7 @@ class RequestContextMiddleware:
                     "status": status,
                     "ms": round(seconds * 1000, 2),
                     "model": model or None,
+                    "caller": scope.get("state", {}).get("caller"),
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -28,6 +28,9 @@ from server.errors import ApiError
 from server.metrics import Metrics
 
 log = logging.getLogger("embedserve.host")
+
+Admission = Callable[[int], Awaitable[None]]
+"""Called with a request's input token count before it is queued; raises to refuse it."""
 
 
 @dataclass(slots=True)
@@ -178,13 +181,14 @@ class ModelHost:
         normalize: bool | None = None,
         dimensions: int | None = None,
         prompt_name: str | None = None,
+        admit: Admission | None = None,
     ) -> Embeddings:
         embedder = served.embedder
 
         def tokenize() -> list[Tokens]:
             return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
 
-        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs))
+        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), admit)
         rows = await self._submit(served, tokens)
         vectors = embedder.finish(np.stack(rows), normalize=normalize, dimensions=dimensions)
         return Embeddings(vectors, sum(len(t) for t in tokens))
@@ -196,6 +200,7 @@ class ModelHost:
         *,
         truncate: bool = True,
         prompt_name: str | None = None,
+        admit: Admission | None = None,
     ) -> SparseEmbeddings:
         """Lexical weights per text, for models with a sparse head (bge-m3)."""
         if served.sparse_batcher is None:
@@ -209,7 +214,7 @@ class ModelHost:
         def tokenize() -> list[Tokens]:
             return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
 
-        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs))
+        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), admit)
         vectors = await self._submit(served, tokens, served.sparse_batcher)
         return SparseEmbeddings(vectors, sum(len(t) for t in tokens))
 
@@ -222,6 +227,7 @@ class ModelHost:
         truncate: bool = True,
         raw_scores: bool = False,
         prompt_name: str | None = None,
+        admit: Admission | None = None,
     ) -> Scores:
         """Scores each (query, document) pair; each pair is one batcher item."""
         reranker = served.reranker
@@ -231,7 +237,7 @@ class ModelHost:
         def tokenize() -> list[Tokens]:
             return reranker.tokenize(query, documents, prompt_name=prompt_name, truncate=truncate)
 
-        tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents))
+        tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), admit)
         raw = await self._submit(served, tokens)
         return Scores(reranker.scores(np.stack(raw), raw_scores=raw_scores), sum(len(t) for t in tokens))
 
@@ -243,8 +249,15 @@ class ModelHost:
             self.metrics.rejections.labels(served.spec.id, reason).inc()
             raise
 
-    async def _tokenize(self, tokenize: Callable[[], list[Tokens]], chars: int) -> list[Tokens]:
-        """Small requests are tokenized on the event loop (cheaper than a thread hop), large ones off it."""
+    async def _tokenize(
+        self, tokenize: Callable[[], list[Tokens]], chars: int, admit: Admission | None
+    ) -> list[Tokens]:
+        """Small requests are tokenized on the event loop (cheaper than a thread hop), large ones off it;
+        then `admit` may refuse the request for its token count, before it is queued."""
         if chars <= self.tokenize_inline_chars:
-            return tokenize()
-        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, tokenize)
+            tokens = tokenize()
+        else:
+            tokens = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, tokenize)
+        if admit is not None:
+            await admit(sum(len(t) for t in tokens))
+        return tokens

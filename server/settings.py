@@ -39,11 +39,42 @@ class Settings(BaseSettings):
         2048, ge=0, description="Requests with fewer characters are tokenized on the event loop (cheaper than a hop)."
     )
 
+    max_tokens_per_request: int = Field(
+        524_288, ge=0, description="Input tokens per request, after tokenization (413 beyond; 0: no limit)."
+    )
+    request_timeout: float = Field(30.0, gt=0, description="Seconds a request may take before a 504.")
+    max_request_timeout: float = Field(
+        300.0, gt=0, description="The most a client may ask for with the X-Request-Timeout header."
+    )
+
+    api_keys: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="API keys, comma-separated; any key or JWT secret turns auth on."
+    )
+    api_keys_file: Path | None = Field(None, description="A YAML file of keys (or their SHA-256) with per-key limits.")
+    jwt_secret: str | None = Field(None, description="HS256 secret of JWTs (Supabase's JWT secret).")
+    jwt_audience: str = Field("authenticated", description="Required `aud` of JWTs; empty: not checked.")
+    auth_public_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/health", "/health/*"],
+        description="Paths (glob patterns) served without credentials, comma-separated.",
+    )
+    protect_metrics: bool = Field(False, description="Require credentials for /metrics too.")
+
+    rate_limit_rps: float = Field(0, ge=0, description="Requests per second per caller (0: off).")
+    rate_limit_burst: int = Field(0, ge=0, description="Requests a caller may burst; default: the rate.")
+    rate_limit_tokens_per_minute: int = Field(0, ge=0, description="Input tokens per minute per caller (0: off).")
+    global_rate_limit_rps: float = Field(0, ge=0, description="Requests per second for all callers (0: off).")
+    global_rate_limit_burst: int = Field(0, ge=0)
+    redis_url: str | None = Field(None, description="Share rate limits between replicas through this Redis.")
+
+    shutdown_grace_seconds: float = Field(
+        30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish before exit."
+    )
+
     log_level: str = "info"
     log_json: bool = True
     access_log: bool = True
 
-    @field_validator("models", mode="before")
+    @field_validator("models", "api_keys", "auth_public_paths", mode="before")
     @classmethod
     def _split_models(cls, value: object) -> object:
         if isinstance(value, str):
@@ -60,3 +91,6 @@ class Settings(BaseSettings):
             max_queue_items=self.max_queue_items,
             workers=self.batch_workers,
         )
+
+    def public_paths(self) -> list[str]:
+        return self.auth_public_paths if self.protect_metrics else [*self.auth_public_paths, "/metrics"]

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Awaitable, Sequence
+from typing import TypeVar
 
 from starlette.requests import Request
 
 from server.disconnect import unless_disconnected
 from server.errors import ApiError
-from server.model_host import Embeddings, ModelHost, ServedModel
+from server.model_host import Admission, Embeddings, ModelHost, ServedModel
+
+T = TypeVar("T")
 
 
 def host_of(request: Request) -> ModelHost:
@@ -45,6 +49,47 @@ async def embed(
 ) -> Embeddings:
     check_request(request, served, len(inputs), dimensions)
     work = host_of(request).embed(
-        served, inputs, truncate=truncate, normalize=normalize, dimensions=dimensions, prompt_name=prompt_name
+        served,
+        inputs,
+        truncate=truncate,
+        normalize=normalize,
+        dimensions=dimensions,
+        prompt_name=prompt_name,
+        admit=admission(request),
     )
-    return await unless_disconnected(request, work)
+    return await run_within_deadline(request, work)
+
+
+def admission(request: Request) -> Admission | None:
+    """The caller's token admission check that the guard middleware left for the route."""
+    return getattr(request.state, "admit_tokens", None)
+
+
+def deadline_seconds(request: Request) -> float:
+    """The request's deadline: `X-Request-Timeout` (seconds), capped, or the server's default."""
+    settings = request.app.state.settings
+    asked = request.headers.get("x-request-timeout")
+    if asked is None:
+        return settings.request_timeout
+    try:
+        seconds = float(asked)
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ApiError(400, "X-Request-Timeout must be a positive number of seconds", param="X-Request-Timeout")
+    return min(seconds, settings.max_request_timeout)
+
+
+async def run_within_deadline(request: Request, work: Awaitable[T]) -> T:
+    """Runs the work until it ends, the client leaves, or the deadline passes (504; its queued items
+    are dropped, as for a client that left)."""
+    seconds = deadline_seconds(request)
+    try:
+        async with asyncio.timeout(seconds):
+            return await unless_disconnected(request, work)
+    except TimeoutError:
+        model = getattr(request.state, "model", "")
+        host_of(request).metrics.rejections.labels(model, "deadline").inc()
+        raise ApiError(
+            504, f"the request did not finish within its deadline of {seconds:g} s", code="deadline_exceeded"
+        ) from None

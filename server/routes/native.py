@@ -5,10 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.disconnect import unless_disconnected
 from server.model_host import Embeddings
 from server.responses import json_response
-from server.routes.common import check_request, embed, host_of, served_model
+from server.routes.common import admission, check_request, embed, host_of, run_within_deadline, served_model
 from server.schemas.native import (
     BatchEmbedRequest,
     BatchEmbedResponse,
@@ -61,8 +60,10 @@ async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     served = served_model(request, body.model)
     texts = body.texts()
     check_request(request, served, len(texts), None)
-    work = host_of(request).embed_sparse(served, texts, truncate=body.truncate, prompt_name=body.prompt_name)
-    result = await unless_disconnected(request, work)
+    work = host_of(request).embed_sparse(
+        served, texts, truncate=body.truncate, prompt_name=body.prompt_name, admit=admission(request)
+    )
+    result = await run_within_deadline(request, work)
     return json_response(
         [
             [{"index": int(i), "value": float(v)} for i, v in zip(vector.indices, vector.values)]

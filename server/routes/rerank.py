@@ -6,12 +6,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.disconnect import unless_disconnected
 from server.errors import ApiError
 from server.logs import request_id
 from server.model_host import Scores
 from server.responses import json_response
-from server.routes.common import host_of, served_model
+from server.routes.common import admission, host_of, run_within_deadline, served_model
 from server.schemas.native import NativeError
 from server.schemas.openai import OpenAIError
 from server.schemas.rerank import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
@@ -33,8 +32,9 @@ async def _rerank(request: Request, body: RerankOptions, documents: list[str], p
         truncate=body.truncate,
         raw_scores=body.raw_scores,
         prompt_name=body.prompt_name,
+        admit=admission(request),
     )
-    return served.spec.id, await unless_disconnected(request, work)
+    return served.spec.id, await run_within_deadline(request, work)
 
 
 def _best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:

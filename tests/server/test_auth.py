@@ -1,0 +1,139 @@
+"""Only allowed callers get in: API keys (Bearer or X-API-Key, from settings or a keys file) and
+Supabase-style HS256 JWTs; health probes stay open; refusals are 401s in the route's error shape."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Iterator
+
+import httpx
+import jwt
+import pytest
+import yaml
+
+from tests.support import RunningServer, start_server, stop_server
+
+SECRET = "a-supabase-jwt-secret-of-at-least-32-bytes"
+PLAIN_KEY = "plain-key-0001"
+FILE_KEY = "file-key-0001"
+HASHED_KEY = "hashed-key-0001"
+
+
+@pytest.fixture(scope="module")
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    folder = tmp_path_factory.mktemp("auth")
+    keys_file = folder / "keys.yaml"
+    keys_file.write_text(
+        yaml.safe_dump(
+            {
+                "keys": [
+                    {"key": FILE_KEY, "name": "team-a"},
+                    {"sha256": hashlib.sha256(HASHED_KEY.encode()).hexdigest(), "name": "team-b"},
+                ]
+            }
+        )
+    )
+    env = {
+        "EMBEDSERVE_API_KEYS": PLAIN_KEY,
+        "EMBEDSERVE_API_KEYS_FILE": str(keys_file),
+        "EMBEDSERVE_JWT_SECRET": SECRET,
+        "EMBEDSERVE_ACCESS_LOG": "true",
+    }
+    running = start_server(folder, env=env)
+    yield running
+    stop_server(running)
+
+
+def token(**claims: object) -> str:
+    now = int(time.time())
+    body = {"sub": "user-42", "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 600}
+    body.update(claims)
+    return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
+
+
+def embed(server: RunningServer, headers: dict[str, str], route: str = "/v1/embeddings") -> httpx.Response:
+    body = {"input": "who may ask?"} if route == "/v1/embeddings" else {"text": "who may ask?"}
+    return httpx.post(f"{server.url}{route}", json=body, headers=headers, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Authorization": f"Bearer {PLAIN_KEY}"},
+        {"X-API-Key": PLAIN_KEY},
+        {"Authorization": f"Bearer {FILE_KEY}"},
+        {"X-API-Key": HASHED_KEY},
+        {"Authorization": f"Bearer {token()}"},
+        {"Authorization": f"bearer {token(aud=['authenticated', 'other'])}"},
+    ],
+    ids=["bearer-key", "x-api-key", "keys-file", "hashed-key", "jwt", "jwt-audience-list"],
+)
+def test_allowed_callers_are_served(guarded: RunningServer, headers: dict[str, str]) -> None:
+    assert embed(guarded, headers).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("headers", "words"),
+    [
+        ({}, "missing credentials"),
+        ({"Authorization": "Bearer wrong-key-000"}, "invalid"),
+        ({"X-API-Key": "wrong-key-000"}, "invalid"),
+        ({"Authorization": f"Basic {PLAIN_KEY}"}, "Bearer"),
+        ({"Authorization": f"Bearer {token(exp=int(time.time()) - 60)}"}, "expired"),
+        ({"Authorization": f"Bearer {token(nbf=int(time.time()) + 600)}"}, "not valid yet"),
+        ({"Authorization": f"Bearer {token(aud='anon')}"}, "audience"),
+        ({"Authorization": f"Bearer {token(exp=None)}"}, "exp"),
+        ({"Authorization": f"Bearer {token(sub=None)}"}, "sub"),
+        (
+            {
+                "Authorization": "Bearer "
+                + jwt.encode({"sub": "x", "aud": "authenticated", "exp": 2**40}, "other-secret-of-32-bytes-or-more!!")
+            },
+            "invalid token",
+        ),
+    ],
+    ids=[
+        "none",
+        "wrong-bearer",
+        "wrong-x-api-key",
+        "basic",
+        "expired",
+        "not-yet",
+        "audience",
+        "no-exp",
+        "no-sub",
+        "bad-signature",
+    ],
+)
+def test_everyone_else_gets_a_401_in_the_routes_shape(
+    guarded: RunningServer, headers: dict[str, str], words: str
+) -> None:
+    openai = embed(guarded, headers)
+    assert openai.status_code == 401
+    assert words in openai.json()["error"]["message"]
+    assert openai.json()["error"]["type"] == "authentication_error"
+    assert openai.headers["www-authenticate"].startswith('Bearer realm="embedserve"')
+    native = embed(guarded, headers, "/embed")
+    assert native.status_code == 401 and native.json()["error_type"] == "Unauthorized"
+
+
+def test_probes_and_metrics_are_open_and_docs_are_not(guarded: RunningServer) -> None:
+    for path in ("/health", "/health/live", "/health/ready", "/metrics"):
+        assert httpx.get(f"{guarded.url}{path}").status_code == 200, path
+    assert httpx.get(f"{guarded.url}/docs").status_code == 401
+    assert httpx.get(f"{guarded.url}/openapi.json", headers={"X-API-Key": PLAIN_KEY}).status_code == 200
+    assert 'embed_rejections_total{model="",reason="auth"}' in httpx.get(f"{guarded.url}/metrics").text
+
+
+def test_keys_never_reach_the_log(guarded: RunningServer) -> None:
+    embed(guarded, {"X-API-Key": PLAIN_KEY})
+    embed(guarded, {"X-API-Key": "wrong-key-000"})
+    log = guarded.log()
+    assert "request" in log
+    for secret in (PLAIN_KEY, FILE_KEY, HASHED_KEY, "wrong-key-000"):
+        assert secret not in log
+
+
+def test_auth_is_off_by_default(server: RunningServer) -> None:
+    assert embed(server, {}).status_code == 200

@@ -1,0 +1,93 @@
+"""Rate limits shared by replicas through a real Redis on loopback, and kept (per replica) when
+Redis goes away. `.ci/run` installs Debian's redis-server when it is missing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import RunningServer, free_port, start_server, stop_server
+
+pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
+
+
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    port = free_port()
+    folder = tmp_path_factory.mktemp("redis")
+    process = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(folder),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+        assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start"
+        time.sleep(0.1)
+    yield f"redis://127.0.0.1:{port}/0"
+    process.terminate()
+    process.wait(10)
+
+
+def _replica(folder: Path, redis_url: str) -> RunningServer:
+    env = {
+        "EMBEDSERVE_REDIS_URL": redis_url,
+        "EMBEDSERVE_API_KEYS": "shared-key-0001,other-key-0001",
+        "EMBEDSERVE_RATE_LIMIT_RPS": "0.05",
+        "EMBEDSERVE_RATE_LIMIT_BURST": "4",
+    }
+    return start_server(folder, env=env)
+
+
+@pytest.fixture(scope="module")
+def replicas(tmp_path_factory: pytest.TempPathFactory, redis_url: str) -> Iterator[tuple[RunningServer, RunningServer]]:
+    a = _replica(tmp_path_factory.mktemp("replica-a"), redis_url)
+    b = _replica(tmp_path_factory.mktemp("replica-b"), redis_url)
+    yield a, b
+    stop_server(a)
+    stop_server(b)
+
+
+def embed(server: RunningServer, key: str) -> int:
+    response = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hi"}, headers={"X-API-Key": key}, timeout=30)
+    return response.status_code
+
+
+def test_two_replicas_share_one_budget(replicas: tuple[RunningServer, RunningServer]) -> None:
+    a, b = replicas
+    codes = [embed(server, "shared-key-0001") for server in (a, b, a, b, a, b)]
+    assert codes == [200, 200, 200, 200, 429, 429]  # a burst of 4 for the key, across both replicas
+    assert embed(b, "other-key-0001") == 200
+
+
+def test_without_redis_each_replica_keeps_limiting_on_its_own(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    closed = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    server = _replica(tmp_path_factory.mktemp("no-redis"), closed)
+    try:
+        codes = [embed(server, "shared-key-0001") for _ in range(5)]
+        assert codes == [200, 200, 200, 200, 429]
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "embed_ratelimit_redis_degraded 1.0" in metrics
+        assert "redis unreachable" in server.log()
+    finally:
+        stop_server(server)

@@ -1,0 +1,37 @@
+"""SIGTERM under load: the server stops accepting, finishes every accepted request, and exits 0."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import httpx
+import numpy as np
+
+from tests.support import start_server
+
+
+async def test_sigterm_under_load_completes_every_accepted_request(tmp_path, reference_model) -> None:  # type: ignore[no-untyped-def]
+    server = start_server(tmp_path)
+    texts = [f"request {i}: " + "the quick brown fox jumps over the lazy dog " * (1 + i % 6) for i in range(40)]
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            tasks = [asyncio.create_task(client.post("/v1/embeddings", json={"input": t})) for t in texts]
+            # Wait until the server has work queued, so the signal lands mid-load.
+            while "embed_queue_items" not in (metrics := (await client.get("/metrics")).text) or (
+                'embed_queue_items{model="all-MiniLM-L6-v2"} 0.0' in metrics
+            ):
+                await asyncio.sleep(0.02)
+            server.process.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*tasks, return_exceptions=True)
+        exit_code = await asyncio.to_thread(server.process.wait, 60)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    accepted = [(t, r) for t, r in zip(texts, responses) if isinstance(r, httpx.Response)]
+    assert len(accepted) == len(texts), [r for r in responses if not isinstance(r, httpx.Response)]
+    assert all(r.status_code == 200 for _, r in accepted), [r.text for _, r in accepted if r.status_code != 200]
+    got = np.array([r.json()["data"][0]["embedding"] for _, r in accepted])
+    expected = reference_model.encode([t for t, _ in accepted], normalize_embeddings=True)
+    assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
+    assert exit_code == 0, server.log()[-2000:]
