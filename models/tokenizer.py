@@ -15,6 +15,27 @@ from tokenizers import Tokenizer
 from models.errors import InputTooLong, InvalidInput
 from models.runner import Tokens
 
+CHARS_PER_TOKEN_BOUND = 32
+"""Texts longer than this many characters per token of the model's limit are cut before tokenizing.
+
+Tokenizers encode a whole text before truncating it: 10 MB of text is ~12 s of CPU for 256 tokens.
+No real tokenizer spends 32 characters per token, so the cut keeps every token the model sees; a
+text that gets too few tokens from its cut (long runs of whitespace) is tokenized whole instead.
+"""
+
+
+def _bounded(text: str, chars: int, *, keep_end: bool = False) -> str:
+    """At most `chars` characters of `text` (its end with `keep_end`), cut at a space where one is near."""
+    if len(text) <= chars:
+        return text
+    if keep_end:
+        piece = text[-chars:]
+        space = piece.find(" ")
+        return piece[space + 1 :] if 0 <= space < chars // 2 else piece
+    piece = text[:chars]
+    space = piece.rfind(" ")
+    return piece[:space] if space >= chars // 2 else piece
+
 
 class TextTokenizer:
     def __init__(
@@ -50,7 +71,13 @@ class TextTokenizer:
         """Tokenizes `prompt + text` for each text, as sentence-transformers does with prompts."""
         if prompt:
             texts = [prompt + text for text in texts]
-        encodings = self._tok.encode_batch(list(texts)) if len(texts) > 1 else [self._tok.encode(texts[0])]
+        limit = self.max_length * CHARS_PER_TOKEN_BOUND
+        # encode_batch even for one text: it releases the GIL (encode holds it), so a long text
+        # tokenized in a worker thread does not stall the event loop.
+        encodings = self._tok.encode_batch([_bounded(text, limit) for text in texts])
+        for i, text in enumerate(texts):
+            if len(text) > limit and not encodings[i].overflowing:  # the cut may have cost tokens: no cut
+                encodings[i] = self._tok.encode_batch([text])[0]
         out: list[Tokens] = []
         for i, enc in enumerate(encodings):
             truncated = bool(enc.overflowing)
@@ -201,15 +228,30 @@ class PairTokenizer:
         self, query: str, documents: Sequence[str], *, truncate: bool = True, param: str = "documents"
     ) -> list[Tokens]:
         """One `Tokens` per (query, document) pair, special tokens included, truncated to `max_length`."""
-        q = self._tok.encode(query, add_special_tokens=False).ids
-        docs = [enc.ids for enc in self._tok.encode_batch(list(documents), add_special_tokens=False)]
+        texts = [query, *documents]
+        limit = self.max_length * CHARS_PER_TOKEN_BOUND
+        keep_end = self.truncation_side == "left"
+        encoded = [
+            enc.ids
+            for enc in self._tok.encode_batch(
+                [_bounded(t, limit, keep_end=keep_end) for t in texts], add_special_tokens=False
+            )
+        ]
+        # A cut text still longer than the limit truncates exactly as the whole text would
+        # (`longest_first` treats every length past the budget alike); otherwise, no cut.
+        for i, text in enumerate(texts):
+            if len(text) > limit and len(encoded[i]) <= self.max_length:
+                encoded[i] = self._tok.encode_batch([text], add_special_tokens=False)[0].ids
+        q, docs = encoded[0], encoded[1:]
+        cut = [len(t) > limit for t in texts]
         out: list[Tokens] = []
         for i, d in enumerate(docs):
             k1, k2 = self._kept_lengths(len(q), len(d))
             truncated = k1 < len(q) or k2 < len(d)
             if truncated and not truncate:
                 raise InputTooLong(
-                    f"{param}[{i}] with the query is {len(q) + len(d) + self.num_special_tokens} tokens, longer "
+                    f"{param}[{i}] with the query is {'at least ' if cut[0] or cut[i + 1] else ''}"
+                    f"{len(q) + len(d) + self.num_special_tokens} tokens, longer "
                     f"than the model's limit of {self.max_length} tokens, and truncation is off",
                     param=param,
                 )

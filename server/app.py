@@ -108,6 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         RequestContextMiddleware,
         metrics=metrics,
         max_body_bytes=settings.max_body_bytes,
+        body_read_timeout=settings.body_read_timeout,
         access_log=settings.access_log,
         routes=routes,
     )

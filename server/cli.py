@@ -85,9 +85,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="embedserve", description="Text embedding and reranking server.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    from quantize.cli import add_parser as add_quantize_parser  # light: its heavy imports happen in run()
+
+    add_quantize_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "serve":
         serve(args)
+    else:
+        sys.exit(args.handler(args))
 
 
 if __name__ == "__main__":

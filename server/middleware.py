@@ -1,10 +1,12 @@
-"""One pure-ASGI middleware for what every request needs: request id, body limit, metrics, access log.
+"""One pure-ASGI middleware for what every request needs: request id, body limit and read timeout, metrics,
+access log.
 
 Pure ASGI (not BaseHTTPMiddleware) because it runs on every request and must stay cheap.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -28,11 +30,19 @@ _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 class RequestContextMiddleware:
     def __init__(
-        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, access_log: bool, routes: set[str]
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        access_log: bool,
+        routes: set[str],
+        body_read_timeout: float = 30.0,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_read_timeout = body_read_timeout
         self.access_log = access_log
         self.routes = routes
 
@@ -55,24 +65,49 @@ class RequestContextMiddleware:
         token = request_id.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 500
+        started_response = False
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
                 status = message["status"]
+                started_response = True
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
         limit = self.max_body_bytes
         received = 0
+        read_timeout = self.body_read_timeout
+        body_deadline: float | None = None  # the whole body must arrive within read_timeout of the first read
+        body_done = False
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_deadline, body_done
+            if body_done:  # only the disconnect is left to wait for, as long as it takes
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if body_deadline is None:
+                body_deadline = loop.time() + read_timeout
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await receive()
+            except TimeoutError:
+                # A client that stalls mid-body (slow loris) must not hold its connection for ever.
+                body_done = True
+                if started_response:  # too late for a 408: the app sees the client as gone
+                    return {"type": "http.disconnect"}
+                raise HTTPException(
+                    408,
+                    f"the request body was not received within {read_timeout:g} s",
+                    headers={"Connection": "close"},
+                ) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise HTTPException(413, f"the request body is larger than the limit of {limit} bytes")
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         try:

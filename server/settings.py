@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     max_inputs: int = Field(2048, gt=0, description="Inputs per embedding request.")
     max_documents: int = Field(1000, gt=0, description="Documents per rerank request.")
     max_body_bytes: int = Field(16 * 2**20, gt=0, description="Request body size; larger bodies get 413.")
+    body_read_timeout: float = Field(
+        30.0, gt=0, description="Seconds a client may take to send the whole request body; slower ones get 408."
+    )
     tokenize_inline_chars: int = Field(
         2048, ge=0, description="Requests with fewer characters are tokenized on the event loop (cheaper than a hop)."
     )

@@ -32,14 +32,28 @@ class RunningServer:
         return self.log_path.read_text(errors="replace")
 
 
-def start_server(tmp_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120) -> RunningServer:
-    """Starts `python -m server serve` on a free port and waits until /health/ready says 200."""
+def start_server(
+    tmp_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    launcher: list[str] | None = None,
+) -> RunningServer:
+    """Starts `python -m server serve` (or `launcher serve`) on a free port and waits until /health/ready says 200."""
     port = free_port()
     log_path = tmp_dir / f"server-{port}.log"
     full_env = {**os.environ, "EMBEDSERVE_ACCESS_LOG": "false", **(env or {})}
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+            [
+                *(launcher or [sys.executable, "-m", "server"]),
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                *args,
+            ],
             cwd=ROOT,
             env=full_env,
             stdout=log,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from starlette.responses import Response
+from starlette.responses import PlainTextResponse, Response
 
 from server.responses import json_response
 from server.routes.common import host_of
@@ -23,7 +23,7 @@ async def live() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/health/ready")
+@router.get("/health/ready", responses={503: {"description": "Models still loading, one failed to load, or draining"}})
 async def ready(request: Request) -> Response:
     """200 once every model is loaded and warmed; 503 while loading, after a failed load, or while draining."""
     host = host_of(request)
@@ -34,6 +34,6 @@ async def ready(request: Request) -> Response:
     return json_response(body, 200 if host.ready else 503)
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse)  # documented as text/plain, not JSON
 async def metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

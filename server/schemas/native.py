@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictStr
 
+from server.schemas.fields import JsonBool, PositiveInt
+
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 
 
@@ -13,9 +15,9 @@ class EmbedOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
-    normalize: bool | None = Field(None, description="L2-normalize; default: as the model's own pipeline does.")
-    dimensions: int | None = Field(None, gt=0, description="Truncate to this size (then normalize).")
-    truncate: bool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
+    normalize: JsonBool | None = Field(None, description="L2-normalize; default: as the model's own pipeline does.")
+    dimensions: PositiveInt | None = Field(None, description="Truncate to this size (then normalize).")
+    truncate: JsonBool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
     prompt_name: str | None = Field(
         None,
         validation_alias=AliasChoices("prompt_name", "task"),
@@ -38,7 +40,7 @@ class EmbedSparseRequest(BaseModel):
 
     model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
     inputs: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
-    truncate: bool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
+    truncate: JsonBool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
     prompt_name: str | None = Field(
         None,
         validation_alias=AliasChoices("prompt_name", "task"),

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
+from server.schemas.fields import JsonBool, NonNegativeInt, PositiveInt
 
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
-TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1)]
+TokenIds = Annotated[list[NonNegativeInt], Field(min_length=1)]
 
 EmbeddingInput = (
     NonEmptyText
@@ -26,9 +28,9 @@ class EmbeddingsRequest(BaseModel):
     )
     model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(None, gt=0, description="Truncate to this size, then renormalize.")
+    dimensions: PositiveInt | None = Field(None, description="Truncate to this size, then renormalize.")
     user: str | None = None
-    truncate: bool = Field(True, description="Truncate over-long inputs to the model's limit; false: 400 instead.")
+    truncate: JsonBool = Field(True, description="Truncate over-long inputs to the model's limit; false: 400 instead.")
     prompt_name: str | None = Field(
         None, description="A prompt of the model's (e.g. `query`, `document`); default: the model's default prompt."
     )

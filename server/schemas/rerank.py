@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictStr
 
+from server.schemas.fields import JsonBool, PositiveInt
+
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 
 
@@ -18,8 +20,8 @@ class DocumentObject(BaseModel):
 class RerankOptions(BaseModel):
     model: str | None = Field(None, description="A served reranker id or alias; optional when one reranker is served.")
     query: NonEmptyText
-    truncate: bool = Field(True, description="Truncate over-long (query, document) pairs; false: 413 instead.")
-    raw_scores: bool = Field(False, description="Raw logits instead of sigmoid-normalized scores in [0, 1].")
+    truncate: JsonBool = Field(True, description="Truncate over-long (query, document) pairs; false: 413 instead.")
+    raw_scores: JsonBool = Field(False, description="Raw logits instead of sigmoid-normalized scores in [0, 1].")
     prompt_name: str | None = Field(
         None,
         validation_alias=AliasChoices("prompt_name", "task"),
@@ -33,8 +35,8 @@ class RerankRequest(RerankOptions):
     model_config = ConfigDict(extra="ignore")  # clients send extras such as `max_chunks_per_doc`
 
     documents: Annotated[list[NonEmptyText | DocumentObject], Field(min_length=1)]
-    top_n: int | None = Field(None, gt=0, description="Return only the best this many; default: all.")
-    return_documents: bool = Field(False, description="Include each document's text in its result.")
+    top_n: PositiveInt | None = Field(None, description="Return only the best this many; default: all.")
+    return_documents: JsonBool = Field(False, description="Include each document's text in its result.")
 
     def texts(self) -> list[str]:
         return [d if isinstance(d, str) else d.text for d in self.documents]
@@ -69,7 +71,7 @@ class TeiRerankRequest(RerankOptions):
     model_config = ConfigDict(extra="forbid")
 
     texts: Annotated[list[NonEmptyText], Field(min_length=1)]
-    return_text: bool = False
+    return_text: JsonBool = False
 
 
 class TeiRank(BaseModel):

@@ -16,7 +16,7 @@ SCRAPE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 def _exported_families(server: RunningServer) -> set[str]:
     text = httpx.get(f"{server.url}/metrics").text
-    return {line.split()[2] for line in text.splitlines() if line.startswith("# HELP ")}
+    return {_family(line.split()[2]) for line in text.splitlines() if line.startswith("# HELP ")}
 
 
 def _family(series: str) -> str:
