@@ -16,13 +16,13 @@ import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
 from bench.ceiling import cores, default_model_dir
 from bench.procfs import wait_quiet
-from bench.servers import CONTENDERS, OFFLINE_ENV, REPO, Server, contender, free_port
+from bench.servers import CONTENDERS, OFFLINE_ENV, ONNX_BACKENDS, REPO, Server, contender, ensure_onnx_export, free_port
 from bench.workloads import WORKLOADS
 
 DEFAULT_SCENARIOS = (("mixed", 32, 1), ("short", 32, 1), ("short", 1, 1))  # the quick target
@@ -57,6 +57,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per load")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each load")
     p.add_argument("--contenders", type=_csv(str, CONTENDERS), default=list(CONTENDERS))
+    p.add_argument(
+        "--onnx-dir",
+        type=Path,
+        help="`embedserve quantize` folder of the model for the ONNX contenders (default: made once in bench/.cache/)",
+    )
     p.add_argument(
         "--server-arg",
         action="append",
@@ -153,7 +158,7 @@ def drive(server: Server, sc: Scenario, args: argparse.Namespace) -> dict:
 def bench_contender(name: str, plan: list[Scenario], args: argparse.Namespace, model_dir: str) -> dict:
     env = dict(kv.split("=", 1) for kv in args.server_env)
     port = free_port()
-    spec = contender(name, port, args.model_id, model_dir, args.server_arg, env)
+    spec = contender(name, port, args.model_id, model_dir, args.server_arg, env, args.onnx_dir)
     record: dict = {"name": name, "argv": spec.argv, "env": spec.env, "runs": []}
     with Server(spec, port) as server:
         record["log"] = server.log.name
@@ -184,7 +189,7 @@ def _meta(argv: list[str] | None) -> dict:
     )
     dirty = " (dirty)" if git("status", "--porcelain", "--untracked-files=no") else ""
     return {
-        "started": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
         "cores": cores(),
         "cpu": cpu,
@@ -222,6 +227,11 @@ def main(argv: list[str] | None = None) -> None:
         "ceiling": {},
         "contenders": [],
     }
+    if any(name in ONNX_BACKENDS for name in args.contenders):
+        args.onnx_dir = ensure_onnx_export(
+            model_dir, args.onnx_dir or REPO / "bench" / ".cache" / f"{args.model_id}-onnx"
+        )
+        result["settings"]["onnx_dir"] = str(args.onnx_dir)
     if args.ceiling:
         for workload in dict.fromkeys(s.workload for s in plan):
             print(f"ceiling: {workload} ...", file=sys.stderr, flush=True)

@@ -16,7 +16,8 @@ from pathlib import Path
 from bench.procfs import status_kb
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("embedserve", "naive")
+CONTENDERS = ("embedserve", "embedserve-onnx", "embedserve-onnx-int8", "naive")
+ONNX_BACKENDS = {"embedserve-onnx": "onnx", "embedserve-onnx-int8": "onnx-int8"}
 # No hub traffic from anything the bench starts: the model is always a local folder.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
 
@@ -35,9 +36,24 @@ def free_port() -> int:
 
 
 def contender(
-    name: str, port: int, model_id: str, model_dir: str, server_args: list[str], server_env: dict[str, str]
+    name: str,
+    port: int,
+    model_id: str,
+    model_dir: str,
+    server_args: list[str],
+    server_env: dict[str, str],
+    onnx_dir: Path | None = None,
 ) -> Contender:
-    """The command line for `name`; extra args and EMBEDSERVE_* env apply to embedserve only."""
+    """The command line for `name`; extra args and EMBEDSERVE_* env apply to embedserve only.
+    The ONNX contenders serve `onnx_dir` (an `embedserve quantize` folder of the same model)."""
+    if name in ONNX_BACKENDS:
+        if onnx_dir is None:
+            raise ValueError(f"{name} needs an ONNX folder of the model")
+        models_file = Path(tempfile.mkdtemp(prefix="bench-models-")) / "models.yaml"
+        entry = f"models:\n  - id: {model_id}\n    source: {onnx_dir}\n    backend: {ONNX_BACKENDS[name]}\n"
+        models_file.write_text(entry)
+        argv = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        return Contender(name, [*argv, "--models", str(models_file), *server_args], server_env)
     if name == "embedserve":
         argv = [
             sys.executable,
@@ -129,3 +145,13 @@ class Server:
                 self.proc.wait(5)
         self.log.close()
         return self.proc.returncode
+
+
+def ensure_onnx_export(model_dir: str, out: Path) -> Path:
+    """`embedserve quantize` of the model folder into `out`, once (reused while its embedserve.json is there)."""
+    if (out / "embedserve.json").is_file():
+        return out
+    argv = [sys.executable, "-m", "quantize", model_dir, "--out", str(out), "--bench-seconds", "0", "--no-progress"]
+    print(f"exporting {model_dir} to ONNX (fp32 + INT8) in {out} ...", file=sys.stderr, flush=True)
+    subprocess.run(argv, cwd=REPO, env={**os.environ, **OFFLINE_ENV}, check=True, timeout=1200)
+    return out

@@ -55,8 +55,14 @@ def load_model(spec: ModelSpec) -> LoadedModel:
 
 
 def _build(spec: ModelSpec, source: str) -> Embedder | Reranker:
-    if spec.backend != "torch":  # pragma: no cover - the spec's Literal admits only known backends
-        raise ValueError(f"unknown backend {spec.backend!r}")
+    """The runner for the spec's backend and kind; each backend's imports stay inside its branch,
+    so a server of ONNX models never imports torch."""
+    if spec.backend in ("onnx", "onnx-int8"):
+        from models.onnx_backend import OnnxEmbeddingRunner, OnnxRerankRunner
+
+        if spec.kind == "rerank":
+            return Reranker(OnnxRerankRunner(spec, source))
+        return Embedder(OnnxEmbeddingRunner(spec, source))
     if spec.kind == "rerank":
         from models.torch_reranker import TorchRerankRunner
 

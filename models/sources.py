@@ -42,13 +42,25 @@ def spec_from_cli(value: str) -> ModelSpec:
         model_id = DEFAULT_MODEL.id if source in DEFAULT_MODEL.names else Path(source.rstrip("/")).name
     if source in DEFAULT_MODEL.names and model_id == DEFAULT_MODEL.id:
         return DEFAULT_MODEL
-    return ModelSpec(id=model_id, source=source, kind=guess_kind(source))
+    return ModelSpec(id=model_id, source=source, kind=guess_kind(source), backend=guess_backend(source))
+
+
+def guess_backend(source: str) -> str:
+    """An `embedserve quantize` folder is served by ONNX Runtime (its INT8 graph when it has one);
+    anything else by torch."""
+    config = _json(Path(resolve_source(source)) / "embedserve.json")
+    if not config:
+        return "torch"
+    return "onnx-int8" if (config.get("files") or {}).get("int8") else "onnx"
 
 
 def guess_kind(source: str) -> str:
     """`rerank` for a local cross-encoder folder (saved as a sentence-transformers CrossEncoder, or a
     plain sequence-classification model), `embed` otherwise; a models file can always say `kind`."""
     folder = Path(resolve_source(source))
+    exported = _json(folder / "embedserve.json")
+    if exported.get("kind") in ("embed", "rerank"):
+        return exported["kind"]
     st_config, config = _json(folder / "config_sentence_transformers.json"), _json(folder / "config.json")
     if st_config.get("model_type") == "CrossEncoder":
         return "rerank"

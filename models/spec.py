@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 ModelKind = Literal["embed", "rerank"]
-Backend = Literal["torch"]
+Backend = Literal["torch", "onnx", "onnx-int8"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 

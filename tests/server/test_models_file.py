@@ -25,7 +25,9 @@ def test_the_documented_example_is_valid() -> None:
         "bge-m3",
         "multilingual-e5",
         "bge-reranker",
+        "minilm-int8",
     ]
+    assert entries[5].spec().backend == "onnx-int8"
     assert entries[4].spec().kind == "rerank"
     assert entries[1].batching_config(defaults).max_batch_tokens == 8192
     assert entries[1].spec().prompts["query"].startswith("task: search result")

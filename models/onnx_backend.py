@@ -1,0 +1,168 @@
+"""ONNX Runtime runners: no torch. They serve folders written by `embedserve quantize`.
+
+The graph runs the transformer (embedders: `last_hidden_state`; rerankers: `logits`); pooling,
+Dense layers and the normalize flag come from the folder's `embedserve.json`, done in numpy.
+Tokenization is the same `tokenizers` code the torch runner uses, so items and batches are
+identical whichever backend serves them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from models.errors import ModelLoadError
+from models.pooling import dense, pool
+from models.runner import ModelInfo, Tokens
+from models.spec import ModelSpec
+from models.tokenizer import PairTokenizer, TextTokenizer
+
+CONFIG_FILE = "embedserve.json"
+
+
+def read_config(folder: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((folder / CONFIG_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(
+            f"{folder} is not an ONNX model folder written by `embedserve quantize` (no readable {CONFIG_FILE}): {exc}"
+        ) from exc
+    if config.get("format") != 1:
+        raise ModelLoadError(f"{folder / CONFIG_FILE}: unsupported format {config.get('format')!r}")
+    return config
+
+
+class _OnnxSession:
+    """The folder's config, the graph for the requested backend, and the pieces both runners share."""
+
+    def __init__(self, spec: ModelSpec, source: str) -> None:
+        import onnxruntime as ort
+
+        folder = Path(source)
+        self.config = config = read_config(folder)
+        if config["kind"] != spec.kind:
+            raise ModelLoadError(
+                f"{folder} holds a {config['kind']} model, but {spec.id!r} is configured as {spec.kind}"
+            )
+        variant = "int8" if spec.backend == "onnx-int8" else "fp32"
+        name = (config.get("files") or {}).get(variant)
+        if not name or not (folder / name).is_file():
+            raise ModelLoadError(
+                f"{folder} has no {variant} graph for backend {spec.backend!r}; run `embedserve quantize`"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = spec.threads or len(os.sched_getaffinity(0))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        providers = ["CPUExecutionProvider"]
+        if spec.device == "cuda" or (
+            spec.device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()
+        ):
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise ModelLoadError("device 'cuda' was asked, but this onnxruntime has no CUDA provider")
+            providers.insert(0, "CUDAExecutionProvider")
+        elif spec.device not in ("auto", "cpu"):
+            raise ModelLoadError(f"the ONNX backends run on cpu or cuda, not {spec.device!r}")
+        try:
+            self.session = ort.InferenceSession(str(folder / name), options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
+            raise ModelLoadError(f"cannot load {folder / name}: {exc}") from exc
+        self.inputs = {i.name for i in self.session.get_inputs()}
+        self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.dtype = "int8" if variant == "int8" else "float32"
+        self.backend_tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.max_length = min(x for x in (spec.max_length, int(config["max_length"])) if x)
+        self.folder = folder
+
+    def feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
+
+    def info(self, spec: ModelSpec, *, dimension: int, normalized: bool) -> ModelInfo:
+        config = self.config
+        return ModelInfo(
+            id=spec.id,
+            kind=spec.kind,
+            dimension=dimension,
+            max_length=self.max_length,
+            backend=spec.backend,
+            device=self.device,
+            dtype=self.dtype,
+            normalized=normalized,
+            prompts={**{k: v for k, v in (config.get("prompts") or {}).items() if v}, **spec.prompts},
+            default_prompt=spec.default_prompt or config.get("default_prompt"),
+        )
+
+
+class OnnxEmbeddingRunner:
+    def __init__(self, spec: ModelSpec, source: str) -> None:
+        self._onnx = onnx = _OnnxSession(spec, source)
+        config = onnx.config
+        pooling = config.get("pooling") or {}
+        self._pooling_mode = pooling.get("mode", "mean")
+        self._dense = []
+        for layer in config.get("dense") or []:
+            arrays = np.load(onnx.folder / layer["file"])
+            bias = arrays["bias"].astype(np.float32) if "bias" in arrays else None
+            self._dense.append((arrays["weight"].astype(np.float32), bias, layer.get("activation", "identity")))
+        self.tokenizer = TextTokenizer(
+            onnx.backend_tokenizer,
+            max_length=onnx.max_length,
+            pad_id=int(config["pad_id"]),
+            vocab_size=int(config.get("vocab_size") or onnx.backend_tokenizer.get_vocab_size()),
+            with_type_ids=bool(config["with_type_ids"]),
+        )
+        self.info = onnx.info(spec, dimension=int(config["dimension"]), normalized=bool(config["normalize"]))
+
+    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        return self.tokenizer.encode(texts, prompt=prompt, truncate=truncate)
+
+    def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
+        return self.tokenizer.encode_ids(ids, truncate=truncate)
+
+    def run(self, batch: Sequence[Tokens]) -> np.ndarray:
+        arrays = self.tokenizer.pad(batch)
+        (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(arrays))
+        x = pool(hidden.astype(np.float32, copy=False), arrays["attention_mask"], self._pooling_mode)
+        for weight, bias, activation in self._dense:
+            x = dense(x, weight, bias, activation)
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def run_sparse(self, batch: Sequence[Tokens]) -> list[Any]:
+        raise ValueError(f"model {self.info.id!r} has no sparse head in its ONNX export")
+
+
+class OnnxRerankRunner:
+    def __init__(self, spec: ModelSpec, source: str) -> None:
+        self._onnx = onnx = _OnnxSession(spec, source)
+        config = onnx.config
+        self.num_labels = int(config.get("num_labels") or 1)
+        self.tokenizer = PairTokenizer(
+            onnx.backend_tokenizer,
+            max_length=onnx.max_length,
+            pad_id=int(config["pad_id"]),
+            with_type_ids=bool(config["with_type_ids"]),
+            truncation_side=config.get("truncation_side", "right"),
+        )
+        self.info = onnx.info(spec, dimension=self.num_labels, normalized=False)
+
+    def tokenize_pairs(
+        self, query: str, documents: Sequence[str], *, truncate: bool = True, prompt: str = ""
+    ) -> list[Tokens]:
+        if not documents:
+            return []
+        return self.tokenizer.encode_pairs(prompt + query, documents, truncate=truncate)
+
+    def run(self, batch: Sequence[Tokens]) -> np.ndarray:
+        arrays = self.tokenizer.pad(batch)
+        (logits,) = self._onnx.session.run(["logits"], self._onnx.feeds(arrays))
+        logits = logits.astype(np.float32, copy=False)
+        if self.num_labels == 1:
+            logits = logits.reshape(len(batch))
+        return np.ascontiguousarray(logits)

@@ -1,0 +1,270 @@
+"""The `quantize` tool end to end: export (verified), optionally fuse, quantize to INT8 with an
+accuracy-targeted search, report, and write the INT8 graph only when it is accurate enough.
+
+The search: quantize everything the settings allow; if the built-in tuning half of the sentence
+set (even-indexed items) falls short of the goal, keep the most outlier-sensitive nodes in fp32
+(1, 2, 3, 4, 6, 9, ... of them, at most a quarter) until it does. The goal sits a tenth of the way
+from the threshold to 1, so the full-set figure the decision uses clears the threshold with room.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from quantize import manifest as manifest_file
+from quantize.export import export
+from quantize.graph import clear_graph
+from quantize.onnx_eval import ExportedModel, read_config
+from quantize.quantize import (
+    Settings,
+    optimize_graph,
+    optimizer_model_type,
+    quantize_graph,
+    rank_sensitive_nodes,
+    read_calibration,
+    resolve_target,
+    settings_for,
+)
+from quantize.report import cosines, embed_accuracy, relevance, rerank_accuracy, spearman, speed
+from quantize.texts import SENTENCES, rerank_pairs
+
+log = logging.getLogger("embedserve.quantize")
+
+INT8_FILE = "model_int8.onnx"
+WORK_DIR = ".quantize-work"
+# The search aims this fraction of the way from the threshold to 1 on the tuning half, so the
+# decision on the full set does not hinge on the last digit.
+GOAL_MARGIN = 0.1
+
+
+@dataclass(slots=True)
+class Options:
+    target: str = "auto"
+    mode: str = "dynamic"
+    calibration: Path | None = None
+    optimize: bool = False
+    min_cosine: float = 0.99
+    min_spearman: float = 0.95
+    force: bool = False
+    kind: str | None = None
+    opset: int | None = None
+    bench_seconds: float = 3.0
+    progress: bool | None = None  # None: a bar when stderr is a terminal
+
+
+@dataclass(slots=True)
+class Outcome:
+    out: Path
+    written: bool
+    reason: str | None
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+
+class _Steps:
+    """One tqdm bar over the long steps, named as they start."""
+
+    def __init__(self, names: Sequence[str], enabled: bool | None) -> None:
+        from tqdm import tqdm
+
+        self._bar = tqdm(total=len(names), unit="step", disable=False if enabled else None if enabled is None else True)
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self._bar.set_description(name)
+        yield
+        self._bar.update(1)
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _goal(threshold: float) -> float:
+    return threshold + (1.0 - threshold) * GOAL_MARGIN
+
+
+def _schedule(nodes: int) -> list[int]:
+    """How many nodes to keep in fp32 at each try: one at a time first, then ~1.5x steps."""
+    limit = nodes // 4
+    counts = [0, 1, 2, 3, 4]
+    while counts[-1] < limit:
+        counts.append(counts[-1] * 3 // 2)
+    return sorted({min(c, limit) for c in counts})
+
+
+def quantize_model(source: str | Path, out: Path, options: Options | None = None) -> Outcome:
+    """Runs the whole tool; see the module docstring. Never raises for an inaccurate INT8 graph:
+    the outcome says it was not written, and why."""
+    options = options or Options()
+    out = Path(out)
+    if options.mode == "static" and options.calibration is None:
+        raise ValueError("--mode static needs --calibration FILE")
+    target = resolve_target(options.target)
+    settings = settings_for(target, options.mode)  # type: ignore[arg-type]
+    steps = _Steps(["export", "optimize", "calibrate", "quantize", "evaluate", "benchmark"], options.progress)
+    try:
+        return _run(source, out, options, settings, steps)
+    finally:
+        steps.close()
+        shutil.rmtree(out / WORK_DIR, ignore_errors=True)
+
+
+def _run(source: str | Path, out: Path, options: Options, settings: Settings, steps: _Steps) -> Outcome:
+    with steps.step("export"):
+        exported = export(source, out, kind=options.kind, opset=options.opset)
+    config = read_config(out)
+    kind = config["kind"]
+    work = out / WORK_DIR
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir()
+
+    with steps.step("optimize"):
+        optimization = _optimize(out, config, work) if options.optimize else {"applied": False}
+
+    fp32 = ExportedModel(out)
+    items: list[Any] = list(SENTENCES) if kind == "embed" else rerank_pairs()
+    tuning = items[::2]
+    reference_all = fp32.outputs(items)
+    reference_tuning = reference_all[::2]
+    threshold = options.min_cosine if kind == "embed" else options.min_spearman
+    metric_name = "mean_cosine" if kind == "embed" else "spearman"
+
+    def metric(reference: np.ndarray, quantized: np.ndarray) -> float:
+        if kind == "embed":
+            return float(cosines(reference, quantized).mean())
+        return spearman(relevance(reference), relevance(quantized))
+
+    with steps.step("calibrate"):
+        calibration = None
+        if options.mode == "static":
+            assert options.calibration is not None
+            calibration = fp32.batches(read_calibration(options.calibration, kind), batch_size=16)
+        ranked = rank_sensitive_nodes(out / "model.onnx", fp32.batches(tuning, batch_size=16), settings.op_types)
+
+    candidate = work / "candidate.onnx"
+    trials: list[dict[str, Any]] = []
+    best: tuple[float, int, Path] | None = None
+    with steps.step("quantize"):
+        for count in _schedule(len(ranked)):
+            settings.exclude = ranked[:count]
+            clear_graph(candidate)
+            quantize_graph(out / "model.onnx", candidate, settings, calibration=calibration)
+            value = metric(reference_tuning, ExportedModel(out, f"{WORK_DIR}/{candidate.name}").outputs(tuning))
+            trials.append({"excluded": count, f"tuning_{metric_name}": round(value, 6)})
+            if best is None or value > best[0]:
+                kept = work / f"best-{count}.onnx"
+                clear_graph(kept)
+                for produced in work.glob(candidate.name + "*"):
+                    produced.rename(work / produced.name.replace(candidate.name, kept.name, 1))
+                best = (value, count, kept)
+            if value >= _goal(threshold):
+                break
+    assert best is not None
+    settings.exclude = ranked[: best[1]]
+    int8_path = best[2]
+
+    with steps.step("evaluate"):
+        quantized_all = ExportedModel(out, f"{WORK_DIR}/{int8_path.name}").outputs(items)
+        if kind == "embed":
+            accuracy = embed_accuracy(reference_all, quantized_all, items)
+        else:
+            accuracy = rerank_accuracy(reference_all, quantized_all)
+        accuracy["threshold"] = {metric_name: threshold}
+        accuracy["tuning"] = {"items": len(tuning), "trials": trials, "nodes_ranked": len(ranked)}
+
+    with steps.step("benchmark"):
+        speed_figures = (
+            _benchmark(out, exported.torch_model, int8_path, kind, items, options.bench_seconds)
+            if options.bench_seconds > 0
+            else None
+        )
+
+    value = accuracy[metric_name]
+    passed = value >= threshold
+    reason = None if passed else f"INT8 {metric_name} {value:.5f} is below the threshold {threshold}"
+    written = passed or options.force
+    clear_graph(out / INT8_FILE)
+    if written:
+        for produced in work.glob(int8_path.name + "*"):
+            produced.rename(out / produced.name.replace(int8_path.name, INT8_FILE, 1))
+    config["files"]["int8"] = INT8_FILE if written else None
+    (out / "embedserve.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+    manifest = {
+        **exported.manifest,
+        "target": settings.target,
+        "mode": settings.mode,
+        "opset": exported.manifest["export"]["opset"],
+        "quantization": {
+            **settings.as_dict(),
+            "calibration": str(options.calibration) if options.calibration else None,
+            "written": written,
+            "forced": bool(options.force and not passed),
+            "refused": reason,
+        },
+        "optimization": optimization,
+        "accuracy": accuracy,
+        "speed": speed_figures,
+        "timestamp": manifest_file.now(),
+    }
+    manifest_file.write(out, manifest)
+    if reason:
+        log.warning("%s%s", reason, "; written anyway (--force)" if written else "; model_int8.onnx not written")
+    return Outcome(out, written, reason, manifest)
+
+
+def _optimize(out: Path, config: dict[str, Any], work: Path) -> dict[str, Any]:
+    """Fuses the fp32 graph in place when onnxruntime's optimizer knows the family, keeping it only
+    if it still matches the verified export."""
+    model_type = config["model_type"]
+    if optimizer_model_type(model_type) is None:
+        return {"applied": False, "reason": f"no onnxruntime transformer fusions for {model_type!r}"}
+    fused = work / "fused.onnx"
+    fused_ops = optimize_graph(out / "model.onnx", fused, model_type)
+    items: list[Any] = list(SENTENCES[::3]) if config["kind"] == "embed" else rerank_pairs()[::3]
+    before = ExportedModel(out).outputs(items)
+    after = ExportedModel(out, f"{WORK_DIR}/{fused.name}").outputs(items)
+    if config["kind"] == "embed":
+        agreement = {"min_cosine": float(cosines(before, after).min())}
+        ok = agreement["min_cosine"] >= 0.9999
+    else:
+        agreement = {"max_abs_diff": float(np.abs(before - after).max())}
+        ok = agreement["max_abs_diff"] <= 1e-4
+    if not ok:
+        return {"applied": False, "reason": f"fused graph differs from the export: {agreement}"}
+    clear_graph(out / "model.onnx")
+    for produced in work.glob(fused.name + "*"):
+        produced.rename(out / produced.name.replace(fused.name, "model.onnx", 1))
+    return {"applied": True, "optimizer": "onnxruntime.transformers.optimizer", "fused_ops": fused_ops, **agreement}
+
+
+def _benchmark(
+    out: Path, torch_model: Any, int8_path: Path, kind: str, items: list[Any], seconds: float
+) -> dict[str, Any]:
+    fp32 = ExportedModel(out)
+    int8 = ExportedModel(out, f"{WORK_DIR}/{int8_path.name}")
+
+    def onnx_run(model: ExportedModel) -> Callable[[], int]:
+        return lambda: len(model.outputs(items))
+
+    def torch_run() -> int:
+        if kind == "embed":
+            torch_model.encode(items, batch_size=32, show_progress_bar=False)
+        else:
+            torch_model.predict(items, batch_size=32, show_progress_bar=False)
+        return len(items)
+
+    started = time.perf_counter()
+    figures = speed({"torch": torch_run, "onnx_fp32": onnx_run(fp32), "onnx_int8": onnx_run(int8)}, seconds)
+    figures["items"] = len(items)
+    figures["wall_seconds"] = round(time.perf_counter() - started, 1)
+    return figures

@@ -1,0 +1,245 @@
+"""`export_model`: a sentence-transformers (or cross-encoder) folder -> an embedserve ONNX folder.
+
+The folder layout is a contract with the ONNX runner (`models/onnx_backend.py`): model.onnx (the
+transformer only), the HF tokenizer files, dense_<i>.npz, embedserve.json and manifest.json.
+Every export is verified against PyTorch before it is kept; optimum-onnx's exporter is tried first
+and `torch.onnx.export` of the model itself is the fallback (for families optimum does not know,
+or exports wrongly, e.g. with a causal mask where the model attends both ways).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from tokenizers import Tokenizer
+
+from models.sources import guess_kind, resolve_source
+from models.torch_backend import _position_limit
+from quantize.graph import clear_graph, export_with_optimum, export_with_torch
+from quantize.manifest import library_versions, now
+from quantize.manifest import write as write_manifest
+from quantize.pipeline import FORMAT, ExportError, read_embed_pipeline, write_dense
+from quantize.verify import verification_pairs, verification_texts, verify_embedder, verify_reranker
+
+log = logging.getLogger("embedserve.quantize")
+
+Exporter = Literal["auto", "optimum", "torch"]
+
+
+@dataclass(slots=True)
+class Exported:
+    out: Path
+    torch_model: Any  # the SentenceTransformer / CrossEncoder the export was verified against
+    manifest: dict[str, Any]
+
+
+def export_model(
+    source: str | Path,
+    out: Path,
+    *,
+    kind: str | None = None,
+    opset: int | None = None,
+    exporter: Exporter = "auto",
+) -> Path:
+    """Writes model.onnx, the tokenizer, dense_*.npz, embedserve.json and manifest.json to `out`
+    and returns `out`. Raises `ExportError` when no exporter reproduces PyTorch's output.
+    `exporter` forces one exporter (tests use it to check the torch fallback on every family)."""
+    return export(source, out, kind=kind, opset=opset, exporter=exporter).out
+
+
+def export(
+    source: str | Path,
+    out: Path,
+    *,
+    kind: str | None = None,
+    opset: int | None = None,
+    exporter: Exporter = "auto",
+) -> Exported:
+    """`export_model`, keeping the loaded torch model for callers that compare against it."""
+    import torch
+
+    torch.manual_seed(0)
+    src = resolve_source(str(source))
+    kind = kind or guess_kind(src)
+    if kind not in ("embed", "rerank"):
+        raise ValueError(f"kind must be 'embed' or 'rerank', not {kind!r}")
+    loaded = _load_embedder(src) if kind == "embed" else _load_reranker(src)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    _clear(out)  # stale graphs or dense layers would not match the new export
+    hf_model, tokenizer, config = loaded["hf_model"], loaded["tokenizer"], loaded["config"]
+    inputs = ["input_ids", "attention_mask"] + (["token_type_ids"] if config["with_type_ids"] else [])
+    output = "last_hidden_state" if kind == "embed" else "logits"
+    task = "feature-extraction" if kind == "embed" else "text-classification"
+
+    tokenizer.save_pretrained(str(out))
+    config["dense"] = write_dense(loaded["pipeline"], out) if kind == "embed" else []
+    (out / "embedserve.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+
+    if kind == "embed":
+        sliding = getattr(hf_model.config, "sliding_window", None)
+        counter = Tokenizer.from_str(tokenizer.backend_tokenizer.to_str())
+        counter.no_truncation()  # tokenizer.json may carry its own, shorter truncation
+        texts = verification_texts(
+            config["max_length"], sliding, lambda text: len(counter.encode(text, add_special_tokens=False).ids)
+        )
+
+        def verify() -> dict[str, float]:
+            return verify_embedder(out, loaded["model"], texts)
+    else:
+        pairs = verification_pairs()
+
+        def verify() -> dict[str, float]:
+            return verify_reranker(out, loaded["model"], pairs)
+
+    attempts: list[str] = ["optimum", "torch"] if exporter == "auto" else [exporter]
+    failures: list[str] = []
+    used = figures = None
+    for name in attempts:
+        try:
+            if name == "optimum":
+                export_with_optimum(hf_model, out / "model.onnx", task=task, inputs=inputs, output=output, opset=opset)
+            else:
+                export_with_torch(
+                    hf_model, out / "model.onnx", inputs=inputs, output=output, opset=opset, pad_id=config["pad_id"]
+                )
+            figures = verify()
+            used = name
+            break
+        except Exception as exc:  # any exporter failure: try the next, report all if none works
+            log.warning("ONNX export with %s failed: %s", name, exc)
+            failures.append(f"{name}: {exc}")
+    if used is None or figures is None:
+        _clear(out)  # leave nothing a server could mistake for a working export
+        raise ExportError(f"cannot export {src!r} faithfully: " + "; ".join(failures))
+
+    manifest = {
+        "source": str(source),
+        "resolved_source": src,
+        "kind": kind,
+        "model_type": config["model_type"],
+        "export": {
+            "exporter": used,
+            "failed_exporters": failures,
+            "opset": _opset(out / "model.onnx"),
+            "verification": figures,
+            "timestamp": now(),
+        },
+        "versions": library_versions(),
+    }
+    write_manifest(out, manifest)
+    log.info("exported %s to %s with %s", src, out, used)
+    return Exported(out, loaded["model"], manifest)
+
+
+def _clear(out: Path) -> None:
+    for graph in ("model.onnx", "model_int8.onnx"):
+        clear_graph(out / graph)
+    for stale in [*out.glob("dense_*.npz"), out / "embedserve.json", out / "manifest.json"]:
+        stale.unlink(missing_ok=True)
+
+
+def _opset(path: Path) -> int:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
+
+
+def _tokenizer_settings(tokenizer: Any, hf_config: Any) -> dict[str, Any]:
+    if tokenizer is None or not tokenizer.is_fast:
+        raise ExportError("the model needs a fast (tokenizer.json) tokenizer")
+    return {
+        "pad_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0,
+        "with_type_ids": "token_type_ids" in tokenizer.model_input_names,
+        "truncation_side": tokenizer.truncation_side,
+        "vocab_size": min(len(tokenizer), getattr(hf_config, "vocab_size", None) or len(tokenizer)),
+    }
+
+
+def _max_length(declared: int | None, first_module: Any) -> int:
+    limits = [x for x in (declared, _position_limit(first_module)) if x]
+    if not limits:
+        raise ExportError("the model declares no sequence length limit")
+    return int(min(limits))
+
+
+def _prompts(model: Any) -> tuple[dict[str, str], str | None]:
+    prompts = {k: v for k, v in (model.prompts or {}).items() if v}
+    default = model.default_prompt_name
+    return prompts, default if default in prompts else None
+
+
+def _load_embedder(src: str) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    try:
+        model = SentenceTransformer(src, device="cpu")
+    except Exception as exc:  # the library raises many types for a bad folder
+        raise ExportError(f"cannot load {src!r} as a SentenceTransformer: {exc}") from exc
+    model.float().eval()
+    pipeline = read_embed_pipeline(model)
+    first = model[0]
+    hf_model = first.auto_model
+    max_length = _max_length(model.max_seq_length, first)
+    model.max_seq_length = max_length
+    prompts, default = _prompts(model)
+    config = {
+        "format": FORMAT,
+        "kind": "embed",
+        "model_type": hf_model.config.model_type,
+        "max_length": max_length,
+        **_tokenizer_settings(model.tokenizer, hf_model.config),
+        "pooling": {"mode": pipeline.pooling_mode, "include_prompt": pipeline.include_prompt},
+        "dense": [],
+        "normalize": pipeline.normalize,
+        "dimension": int(model.get_embedding_dimension()),
+        "num_labels": None,
+        "prompts": prompts,
+        "default_prompt": default,
+        "files": {"fp32": "model.onnx", "int8": None},
+    }
+    return {"model": model, "hf_model": hf_model, "tokenizer": model.tokenizer, "config": config, "pipeline": pipeline}
+
+
+def _load_reranker(src: str) -> dict[str, Any]:
+    from sentence_transformers import CrossEncoder
+
+    try:
+        model = CrossEncoder(src, device="cpu")
+    except Exception as exc:  # the library raises many types for a bad folder
+        raise ExportError(f"cannot load {src!r} as a CrossEncoder: {exc}") from exc
+    model.float().eval()
+    modules = list(model)
+    first = modules[0] if modules else None
+    if (
+        len(modules) != 1
+        or getattr(first, "transformer_task", None) != "sequence-classification"
+        or set(getattr(first, "modality_config", {})) != {"text"}
+    ):
+        raise ExportError(f"{src!r} is not a text sequence-classification cross-encoder")
+    hf_model = first.auto_model
+    max_length = _max_length(model.max_seq_length, first)
+    model.max_seq_length = max_length
+    prompts, default = _prompts(model)
+    num_labels = int(model.num_labels)
+    config = {
+        "format": FORMAT,
+        "kind": "rerank",
+        "model_type": hf_model.config.model_type,
+        "max_length": max_length,
+        **_tokenizer_settings(model.tokenizer, hf_model.config),
+        "pooling": None,
+        "dense": [],
+        "normalize": False,
+        "dimension": num_labels,
+        "num_labels": num_labels,
+        "prompts": prompts,
+        "default_prompt": default,
+        "files": {"fp32": "model.onnx", "int8": None},
+    }
+    return {"model": model, "hf_model": hf_model, "tokenizer": model.tokenizer, "config": config, "pipeline": None}

@@ -1,0 +1,113 @@
+"""The ONNX Runtime runners serve `embedserve quantize` folders as the torch path serves the originals.
+
+Each tiny family is exported once per session (the quantize tool's exporter), then loaded through
+`load_model` with backend `onnx`; the reference is sentence-transformers / CrossEncoder on the
+original folder.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.embedder import Embedder
+from models.errors import ModelLoadError
+from models.loading import load_model
+from models.reranker import Reranker
+from models.sources import guess_backend, guess_kind, spec_from_cli
+from models.spec import ModelSpec
+from tests.fixtures.tiny_models import BERT, GEMMA3, SAMPLE_TEXTS, XLMR
+from tests.support import cosine_rows
+
+TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence about libraries " * 60]
+EMBEDDERS = {"bert": ("tiny_bert_dir", BERT), "xlmr": ("tiny_xlmr_dir", XLMR), "gemma3": ("tiny_gemma3_dir", GEMMA3)}
+RERANKERS = {"xlmr-reranker": "tiny_reranker_dir", "bert-reranker-2": "tiny_bert_reranker_2_dir"}
+QUERY = "Where do students find answers?"
+
+
+@pytest.fixture(scope="session")
+def onnx_exports(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    """family -> (original folder, exported folder), built lazily once per session."""
+    from quantize.export import export_model
+
+    cache: dict[str, tuple[Path, Path]] = {}
+
+    def get(request: pytest.FixtureRequest, family: str, fixture: str, kind: str) -> tuple[Path, Path]:
+        if family not in cache:
+            original = request.getfixturevalue(fixture)
+            out = tmp_path_factory.mktemp(f"onnx-{family}")
+            cache[family] = (original, export_model(original, out, kind=kind))
+        return cache[family]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=sorted(EMBEDDERS))
+def embedder_case(request: pytest.FixtureRequest, onnx_exports):  # type: ignore[no-untyped-def]
+    fixture, shape = EMBEDDERS[request.param]
+    original, exported = onnx_exports(request, request.param, fixture, "embed")
+    from sentence_transformers import SentenceTransformer
+
+    model = load_model(ModelSpec(id=request.param, source=str(exported), backend="onnx")).model
+    return model, SentenceTransformer(str(original), device="cpu"), shape
+
+
+@pytest.fixture(scope="module", params=sorted(RERANKERS))
+def reranker_case(request: pytest.FixtureRequest, onnx_exports):  # type: ignore[no-untyped-def]
+    original, exported = onnx_exports(request, request.param, RERANKERS[request.param], "rerank")
+    from sentence_transformers import CrossEncoder
+
+    model = load_model(ModelSpec(id=request.param, source=str(exported), kind="rerank", backend="onnx")).model
+    return model, CrossEncoder(str(original), device="cpu"), exported
+
+
+def test_onnx_embeddings_equal_sentence_transformers(embedder_case) -> None:  # type: ignore[no-untyped-def]
+    model, reference, shape = embedder_case
+    assert isinstance(model, Embedder)
+    assert model.info.backend == "onnx" and model.info.dtype == "float32" and model.info.dimension == shape.dimension
+    got = model.finish(model.runner.run(model.tokenize(TEXTS)))
+    expected = reference.encode(TEXTS, normalize_embeddings=True)
+    assert cosine_rows(got, expected).min() >= 0.9999
+
+
+def test_onnx_prompts_match_encode_with_each_prompt(embedder_case) -> None:  # type: ignore[no-untyped-def]
+    model, reference, shape = embedder_case
+    if not shape.prompts:
+        pytest.skip("this family has no prompts")
+    for name in model.info.prompts:
+        got = model.finish(model.runner.run(model.tokenize(TEXTS, prompt_name=name)))
+        expected = reference.encode(TEXTS, prompt_name=name, normalize_embeddings=True)
+        assert cosine_rows(got, expected).min() >= 0.9999, name
+
+
+def test_onnx_rerank_scores_equal_cross_encoder(reranker_case) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    model, cross_encoder, _ = reranker_case
+    assert isinstance(model, Reranker)
+    docs = TEXTS
+    logits = cross_encoder.predict([(QUERY, d) for d in docs], activation_fn=torch.nn.Identity())
+    raw = model.runner.run(model.tokenize(QUERY, docs))
+    np.testing.assert_allclose(raw, logits, atol=1e-4)
+
+
+def test_an_exported_folder_is_recognised_from_a_model_flag(reranker_case) -> None:  # type: ignore[no-untyped-def]
+    _, _, exported = reranker_case
+    assert guess_kind(str(exported)) == "rerank" and guess_backend(str(exported)) == "onnx"
+    spec = spec_from_cli(f"r={exported}")
+    assert (spec.kind, spec.backend) == ("rerank", "onnx")
+
+
+def test_asking_for_a_graph_the_folder_lacks_is_a_clear_error(reranker_case) -> None:  # type: ignore[no-untyped-def]
+    _, _, exported = reranker_case
+    with pytest.raises(ModelLoadError, match="no int8 graph"):
+        load_model(ModelSpec(id="r", source=str(exported), kind="rerank", backend="onnx-int8"))
+    with pytest.raises(ModelLoadError, match="rerank model"):
+        load_model(ModelSpec(id="r", source=str(exported), kind="embed", backend="onnx"))
+
+
+def test_a_torch_folder_is_not_an_onnx_model(tiny_bert_dir: Path) -> None:
+    with pytest.raises(ModelLoadError, match="embedserve quantize"):
+        load_model(ModelSpec(id="b", source=str(tiny_bert_dir), backend="onnx"))

@@ -1,0 +1,225 @@
+"""INT8 on the real all-MiniLM-L6-v2 with the default settings, and the tool's decisions and
+records on tiny models (in process, and end to end through `python -m quantize`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def minilm_int8(minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from quantize.build import Options, quantize_model
+
+    out = tmp_path_factory.mktemp("minilm-int8")
+    outcome = quantize_model(minilm_dir, out, Options(bench_seconds=1.5, progress=False))
+    assert outcome.written, outcome.reason
+    return out
+
+
+def _embed(folder: Path, file: str, texts: list[str]) -> np.ndarray:
+    """Embeddings straight from onnxruntime and the HF tokenizer (not the tool's own evaluator)."""
+    import onnxruntime as ort
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    session = ort.InferenceSession(str(folder / file), providers=["CPUExecutionProvider"])
+    features = dict(tokenizer(texts, padding=True, truncation=True, max_length=256, return_tensors="np"))
+    hidden = session.run(None, {k: v.astype(np.int64) for k, v in features.items()})[0]
+    mask = features["attention_mask"][..., None]
+    pooled = (hidden * mask).sum(1) / mask.sum(1)
+    return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+
+def test_minilm_int8_stays_close_to_fp32(minilm_int8: Path) -> None:
+    from quantize.texts import SENTENCES
+
+    texts = list(SENTENCES)
+    fp32, int8 = _embed(minilm_int8, "model.onnx", texts), _embed(minilm_int8, "model_int8.onnx", texts)
+    cos = (fp32 * int8).sum(1)
+    assert cos.mean() >= 0.99
+    assert cos.min() >= 0.95
+
+    manifest = json.loads((minilm_int8 / "manifest.json").read_text())
+    assert manifest["accuracy"]["mean_cosine"] == pytest.approx(float(cos.mean()), abs=2e-3)
+    assert manifest["accuracy"]["mean_cosine"] >= 0.99
+    assert set(manifest["accuracy"]["by_language"]) == {"en", "ko", "ru"}
+
+
+def test_minilm_int8_graph_is_quantized(minilm_int8: Path) -> None:
+    import onnx
+
+    graph = onnx.load(str(minilm_int8 / "model_int8.onnx"))
+    ops = {node.op_type for node in graph.graph.node}
+    assert ops & {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
+    # Transformer weights shrink 4x; the embedding table (47 MB of MiniLM's 90) stays fp32.
+    assert (minilm_int8 / "model_int8.onnx").stat().st_size < 0.8 * (minilm_int8 / "model.onnx").stat().st_size
+    config = json.loads((minilm_int8 / "embedserve.json").read_text())
+    assert config["files"] == {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+    assert not (minilm_int8 / ".quantize-work").exists()
+
+
+def test_minilm_manifest_records_provenance_and_report(minilm_int8: Path, minilm_dir: str) -> None:
+    m = json.loads((minilm_int8 / "manifest.json").read_text())
+    assert m["source"] == minilm_dir and m["kind"] == "embed" and m["model_type"] == "bert"
+    assert m["target"] in ("avx2", "avx512_vnni", "arm64") and m["mode"] == "dynamic"
+    assert isinstance(m["opset"], int) and m["opset"] >= 14
+    q = m["quantization"]
+    assert q["per_channel"] is True and q["written"] is True and q["refused"] is None
+    assert q["reduce_range"] is (m["target"] == "avx2")
+    assert isinstance(q["exclude"], list) and len(q["exclude"]) <= 9
+    for name in ("torch", "transformers", "optimum", "onnxruntime", "onnx"):
+        assert m["versions"][name], name
+    speed = m["speed"]["items_per_second"]
+    assert set(speed) == {"torch", "onnx_fp32", "onnx_int8"} and min(speed.values()) > 0
+    assert m["export"]["verification"]["min_cosine"] >= 0.9999
+    datetime.strptime(m["timestamp"], "%Y-%m-%dT%H:%M:%SZ")
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
+    return subprocess.run(
+        [sys.executable, "-m", "quantize", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+
+
+def test_cli_refuses_below_threshold_and_force_writes(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "refused"
+    common = ["--bench-seconds", "0.2", "--no-progress", "--min-cosine", "0.99999"]
+    result = _cli(str(tiny_bert_dir), "--out", str(out), *common)
+    assert result.returncode == 3, result.stderr
+    assert "refused" in result.stdout
+    assert not (out / "model_int8.onnx").exists()
+    assert (out / "model.onnx").is_file()
+    assert json.loads((out / "embedserve.json").read_text())["files"]["int8"] is None
+    q = json.loads((out / "manifest.json").read_text())["quantization"]
+    assert q["written"] is False and "below the threshold" in q["refused"]
+
+    forced = _cli(str(tiny_bert_dir), "--out", str(out), *common, "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (out / "model_int8.onnx").is_file()
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["quantization"]["written"] is True and manifest["quantization"]["forced"] is True
+    assert json.loads((out / "embedserve.json").read_text())["files"]["int8"] == "model_int8.onnx"
+
+
+def _run_in_process(*argv: str) -> int:
+    from quantize.cli import main
+
+    return main(list(argv))
+
+
+def test_default_threshold_writes_tiny_int8(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "bert"
+    assert _run_in_process(str(tiny_bert_dir), "--out", str(out), "--bench-seconds", "0", "--no-progress") == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["accuracy"]["mean_cosine"] >= 0.99 and manifest["speed"] is None
+    assert (out / "model_int8.onnx").is_file()
+
+
+def test_static_mode_with_calibration_file(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from tests.fixtures.tiny_models import CORPUS
+
+    calibration = tmp_path / "calibration.txt"
+    calibration.write_text("\n".join(CORPUS[::2]) + "\n", encoding="utf-8")
+    out = tmp_path / "static"
+    code = _run_in_process(
+        str(tiny_bert_dir),
+        "--out",
+        str(out),
+        "--mode",
+        "static",
+        "--calibration",
+        str(calibration),
+        "--bench-seconds",
+        "0",
+        "--no-progress",
+        "--force",
+    )
+    assert code == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["mode"] == "static" and manifest["quantization"]["quant_format"] == "QDQ"
+    assert manifest["quantization"]["calibration"] == str(calibration)
+    ops = {n.op_type for n in onnx.load(str(out / "model_int8.onnx")).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+
+def test_static_mode_needs_calibration(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    assert _run_in_process(str(tiny_bert_dir), "--out", str(tmp_path / "x"), "--mode", "static") == 2
+    assert not (tmp_path / "x").exists()
+
+
+def test_reranker_report_and_optimize(tiny_bert_reranker_2_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rr"
+    code = _run_in_process(
+        str(tiny_bert_reranker_2_dir), "--out", str(out), "--optimize", "--bench-seconds", "0.2", "--no-progress"
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    accuracy = manifest["accuracy"]
+    assert code == (0 if accuracy["spearman"] >= 0.95 else 3)
+    assert {"spearman", "mean_query_spearman", "top1_agreement", "top3_agreement"} <= set(accuracy)
+    assert -1.0 <= accuracy["spearman"] <= 1.0
+    assert manifest["optimization"]["applied"] is True
+    assert manifest["optimization"]["fused_ops"].get("Attention", 0) >= 1
+    assert manifest["kind"] == "rerank" and set(manifest["speed"]["items_per_second"]) == {
+        "torch",
+        "onnx_fp32",
+        "onnx_int8",
+    }
+
+
+def test_optimize_skips_families_without_fusions(tiny_gemma3_dir: Path, tmp_path: Path) -> None:
+    out = tmp_path / "gemma"
+    _run_in_process(
+        str(tiny_gemma3_dir), "--out", str(out), "--optimize", "--bench-seconds", "0", "--no-progress", "--force"
+    )
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["optimization"]["applied"] is False
+    assert "gemma3_text" in manifest["optimization"]["reason"]
+    assert (out / "model_int8.onnx").is_file()
+
+
+def test_add_parser_wires_into_another_cli() -> None:
+    import argparse
+
+    from quantize.cli import add_parser, run
+
+    parser = argparse.ArgumentParser(prog="embedserve")
+    add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["quantize", "some/model", "--out", "x", "--target", "arm64", "--min-cosine", "0.98"])
+    assert args.handler is run
+    assert (args.source, args.out, args.target, args.min_cosine, args.mode) == (
+        "some/model",
+        Path("x"),
+        "arm64",
+        0.98,
+        "dynamic",
+    )
+
+
+def test_export_failure_exits_1_and_writes_no_graph(tiny_bert_dir: Path, tmp_path: Path) -> None:
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import LayerNorm, Pooling, Transformer
+
+    source = tmp_path / "src"
+    modules = [Transformer(str(tiny_bert_dir)), Pooling(32), LayerNorm(32)]
+    SentenceTransformer(modules=modules, device="cpu").save(str(source), create_model_card=False)
+    out = tmp_path / "out"
+    assert _run_in_process(str(source), "--out", str(out), "--bench-seconds", "0", "--no-progress") == 1
+    assert not (out / "model.onnx").exists() and not (out / "model_int8.onnx").exists()

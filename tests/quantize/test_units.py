@@ -1,0 +1,120 @@
+"""Small pieces: ISA detection and per-target settings, the numpy pipeline against
+sentence-transformers' own modules, rank statistics, calibration files, the built-in texts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from quantize.pipeline import POOLING_MODES, pool
+from quantize.quantize import detect_target, read_calibration, settings_for
+from quantize.report import relevance, rerank_accuracy, spearman
+from quantize.texts import RERANK_SETS, SENTENCES, language, rerank_pairs
+
+AVX2_FLAGS = "flags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"
+
+
+@pytest.mark.parametrize(
+    ("cpuinfo", "machine", "target"),
+    [
+        (AVX2_FLAGS, "x86_64", "avx2"),
+        ("flags\t\t: avx2 avx512f avx512bw avx512_vnni\n", "x86_64", "avx512_vnni"),
+        ("flags\t\t: avx2 avx_vnni\n", "x86_64", "avx512_vnni"),
+        ("", "aarch64", "arm64"),
+        ("", "arm64", "arm64"),
+    ],
+)
+def test_detect_target(cpuinfo: str, machine: str, target: str) -> None:
+    assert detect_target(cpuinfo, machine) == target
+
+
+def test_settings_protect_avx2_from_saturation_only() -> None:
+    avx2, vnni, arm = settings_for("avx2"), settings_for("avx512_vnni"), settings_for("arm64")
+    assert avx2.reduce_range and not vnni.reduce_range and not arm.reduce_range
+    assert all(s.per_channel and s.weight_type == "QInt8" for s in (avx2, vnni, arm))
+    assert "Gather" not in avx2.op_types  # embedding tables stay fp32
+    static = settings_for("avx2", "static")
+    assert static.quant_format == "QDQ" and static.calibrate_method == "MinMax"
+    with pytest.raises(ValueError):
+        settings_for("avx2", "weird")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("mode", POOLING_MODES)
+def test_numpy_pooling_equals_sentence_transformers(mode: str) -> None:
+    import torch
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    rng = np.random.default_rng(0)
+    hidden = rng.normal(size=(3, 6, 8)).astype(np.float32)
+    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=np.int64)
+    module = Pooling(8, pooling_mode=mode)
+    want = module({"token_embeddings": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask)})
+    np.testing.assert_allclose(pool(hidden, mask, mode), want["sentence_embedding"].numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("activation", ["identity", "tanh", "relu", "gelu", "sigmoid"])
+def test_numpy_activations_equal_torch(activation: str) -> None:
+    import torch
+
+    from models.pooling import ACTIVATIONS
+
+    x = np.linspace(-4, 4, 41, dtype=np.float32)
+    torch_fn = {
+        "identity": torch.nn.Identity(),
+        "tanh": torch.nn.Tanh(),
+        "relu": torch.nn.ReLU(),
+        "gelu": torch.nn.GELU(),
+        "sigmoid": torch.nn.Sigmoid(),
+    }[activation]
+    np.testing.assert_allclose(ACTIVATIONS[activation](x), torch_fn(torch.from_numpy(x)).numpy(), atol=1e-6)
+
+
+def test_spearman() -> None:
+    a = np.array([0.1, 0.5, 0.3, 0.9])
+    assert spearman(a, a * 10 + 1) == pytest.approx(1.0)
+    assert spearman(a, -a) == pytest.approx(-1.0)
+    assert spearman(np.array([1.0, 2.0, 2.0, 3.0]), np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(0.9486833)
+
+
+def test_relevance_of_two_label_logits_follows_the_last_label() -> None:
+    logits = np.array([[0.0, 1.0], [1.0, 0.0], [0.0, 3.0]])
+    assert list(np.argsort(relevance(logits))) == [1, 0, 2]
+
+
+def test_rerank_accuracy_notices_a_reordering() -> None:
+    reference = np.arange(len(rerank_pairs()), dtype=np.float32)[::-1].copy()
+    same = rerank_accuracy(reference, reference + 0.01)
+    assert same["spearman"] == pytest.approx(1.0) and same["top1_agreement"] == 1.0
+    flipped = rerank_accuracy(reference, -reference)
+    assert flipped["top1_agreement"] == 0.0 and flipped["spearman"] < 0
+
+
+def test_calibration_files(tmp_path: Path) -> None:
+    texts = tmp_path / "t.txt"
+    texts.write_text("one\n\n  two  \nтри\n", encoding="utf-8")
+    assert read_calibration(texts, "embed") == ["one", "two", "три"]
+    pairs = tmp_path / "p.tsv"
+    pairs.write_text("q1\td1\nq2\td2\n", encoding="utf-8")
+    assert read_calibration(pairs, "rerank") == [("q1", "d1"), ("q2", "d2")]
+    with pytest.raises(ValueError, match="TAB"):
+        read_calibration(texts, "rerank")
+    (tmp_path / "empty.txt").write_text("\n")
+    with pytest.raises(ValueError, match="no texts"):
+        read_calibration(tmp_path / "empty.txt", "embed")
+
+
+def test_built_in_sets_are_multilingual() -> None:
+    languages = [language(t) for t in SENTENCES]
+    assert len(SENTENCES) >= 30 and len(set(SENTENCES)) == len(SENTENCES)
+    assert {lang: languages.count(lang) >= 10 for lang in ("en", "ko", "ru")} == {"en": True, "ko": True, "ru": True}
+    queries = {language(q) for q, _ in RERANK_SETS}
+    assert queries == {"en", "ko", "ru"} and all(len(docs) >= 5 for _, docs in RERANK_SETS)
+
+
+def test_optimizer_families() -> None:
+    from quantize.quantize import optimizer_model_type
+
+    assert optimizer_model_type("bert") == optimizer_model_type("xlm-roberta") == "bert"
+    assert optimizer_model_type("gemma3_text") is None
