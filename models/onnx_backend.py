@@ -19,6 +19,7 @@ from tokenizers import Tokenizer
 
 from models.errors import ModelLoadError
 from models.pooling import dense, pool
+from models.reranker import scores_per_pair
 from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import PairTokenizer, TextTokenizer
@@ -162,7 +163,4 @@ class OnnxRerankRunner:
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)
         (logits,) = self._onnx.session.run(["logits"], self._onnx.feeds(arrays))
-        logits = logits.astype(np.float32, copy=False)
-        if self.num_labels == 1:
-            logits = logits.reshape(len(batch))
-        return np.ascontiguousarray(logits)
+        return scores_per_pair(logits, self.num_labels, len(batch))

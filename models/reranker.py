@@ -11,6 +11,12 @@ from models.prompts import prompt_text
 from models.runner import ModelInfo, RerankRunner, Tokens
 
 
+def scores_per_pair(logits: np.ndarray, num_labels: int, count: int) -> np.ndarray:
+    """A runner's logits as float32: shape (count,) for one label, (count, num_labels) otherwise."""
+    logits = np.asarray(logits, dtype=np.float32)
+    return np.ascontiguousarray(logits.reshape(count) if num_labels == 1 else logits)
+
+
 @dataclass(slots=True)
 class Reranker:
     runner: RerankRunner

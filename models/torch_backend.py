@@ -50,19 +50,27 @@ def pick_dtype(requested: str, device: str, model_type: str = "") -> str:
     return "bfloat16" if model_type in _NO_FLOAT16 else "float16"
 
 
+def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, str]:
+    """A sentence-transformers model (SentenceTransformer or CrossEncoder) on the spec's device,
+    with the spec's thread count; the device it went to."""
+    import torch
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    device = pick_device(spec.device)
+    try:
+        return model_class(source, device=device), device
+    except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
+        raise ModelLoadError(f"cannot load {spec.kind} model {spec.id!r} from {source!r}: {exc}") from exc
+
+
 class TorchEmbeddingRunner:
     def __init__(self, spec: ModelSpec, source: str) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
 
         self._torch = torch
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        device = pick_device(spec.device)
-        try:
-            model = SentenceTransformer(source, device=device)
-        except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
-            raise ModelLoadError(f"cannot load model {spec.id!r} from {source!r}: {exc}") from exc
+        model, device = load_st_model(spec, source, SentenceTransformer)
         config = _config(model[0])
         dtype = pick_dtype(spec.dtype, device, getattr(config, "model_type", ""))
         if dtype != "float32":

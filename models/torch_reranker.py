@@ -18,10 +18,11 @@ from typing import Any
 import numpy as np
 
 from models.errors import ModelLoadError
+from models.reranker import scores_per_pair
 from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import PairTokenizer
-from models.torch_backend import _position_limit, pick_device, pick_dtype
+from models.torch_backend import _position_limit, load_st_model, pick_dtype
 
 
 class TorchRerankRunner:
@@ -30,13 +31,7 @@ class TorchRerankRunner:
         from sentence_transformers import CrossEncoder
 
         self._torch = torch
-        if spec.threads:
-            torch.set_num_threads(spec.threads)
-        device = pick_device(spec.device)
-        try:
-            model = CrossEncoder(source, device=device)
-        except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
-            raise ModelLoadError(f"cannot load reranker {spec.id!r} from {source!r}: {exc}") from exc
+        model, device = load_st_model(spec, source, CrossEncoder)
 
         modules = list(model)
         first = modules[0] if modules else None
@@ -114,6 +109,4 @@ class TorchRerankRunner:
             for module in self._modules:
                 features = module(features)
             scores = features["scores"].float().cpu().numpy()
-        if self.num_labels == 1:
-            scores = scores.reshape(len(batch))
-        return np.ascontiguousarray(scores, dtype=np.float32)
+        return scores_per_pair(scores, self.num_labels, len(batch))
