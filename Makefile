@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench clean
+.PHONY: install run test bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,17 @@ run: install
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
 
-bench: install
+bench: install bench-peers
 	$(BIN)/python -m bench
+
+# Infinity (the peer we measure against) in its own venv: its pins clash with ours.
+bench-peers: bench/.venv-infinity/.installed
+
+bench/.venv-infinity/.installed:
+	$(PYTHON) -m venv bench/.venv-infinity
+	bench/.venv-infinity/bin/pip install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	bench/.venv-infinity/bin/pip install -q "infinity-emb[server,torch]==0.0.78"
+	touch $@
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -139,7 +139,7 @@ def drive(server: Server, sc: Scenario, args: argparse.Namespace) -> dict:
     busy = _settle(args)
     argv = _module(
         "bench.loadgen",
-        url=f"http://127.0.0.1:{server.port}/v1/embeddings",
+        url=f"http://127.0.0.1:{server.port}{server.spec.embeddings_path}",
         model=args.model_id,
         workload=sc.workload,
         concurrency=sc.concurrency,

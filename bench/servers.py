@@ -16,7 +16,9 @@ from pathlib import Path
 from bench.procfs import status_kb
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("embedserve", "embedserve-onnx", "embedserve-onnx-int8", "naive")
+CONTENDERS = ("embedserve", "embedserve-onnx", "embedserve-onnx-int8", "infinity", "naive")
+# Infinity runs from its own virtual environment (its pins clash with ours): `make bench-peers` makes it.
+INFINITY_VENV = REPO / "bench" / ".venv-infinity"
 ONNX_BACKENDS = {"embedserve-onnx": "onnx", "embedserve-onnx-int8": "onnx-int8"}
 # No hub traffic from anything the bench starts: the model is always a local folder.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -27,6 +29,8 @@ class Contender:
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    embeddings_path: str = "/v1/embeddings"
+    ready_path: str = "/health/ready"
 
 
 def free_port() -> int:
@@ -54,6 +58,14 @@ def contender(
         models_file.write_text(entry)
         argv = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return Contender(name, [*argv, "--models", str(models_file), *server_args], server_env)
+    if name == "infinity":
+        executable = INFINITY_VENV / "bin" / "infinity_emb"
+        if not executable.exists():
+            raise ValueError(f"infinity is not installed in {INFINITY_VENV}: run `make bench-peers`")
+        argv = [str(executable), "v2", "--model-id", model_dir, "--served-model-name", model_id, "--port", str(port)]
+        argv += ["--host", "127.0.0.1", "--engine", "torch", "--device", "cpu", "--no-bettertransformer"]
+        env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+        return Contender(name, argv, env, embeddings_path="/embeddings", ready_path="/health")
     if name == "embedserve":
         argv = [
             sys.executable,
@@ -102,12 +114,12 @@ class Server:
         return self.proc.pid
 
     def wait_ready(self, timeout: float) -> float:
-        """Poll GET /health/ready until 200; seconds from launch. Raises with the log tail on exit or timeout."""
+        """Poll the contender's readiness route until 200; seconds from launch. Raises with the log tail on exit or timeout."""
         deadline = self.started + timeout
         while time.perf_counter() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{self.spec.name} exited with {self.proc.returncode}:\n{self.log_tail()}")
-            if self._get("/health/ready") == 200:
+            if self._get(self.spec.ready_path) == 200:
                 return time.perf_counter() - self.started
             time.sleep(0.25)
         raise RuntimeError(f"{self.spec.name} not ready after {timeout:.0f}s:\n{self.log_tail()}")
