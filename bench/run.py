@@ -239,5 +239,12 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.contenders:
         result["contenders"].append(bench_contender(name, plan, args, model_dir))
     path = write(result, args.out)
+    try:
+        from bench.plot import plot
+
+        for png in plot(path):
+            print(f"plotted {png}", file=sys.stderr)
+    except ImportError:
+        print("matplotlib is not installed: no plots", file=sys.stderr)
     print(report.render(result))
     print(f"wrote {path} and {path.with_suffix('.md')}", file=sys.stderr)
