@@ -153,13 +153,6 @@ class OnnxRerankRunner:
         )
         self.info = onnx.info(spec, dimension=self.num_labels, normalized=False)
 
-    def tokenize_pairs(
-        self, query: str, documents: Sequence[str], *, truncate: bool = True, prompt: str = ""
-    ) -> list[Tokens]:
-        if not documents:
-            return []
-        return self.tokenizer.encode_pairs(prompt + query, documents, truncate=truncate)
-
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)
         (logits,) = self._onnx.session.run(["logits"], self._onnx.feeds(arrays))

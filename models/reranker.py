@@ -30,7 +30,7 @@ class Reranker:
     ) -> list[Tokens]:
         """One item per document: the pair (prompt + query, document), truncated to the model's limit."""
         prefix = prompt_text(self.info, prompt_name)
-        return self.runner.tokenize_pairs(query, documents, truncate=truncate, prompt=prefix)
+        return self.runner.tokenizer.encode_pairs(prefix + query, documents, truncate=truncate)
 
     @staticmethod
     def scores(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from models.tokenizer import PairTokenizer
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,12 +76,8 @@ class EmbeddingRunner(Protocol):
 
 class RerankRunner(Protocol):
     info: ModelInfo
-
-    def tokenize_pairs(
-        self, query: str, documents: Sequence[str], *, truncate: bool = True, prompt: str = ""
-    ) -> list[Tokens]:
-        """One `Tokens` per (prompt + query, document) pair, as the model's tokenizer encodes a pair."""
-        ...
+    tokenizer: PairTokenizer
+    """Encodes (query, document) pairs as the model's own tokenizer does."""
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         """Raw logits, float32: shape (len(batch),) for one label, (len(batch), labels) otherwise."""

@@ -228,6 +228,8 @@ class PairTokenizer:
         self, query: str, documents: Sequence[str], *, truncate: bool = True, param: str = "documents"
     ) -> list[Tokens]:
         """One `Tokens` per (query, document) pair, special tokens included, truncated to `max_length`."""
+        if not documents:
+            return []
         texts = [query, *documents]
         limit = self.max_length * CHARS_PER_TOKEN_BOUND
         keep_end = self.truncation_side == "left"

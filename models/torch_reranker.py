@@ -7,7 +7,7 @@ those into the scores a client sees.
 
 Only sequence-classification cross-encoders whose pairs are plain text pairs are served: causal-LM
 rerankers (Qwen3-Reranker style, scored from yes/no logits) and tokenizers with a chat template
-make CrossEncoder format pairs as chat messages, which `tokenize_pairs` does not reproduce.
+make CrossEncoder format pairs as chat messages, which `PairTokenizer` does not reproduce.
 """
 
 from __future__ import annotations
@@ -87,14 +87,6 @@ class TorchRerankRunner:
             prompts=prompts,
             default_prompt=spec.default_prompt or model.default_prompt_name,
         )
-
-    def tokenize_pairs(
-        self, query: str, documents: Sequence[str], *, truncate: bool = True, prompt: str = ""
-    ) -> list[Tokens]:
-        """One `Tokens` per (prompt + query, document) pair, as `CrossEncoder.predict` tokenizes it."""
-        if not documents:
-            return []
-        return self.tokenizer.encode_pairs(prompt + query, documents, truncate=truncate)
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         """Raw logits, float32: shape (len(batch),) for one label, (len(batch), num_labels) otherwise."""

@@ -103,7 +103,7 @@ def test_a_configured_prompt_goes_before_the_query(tiny_reranker_dir: Path) -> N
         id="r", source=str(tiny_reranker_dir), kind="rerank", prompts={"web": "web search: "}, default_prompt="web"
     )
     reranker = load_model(spec).model
-    assert reranker.tokenize("q", ["d"]) == reranker.runner.tokenize_pairs("web search: q", ["d"])
+    assert reranker.tokenize("q", ["d"]) == reranker.runner.tokenizer.encode_pairs("web search: q", ["d"])
     assert reranker.tokenize("q", ["d"], prompt_name="web") == reranker.tokenize("q", ["d"])
 
 
