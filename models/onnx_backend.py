@@ -18,7 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from models.errors import ModelLoadError
-from models.pooling import dense, pool
+from models.pooling import load_dense, sentence_embeddings
 from models.reranker import scores_per_pair
 from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
@@ -107,11 +107,7 @@ class OnnxEmbeddingRunner:
         config = onnx.config
         pooling = config.get("pooling") or {}
         self._pooling_mode = pooling.get("mode", "mean")
-        self._dense = []
-        for layer in config.get("dense") or []:
-            arrays = np.load(onnx.folder / layer["file"])
-            bias = arrays["bias"].astype(np.float32) if "bias" in arrays else None
-            self._dense.append((arrays["weight"].astype(np.float32), bias, layer.get("activation", "identity")))
+        self._dense = load_dense(onnx.folder, config.get("dense") or [])
         self.tokenizer = TextTokenizer(
             onnx.backend_tokenizer,
             max_length=onnx.max_length,
@@ -130,10 +126,7 @@ class OnnxEmbeddingRunner:
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)
         (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(arrays))
-        x = pool(hidden.astype(np.float32, copy=False), arrays["attention_mask"], self._pooling_mode)
-        for weight, bias, activation in self._dense:
-            x = dense(x, weight, bias, activation)
-        return np.ascontiguousarray(x, dtype=np.float32)
+        return sentence_embeddings(hidden, arrays["attention_mask"], self._pooling_mode, self._dense)
 
     def run_sparse(self, batch: Sequence[Tokens]) -> list[Any]:
         raise ValueError(f"model {self.info.id!r} has no sparse head in its ONNX export")

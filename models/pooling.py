@@ -7,6 +7,10 @@ embeddings (and the quantize tool's checks of them) match the torch path.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -59,3 +63,28 @@ def dense(x: np.ndarray, weight: np.ndarray, bias: np.ndarray | None, activation
         return ACTIVATIONS[activation](y)
     except KeyError:
         raise ValueError(f"unknown Dense activation {activation!r}; known: {', '.join(ACTIVATIONS)}") from None
+
+
+@dataclass(slots=True)
+class DenseLayer:
+    weight: np.ndarray  # [out, in], float32
+    bias: np.ndarray | None  # [out]
+    activation: str
+
+
+def load_dense(folder: Path, entries: Sequence[dict[str, Any]]) -> list[DenseLayer]:
+    """The Dense layers an exported folder's embedserve.json lists (`dense_<i>.npz` files)."""
+    layers = []
+    for entry in entries:
+        with np.load(folder / entry["file"]) as arrays:
+            bias = arrays["bias"].astype(np.float32) if "bias" in arrays.files else None
+            layers.append(DenseLayer(arrays["weight"].astype(np.float32), bias, entry.get("activation", "identity")))
+    return layers
+
+
+def sentence_embeddings(hidden: np.ndarray, mask: np.ndarray, mode: str, layers: Sequence[DenseLayer]) -> np.ndarray:
+    """Pooling then the Dense layers, from the graph's last_hidden_state: float32 (batch, dimension)."""
+    x = pool(hidden.astype(np.float32, copy=False), mask, mode)
+    for layer in layers:
+        x = dense(x, layer.weight, layer.bias, layer.activation)
+    return np.ascontiguousarray(x, dtype=np.float32)

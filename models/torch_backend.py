@@ -134,9 +134,7 @@ class TorchEmbeddingRunner:
         torch = self._torch
         arrays = self.tokenizer.pad(batch)
         with torch.inference_mode():
-            features: dict[str, Any] = {
-                name: torch.from_numpy(array).to(self._device, non_blocking=True) for name, array in arrays.items()
-            }
+            features = to_device(arrays, self._device)
             for module in self._modules:
                 features = module(features)
             return features["sentence_embedding"].float().cpu().numpy()
@@ -149,9 +147,7 @@ class TorchEmbeddingRunner:
         torch = self._torch
         arrays = self.tokenizer.pad(batch)
         with torch.inference_mode():
-            features: dict[str, Any] = {
-                name: torch.from_numpy(array).to(self._device, non_blocking=True) for name, array in arrays.items()
-            }
+            features = to_device(arrays, self._device)
             hidden = self._modules[0](features)["token_embeddings"]
             weights = torch.relu(self._sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
         vectors = []
@@ -177,6 +173,13 @@ def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any
     head = torch.nn.Linear(hidden, 1)
     head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return head.to(device=device, dtype=getattr(torch, dtype)).eval()
+
+
+def to_device(arrays: dict[str, np.ndarray], device: Any) -> dict[str, Any]:
+    """A padded batch's arrays as tensors on the model's device (call under inference_mode)."""
+    import torch
+
+    return {name: torch.from_numpy(array).to(device, non_blocking=True) for name, array in arrays.items()}
 
 
 def _config(first_module: Any) -> Any:

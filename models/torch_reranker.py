@@ -13,7 +13,6 @@ make CrossEncoder format pairs as chat messages, which `PairTokenizer` does not 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from models.reranker import scores_per_pair
 from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import PairTokenizer
-from models.torch_backend import _position_limit, load_st_model, pick_dtype
+from models.torch_backend import _position_limit, load_st_model, pick_dtype, to_device
 
 
 class TorchRerankRunner:
@@ -95,9 +94,7 @@ class TorchRerankRunner:
         torch = self._torch
         arrays = self.tokenizer.pad(batch)
         with torch.inference_mode():
-            features: dict[str, Any] = {
-                name: torch.from_numpy(array).to(self._device, non_blocking=True) for name, array in arrays.items()
-            }
+            features = to_device(arrays, self._device)
             for module in self._modules:
                 features = module(features)
             scores = features["scores"].float().cpu().numpy()

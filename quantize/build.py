@@ -21,10 +21,11 @@ from typing import Any
 
 import numpy as np
 
+from models.onnx_backend import read_config
 from quantize import manifest as manifest_file
 from quantize.export import export
 from quantize.graph import clear_graph
-from quantize.onnx_eval import ExportedModel, read_config
+from quantize.onnx_eval import ExportedModel
 from quantize.quantize import (
     Settings,
     optimize_graph,

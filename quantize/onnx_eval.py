@@ -7,7 +7,6 @@ tokenizers (`models.tokenizer`), and the numpy pipeline of `quantize.pipeline`.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,12 +14,9 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
+from models.onnx_backend import read_config
 from models.tokenizer import PairTokenizer, TextTokenizer
 from quantize.pipeline import finish, load_pipeline
-
-
-def read_config(folder: Path) -> dict[str, Any]:
-    return json.loads((folder / "embedserve.json").read_text())
 
 
 def session(path: Path, *, threads: int | None = None) -> Any:

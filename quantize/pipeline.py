@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from models.pooling import POOLING_MODES, dense, pool
+from models.pooling import POOLING_MODES, DenseLayer, load_dense, sentence_embeddings
 
 FORMAT = 1
 # torch activation class name -> the name embedserve.json uses
@@ -24,13 +24,6 @@ ACTIVATIONS = {"Identity": "identity", "Tanh": "tanh", "ReLU": "relu", "GELU": "
 
 class ExportError(RuntimeError):
     """The folder cannot be exported faithfully (unsupported module, failed parity check, ...)."""
-
-
-@dataclass(slots=True)
-class DenseLayer:
-    weight: np.ndarray  # [out, in]
-    bias: np.ndarray | None  # [out]
-    activation: str
 
 
 @dataclass(slots=True)
@@ -95,19 +88,14 @@ def load_pipeline(folder: Path, config: dict[str, Any]) -> Pipeline | None:
     """The pipeline back from an exported folder's embedserve.json (None for rerankers)."""
     if config["pooling"] is None:
         return None
-    dense = []
-    for entry in config["dense"]:
-        with np.load(folder / entry["file"]) as arrays:
-            bias = arrays["bias"] if "bias" in arrays.files else None
-            dense.append(DenseLayer(arrays["weight"], bias, entry["activation"]))
+    dense = load_dense(folder, config["dense"])
     return Pipeline(config["pooling"]["mode"], config["pooling"]["include_prompt"], dense, config["normalize"])
 
 
 def finish(hidden: np.ndarray, mask: np.ndarray, pipeline: Pipeline) -> np.ndarray:
-    """Sentence embeddings from the graph's last_hidden_state: pooling, Dense layers, Normalize."""
-    x = pool(hidden.astype(np.float32), mask, pipeline.pooling_mode)
-    for layer in pipeline.dense:
-        x = dense(x, layer.weight, layer.bias, layer.activation)
+    """Sentence embeddings from the graph's last_hidden_state: the ONNX runner's pooling and Dense
+    layers (`models.pooling`), then Normalize."""
+    x = sentence_embeddings(hidden, mask, pipeline.pooling_mode, pipeline.dense)
     if pipeline.normalize:
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     return x.astype(np.float32)

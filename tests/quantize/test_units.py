@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantize.pipeline import POOLING_MODES, pool
+from models.pooling import POOLING_MODES, pool
 from quantize.quantize import detect_target, read_calibration, settings_for
 from quantize.report import relevance, rerank_accuracy, spearman
 from quantize.texts import RERANK_SETS, SENTENCES, language, rerank_pairs
