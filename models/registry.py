@@ -1,4 +1,4 @@
-"""The served models by name: ids and aliases resolve to one spec each."""
+"""The locally served models by name: ids and aliases resolve to one spec each (it may be empty in a\ngateway that serves only upstream models)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from models.spec import ModelSpec
 
 class ModelRegistry:
     def __init__(self, specs: Sequence[ModelSpec]) -> None:
-        if not specs:
-            raise ValueError("no models configured")
         self._by_name: dict[str, ModelSpec] = {}
         for spec in specs:
             for name in dict.fromkeys(spec.names):

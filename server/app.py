@@ -18,21 +18,32 @@ from server.guard import GuardMiddleware, Limits
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
 from server.model_host import ModelHost
-from server.models_file import load_models_file
+from server.models_file import ModelEntry, load_models_file
 from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
-from server.routes import native, openai, ops, rerank
+from server.routes import backends, generation, native, openai, ops, rerank
+from server.routes.backends import ADMIN_PATHS
 from server.settings import Settings
+from server.upstream.config import UpstreamSpec
+from server.upstream.gateway import Gateway
+
+
+def upstream_models(settings: Settings) -> list[UpstreamSpec]:
+    """The models file's `kind: upstream` entries."""
+    if settings.models_file is None:
+        return []
+    return [entry for entry in load_models_file(settings.models_file) if isinstance(entry, UpstreamSpec)]
 
 
 def served_models(settings: Settings) -> list[tuple[ModelSpec, BatchingConfig]]:
-    """The models to serve, each with its batching limits: the models file, then `--model` flags;
-    with neither, the bundled default. Server-wide device/dtype/threads fill what an entry leaves unset."""
+    """The models to serve here, each with its batching limits: the models file, then `--model` flags;
+    with neither (and no upstream), the bundled default. Server-wide device/dtype/threads fill what an
+    entry leaves unset."""
     batching = settings.batching()
     served: list[tuple[ModelSpec, BatchingConfig]] = []
-    if settings.models_file is not None:
-        served += [(entry.spec(), entry.batching_config(batching)) for entry in load_models_file(settings.models_file)]
+    entries = load_models_file(settings.models_file) if settings.models_file is not None else []
+    served += [(entry.spec(), entry.batching_config(batching)) for entry in entries if isinstance(entry, ModelEntry)]
     served += [(spec_from_cli(value), batching) for value in settings.models]
-    if not served:
+    if not served and not entries:
         served = [(DEFAULT_MODEL, batching)]
     defaults = {"device": settings.device, "dtype": settings.dtype, "threads": settings.torch_threads}
     return [
@@ -50,6 +61,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or Settings()
     metrics = Metrics()
     served = served_models(settings)
+    gateway = Gateway(upstream_models(settings), metrics, models_file=settings.models_file)
+    local_names = {name for spec, _ in served for name in spec.names}
+    if clash := sorted(local_names & gateway.names):
+        raise ValueError(f"model names used by both a local and an upstream entry: {', '.join(clash)}")
     host = ModelHost(
         ModelRegistry([spec for spec, _ in served]),
         {spec.id: config for spec, config in served},
@@ -68,10 +83,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await host.start()
+        await gateway.start()
         try:
             yield
         finally:
             await host.close()
+            await gateway.close()
             if isinstance(store, FallbackStore):
                 await store.close()
 
@@ -84,15 +101,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.host = host
+    app.state.gateway = gateway
     install_error_handlers(app)
-    routers = (openai.router, native.router, rerank.router, ops.router)
+    routers = (openai.router, native.router, rerank.router, generation.router, backends.router, ops.router)
     for router in routers:
         app.include_router(router)
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}
     app.add_middleware(
         GuardMiddleware,
         authenticator=authenticator,
-        public_paths=settings.public_paths(),
+        public_paths=[*settings.public_paths(), *ADMIN_PATHS],  # the admin API checks its own key
         store=store,
         limits=Limits(
             requests_per_second=settings.rate_limit_rps,

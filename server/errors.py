@@ -17,12 +17,15 @@ from starlette.responses import Response
 from batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
 from models.errors import InputTooLong, InvalidInput, ModelError, UnknownModel
 from server.disconnect import ClientDisconnected
+from server.upstream.client import UpstreamError
 
 # OpenAI error types by status; native error types by status.
 _OPENAI_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "invalid_request_error",
+    409: "invalid_request_error",
     408: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
@@ -31,11 +34,14 @@ _OPENAI_TYPES = {
 _NATIVE_TYPES = {
     400: "Validation",
     401: "Unauthorized",
+    403: "Forbidden",
     404: "NotFound",
+    409: "Conflict",
     408: "Timeout",
     413: "PayloadTooLarge",
     422: "Validation",
     429: "Overloaded",
+    502: "Upstream",
     503: "Unavailable",
     504: "Timeout",
 }
@@ -94,6 +100,9 @@ def as_api_error(exc: BaseException) -> ApiError:
         return ApiError(413, str(exc), code="request_too_large")
     if isinstance(exc, ShuttingDown):
         return ApiError(503, str(exc), code="shutting_down", headers={"Retry-After": "1"})
+    if isinstance(exc, UpstreamError):
+        headers = {"Retry-After": "1"} if exc.status == 503 else None
+        return ApiError(exc.status, str(exc), code=exc.code, headers=headers)
     if isinstance(exc, ClientDisconnected):
         return ApiError(499, "the client closed the request", code="client_closed_request")
     if isinstance(exc, BatchFailed):
@@ -108,12 +117,16 @@ _UNION_FIELDS = {
 }
 
 
+# Parts of a validation error's location that are not fields: the body itself and union tags.
+_NOT_FIELDS = {"body", "native", "tei"}
+
+
 def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | None]:
     errors = exc.errors()
     first = errors[0] if errors else {}
     if first.get("type") == "json_invalid":
         return 400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'parse error')}", None
-    loc = [part for part in first.get("loc", ()) if part != "body"]
+    loc = [part for part in first.get("loc", ()) if part not in _NOT_FIELDS]
     if not loc:
         return 422, "the body must be a JSON object", None
     field = str(loc[0])
@@ -140,7 +153,7 @@ def install_error_handlers(app: FastAPI) -> None:
         detail: Any = exc.detail
         return error_response(request.url.path, ApiError(exc.status_code, str(detail), headers=dict(exc.headers or {})))
 
-    for known in (ApiError, ModelError, BatcherError, ClientDisconnected):
+    for known in (ApiError, ModelError, BatcherError, ClientDisconnected, UpstreamError):
         app.add_exception_handler(known, on_api_error)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)

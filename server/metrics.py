@@ -67,6 +67,34 @@ class Metrics:
             "1 while Redis is unreachable and rate limits fall back to this replica's own counts.",
             registry=r,
         )
+        self.upstream_calls = Counter(
+            "embed_upstream_calls",
+            "Calls to upstream endpoints by outcome: ok, rejected (4xx), error (5xx/429), timeout, unreachable, invalid.",
+            ["model", "endpoint", "outcome"],
+            registry=r,
+        )
+        self.upstream_seconds = Histogram(
+            "embed_upstream_call_seconds",
+            "Upstream call latency (to the answer's headers for relayed streams).",
+            ["model", "endpoint"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.upstream_outstanding = Gauge(
+            "embed_upstream_outstanding", "Calls in flight per upstream endpoint.", ["model", "endpoint"], registry=r
+        )
+        self.upstream_healthy = Gauge(
+            "embed_upstream_endpoint_healthy",
+            "1 while an upstream endpoint is in rotation, 0 while ejected.",
+            ["model", "endpoint"],
+            registry=r,
+        )
+        self.upstream_ejections = Counter(
+            "embed_upstream_ejections",
+            "Times an upstream endpoint was taken out of rotation after consecutive failures.",
+            ["model", "endpoint"],
+            registry=r,
+        )
         r.register(_ProcessMemory())
 
     def batch_observer(self, model: str) -> BatchMetrics:

@@ -1,19 +1,21 @@
 """The YAML models file: a top-level `models:` list, one entry per served model.
 
-An entry is a ModelSpec (only `id` and `source` are required) plus optional `batching:`
-limits that override the server-wide ones for that model.
+A local entry is a ModelSpec (only `id` and `source` are required) plus optional `batching:`
+limits that override the server-wide ones for that model. An entry with `kind: upstream` is a
+remote model (an UpstreamSpec: protocol, endpoints, ...) that requests are relayed to.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from batching.config import BatchingConfig
 from models.spec import ModelSpec
+from server.upstream.config import UpstreamSpec
 
 
 class ModelEntry(ModelSpec):
@@ -26,13 +28,23 @@ class ModelEntry(ModelSpec):
         return BatchingConfig(**{**defaults.model_dump(exclude_unset=True), **self.batching})
 
 
+def _entry_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "upstream" if kind == "upstream" else "local"
+
+
+Entry = Annotated[
+    Annotated[ModelEntry, Tag("local")] | Annotated[UpstreamSpec, Tag("upstream")], Discriminator(_entry_kind)
+]
+
+
 class ModelsFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    models: list[ModelEntry] = Field(min_length=1)
+    models: list[Entry] = Field(min_length=1)
 
 
-def load_models_file(path: Path | str) -> list[ModelEntry]:
+def load_models_file(path: Path | str) -> list[ModelEntry | UpstreamSpec]:
     """Reads and validates the file; errors name the file and the offending entry."""
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)

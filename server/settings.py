@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batching.config import BatchingConfig
@@ -61,6 +61,9 @@ class Settings(BaseSettings):
         description="Paths (glob patterns) served without credentials, comma-separated.",
     )
     protect_metrics: bool = Field(False, description="Require credentials for /metrics too.")
+    admin_key: SecretStr | None = Field(
+        None, description="Key of the admin API (/v1/backends: upstream endpoints at run time); unset: the API is off."
+    )
 
     rate_limit_rps: float = Field(0, ge=0, description="Requests per second per caller (0: off).")
     rate_limit_burst: int = Field(0, ge=0, description="Requests a caller may burst; default: the rate.")

@@ -38,9 +38,11 @@ def start_server(
     env: dict[str, str] | None = None,
     timeout: float = 120,
     launcher: list[str] | None = None,
+    port: int | None = None,
 ) -> RunningServer:
-    """Starts `python -m server serve` (or `launcher serve`) on a free port and waits until /health/ready says 200."""
-    port = free_port()
+    """Starts `python -m server serve` (or `launcher serve`) on a free port (or `port`) and waits until
+    /health/ready says 200."""
+    port = port or free_port()
     log_path = tmp_dir / f"server-{port}.log"
     full_env = {**os.environ, "EMBEDSERVE_ACCESS_LOG": "false", **(env or {})}
     with open(log_path, "wb") as log:

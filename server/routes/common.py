@@ -1,4 +1,4 @@
-"""What the embedding routes share: finding the model, limits, running the request."""
+"""What the embedding routes share: finding the model (local or upstream), limits, running the request."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ from typing import TypeVar
 
 from starlette.requests import Request
 
+from models.errors import UnknownModel
 from server.disconnect import unless_disconnected
 from server.errors import ApiError
 from server.model_host import Admission, Embeddings, ModelHost, ServedModel
+from server.upstream.client import UpstreamModel
+from server.upstream.gateway import Gateway
+from server.upstream.protocols import EmbedOptions
 
 T = TypeVar("T")
 
@@ -19,16 +23,48 @@ def host_of(request: Request) -> ModelHost:
     return request.app.state.host
 
 
+def gateway_of(request: Request) -> Gateway:
+    return request.app.state.gateway
+
+
 def served_model(request: Request, name: str | None, kind: str = "embed") -> ServedModel:
+    """A model served here (not an upstream one)."""
     served = host_of(request).get(name, kind)
     request.state.model = served.spec.id  # labels this request's metrics and access log
     return served
 
 
-def check_request(request: Request, served: ServedModel, count: int, dimensions: int | None) -> None:
+def target_model(request: Request, name: str | None, kind: str) -> ServedModel | UpstreamModel:
+    """The model a request names, here or upstream. With no name, the only model that can do `kind`."""
+    gateway = gateway_of(request)
+    if name is not None:
+        upstream = gateway.find(name, kind)
+    else:
+        remote = gateway.serving(kind)
+        upstream = remote[0] if len(remote) == 1 and not host_of(request).registry.ids(kind) else None
+    if upstream is not None:
+        request.state.model = upstream.spec.id
+        return upstream
+    try:
+        return served_model(request, name, kind)
+    except UnknownModel as exc:
+        raise UnknownModel(name, [*exc.served, *(m.spec.id for m in gateway.serving(kind))], kind) from None
+
+
+def estimate_tokens(texts: Sequence[str] | Sequence[Sequence[int]]) -> int:
+    """Input tokens of an upstream request, for limits before it is sent: token ids as given, text at
+    ~4 characters a token (the upstream's own count, when it reports one, is what usage shows)."""
+    return sum(len(t) if not isinstance(t, str) else len(t) // 4 + 1 for t in texts)
+
+
+def check_count(request: Request, count: int) -> None:
     limit = request.app.state.settings.max_inputs
     if count > limit:
         raise ApiError(413, f"too many inputs: {count}; the limit is {limit} per request", param="input")
+
+
+def check_request(request: Request, served: ServedModel, count: int, dimensions: int | None) -> None:
+    check_count(request, count)
     if dimensions is not None and dimensions > served.info.dimension:
         raise ApiError(
             400,
@@ -39,7 +75,7 @@ def check_request(request: Request, served: ServedModel, count: int, dimensions:
 
 async def embed(
     request: Request,
-    served: ServedModel,
+    served: ServedModel | UpstreamModel,
     inputs: Sequence[str] | Sequence[Sequence[int]],
     *,
     truncate: bool,
@@ -47,6 +83,9 @@ async def embed(
     dimensions: int | None = None,
     prompt_name: str | None = None,
 ) -> Embeddings:
+    if isinstance(served, UpstreamModel):
+        options = EmbedOptions(dimensions=dimensions, normalize=normalize, truncate=truncate, prompt_name=prompt_name)
+        return await embed_upstream(request, served, inputs, options)
     check_request(request, served, len(inputs), dimensions)
     work = host_of(request).embed(
         served,
@@ -58,6 +97,25 @@ async def embed(
         admit=admission(request),
     )
     return await run_within_deadline(request, work)
+
+
+async def embed_upstream(
+    request: Request, upstream: UpstreamModel, inputs: Sequence[str] | Sequence[Sequence[int]], options: EmbedOptions
+) -> Embeddings:
+    check_count(request, len(inputs))
+    estimate = estimate_tokens(inputs)
+    if (admit := admission(request)) is not None:
+        await admit(estimate)
+    seconds = deadline_seconds(request)
+    vectors = await run_within_deadline(request, upstream.embed(inputs, options, deadline_in(seconds)), seconds)
+    tokens = vectors.tokens if vectors.tokens is not None else estimate
+    host_of(request).metrics.tokens.labels(upstream.spec.id).inc(tokens)
+    return Embeddings(vectors.rows, tokens)
+
+
+def deadline_in(seconds: float) -> float:
+    """The event loop's time `seconds` from now: an upstream call's absolute deadline."""
+    return asyncio.get_running_loop().time() + seconds
 
 
 def admission(request: Request) -> Admission | None:
@@ -80,10 +138,10 @@ def deadline_seconds(request: Request) -> float:
     return min(seconds, settings.max_request_timeout)
 
 
-async def run_within_deadline(request: Request, work: Awaitable[T]) -> T:
+async def run_within_deadline(request: Request, work: Awaitable[T], seconds: float | None = None) -> T:
     """Runs the work until it ends, the client leaves, or the deadline passes (504; its queued items
     are dropped, as for a client that left)."""
-    seconds = deadline_seconds(request)
+    seconds = deadline_seconds(request) if seconds is None else seconds
     try:
         async with asyncio.timeout(seconds):
             return await unless_disconnected(request, work)

@@ -1,4 +1,4 @@
-"""Native routes: POST /embed (one text), POST /batch-embed (many), POST /embed_sparse (TEI's shape)."""
+"""Native routes: POST /embed (one text, or TEI's body), POST /batch-embed (many), POST /embed_sparse (TEI's shape)."""
 
 from __future__ import annotations
 
@@ -7,25 +7,36 @@ from starlette.responses import Response
 
 from server.model_host import Embeddings
 from server.responses import json_response
-from server.routes.common import admission, check_request, embed, host_of, run_within_deadline, served_model
+from server.routes.common import (
+    admission,
+    check_request,
+    embed,
+    host_of,
+    run_within_deadline,
+    served_model,
+    target_model,
+)
 from server.schemas.native import (
     BatchEmbedRequest,
     BatchEmbedResponse,
+    EmbedBody,
     EmbedOptions,
-    EmbedRequest,
     EmbedResponse,
     EmbedSparseRequest,
     NativeError,
     SparseValue,
+    TeiEmbedRequest,
 )
 
 router = APIRouter(tags=["native"])
 
-_ERRORS = {status: {"model": NativeError} for status in (400, 404, 413, 422, 429, 500, 503)}
+_ERRORS = {status: {"model": NativeError} for status in (400, 404, 413, 422, 429, 500, 502, 503, 504)}
 
 
-async def _embed_texts(request: Request, body: EmbedOptions, texts: list[str]) -> tuple[str, Embeddings]:
-    served = served_model(request, body.model)
+async def _embed_texts(
+    request: Request, body: EmbedOptions | TeiEmbedRequest, texts: list[str]
+) -> tuple[str, Embeddings]:
+    served = target_model(request, body.model, "embed")
     result = await embed(
         request,
         served,
@@ -38,8 +49,12 @@ async def _embed_texts(request: Request, body: EmbedOptions, texts: list[str]) -
     return served.spec.id, result
 
 
-@router.post("/embed", response_model=EmbedResponse, responses=_ERRORS)
-async def embed_one(body: EmbedRequest, request: Request) -> Response:
+@router.post("/embed", response_model=EmbedResponse | list[list[float]], responses=_ERRORS)
+async def embed_one(body: EmbedBody, request: Request) -> Response:
+    """`{"text"}` gets `{"embedding", "model", "dim", "tokens"}`; TEI's `{"inputs"}` gets TEI's list of vectors."""
+    if isinstance(body, TeiEmbedRequest):
+        _, result = await _embed_texts(request, body, body.texts())
+        return json_response(result.vectors)
     model, result = await _embed_texts(request, body, [body.text])
     vector = result.vectors[0]
     return json_response({"embedding": vector, "model": model, "dim": len(vector), "tokens": result.tokens})

@@ -8,19 +8,20 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from server.responses import base64_float32, json_response
-from server.routes.common import embed, host_of, served_model
+from server.routes.common import embed, gateway_of, host_of, target_model
 from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelList, OpenAIError
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
-_ERRORS = {status: {"model": OpenAIError} for status in (400, 404, 413, 429, 500, 503)}
+_ERRORS = {status: {"model": OpenAIError} for status in (400, 404, 413, 429, 500, 502, 503, 504)}
 _STARTED = int(time.time())
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS)
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
-    """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes."""
-    served = served_model(request, body.model)
+    """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes.
+    A model served upstream answers in the same shape."""
+    served = target_model(request, body.model, "embed")
     result = await embed(
         request,
         served,
@@ -68,6 +69,25 @@ async def list_models(request: Request) -> Response:
                 "prompts": sorted(info.prompts) if info else [],
                 "default_prompt": info.default_prompt if info else None,
                 "error": host.errors.get(spec.id),
+                "location": "local",
+            }
+        )
+    for upstream in gateway_of(request).models.values():
+        spec = upstream.spec
+        cards.append(
+            {
+                "id": spec.id,
+                "object": "model",
+                "created": _STARTED,
+                "owned_by": "upstream",
+                "kind": "upstream",
+                "serves": list(spec.serves),
+                "aliases": list(spec.aliases),
+                "status": "ready" if upstream.available else "unavailable",
+                "location": "upstream",
+                "protocol": spec.protocol,
+                "upstream_model": spec.remote_name,
+                "endpoints": [e.url for e in upstream.balancer.endpoints],
             }
         )
     return json_response({"object": "list", "data": cards})

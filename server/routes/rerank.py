@@ -10,21 +10,32 @@ from server.errors import ApiError
 from server.logs import request_id
 from server.model_host import Scores
 from server.responses import json_response
-from server.routes.common import admission, host_of, run_within_deadline, served_model
+from server.routes.common import (
+    admission,
+    deadline_in,
+    deadline_seconds,
+    estimate_tokens,
+    host_of,
+    run_within_deadline,
+    target_model,
+)
 from server.schemas.native import NativeError
 from server.schemas.openai import OpenAIError
 from server.schemas.rerank import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
+from server.upstream.client import UpstreamModel
 
 router = APIRouter(tags=["reranking"])
 
-_STATUSES = (400, 404, 413, 429, 500, 503)
+_STATUSES = (400, 404, 413, 429, 500, 502, 503, 504)
 
 
 async def _rerank(request: Request, body: RerankOptions, documents: list[str], param: str) -> tuple[str, Scores]:
-    served = served_model(request, body.model, kind="rerank")
+    served = target_model(request, body.model, "rerank")
     limit = request.app.state.settings.max_documents
     if len(documents) > limit:
         raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)
+    if isinstance(served, UpstreamModel):
+        return served.spec.id, await _rerank_upstream(request, served, body, documents)
     work = host_of(request).rerank(
         served,
         body.query,
@@ -35,6 +46,24 @@ async def _rerank(request: Request, body: RerankOptions, documents: list[str], p
         admit=admission(request),
     )
     return served.spec.id, await run_within_deadline(request, work)
+
+
+async def _rerank_upstream(
+    request: Request, upstream: UpstreamModel, body: RerankOptions, documents: list[str]
+) -> Scores:
+    estimate = estimate_tokens([body.query] * len(documents)) + estimate_tokens(documents)
+    if (admit := admission(request)) is not None:
+        await admit(estimate)
+    if not documents:
+        return Scores(np.zeros(0, dtype=np.float32), 0)
+    seconds = deadline_seconds(request)
+    work = upstream.rerank(
+        body.query, documents, raw_scores=body.raw_scores, truncate=body.truncate, deadline=deadline_in(seconds)
+    )
+    relevance = await run_within_deadline(request, work, seconds)
+    tokens = relevance.tokens if relevance.tokens is not None else estimate
+    host_of(request).metrics.tokens.labels(upstream.spec.id).inc(tokens)
+    return Scores(relevance.scores, tokens)
 
 
 def _best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag
 
 from server.schemas.fields import JsonBool, PositiveInt
 
@@ -27,6 +27,33 @@ class EmbedOptions(BaseModel):
 
 class EmbedRequest(EmbedOptions):
     text: NonEmptyText
+
+
+class TeiEmbedRequest(BaseModel):
+    """TEI's /embed body (`inputs`: one text or a list), answered in TEI's shape: a list of vectors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
+    model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
+    normalize: JsonBool = Field(True, description="L2-normalize (TEI's default).")
+    truncate: JsonBool = Field(True, description="Truncate over-long texts to the model's limit; false: 413 instead.")
+    truncation_direction: Literal["right", "Right"] = Field("right", description="Only right truncation is done.")
+    dimensions: PositiveInt | None = Field(None, description="Truncate to this size (then normalize).")
+    prompt_name: str | None = Field(None, description="A prompt of the model's; default: the model's default prompt.")
+
+    def texts(self) -> list[str]:
+        return [self.inputs] if isinstance(self.inputs, str) else self.inputs
+
+
+def _embed_body_shape(value: Any) -> str:
+    return "tei" if isinstance(value, dict) and "inputs" in value else "native"
+
+
+EmbedBody = Annotated[
+    Annotated[EmbedRequest, Tag("native")] | Annotated[TeiEmbedRequest, Tag("tei")], Discriminator(_embed_body_shape)
+]
+"""POST /embed takes the native body (`text`) or TEI's (`inputs`), told apart by that key."""
 
 
 class BatchEmbedRequest(EmbedOptions):
