@@ -38,6 +38,12 @@ OPERATIONS = [
     ("POST", "/v1/rerank", True),
     ("POST", "/rerank", True),
     ("GET", "/v1/models", False),
+    ("POST", "/v1/chat/completions", True),
+    ("POST", "/v1/completions", True),
+    ("POST", "/v1/images/generations", True),
+    ("GET", "/v1/backends", False),
+    ("POST", "/v1/backends", True),
+    ("DELETE", "/v1/backends", True),
     ("GET", "/health", False),
     ("GET", "/health/live", False),
     ("GET", "/health/ready", False),
@@ -50,7 +56,13 @@ CASES = [
     if has_body or mode is GenerationMode.POSITIVE  # nothing to make invalid in a bare GET
 ]
 
-OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error"}
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    409: "invalid_request_error",
+    413: "invalid_request_error",
+}
+ADMIN_KEY = "fuzz-admin-key"
 NATIVE_TYPES = {400: "Validation", 404: "NotFound", 413: "PayloadTooLarge", 422: "Validation"}
 
 # Schema-valid requests that the server refuses on purpose, as README's error table documents: the schema
@@ -62,8 +74,10 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
     400: re.compile(
         r"has no prompt|prompt_name applies to text inputs|dimensions \d+ is larger than|dimensions must be between"
         r"|outside the vocabulary|has no sparse head|truncation is off"
+        r"|'model' is required|is not an http\(s\) base URL"
     ),
-    404: re.compile(r"is not served"),
+    # No upstream is configured here: generation and the admin API name models that are not served.
+    404: re.compile(r"is not served|is not an upstream model"),
     413: re.compile(r"too many (inputs|documents|texts)|truncation is off"),
 }
 
@@ -76,7 +90,11 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Pat
         "all-MiniLM-L6-v2",
         "--model",
         f"rr={tiny_reranker_dir}",
-        env={"EMBEDSERVE_MAX_INPUTS": str(MAX_INPUTS), "EMBEDSERVE_MAX_DOCUMENTS": str(MAX_INPUTS)},
+        env={
+            "EMBEDSERVE_MAX_INPUTS": str(MAX_INPUTS),
+            "EMBEDSERVE_MAX_DOCUMENTS": str(MAX_INPUTS),
+            "EMBEDSERVE_ADMIN_KEY": ADMIN_KEY,
+        },
     )
     yield running
     stop_server(running)
@@ -140,7 +158,8 @@ def test_fuzz(api_schema, fuzz_server: RunningServer, method: str, path: str, mo
     )
     @given(case=operation.as_strategy(generation_mode=mode))
     def fuzz(case) -> None:  # type: ignore[no-untyped-def]
-        response = case.call(base_url=fuzz_server.url, timeout=60)
+        admin = {"Authorization": f"Bearer {ADMIN_KEY}"} if path.startswith("/v1/backends") else None
+        response = case.call(base_url=fuzz_server.url, timeout=60, headers=admin)
         check(case, response)
         # The rest of schemathesis's checks: the status is documented, 2xx bodies match their schema,
         # content types and headers are as documented, schema-violating requests are rejected...
