@@ -26,7 +26,10 @@ def test_the_documented_example_is_valid() -> None:
         "multilingual-e5",
         "bge-reranker",
         "minilm-int8",
+        "bge-m3-fleet",
+        "gpt-4o-mini",
     ]
+    assert entries[6].protocol == "tei" and entries[7].serves == ("chat", "completions", "embed")
     assert entries[5].spec().backend == "onnx-int8"
     assert entries[4].spec().kind == "rerank"
     assert entries[1].batching_config(defaults).max_batch_tokens == 8192
