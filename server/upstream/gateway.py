@@ -32,6 +32,7 @@ class Gateway:
                     raise ValueError(f"model name {name!r} is used by two upstream entries")
                 self._by_name[name] = model
         self._lock = asyncio.Lock()
+        self._checks: set[asyncio.Task[bool]] = set()  # first health checks of added endpoints
 
     @property
     def names(self) -> set[str]:
@@ -62,8 +63,10 @@ class Gateway:
             except ValueError as exc:
                 raise EndpointConflict(str(exc)) from None
             model._on_health_change(added)
-            if model.spec.health_check.interval > 0:
-                asyncio.create_task(model.check_health(added))  # an endpoint that is down leaves rotation soon
+            if model.spec.health_check.interval > 0:  # one that is down starts on its way out of rotation
+                check = asyncio.create_task(model.check_health(added))
+                self._checks.add(check)
+                check.add_done_callback(self._checks.discard)
             return await self._persist(model)
 
     async def remove_endpoint(self, model_id: str, url: str) -> bool:
