@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -59,12 +60,14 @@ class GuardMiddleware:
         self.app = app
         self.authenticator = authenticator
         self.public_paths = tuple(public_paths)
+        # One regex for all patterns: fnmatch per pattern per request was a tenth of the event loop's time.
+        self._public = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.public_paths) or "(?!)")
         self.store = store
         self.limits = limits
         self.metrics = metrics
 
     def _is_public(self, path: str) -> bool:
-        return any(fnmatch.fnmatchcase(path, pattern) for pattern in self.public_paths)
+        return self._public.match(path) is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or self._is_public(scope["path"]):

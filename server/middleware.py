@@ -7,6 +7,7 @@ Pure ASGI (not BaseHTTPMiddleware) because it runs on every request and must sta
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import re
 import time
@@ -26,6 +27,9 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message],
 
 access = logging.getLogger("embedserve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Request ids: a random per-process prefix and a counter, unique without a uuid4 (an urandom call) per request.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
 
 
 class RequestContextMiddleware:
@@ -61,7 +65,7 @@ class RequestContextMiddleware:
                 rid = candidate if _VALID_ID.match(candidate) else None
             elif name == b"content-length":
                 declared_length = value
-        rid = rid or uuid.uuid4().hex
+        rid = rid or f"{_ID_PREFIX}{next(_ids):016x}"
         token = request_id.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 500
