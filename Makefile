@@ -19,6 +19,8 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
 	$(BIN)/pip install -q -e '.[torch,onnx,quantize,dev]'
+	@# Ray Serve is optional: when it can't be installed, only tests/deploy/test_ray.py skips (and says why).
+	$(BIN)/pip install -q -e '.[ray]' || echo "embedserve: ray[serve] not installed; the Ray Serve test will skip"
 	touch $(STAMP)
 
 install: $(STAMP)
