@@ -251,3 +251,20 @@ def test_generation_answers_pass_through_unchanged(gateway: RunningServer) -> No
     assert not_generative.status_code == 404 and "llm" in not_generative.json()["error"]["message"]
     no_model = post(gateway, "/v1/chat/completions", {"messages": []})
     assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
+
+
+def test_a_client_leaving_mid_stream_frees_the_upstream_call(
+    gateway: RunningServer, generator: tuple[str, Observed]
+) -> None:
+    body = {"model": "llm", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=30) as response:
+        next(response.iter_lines())  # the first event, then leave
+    deadline = time.monotonic() + CHUNK_GAP * 2.5  # well before the upstream would have finished its stream
+    outstanding = f'embed_upstream_outstanding{{endpoint="{generator[0]}",model="llm"}} '
+    while time.monotonic() < deadline:
+        metrics = httpx.get(gateway.url + "/metrics").text
+        if outstanding + "0.0" in metrics:
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail(f"the relayed call stayed open: {[line for line in metrics.splitlines() if outstanding in line]}")
