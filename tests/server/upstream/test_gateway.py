@@ -268,3 +268,22 @@ def test_a_client_leaving_mid_stream_frees_the_upstream_call(
         time.sleep(0.1)
     else:
         pytest.fail(f"the relayed call stayed open: {[line for line in metrics.splitlines() if outstanding in line]}")
+
+
+def test_upstream_models_sit_behind_the_same_auth_and_limits(tmp_path: Path, ollama: tuple[str, Observed]) -> None:
+    entry = {"id": "nomic", "kind": "upstream", "protocol": "ollama", "endpoints": [ollama[0]]}
+    models_file = tmp_path / "models.yaml"
+    models_file.write_text(yaml.safe_dump({"models": [entry]}))
+    env = {"EMBEDSERVE_API_KEYS": "caller-key", "EMBEDSERVE_RATE_LIMIT_TOKENS_PER_MINUTE": "60"}
+    running = start_server(tmp_path, "--models", str(models_file), env=env)
+    try:
+        url, key = running.url + "/v1/embeddings", {"Authorization": "Bearer caller-key"}
+        assert httpx.post(url, json={"model": "nomic", "input": "x"}).status_code == 401
+        too_big = httpx.post(url, json={"model": "nomic", "input": "y" * 400}, headers=key)  # ~101 tokens
+        assert too_big.status_code == 413 and "tokens per minute" in too_big.json()["error"]["message"]
+        statuses = [
+            httpx.post(url, json={"model": "nomic", "input": "z" * 40}, headers=key).status_code for _ in range(8)
+        ]
+        assert statuses[:5] == [200] * 5 and statuses[-1] == 429  # ~11 tokens each against 60 a minute
+    finally:
+        stop_server(running)
