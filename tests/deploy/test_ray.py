@@ -91,3 +91,12 @@ def test_each_replica_serves_the_whole_app(ray_url: str) -> None:
     models = httpx.get(f"{ray_url}/v1/models").json()["data"]
     assert [m["id"] for m in models] == ["all-MiniLM-L6-v2"]
     assert "embed_queue_items" in httpx.get(f"{ray_url}/metrics").text
+
+
+def test_ray_leaves_the_projects_pins_intact() -> None:
+    """ray[serve] brings its own dependencies into the same venv; none may conflict with ours."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "pip", "check"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout + result.stderr
