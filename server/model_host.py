@@ -112,7 +112,7 @@ class ModelHost:
         for spec in self.registry.specs:
             try:
                 loaded = await asyncio.to_thread(load_model, spec)
-                config = self.batching[spec.id].for_device(loaded.model.info.device)
+                config = self.batching[spec.id].for_device(loaded.model.info.device, loaded.model.info.backend)
                 served = ServedModel(spec, loaded, self._batcher(spec.id, loaded.model.runner.run, config))
                 if isinstance(loaded.model, Embedder) and loaded.model.info.sparse:
                     served.sparse_batcher = self._batcher(f"{spec.id}/sparse", loaded.model.runner.run_sparse, config)
