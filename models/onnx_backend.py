@@ -62,6 +62,10 @@ class _OnnxSession:
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # Memory patterns plan one block per input shape and keep it in the arena; the batcher makes
+        # a new (items, length) shape nearly every batch, so the arena kept growing under load
+        # (MiniLM-L6, mixed load: ~+55 MB RSS, same items/s without them; see bench/README.md).
+        options.enable_mem_pattern = False
         providers = ["CPUExecutionProvider"]
         if spec.device == "cuda" or (
             spec.device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()
@@ -78,9 +82,12 @@ class _OnnxSession:
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
         self.dtype = "int8" if variant == "int8" else "float32"
-        self.backend_tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.max_length = min(x for x in (spec.max_length, int(config["max_length"])) if x)
         self.folder = folder
+
+    def tokenizer(self) -> Tokenizer:
+        """A fresh tokenizer from the folder, for the runner's tokenizer to own (no second copy)."""
+        return Tokenizer.from_file(str(self.folder / "tokenizer.json"))
 
     def feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
@@ -108,12 +115,14 @@ class OnnxEmbeddingRunner:
         pooling = config.get("pooling") or {}
         self._pooling_mode = pooling.get("mode", "mean")
         self._dense = load_dense(onnx.folder, config.get("dense") or [])
+        backend = onnx.tokenizer()
         self.tokenizer = TextTokenizer(
-            onnx.backend_tokenizer,
+            backend,
             max_length=onnx.max_length,
             pad_id=int(config["pad_id"]),
-            vocab_size=int(config.get("vocab_size") or onnx.backend_tokenizer.get_vocab_size()),
+            vocab_size=int(config.get("vocab_size") or backend.get_vocab_size()),
             with_type_ids=bool(config["with_type_ids"]),
+            copy=False,
         )
         self.info = onnx.info(spec, dimension=int(config["dimension"]), normalized=bool(config["normalize"]))
 
@@ -138,11 +147,12 @@ class OnnxRerankRunner:
         config = onnx.config
         self.num_labels = int(config.get("num_labels") or 1)
         self.tokenizer = PairTokenizer(
-            onnx.backend_tokenizer,
+            onnx.tokenizer(),
             max_length=onnx.max_length,
             pad_id=int(config["pad_id"]),
             with_type_ids=bool(config["with_type_ids"]),
             truncation_side=config.get("truncation_side", "right"),
+            copy=False,
         )
         self.info = onnx.info(spec, dimension=self.num_labels, normalized=False)
 
