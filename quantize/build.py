@@ -24,7 +24,7 @@ import numpy as np
 from models.onnx_backend import read_config
 from quantize import manifest as manifest_file
 from quantize.export import export
-from quantize.graph import clear_graph
+from quantize.graph import clear_graph, externalize_weights
 from quantize.onnx_eval import ExportedModel
 from quantize.quantize import (
     Settings,
@@ -198,6 +198,9 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
         for produced in work.glob(int8_path.name + "*"):
             produced.rename(out / produced.name.replace(int8_path.name, INT8_FILE, 1))
     config["files"]["int8"] = INT8_FILE if written else None
+    for graph in ("model.onnx", INT8_FILE if written else None):
+        if graph:
+            externalize_weights(out / graph)
     (out / "embedserve.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
     manifest = {

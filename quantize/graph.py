@@ -33,6 +33,23 @@ def clear_graph(path: Path) -> None:
         old.unlink()
 
 
+def externalize_weights(path: Path) -> None:
+    """Moves the graph's weights into `<name>.data` beside it (ONNX external data), unless some are
+    there already (graphs past protobuf's 2 GB limit are written that way from the start).
+
+    onnxruntime memory-maps external data on the CPU instead of copying every weight out of the
+    parsed graph: MiniLM-L6's server loads ~45 MB lower, and file pages it never touches again
+    (weights it repacks for its kernels, rows of the embedding table no input uses) stay out of
+    resident memory. The data file gets the graph's permissions (onnx writes it 0600)."""
+    model = onnx.load(str(path), load_external_data=False)
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        return
+    data = path.with_name(path.name + ".data")
+    data.unlink(missing_ok=True)  # onnx appends to an existing data file
+    onnx.save_model(model, str(path), save_as_external_data=True, location=data.name, size_threshold=1024)
+    data.chmod(path.stat().st_mode & 0o777)
+
+
 def check_interface(path: Path, inputs: list[str], output: str) -> None:
     model = onnx.load(str(path), load_external_data=False)
     got_inputs = [i.name for i in model.graph.input]
