@@ -15,7 +15,7 @@ def test_onnx_on_cpu_gets_a_smaller_budget_than_torch() -> None:
     # ONNX Runtime's arena keeps a batch's activations resident: the budget bounds its memory.
     default = BatchingConfig()
     for backend in ("onnx", "onnx-int8"):
-        assert default.for_device("cpu", backend).max_batch_tokens == ONNX_CPU_BATCH_TOKENS == 2048
+        assert default.for_device("cpu", backend).max_batch_tokens == ONNX_CPU_BATCH_TOKENS == 1536
         assert default.for_device("cuda", backend).max_batch_tokens == 16384
     assert default.for_device("cpu", "torch").max_batch_tokens == CPU_BATCH_TOKENS
     assert BatchingConfig(max_batch_tokens=8192).for_device("cpu", "onnx").max_batch_tokens == 8192
