@@ -34,6 +34,34 @@ def _run_row(name: str, run: dict, ceiling: dict[str, dict], peak_rss: float | N
     )
 
 
+def _vs_torch(contenders: list[dict]) -> list[str]:
+    """Each ONNX contender against the torch server of the same run: peak RSS and items/s ratios."""
+    torch = next((c for c in contenders if c["name"] == "embedserve" and not c.get("error")), None)
+    others = [c for c in contenders if c["name"].startswith("embedserve-onnx") and not c.get("error")]
+    if torch is None or not others:
+        return []
+    lines = [
+        "Against the torch server (`embedserve`), same run:",
+        "",
+        "| contender | peak RSS ÷ torch | workload | clients × items | items/s ÷ torch |",
+        "|---|---:|---|---|---:|",
+    ]
+    torch_runs = {(r["workload"], r["concurrency"], r["items_per_request"]): r for r in torch["runs"]}
+    for c in others:
+        rss = (
+            f"{c['peak_rss_mb'] / torch['peak_rss_mb']:.2f}× ({c['peak_rss_mb']:.0f} / {torch['peak_rss_mb']:.0f} MB)"
+            if c.get("peak_rss_mb") and torch.get("peak_rss_mb")
+            else "-"
+        )
+        for run in c["runs"]:
+            base = torch_runs.get((run["workload"], run["concurrency"], run["items_per_request"]))
+            speed = f"{run['items_per_s'] / base['items_per_s']:.2f}×" if base and base["items_per_s"] else "-"
+            lines.append(
+                f"| {c['name']} | {rss} | {run['workload']} | {run['concurrency']} × {run['items_per_request']} | {speed} |"
+            )
+    return [*lines, ""]
+
+
 def render(result: dict) -> str:
     meta = result["meta"]
     s = result["settings"]
@@ -68,4 +96,4 @@ def render(result: dict) -> str:
             f"- {contender['name']}: ready in {contender['ready_s']:.1f} s; `{' '.join(contender['argv'][1:])}`"
             + (f" env {contender['env']}" if contender["env"] else "")
         )
-    return "\n".join([*lines, "", *notes, ""])
+    return "\n".join([*lines, "", *_vs_torch(result["contenders"]), *notes, ""])

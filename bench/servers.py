@@ -160,8 +160,9 @@ class Server:
 
 
 def ensure_onnx_export(model_dir: str, out: Path) -> Path:
-    """`embedserve quantize` of the model folder into `out`, once (reused while its embedserve.json is there)."""
-    if (out / "embedserve.json").is_file():
+    """`embedserve quantize` of the model folder into `out`, once (reused while its embedserve.json is
+    there, unless its weights are inside the graph: folders from before quantize wrote them apart)."""
+    if (out / "embedserve.json").is_file() and (out / "model.onnx.data").is_file():
         return out
     argv = [sys.executable, "-m", "quantize", model_dir, "--out", str(out), "--bench-seconds", "0", "--no-progress"]
     print(f"exporting {model_dir} to ONNX (fp32 + INT8) in {out} ...", file=sys.stderr, flush=True)

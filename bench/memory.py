@@ -1,0 +1,127 @@
+"""`python -m bench.memory`: peak resident memory of server variants under one load, side by side.
+
+Each variant is a contender from bench/servers.py plus extra environment, e.g.
+
+    python -m bench.memory torch=embedserve onnx=embedserve-onnx \
+        onnx-2k=embedserve-onnx,EMBEDSERVE_MAX_BATCH_TOKENS=2048 int8=embedserve-onnx-int8 \
+        old-folder=embedserve-onnx,onnx_dir=/path/to/another/quantize/folder
+
+Each is started fresh, its RSS read once ready (idle) and its peak (VmHWM) after the load; with
+`--rounds 2` the order is reversed on the second round, so drift on a shared machine shows up as a
+spread rather than as a difference. Memory peaks barely move with CPU contention; items/s does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from bench.ceiling import default_model_dir
+from bench.run import REQUEST_TIMEOUT, Scenario, _module, _run_json
+from bench.servers import CONTENDERS, ONNX_BACKENDS, REPO, Server, contender, ensure_onnx_export, free_port
+from bench.workloads import WORKLOADS
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
+    """`NAME=CONTENDER[,KEY=VALUE...]` -> (name, contender, env); the key `onnx_dir` is not
+    environment but this variant's `embedserve quantize` folder."""
+    name, _, rest = text.partition("=")
+    parts = rest.split(",")
+    if not name or parts[0] not in CONTENDERS:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=CONTENDER[,KEY=VALUE...] with one of {CONTENDERS}")
+    env = dict(kv.split("=", 1) for kv in parts[1:] if kv)
+    return name, parts[0], env
+
+
+def measure(name: str, which: str, env: dict[str, str], sc: Scenario, args: argparse.Namespace) -> dict:
+    port = free_port()
+    env = dict(env)
+    onnx_dir = env.pop("onnx_dir", None) or args.onnx_dir
+    onnx_dir = Path(onnx_dir) if onnx_dir else None
+    spec = contender(which, port, args.model_id, args.model_dir, [], env, onnx_dir)
+    with Server(spec, port) as server:
+        ready = server.wait_ready(args.ready_timeout)
+        idle, idle_peak = server.rss_mb(), server.peak_rss_mb()
+        argv = _module(
+            "bench.loadgen",
+            url=f"http://127.0.0.1:{port}{spec.embeddings_path}",
+            model=args.model_id,
+            workload=sc.workload,
+            concurrency=sc.concurrency,
+            items=sc.items,
+            duration=args.duration,
+            warmup=args.warmup,
+            request_timeout=REQUEST_TIMEOUT,
+            server_pid=server.pid,
+        )
+        run = _run_json(argv, timeout=args.warmup + args.duration + REQUEST_TIMEOUT + 60)
+        after, peak = server.rss_mb(), server.peak_rss_mb()
+    return {
+        "variant": name,
+        "contender": which,
+        "env": env,
+        "ready_s": round(ready, 2),
+        "idle_rss_mb": idle,
+        "idle_peak_rss_mb": idle_peak,
+        "rss_after_mb": after,
+        "peak_rss_mb": peak,
+        "items_per_s": run["items_per_s"],
+        "p99_ms": (run["latency_ms"] or {}).get("p99"),
+        "errors": run["errors"],
+        "server_cpu_cores": run["server_cpu_cores"],
+        "other_cpu_cores": run["other_cpu_cores"],
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+    p.add_argument("variants", nargs="+", type=parse_variant, metavar="NAME=CONTENDER[,KEY=VALUE...]")
+    p.add_argument("--workload", choices=WORKLOADS, default="mixed")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--items", type=int, default=1)
+    p.add_argument("--duration", type=float, default=15.0)
+    p.add_argument("--warmup", type=float, default=3.0)
+    p.add_argument("--rounds", type=int, default=1, help="repeat the variants, reversing the order every other round")
+    p.add_argument("--model-dir", default=None)
+    p.add_argument("--model-id", default="all-MiniLM-L6-v2")
+    p.add_argument("--onnx-dir", type=Path)
+    p.add_argument("--ready-timeout", type=float, default=120.0)
+    p.add_argument("--json", action="store_true", help="print the rows as JSON lines too")
+    args = p.parse_args(argv)
+    args.model_dir = args.model_dir or default_model_dir()
+    if any(which in ONNX_BACKENDS for _, which, _ in args.variants):
+        args.onnx_dir = ensure_onnx_export(
+            args.model_dir, args.onnx_dir or REPO / "bench" / ".cache" / f"{args.model_id}-onnx"
+        )
+    sc = Scenario(args.workload, args.concurrency, args.items)
+    rows = []
+    for r in range(args.rounds):
+        for variant in args.variants if r % 2 == 0 else reversed(args.variants):
+            row = measure(*variant, sc, args)
+            rows.append(row)
+            print(json.dumps(row) if args.json else _line(row), file=sys.stderr, flush=True)
+    base = next((row for row in rows if row["contender"] == "embedserve"), None)
+    print(f"\n{sc.workload} {sc.concurrency}×{sc.items}, {args.duration:g} s per run")
+    print("| variant | idle RSS MB | load-time peak MB | peak RSS MB | items/s | p99 ms | errors | of torch RSS |")
+    print("|---|---:|---:|---:|---:|---:|---|---:|")
+    for row in rows:
+        ratio = f"{row['peak_rss_mb'] / base['peak_rss_mb']:.2f}×" if base else "-"
+        errors = ", ".join(f"{k}: {v}" for k, v in row["errors"].items()) or "0"
+        print(
+            f"| {row['variant']} | {row['idle_rss_mb']:.0f} | {row['idle_peak_rss_mb']:.0f} | {row['peak_rss_mb']:.0f} "
+            f"| {row['items_per_s']:.1f} | {row['p99_ms']} | {errors} | {ratio} |"
+        )
+
+
+def _line(row: dict) -> str:
+    return (
+        f"{row['variant']}: idle {row['idle_rss_mb']} MB (peak so far {row['idle_peak_rss_mb']}), "
+        f"peak {row['peak_rss_mb']} MB, {row['items_per_s']} items/s, p99 {row['p99_ms']} ms, "
+        f"server {row['server_cpu_cores']} / other {row['other_cpu_cores']} cores"
+    )
+
+
+if __name__ == "__main__":
+    main()
