@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
 
-    max_batch_tokens: int | None = Field(None, gt=0, description="Padded tokens per batch; default 16384, 4096 on CPU.")
+    max_batch_tokens: int | None = Field(None, gt=0, description="Padded tokens per batch; default 16384; on CPU 4096 (torch), 1536 (ONNX).")
     max_batch_size: int = Field(128, gt=0)
     max_wait_ms: float = Field(2.0, ge=0)
     max_queue_tokens: int = Field(1_048_576, gt=0)
