@@ -7,7 +7,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -121,18 +121,9 @@ class UpstreamModel:
         self, url_of: Callable[[str], str], body: dict[str, Any], read: Callable[[Any], T], deadline: float
     ) -> T:
         """Idempotent calls: a failure or timeout is retried on another endpoint while the deadline allows."""
-        loop = asyncio.get_running_loop()
         content = orjson.dumps(body)
-        tried: list[str] = []
-        failure = UpstreamError(503, self.spec.id, "no endpoint is configured", code="upstream_unavailable")
-        for _ in range(1 + self.spec.retries):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            endpoint = self.balancer.pick(tried) or self.balancer.pick()
-            if endpoint is None:
-                break
-            tried.append(endpoint.url)
+        failure = self._no_endpoint()
+        for endpoint, remaining in self._attempts(deadline):
             outcome, result = await self._attempt(
                 endpoint, url_of(endpoint.url), content, read, min(remaining, self.spec.timeout)
             )
@@ -189,6 +180,22 @@ class UpstreamModel:
         self.balancer.succeeded(endpoint)
         return "ok", value
 
+    def _attempts(self, deadline: float) -> Iterator[tuple[Endpoint, float]]:
+        """The endpoint for each attempt (the first, then one per retry, each not yet tried while any is
+        left) with the seconds left until the deadline; stops when the retries or the time run out."""
+        loop = asyncio.get_running_loop()
+        tried: list[str] = []
+        for _ in range(1 + self.spec.retries):
+            remaining = deadline - loop.time()
+            endpoint = self.balancer.pick(tried) or self.balancer.pick()
+            if remaining <= 0 or endpoint is None:
+                return
+            tried.append(endpoint.url)
+            yield endpoint, remaining
+
+    def _no_endpoint(self) -> UpstreamError:
+        return UpstreamError(503, self.spec.id, "no endpoint is configured", code="upstream_unavailable")
+
     # -- generation, relayed unchanged -----------------------------------------------------
 
     async def relay(self, capability: str, content: bytes, headers: dict[str, str], deadline: float) -> Relay:
@@ -196,17 +203,8 @@ class UpstreamModel:
 
         Generation is not idempotent: only a call that never reached an endpoint (connect failure) is
         retried on another; once sent, the upstream's answer, error or not, is the answer."""
-        loop = asyncio.get_running_loop()
-        tried: list[str] = []
-        failure = UpstreamError(503, self.spec.id, "no endpoint is configured", code="upstream_unavailable")
-        for _ in range(1 + self.spec.retries):
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
-            endpoint = self.balancer.pick(tried) or self.balancer.pick()
-            if endpoint is None:
-                break
-            tried.append(endpoint.url)
+        failure = self._no_endpoint()
+        for endpoint, remaining in self._attempts(deadline):
             request = self.client.build_request(
                 "POST",
                 self.protocol.generation_url(endpoint.url, capability),
