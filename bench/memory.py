@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from bench.ceiling import default_model_dir
-from bench.run import REQUEST_TIMEOUT, Scenario, _module, _run_json
+from bench.run import Scenario, drive
 from bench.servers import CONTENDERS, ONNX_BACKENDS, REPO, Server, contender, ensure_onnx_export, free_port
 from bench.workloads import WORKLOADS
 
@@ -44,19 +44,7 @@ def measure(name: str, which: str, env: dict[str, str], sc: Scenario, args: argp
     with Server(spec, port) as server:
         ready = server.wait_ready(args.ready_timeout)
         idle, idle_peak = server.rss_mb(), server.peak_rss_mb()
-        argv = _module(
-            "bench.loadgen",
-            url=f"http://127.0.0.1:{port}{spec.embeddings_path}",
-            model=args.model_id,
-            workload=sc.workload,
-            concurrency=sc.concurrency,
-            items=sc.items,
-            duration=args.duration,
-            warmup=args.warmup,
-            request_timeout=REQUEST_TIMEOUT,
-            server_pid=server.pid,
-        )
-        run = _run_json(argv, timeout=args.warmup + args.duration + REQUEST_TIMEOUT + 60)
+        run = drive(server, sc, args)
         after, peak = server.rss_mb(), server.peak_rss_mb()
     return {
         "variant": name,
@@ -89,6 +77,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--onnx-dir", type=Path)
     p.add_argument("--ready-timeout", type=float, default=120.0)
     p.add_argument("--json", action="store_true", help="print the rows as JSON lines too")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--pool", type=int, default=4096, help="distinct texts per workload")
+    p.add_argument("--quiet-wait", type=float, default=0.0, help="seconds to wait for a quiet machine before each load")
     args = p.parse_args(argv)
     args.model_dir = args.model_dir or default_model_dir()
     if any(which in ONNX_BACKENDS for _, which, _ in args.variants):
