@@ -1,4 +1,4 @@
-"""`embedserve serve ...` (also `python -m server serve ...`)."""
+"""`embedserve serve ...` (also `python -m server serve ...`), `embedserve quantize ...`, `embedserve bench ...`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization runs in our own threads
 
@@ -61,6 +62,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from server.app import create_app
     from server.logs import configure_logging
+    from server.malloc import fix_mmap_threshold
     from server.settings import Settings
 
     overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
@@ -68,6 +70,8 @@ def serve(args: argparse.Namespace) -> None:
         settings = Settings(**overrides)
         configure_logging(settings.log_level, settings.log_json)
         app = create_app(settings)
+        if any(spec.backend == "torch" for spec in app.state.host.registry.specs):  # before they load
+            fix_mmap_threshold(settings.malloc_mmap_threshold)
     except (ValueError, OSError, yaml.YAMLError) as exc:  # pydantic's ValidationError is a ValueError
         sys.exit(f"embedserve: configuration error: {exc}")
     config = uvicorn.Config(
@@ -81,10 +85,29 @@ def serve(args: argparse.Namespace) -> None:
     _draining_server_class()(config).run()
 
 
+def bench(argv: Sequence[str]) -> int:
+    """`embedserve bench ARGS` is `python -m bench ARGS`: bench/ (its load generator, peers and results) lives in a
+    source checkout, beside the installed packages, not in them."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / "bench" / "run.py").is_file():
+        print("embedserve bench runs from a source checkout (bench/ is not installed): clone it and `make bench`",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    sys.path.insert(0, str(root))
+    from bench.run import main as run_bench
+
+    run_bench(list(argv))
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["bench"]:  # its own options, all passed on
+        sys.exit(bench(argv[1:]))
     parser = argparse.ArgumentParser(prog="embedserve", description="Text embedding and reranking server.")
     sub = parser.add_subparsers(dest="command", required=True)
     _serve_parser(sub)
+    sub.add_parser("bench", help="benchmark against the peers, as `python -m bench` (from a source checkout)")
     from quantize.cli import add_parser as add_quantize_parser  # light: its heavy imports happen in run()
 
     add_quantize_parser(sub)

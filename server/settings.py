@@ -25,7 +25,9 @@ class Settings(BaseSettings):
     dtype: str = "auto"
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
 
-    max_batch_tokens: int | None = Field(None, gt=0, description="Padded tokens per batch; default 16384; on CPU 4096 (torch), 1536 (ONNX).")
+    max_batch_tokens: int | None = Field(
+        None, gt=0, description="Padded tokens per batch; default 16384; on CPU 4096 (torch), 1536 (ONNX)."
+    )
     max_batch_size: int = Field(128, gt=0)
     max_wait_ms: float = Field(2.0, ge=0)
     max_queue_tokens: int = Field(1_048_576, gt=0)
@@ -74,6 +76,15 @@ class Settings(BaseSettings):
 
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish before exit."
+    )
+
+    malloc_mmap_threshold: int = Field(
+        4 * 2**20,
+        ge=0,
+        le=2**30,
+        description="glibc malloc, in servers with torch models: blocks this large or larger get their own "
+        "mappings, returned when freed, so memory does not creep up with each new batch shape; 0: glibc's own "
+        "(growing) threshold. ONNX Runtime keeps its own arena and gains nothing from it.",
     )
 
     log_level: str = "info"
