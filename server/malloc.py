@@ -4,8 +4,11 @@ glibc raises its mmap threshold each time a large block is freed (up to 32 MiB),
 activations come to live in the heap, and every new batch shape leaves holes that are never returned:
 the torch server grew from 535 to 1614 MB over a benchmark grid of loads (bench run 20261123T124624Z).
 A fixed threshold keeps blocks above it in their own mappings, returned to the system when freed:
-4 MiB held a `long` 32×32 load at 632 MB instead of 962, at a cost within the noise of a shared
-2-core machine (1 MiB: 615 MB but ~18% fewer items/s). ONNX Runtime's own arena gains nothing from it
+4 MiB held a `long` 32×32 load at 631 MB instead of 915 (16 MiB: 810), and mixed 32×1 at 639–648 MB
+instead of 691–714. The price is page faults on fresh mappings: in alternating A/B runs on this 2-core
+machine, mixed 32×1 gave 52–65 items/s against 61–70 without it (0–15% less, inside a noise of ±15%);
+1 MiB saved little more (615 MB) for ~18% fewer items/s. Bounded memory under changing loads is worth
+that here; `EMBEDSERVE_MALLOC_MMAP_THRESHOLD=0` gives the other choice. ONNX Runtime's own arena gains nothing from it
 (238 against 237 MB), so the server sets it only when it serves torch models."""
 
 from __future__ import annotations
