@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 from starlette.requests import Request
@@ -14,7 +14,7 @@ from server.errors import ApiError
 from server.model_host import Admission, Embeddings, ModelHost, ServedModel
 from server.upstream.client import UpstreamModel
 from server.upstream.gateway import Gateway
-from server.upstream.protocols import EmbedOptions
+from server.upstream.protocols import EmbedOptions, Relevance, Vectors
 
 T = TypeVar("T")
 
@@ -103,14 +103,27 @@ async def embed_upstream(
     request: Request, upstream: UpstreamModel, inputs: Sequence[str] | Sequence[Sequence[int]], options: EmbedOptions
 ) -> Embeddings:
     check_count(request, len(inputs))
-    estimate = estimate_tokens(inputs)
+    vectors, tokens = await call_upstream(
+        request, upstream, estimate_tokens(inputs), lambda deadline: upstream.embed(inputs, options, deadline)
+    )
+    return Embeddings(vectors.rows, tokens)
+
+
+Answer = TypeVar("Answer", Vectors, Relevance)
+
+
+async def call_upstream(
+    request: Request, upstream: UpstreamModel, estimate: int, call: Callable[[float], Awaitable[Answer]]
+) -> tuple[Answer, int]:
+    """An upstream call under the caller's token admission (by `estimate`, before it is sent) and the
+    request's deadline; with the input tokens to report: the upstream's count, or the estimate."""
     if (admit := admission(request)) is not None:
         await admit(estimate)
     seconds = deadline_seconds(request)
-    vectors = await run_within_deadline(request, upstream.embed(inputs, options, deadline_in(seconds)), seconds)
-    tokens = vectors.tokens if vectors.tokens is not None else estimate
+    answer = await run_within_deadline(request, call(deadline_in(seconds)), seconds)
+    tokens = answer.tokens if answer.tokens is not None else estimate
     host_of(request).metrics.tokens.labels(upstream.spec.id).inc(tokens)
-    return Embeddings(vectors.rows, tokens)
+    return answer, tokens
 
 
 def deadline_in(seconds: float) -> float:

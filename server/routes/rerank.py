@@ -12,8 +12,7 @@ from server.model_host import Scores
 from server.responses import json_response
 from server.routes.common import (
     admission,
-    deadline_in,
-    deadline_seconds,
+    call_upstream,
     estimate_tokens,
     host_of,
     run_within_deadline,
@@ -51,18 +50,17 @@ async def _rerank(request: Request, body: RerankOptions, documents: list[str], p
 async def _rerank_upstream(
     request: Request, upstream: UpstreamModel, body: RerankOptions, documents: list[str]
 ) -> Scores:
-    estimate = estimate_tokens([body.query] * len(documents)) + estimate_tokens(documents)
-    if (admit := admission(request)) is not None:
-        await admit(estimate)
-    if not documents:
+    if not documents:  # as for local models: nothing to send, nothing to count
         return Scores(np.zeros(0, dtype=np.float32), 0)
-    seconds = deadline_seconds(request)
-    work = upstream.rerank(
-        body.query, documents, raw_scores=body.raw_scores, truncate=body.truncate, deadline=deadline_in(seconds)
+    estimate = estimate_tokens([body.query] * len(documents)) + estimate_tokens(documents)
+    relevance, tokens = await call_upstream(
+        request,
+        upstream,
+        estimate,
+        lambda deadline: upstream.rerank(
+            body.query, documents, raw_scores=body.raw_scores, truncate=body.truncate, deadline=deadline
+        ),
     )
-    relevance = await run_within_deadline(request, work, seconds)
-    tokens = relevance.tokens if relevance.tokens is not None else estimate
-    host_of(request).metrics.tokens.labels(upstream.spec.id).inc(tokens)
     return Scores(relevance.scores, tokens)
 
 

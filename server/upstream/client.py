@@ -17,7 +17,7 @@ import orjson
 
 from server.metrics import Metrics
 from server.upstream.balancer import Balancer, Endpoint
-from server.upstream.config import UpstreamSpec
+from server.upstream.config import EndpointSpec, UpstreamSpec
 from server.upstream.protocols import PROTOCOLS, BadAnswer, EmbedOptions, Inputs, Relevance, Unsupported, Vectors
 
 log = logging.getLogger("embedserve.upstream")
@@ -65,6 +65,7 @@ class UpstreamModel:
         self._headers = {"content-type": "application/json"} | ({"authorization": f"Bearer {key}"} if key else {})
         self._client: httpx.AsyncClient | None = None
         self._health_task: asyncio.Task[None] | None = None
+        self._first_checks: set[asyncio.Task[bool]] = set()
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -306,8 +307,22 @@ class UpstreamModel:
         elif endpoint.ejections:
             log.info("upstream endpoint re-admitted", extra={"model": self.spec.id, "endpoint": endpoint.url})
 
-    def forget(self, endpoint: Endpoint) -> None:
-        """Drops a removed endpoint's metric series."""
+    # -- run-time changes (the admin API) -------------------------------------------------
+
+    def add_endpoint(self, spec: EndpointSpec) -> Endpoint:
+        """Puts an endpoint in rotation; with active checks, its first one starts now, so one that is down
+        is on its way out at once. ValueError if it is listed already."""
+        endpoint = self.balancer.add(spec)
+        self._on_health_change(endpoint)
+        if self.spec.health_check.interval > 0:
+            check = asyncio.create_task(self.check_health(endpoint))
+            self._first_checks.add(check)  # held, so the task is not collected mid-flight
+            check.add_done_callback(self._first_checks.discard)
+        return endpoint
+
+    def remove_endpoint(self, url: str) -> None:
+        """Takes an endpoint out, with its metric series. KeyError if it is not listed."""
+        endpoint = self.balancer.remove(url)
         for gauge in (self.metrics.upstream_healthy, self.metrics.upstream_outstanding):
             try:
                 gauge.remove(self.spec.id, endpoint.url)

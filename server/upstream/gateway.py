@@ -32,7 +32,6 @@ class Gateway:
                     raise ValueError(f"model name {name!r} is used by two upstream entries")
                 self._by_name[name] = model
         self._lock = asyncio.Lock()
-        self._checks: set[asyncio.Task[bool]] = set()  # first health checks of added endpoints
 
     @property
     def names(self) -> set[str]:
@@ -59,14 +58,9 @@ class Gateway:
         model = self.models[model_id]
         async with self._lock:
             try:
-                added = model.balancer.add(endpoint)
+                model.add_endpoint(endpoint)
             except ValueError as exc:
                 raise EndpointConflict(str(exc)) from None
-            model._on_health_change(added)
-            if model.spec.health_check.interval > 0:  # one that is down starts on its way out of rotation
-                check = asyncio.create_task(model.check_health(added))
-                self._checks.add(check)
-                check.add_done_callback(self._checks.discard)
             return await self._persist(model)
 
     async def remove_endpoint(self, model_id: str, url: str) -> bool:
@@ -78,7 +72,7 @@ class Gateway:
                 raise EndpointConflict(
                     f"{url} is the last endpoint of {model_id!r}; remove the model from the file instead"
                 )
-            model.forget(model.balancer.remove(url))
+            model.remove_endpoint(url)
             return await self._persist(model)
 
     async def _persist(self, model: UpstreamModel) -> bool:

@@ -167,8 +167,7 @@ class OpenAIProtocol(Protocol):
     def rerank_body(
         self, query: str, documents: Sequence[str], model: str, *, raw_scores: bool, truncate: bool
     ) -> dict[str, Any]:
-        body: dict[str, Any] = {"model": model, "query": query, "documents": list(documents)}
-        body["return_documents"] = False
+        body: dict[str, Any] = {"model": model, "query": query, "documents": list(documents), "return_documents": False}
         if raw_scores:
             body["raw_scores"] = True
         return body
