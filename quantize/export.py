@@ -174,46 +174,58 @@ def _prompts(model: Any) -> tuple[dict[str, str], str | None]:
     return prompts, default if default in prompts else None
 
 
-def _load_embedder(src: str) -> dict[str, Any]:
-    from sentence_transformers import SentenceTransformer
-
+def _load(cls: Any, src: str) -> Any:
+    """The folder as a float32 sentence-transformers model of class `cls`, in eval mode."""
     try:
-        model = SentenceTransformer(src, device="cpu")
+        model = cls(src, device="cpu")
     except Exception as exc:  # the library raises many types for a bad folder
-        raise ExportError(f"cannot load {src!r} as a SentenceTransformer: {exc}") from exc
-    model.float().eval()
-    pipeline = read_embed_pipeline(model)
-    first = model[0]
+        raise ExportError(f"cannot load {src!r} as a {cls.__name__}: {exc}") from exc
+    return model.float().eval()
+
+
+def _config(model: Any, first: Any, kind: str, **head: Any) -> tuple[Any, dict[str, Any]]:
+    """The transformer and embedserve.json for either kind; `head` holds what differs (pooling, normalize,
+    dimension, num_labels). Caps the model's max_seq_length at the limit it records."""
     hf_model = first.auto_model
     max_length = _max_length(model.max_seq_length, first)
     model.max_seq_length = max_length
     prompts, default = _prompts(model)
     config = {
         "format": FORMAT,
-        "kind": "embed",
+        "kind": kind,
         "model_type": hf_model.config.model_type,
         "max_length": max_length,
         **_tokenizer_settings(model.tokenizer, hf_model.config),
-        "pooling": {"mode": pipeline.pooling_mode, "include_prompt": pipeline.include_prompt},
         "dense": [],
-        "normalize": pipeline.normalize,
-        "dimension": int(model.get_embedding_dimension()),
-        "num_labels": None,
+        **head,
         "prompts": prompts,
         "default_prompt": default,
         "files": {"fp32": "model.onnx", "int8": None},
     }
+    return hf_model, config
+
+
+def _load_embedder(src: str) -> dict[str, Any]:
+    from sentence_transformers import SentenceTransformer
+
+    model = _load(SentenceTransformer, src)
+    pipeline = read_embed_pipeline(model)
+    hf_model, config = _config(
+        model,
+        model[0],
+        "embed",
+        pooling={"mode": pipeline.pooling_mode, "include_prompt": pipeline.include_prompt},
+        normalize=pipeline.normalize,
+        dimension=int(model.get_embedding_dimension()),
+        num_labels=None,
+    )
     return {"model": model, "hf_model": hf_model, "tokenizer": model.tokenizer, "config": config, "pipeline": pipeline}
 
 
 def _load_reranker(src: str) -> dict[str, Any]:
     from sentence_transformers import CrossEncoder
 
-    try:
-        model = CrossEncoder(src, device="cpu")
-    except Exception as exc:  # the library raises many types for a bad folder
-        raise ExportError(f"cannot load {src!r} as a CrossEncoder: {exc}") from exc
-    model.float().eval()
+    model = _load(CrossEncoder, src)
     modules = list(model)
     first = modules[0] if modules else None
     if (
@@ -222,24 +234,8 @@ def _load_reranker(src: str) -> dict[str, Any]:
         or set(getattr(first, "modality_config", {})) != {"text"}
     ):
         raise ExportError(f"{src!r} is not a text sequence-classification cross-encoder")
-    hf_model = first.auto_model
-    max_length = _max_length(model.max_seq_length, first)
-    model.max_seq_length = max_length
-    prompts, default = _prompts(model)
     num_labels = int(model.num_labels)
-    config = {
-        "format": FORMAT,
-        "kind": "rerank",
-        "model_type": hf_model.config.model_type,
-        "max_length": max_length,
-        **_tokenizer_settings(model.tokenizer, hf_model.config),
-        "pooling": None,
-        "dense": [],
-        "normalize": False,
-        "dimension": num_labels,
-        "num_labels": num_labels,
-        "prompts": prompts,
-        "default_prompt": default,
-        "files": {"fp32": "model.onnx", "int8": None},
-    }
+    hf_model, config = _config(
+        model, first, "rerank", pooling=None, normalize=False, dimension=num_labels, num_labels=num_labels
+    )
     return {"model": model, "hf_model": hf_model, "tokenizer": model.tokenizer, "config": config, "pipeline": None}
