@@ -26,11 +26,19 @@ class LoadedModel:
     memory_bytes: int
 
 
-def load_model(spec: ModelSpec) -> LoadedModel:
-    """Loads and warms one model (blocking: call it from a thread)."""
+def load_model(
+    spec: ModelSpec, *, max_batch_tokens: int | None = None, max_batch_size: int | None = None
+) -> LoadedModel:
+    """Loads and warms one model (blocking: call it from a thread).
+
+    A compiled torch model compiles every shape it will be given here, before it is served; the
+    batcher's limits for the model (`max_batch_tokens`, `max_batch_size`) bound those shapes, and
+    default to the batcher's defaults on accelerators."""
     started, rss_before = time.perf_counter(), rss_bytes()
     source = resolve_source(spec.source)
     model = _build(spec, source)
+    warm = getattr(model.runner, "warm", None)
+    compiled = warm(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size) if warm else None
     if isinstance(model, Reranker):
         model.runner.run(model.tokenize(_WARMUP_QUERY, _WARMUP_TEXTS))
     else:
@@ -49,6 +57,16 @@ def load_model(spec: ModelSpec) -> LoadedModel:
             "max_length": info.max_length,
             "load_seconds": round(loaded.load_seconds, 3),
             "memory_mb": round(loaded.memory_bytes / 2**20, 1),
+            **(
+                {
+                    "compiled_lengths": len(compiled.warmed),
+                    "compile_backend": str(compiled.backend),
+                    "compile_lengths": compiled.lengths,
+                    "compile_seconds": round(compiled.warm_seconds, 3),
+                }
+                if compiled is not None
+                else {}
+            ),
         },
     )
     return loaded

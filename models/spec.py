@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 ModelKind = Literal["embed", "rerank"]
 Backend = Literal["torch", "onnx", "onnx-int8"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
+Compile = Literal["auto", "off", "on"]
 
 
 class ModelSpec(BaseModel):
@@ -26,12 +27,25 @@ class ModelSpec(BaseModel):
     dtype: DType = "auto"
     max_length: int | None = Field(default=None, gt=0, description="Token limit; default: the folder's own.")
     threads: int | None = Field(default=None, gt=0, description="Intra-op threads for this model's runner.")
+    compile: Compile = Field(
+        default="auto",
+        description="torch.compile the forward pass, every length bucket at start-up (torch backend); "
+        "auto: on for CUDA, off elsewhere.",
+    )
     prompts: dict[str, str] = Field(
         default_factory=dict, description="Prompts by name, added to (and overriding) the folder's own."
     )
     default_prompt: str | None = Field(
         default=None, description="Prompt name used when a request names none; default: the folder's own."
     )
+
+    @field_validator("compile", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: object) -> object:
+        """YAML 1.1 reads a bare `on`/`off` as true/false."""
+        if isinstance(value, bool):
+            return "on" if value else "off"
+        return value
 
     @property
     def names(self) -> tuple[str, ...]:

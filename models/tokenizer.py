@@ -113,9 +113,14 @@ class TextTokenizer:
             out.append(Tokens(full, [0] * len(full) if self.with_type_ids else None, truncated))
         return out
 
-    def pad(self, batch: Sequence[Tokens]) -> dict[str, np.ndarray]:
-        """Right-pads a batch to its longest item: input_ids, attention_mask (and token_type_ids)."""
-        width = max(len(t) for t in batch)
+    def pad(self, batch: Sequence[Tokens], width: int | None = None) -> dict[str, np.ndarray]:
+        """Right-pads a batch to its longest item, or to `width` (a compiled model's length bucket):
+        input_ids, attention_mask (and token_type_ids)."""
+        longest = max(len(t) for t in batch)
+        if width is None:
+            width = longest
+        elif width < longest:
+            raise ValueError(f"cannot pad a batch with a {longest}-token item to {width} tokens")
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
         types = np.zeros((len(batch), width), dtype=np.int64) if self.with_type_ids else None

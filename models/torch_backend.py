@@ -7,6 +7,7 @@ A trailing Normalize module is left out so each request can choose normalization
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,9 @@ from models.errors import ModelLoadError
 from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import TextTokenizer
+from models.transfer import to_device, to_host
+
+WARM_TEXT = "A longer sentence warms up the kernels for a few more positions of the sequence."
 
 _DTYPES = {"float32", "float16", "bfloat16"}
 
@@ -50,18 +54,47 @@ def pick_dtype(requested: str, device: str, model_type: str = "") -> str:
     return "bfloat16" if model_type in _NO_FLOAT16 else "float16"
 
 
-def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, str]:
-    """A sentence-transformers model (SentenceTransformer or CrossEncoder) on the spec's device,
-    with the spec's thread count; the device it went to."""
+def wants_compile(setting: str, device: str) -> bool:
+    """ModelSpec.compile on `device`: "auto" compiles on CUDA only; elsewhere a compile costs more
+    start-up than it saves (CPU inductor: ~15-25 s per length bucket even for a tiny model)."""
+    if setting == "auto":
+        return device.startswith("cuda")
+    return setting == "on"
+
+
+def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, str, str]:
+    """A sentence-transformers model (SentenceTransformer or CrossEncoder) in eval mode on the spec's
+    device and dtype, with the spec's thread count; the device and dtype it got.
+
+    Off the CPU the weights load straight in the target dtype (no float32 copy on the accelerator),
+    where the folder's config.json names the family; transformers picks its attention
+    implementation itself: "sdpa" wherever the model class supports it (BERT, XLM-R and Gemma3 in
+    4.57, Gemma3's bidirectional masks included)."""
     import torch
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
     device = pick_device(spec.device)
+    dtype = pick_dtype(spec.dtype, device, _folder_model_type(source))
+    kwargs = {"model_kwargs": {"dtype": getattr(torch, dtype)}} if dtype != "float32" else {}
     try:
-        return model_class(source, device=device), device
+        model = model_class(source, device=device, **kwargs)
     except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
         raise ModelLoadError(f"cannot load {spec.kind} model {spec.id!r} from {source!r}: {exc}") from exc
+    modules = list(model)
+    # The loaded config decides (a hub id has no local config.json to read beforehand).
+    dtype = pick_dtype(spec.dtype, device, getattr(_config(modules[0]) if modules else None, "model_type", ""))
+    if model.dtype != getattr(torch, dtype):
+        model.to(getattr(torch, dtype))
+    model.eval()
+    return model, device, dtype
+
+
+def _folder_model_type(source: str) -> str:
+    try:
+        return str(json.loads((Path(source) / "config.json").read_text()).get("model_type", ""))
+    except (OSError, ValueError, AttributeError):
+        return ""
 
 
 class TorchEmbeddingRunner:
@@ -70,12 +103,7 @@ class TorchEmbeddingRunner:
         from sentence_transformers import SentenceTransformer
 
         self._torch = torch
-        model, device = load_st_model(spec, source, SentenceTransformer)
-        config = _config(model[0])
-        dtype = pick_dtype(spec.dtype, device, getattr(config, "model_type", ""))
-        if dtype != "float32":
-            model.to(getattr(torch, dtype))
-        model.eval()
+        model, device, dtype = load_st_model(spec, source, SentenceTransformer)
 
         modules = list(model)
         normalized = bool(modules) and type(modules[-1]).__name__ == "Normalize"
@@ -110,6 +138,13 @@ class TorchEmbeddingRunner:
             ),
             dtype=np.int64,
         )
+        self._compiled = None
+        if wants_compile(spec.compile, device):
+            from models.compiled import CompiledForward
+
+            self._compiled = CompiledForward(
+                self._modules, "sentence_embedding", max_length=max_length, required=spec.compile == "on"
+            )
         self.info = ModelInfo(
             id=spec.id,
             kind=spec.kind,
@@ -130,14 +165,26 @@ class TorchEmbeddingRunner:
     def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
         return self.tokenizer.encode_ids(ids, truncate=truncate)
 
+    def warm(self, *, max_batch_tokens: int | None = None, max_batch_size: int | None = None) -> Any:
+        """Compiles every length bucket now, at start-up, for batches within the batcher's limits
+        (default: its defaults on accelerators); a no-op when not compiling. The compiled forward, or None."""
+        if self._compiled is not None:
+            limits = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size}
+            sample = self.tokenize([WARM_TEXT])[0]
+            self._compiled.warm(self.tokenizer, sample, self._device, **{k: v for k, v in limits.items() if v})
+        return self._compiled
+
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         torch = self._torch
-        arrays = self.tokenizer.pad(batch)
+        compiled = self._compiled
+        arrays = compiled.pad(self.tokenizer, batch) if compiled is not None else None
         with torch.inference_mode():
-            features = to_device(arrays, self._device)
+            if arrays is not None:
+                return to_host(compiled(to_device(arrays, self._device))[: len(batch)])
+            features = to_device(self.tokenizer.pad(batch), self._device)
             for module in self._modules:
                 features = module(features)
-            return features["sentence_embedding"].float().cpu().numpy()
+            return to_host(features["sentence_embedding"])
 
     def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]:
         """bge-m3's lexical weights: relu(sparse_linear(last hidden state)) per token, the largest
@@ -149,7 +196,7 @@ class TorchEmbeddingRunner:
         with torch.inference_mode():
             features = to_device(arrays, self._device)
             hidden = self._modules[0](features)["token_embeddings"]
-            weights = torch.relu(self._sparse_head(hidden)).squeeze(-1).float().cpu().numpy()
+            weights = to_host(torch.relu(self._sparse_head(hidden)).squeeze(-1))
         vectors = []
         for row, tokens in zip(weights, batch):
             ids = np.asarray(tokens.ids, dtype=np.int64)
@@ -173,13 +220,6 @@ def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any
     head = torch.nn.Linear(hidden, 1)
     head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return head.to(device=device, dtype=getattr(torch, dtype)).eval()
-
-
-def to_device(arrays: dict[str, np.ndarray], device: Any) -> dict[str, Any]:
-    """A padded batch's arrays as tensors on the model's device (call under inference_mode)."""
-    import torch
-
-    return {name: torch.from_numpy(array).to(device, non_blocking=True) for name, array in arrays.items()}
 
 
 def _config(first_module: Any) -> Any:

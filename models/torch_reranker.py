@@ -13,6 +13,7 @@ make CrossEncoder format pairs as chat messages, which `PairTokenizer` does not 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -21,7 +22,8 @@ from models.reranker import scores_per_pair
 from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import PairTokenizer
-from models.torch_backend import _position_limit, load_st_model, pick_dtype, to_device
+from models.torch_backend import WARM_TEXT, _position_limit, load_st_model, wants_compile
+from models.transfer import to_device, to_host
 
 
 class TorchRerankRunner:
@@ -30,7 +32,7 @@ class TorchRerankRunner:
         from sentence_transformers import CrossEncoder
 
         self._torch = torch
-        model, device = load_st_model(spec, source, CrossEncoder)
+        model, device, dtype = load_st_model(spec, source, CrossEncoder)
 
         modules = list(model)
         first = modules[0] if modules else None
@@ -45,11 +47,6 @@ class TorchRerankRunner:
                 f"reranker {spec.id!r} from {source!r} is not a text sequence-classification cross-encoder "
                 "with a fast tokenizer (causal-LM rerankers and chat-template pair formats are not supported)"
             )
-        config = first.auto_model.config
-        dtype = pick_dtype(spec.dtype, device, getattr(config, "model_type", ""))
-        if model.dtype != getattr(torch, dtype):
-            model.to(getattr(torch, dtype))
-        model.eval()
         self._modules = modules
         self._device = torch.device(device)
 
@@ -67,6 +64,12 @@ class TorchRerankRunner:
             )
         except ValueError as exc:
             raise ModelLoadError(f"reranker {spec.id!r}: {exc}") from exc
+
+        self._compiled = None
+        if wants_compile(spec.compile, device):
+            from models.compiled import CompiledForward
+
+            self._compiled = CompiledForward(modules, "scores", max_length=max_length, required=spec.compile == "on")
 
         self.num_labels = int(model.num_labels)
         activation = getattr(model, "activation_fn", None)
@@ -87,15 +90,27 @@ class TorchRerankRunner:
             default_prompt=spec.default_prompt or model.default_prompt_name,
         )
 
+    def warm(self, *, max_batch_tokens: int | None = None, max_batch_size: int | None = None) -> Any:
+        """Compiles every length bucket now, at start-up (see TorchEmbeddingRunner.warm)."""
+        if self._compiled is not None:
+            limits = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size}
+            sample = self.tokenizer.encode_pairs(WARM_TEXT, [WARM_TEXT])[0]
+            self._compiled.warm(self.tokenizer, sample, self._device, **{k: v for k, v in limits.items() if v})
+        return self._compiled
+
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         """Raw logits, float32: shape (len(batch),) for one label, (len(batch), num_labels) otherwise."""
         if not batch:
             return np.zeros((0,) if self.num_labels == 1 else (0, self.num_labels), dtype=np.float32)
         torch = self._torch
-        arrays = self.tokenizer.pad(batch)
+        compiled = self._compiled
+        arrays = compiled.pad(self.tokenizer, batch) if compiled is not None else None
         with torch.inference_mode():
-            features = to_device(arrays, self._device)
-            for module in self._modules:
-                features = module(features)
-            scores = features["scores"].float().cpu().numpy()
+            if arrays is not None:
+                scores = to_host(compiled(to_device(arrays, self._device))[: len(batch)])
+            else:
+                features = to_device(self.tokenizer.pad(batch), self._device)
+                for module in self._modules:
+                    features = module(features)
+                scores = to_host(features["scores"])
         return scores_per_pair(scores, self.num_labels, len(batch))

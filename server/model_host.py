@@ -111,7 +111,10 @@ class ModelHost:
     async def _load_all(self) -> None:
         for spec in self.registry.specs:
             try:
-                loaded = await asyncio.to_thread(load_model, spec)
+                limits = self.batching[spec.id]
+                loaded = await asyncio.to_thread(
+                    load_model, spec, max_batch_tokens=limits.max_batch_tokens, max_batch_size=limits.max_batch_size
+                )
                 config = self.batching[spec.id].for_device(loaded.model.info.device, loaded.model.info.backend)
                 served = ServedModel(spec, loaded, self._batcher(spec.id, loaded.model.runner.run, config))
                 if isinstance(loaded.model, Embedder) and loaded.model.info.sparse:
