@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 ModelKind = Literal["embed", "rerank"]
 Backend = Literal["torch", "onnx", "onnx-int8"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Compile = Literal["auto", "off", "on"]
+Packing = Literal["auto", "off"]
 
 
 class ModelSpec(BaseModel):
@@ -32,6 +33,11 @@ class ModelSpec(BaseModel):
         description="torch.compile the forward pass, every length bucket at start-up (torch backend); "
         "auto: on for CUDA, off elsewhere.",
     )
+    packing: Packing = Field(
+        default="auto",
+        description="auto: BERT-family encoders (BERT, RoBERTa, XLM-R) run on real tokens only, no work "
+        "on padding (torch backend, uncompiled); off: the model's own padded forward.",
+    )
     prompts: dict[str, str] = Field(
         default_factory=dict, description="Prompts by name, added to (and overriding) the folder's own."
     )
@@ -39,12 +45,12 @@ class ModelSpec(BaseModel):
         default=None, description="Prompt name used when a request names none; default: the folder's own."
     )
 
-    @field_validator("compile", mode="before")
+    @field_validator("compile", "packing", mode="before")
     @classmethod
-    def _yaml_booleans(cls, value: object) -> object:
+    def _yaml_booleans(cls, value: object, info: ValidationInfo) -> object:
         """YAML 1.1 reads a bare `on`/`off` as true/false."""
         if isinstance(value, bool):
-            return "on" if value else "off"
+            return ("on" if info.field_name == "compile" else "auto") if value else "off"
         return value
 
     @property

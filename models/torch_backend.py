@@ -8,6 +8,7 @@ A trailing Normalize module is left out so each request can choose normalization
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,13 @@ from typing import Any
 import numpy as np
 
 from models.errors import ModelLoadError
+from models.packed_encoder import PackedEncoder, packing_unsupported
 from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import TextTokenizer
 from models.transfer import to_device, to_host
+
+log = logging.getLogger("embedserve.models")
 
 WARM_TEXT = "A longer sentence warms up the kernels for a few more positions of the sequence."
 
@@ -139,6 +143,7 @@ class TorchEmbeddingRunner:
             dtype=np.int64,
         )
         self._compiled = None
+        self._packed = _packed_encoder(spec, first) if not wants_compile(spec.compile, device) else None
         if wants_compile(spec.compile, device):
             from models.compiled import CompiledForward
 
@@ -181,10 +186,18 @@ class TorchEmbeddingRunner:
         with torch.inference_mode():
             if arrays is not None:
                 return to_host(compiled(to_device(arrays, self._device))[: len(batch)])
-            features = to_device(self.tokenizer.pad(batch), self._device)
-            for module in self._modules:
+            features = self._token_embeddings(self.tokenizer.pad(batch))
+            for module in self._modules[1:]:
                 features = module(features)
             return to_host(features["sentence_embedding"])
+
+    def _token_embeddings(self, arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+        """The transformer's features for a padded batch: run packed (real tokens only) where the
+        family allows, else the module's own padded forward. Call under inference_mode."""
+        if self._packed is None:
+            return self._modules[0](to_device(arrays, self._device))
+        mask = self._torch.from_numpy(arrays["attention_mask"]).to(self._device, non_blocking=True)
+        return {"attention_mask": mask, "token_embeddings": self._packed(self._packed.pack(arrays), self._device)}
 
     def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]:
         """bge-m3's lexical weights: relu(sparse_linear(last hidden state)) per token, the largest
@@ -194,8 +207,7 @@ class TorchEmbeddingRunner:
         torch = self._torch
         arrays = self.tokenizer.pad(batch)
         with torch.inference_mode():
-            features = to_device(arrays, self._device)
-            hidden = self._modules[0](features)["token_embeddings"]
+            hidden = self._token_embeddings(arrays)["token_embeddings"]
             weights = to_host(torch.relu(self._sparse_head(hidden)).squeeze(-1))
         vectors = []
         for row, tokens in zip(weights, batch):
@@ -207,6 +219,18 @@ class TorchEmbeddingRunner:
             np.maximum.at(best, where, values[keep])
             vectors.append(SparseVector(indices, best))
         return vectors
+
+
+def _packed_encoder(spec: ModelSpec, first_module: Any) -> PackedEncoder | None:
+    """The packed runner of the transformer module, when the spec allows it and the family has one."""
+    model = getattr(first_module, "auto_model", None)
+    if spec.packing == "off" or model is None:
+        return None
+    reason = packing_unsupported(model)
+    if reason is not None:
+        log.debug("model runs padded", extra={"model": spec.id, "reason": reason})
+        return None
+    return PackedEncoder(model)
 
 
 def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any:

@@ -1,0 +1,82 @@
+"""Packed execution of BERT-family encoders: the padded forward's outputs, from real tokens only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.packed_encoder import PackedEncoder, attention_groups, pack, packing_unsupported
+from tests.fixtures.tiny_models import SAMPLE_TEXTS
+
+TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence " * 40, "x"]
+
+
+def _encoder(folder: Path):  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(str(folder), device="cpu")
+    return model, model[0].auto_model
+
+
+@pytest.mark.parametrize("family", ["tiny_bert_dir", "tiny_xlmr_dir", "minilm_dir"])
+def test_hidden_states_equal_the_padded_forward_at_every_real_token(
+    family: str, request: pytest.FixtureRequest
+) -> None:
+    st_model, hf_model = _encoder(request.getfixturevalue(family))
+    features = {name: value for name, value in st_model.tokenize(TEXTS).items() if name != "modality"}
+    arrays = {name: value.numpy() for name, value in features.items()}
+    assert arrays["attention_mask"].sum() < arrays["attention_mask"].size / 2  # mostly padding
+    encoder = PackedEncoder(hf_model)
+    batch = encoder.pack(arrays)
+    assert len(batch.groups) > 1  # the long text attends apart from the short ones
+    with torch.inference_mode():
+        padded = hf_model(**features).last_hidden_state
+        packed = encoder(batch, torch.device("cpu"))
+    mask = features["attention_mask"].bool()
+    assert packed.shape == padded.shape
+    torch.testing.assert_close(packed[mask], padded[mask], atol=1e-5, rtol=1e-5)
+    assert not packed[~mask].any()  # pad positions stay zero: pooling never sees them
+
+
+def test_pair_inputs_keep_their_token_types(tiny_bert_dir: Path) -> None:
+    st_model, hf_model = _encoder(tiny_bert_dir)
+    encoded = st_model.tokenizer(
+        ["a query", "another query here"], ["its document", "doc"], padding=True, return_tensors="pt"
+    )
+    assert encoded["token_type_ids"].any()
+    arrays = {name: value.numpy() for name, value in encoded.items()}
+    encoder = PackedEncoder(hf_model)
+    with torch.inference_mode():
+        padded = hf_model(**encoded).last_hidden_state
+        packed = encoder(encoder.pack(arrays), torch.device("cpu"))
+    mask = encoded["attention_mask"].bool()
+    torch.testing.assert_close(packed[mask], padded[mask], atol=1e-5, rtol=1e-5)
+
+
+def test_positions_follow_each_family_rule() -> None:
+    ids = np.array([[5, 6, 7], [8, 1, 1]])
+    mask = np.array([[1, 1, 1], [1, 0, 0]])
+    bert = pack({"input_ids": ids, "attention_mask": mask}, roberta_positions=False, padding_idx=0, hidden=384)
+    assert bert.input_ids.tolist() == [5, 6, 7, 8]
+    assert bert.position_ids.tolist() == [0, 1, 2, 0]
+    assert bert.index.tolist() == [0, 1, 2, 3]
+    roberta = pack({"input_ids": ids, "attention_mask": mask}, roberta_positions=True, padding_idx=1, hidden=384)
+    assert roberta.position_ids.tolist() == [2, 3, 4, 2]  # counted from padding_idx + 1
+
+
+def test_short_rows_attend_apart_from_a_long_one_only_where_it_saves_work() -> None:
+    groups = attention_groups(np.array([256, 12, 10, 250, 60]), hidden=384)
+    assert [g.tolist() for g in groups] == [[0, 3], [1, 2, 4]]
+    assert len(attention_groups(np.array([16, 6, 9, 12]), hidden=384)) == 1  # queries: one grid
+    assert len(attention_groups(np.array([128, 40]), hidden=384)) == 1  # padding costs less than a split
+
+
+def test_other_families_are_refused_with_the_reason(tiny_gemma3_dir: Path) -> None:
+    _, hf_model = _encoder(tiny_gemma3_dir)
+    reason = packing_unsupported(hf_model)
+    assert reason is not None and "gemma3" in reason
+    with pytest.raises(ValueError, match="cannot run this model packed"):
+        PackedEncoder(hf_model)
