@@ -213,3 +213,44 @@ class _DeviceGroup:
         self.tokens = torch.from_numpy(group.tokens).to(device, non_blocking=True) if group.tokens is not None else None
         self.grid_index = torch.from_numpy(group.grid_index).to(device, non_blocking=True)
         self.key_mask = torch.from_numpy(group.key_mask).to(device, non_blocking=True)[:, None, None, :]
+
+
+# Sequence-classification models whose head reads the first ([CLS]) token of the last hidden state.
+_CLASSIFIERS = {
+    "BertForSequenceClassification": "pooler",
+    "RobertaForSequenceClassification": "head",
+    "XLMRobertaForSequenceClassification": "head",
+    "CamembertForSequenceClassification": "head",
+}
+
+
+def classifier_unsupported(model: Any) -> str | None:
+    """Why `model` (a transformers sequence classifier) cannot run packed, or None when it can."""
+    name = type(model).__name__
+    if name not in _CLASSIFIERS:
+        return f"{name} is not one of {', '.join(_CLASSIFIERS)}"
+    return packing_unsupported(model.base_model)
+
+
+class PackedClassifier:
+    """A cross-encoder (BERT or (XLM-)RoBERTa sequence classification) run packed: its encoder on
+    real tokens, then the model's own head on each pair's first token. Returns the logits."""
+
+    def __init__(self, model: Any) -> None:
+        reason = classifier_unsupported(model)
+        if reason is not None:
+            raise ValueError(f"cannot run this model packed: {reason}")
+        self._model = model
+        self._encoder = PackedEncoder(model.base_model)
+        self._bert_pooler = _CLASSIFIERS[type(model).__name__] == "pooler"
+
+    def pack(self, arrays: dict[str, np.ndarray]) -> PackedBatch:
+        return self._encoder.pack(arrays)
+
+    def __call__(self, batch: PackedBatch, device: Any) -> Any:
+        """Logits, [rows, labels] (call under inference_mode)."""
+        hidden = self._encoder(batch, device)
+        model = self._model
+        if self._bert_pooler:  # BertForSequenceClassification: pooler (first token) -> dropout -> classifier
+            return model.classifier(model.dropout(model.base_model.pooler(hidden)))
+        return model.classifier(hidden)  # RobertaClassificationHead takes the first token itself

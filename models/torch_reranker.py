@@ -12,18 +12,22 @@ make CrossEncoder format pairs as chat messages, which `PairTokenizer` does not 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from models.errors import ModelLoadError
+from models.packed_encoder import PackedClassifier, classifier_unsupported
 from models.reranker import scores_per_pair
 from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import PairTokenizer
 from models.torch_backend import WARM_TEXT, _position_limit, load_st_model, wants_compile
 from models.transfer import to_device, to_host
+
+log = logging.getLogger("embedserve.models")
 
 
 class TorchRerankRunner:
@@ -71,6 +75,10 @@ class TorchRerankRunner:
 
             self._compiled = CompiledForward(modules, "scores", max_length=max_length, required=spec.compile == "on")
 
+        self._packed = None
+        if not self._compiled and spec.packing != "off" and len(modules) == 1:
+            self._packed = _packed_classifier(spec, first.auto_model)
+
         self.num_labels = int(model.num_labels)
         activation = getattr(model, "activation_fn", None)
         self.folder_activation = type(activation).__name__ if activation is not None else "Identity"
@@ -108,9 +116,20 @@ class TorchRerankRunner:
         with torch.inference_mode():
             if arrays is not None:
                 scores = to_host(compiled(to_device(arrays, self._device))[: len(batch)])
+            elif self._packed is not None:
+                scores = to_host(self._packed(self._packed.pack(self.tokenizer.pad(batch)), self._device))
             else:
                 features = to_device(self.tokenizer.pad(batch), self._device)
                 for module in self._modules:
                     features = module(features)
                 scores = to_host(features["scores"])
         return scores_per_pair(scores, self.num_labels, len(batch))
+
+
+def _packed_classifier(spec: ModelSpec, model: Any) -> PackedClassifier | None:
+    """The packed runner of a cross-encoder, when the family has one (see models.packed_encoder)."""
+    reason = classifier_unsupported(model)
+    if reason is not None:
+        log.debug("reranker runs padded", extra={"model": spec.id, "reason": reason})
+        return None
+    return PackedClassifier(model)

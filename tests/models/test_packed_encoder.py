@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.packed_encoder import PackedEncoder, attention_groups, pack, packing_unsupported
+from models.packed_encoder import PackedClassifier, PackedEncoder, attention_groups, pack, packing_unsupported
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence " * 40, "x"]
@@ -80,3 +80,22 @@ def test_other_families_are_refused_with_the_reason(tiny_gemma3_dir: Path) -> No
     assert reason is not None and "gemma3" in reason
     with pytest.raises(ValueError, match="cannot run this model packed"):
         PackedEncoder(hf_model)
+
+
+@pytest.mark.parametrize("folder", ["tiny_reranker_dir", "tiny_bert_reranker_dir", "tiny_bert_reranker_2_dir"])
+def test_cross_encoder_logits_equal_the_padded_forward(folder: str, request: pytest.FixtureRequest) -> None:
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(str(request.getfixturevalue(folder)), device="cpu")
+    hf_model = model[0].auto_model
+    documents = [*TEXTS[:-1], "d"]
+    encoded = model.tokenizer(
+        ["a query"] * len(documents), documents, padding=True, truncation=True, return_tensors="pt"
+    )
+    classifier = PackedClassifier(hf_model)
+    batch = classifier.pack({name: value.numpy() for name, value in encoded.items()})
+    assert len(batch.groups) > 1
+    with torch.inference_mode():
+        expected = hf_model(**encoded).logits
+        logits = classifier(batch, torch.device("cpu"))
+    torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)

@@ -69,6 +69,12 @@ def test_scores_equal_cross_encoder_predict(loaded: LoadedModel, cross_encoder) 
     assert list(np.argsort(-ours, kind="stable")) == list(np.argsort(-expected, kind="stable"))
 
 
+def test_packed_and_padded_forwards_score_alike(loaded: LoadedModel, folder: Path) -> None:
+    padded = load_model(ModelSpec(id="padded", source=str(folder), kind="rerank", device="cpu", packing="off"))
+    ours = loaded.model.runner.run(loaded.model.tokenize(QUERY, DOCUMENTS))
+    np.testing.assert_allclose(ours, padded.model.runner.run(padded.model.tokenize(QUERY, DOCUMENTS)), atol=1e-5)
+
+
 def test_raw_scores_are_the_log_odds_of_the_relevance_score(loaded: LoadedModel) -> None:
     raw = scores(loaded, QUERY, DOCUMENTS, raw_scores=True)
     np.testing.assert_allclose(_sigmoid(raw), scores(loaded, QUERY, DOCUMENTS), atol=1e-6)
