@@ -26,17 +26,9 @@ _ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert")
 
 def packing_unsupported(model: Any) -> str | None:
     """Why `model` (a transformers encoder) cannot run packed, or None when it can."""
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in PACKABLE_TYPES:
-        return f"model type {model_type!r} is not one of {', '.join(PACKABLE_TYPES)}"
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
-        return f"position embeddings are {config.position_embedding_type!r}, not absolute"
-    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        return "the model is a decoder"
-    if not (hasattr(model, "embeddings") and hasattr(model, "encoder")):
-        return "the model has no embeddings/encoder modules"
-    return None
+    if getattr(getattr(model, "config", None), "model_type", None) == "gemma3_text":
+        return _gemma3_unsupported(model)
+    return _bert_unsupported(model)
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,40 +119,112 @@ def _groups(key_mask: np.ndarray, hidden: int) -> tuple[AttentionGroup, ...]:
     return tuple(groups)
 
 
-class PackedEncoder:
-    """Runs a transformers BertModel / XLMRobertaModel (eval mode) on packed tokens; returns the
-    last hidden state on the padded grid, zeros at pad positions, as the padded forward's
-    `token_embeddings` (pooling reads only real positions)."""
+class _DeviceGroup:
+    """An AttentionGroup's indices and mask as tensors on the model's device, made once per batch."""
 
-    def __init__(self, model: Any) -> None:
-        reason = packing_unsupported(model)
-        if reason is not None:
-            raise ValueError(f"cannot run this model packed: {reason}")
+    def __init__(self, group: AttentionGroup, device: Any) -> None:
+        import torch
+
+        self.rows, self.length = group.rows, group.length
+        self.tokens = torch.from_numpy(group.tokens).to(device, non_blocking=True) if group.tokens is not None else None
+        self.grid_index = torch.from_numpy(group.grid_index).to(device, non_blocking=True)
+        self.key_mask = torch.from_numpy(group.key_mask).to(device, non_blocking=True)[:, None, None, :]
+
+
+class _PackedModel:
+    """What every packed family shares: the packing, the grid the output goes back to, and
+    attention run group by group on padded grids."""
+
+    hidden: int
+    roberta_positions = False
+    padding_idx = 0
+
+    def __init__(self) -> None:
         import torch
 
         self._torch = torch
+
+    def pack(self, arrays: dict[str, np.ndarray]) -> PackedBatch:
+        return pack(arrays, roberta_positions=self.roberta_positions, padding_idx=self.padding_idx, hidden=self.hidden)
+
+    def __call__(self, batch: PackedBatch, device: Any) -> Any:
+        """The last hidden state, [rows, length, hidden], zeros at pad positions (call under inference_mode)."""
+        torch = self._torch
+        groups = [_DeviceGroup(group, device) for group in batch.groups]
+        hidden = self._forward(batch, groups, device)
+        grid = hidden.new_zeros(batch.rows * batch.length, self.hidden)
+        grid[torch.from_numpy(batch.index).to(device, non_blocking=True)] = hidden
+        return grid.view(batch.rows, batch.length, self.hidden)
+
+    def _forward(self, batch: PackedBatch, groups: list[_DeviceGroup], device: Any) -> Any:
+        """[tokens, hidden] in packed order."""
+        raise NotImplementedError
+
+    def _attend(
+        self,
+        q: Any,
+        k: Any,
+        v: Any,
+        groups: list[_DeviceGroup],
+        *,
+        scale: float | None = None,
+        window: int | None = None,
+    ) -> Any:
+        """Attention of packed [tokens, heads, head_dim] queries over keys and values (fewer heads:
+        grouped-query attention), each group on its own padded grid; [tokens, heads * head_dim] out.
+        `window`: tokens attend only within that distance (bidirectional sliding window)."""
+        fused = self._torch.cat((q, k, v), dim=1)
+        shape = (q.shape[1], k.shape[1])
+        if len(groups) == 1:
+            return self._attend_group(fused, groups[0], shape, scale, window)
+        out = fused.new_empty(fused.shape[0], q.shape[1] * q.shape[2])
+        for group in groups:
+            out[group.tokens] = self._attend_group(fused[group.tokens], group, shape, scale, window)
+        return out
+
+    def _attend_group(
+        self, fused: Any, group: _DeviceGroup, heads: tuple[int, int], scale: float | None, window: int | None
+    ) -> Any:
+        torch = self._torch
+        rows, length = group.rows, group.length
+        q_heads, kv_heads = heads
+        grid = fused.new_zeros(rows * length, fused.shape[1], fused.shape[2])
+        grid[group.grid_index] = fused
+        grid = grid.view(rows, length, fused.shape[1], fused.shape[2]).transpose(1, 2)
+        q, k, v = grid[:, :q_heads], grid[:, q_heads : q_heads + kv_heads], grid[:, q_heads + kv_heads :]
+        if kv_heads != q_heads:
+            k = k.repeat_interleave(q_heads // kv_heads, dim=1)
+            v = v.repeat_interleave(q_heads // kv_heads, dim=1)
+        mask = group.key_mask
+        if window is not None and length > window:
+            columns = torch.arange(length, device=mask.device)
+            mask = mask & ((columns[None, :] - columns[:, None]).abs() < window)
+        context = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        return context.transpose(1, 2).reshape(rows * length, -1)[group.grid_index]
+
+
+class PackedEncoder(_PackedModel):
+    """A transformers BertModel / XLMRobertaModel (eval mode) on packed tokens."""
+
+    def __init__(self, model: Any) -> None:
+        reason = _bert_unsupported(model)
+        if reason is not None:
+            raise ValueError(f"cannot run this model packed: {reason}")
+        super().__init__()
         config = model.config
         self._embeddings = model.embeddings
         self._layers = list(model.encoder.layer)
         self._heads = config.num_attention_heads
-        self._hidden = config.hidden_size
-        self._head_size = self._hidden // self._heads
+        self.hidden = config.hidden_size
+        self._head_size = self.hidden // self._heads
         self.roberta_positions = config.model_type in _ROBERTA_POSITIONS
         self.padding_idx = getattr(self._embeddings, "padding_idx", None) or config.pad_token_id or 0
 
-    def pack(self, arrays: dict[str, np.ndarray]) -> PackedBatch:
-        return pack(arrays, roberta_positions=self.roberta_positions, padding_idx=self.padding_idx, hidden=self._hidden)
-
-    def __call__(self, batch: PackedBatch, device: Any) -> Any:
-        """The last hidden state, [rows, length, hidden] (call under inference_mode)."""
-        torch = self._torch
-        groups = [_DeviceGroup(group, device) for group in batch.groups]
+    def _forward(self, batch: PackedBatch, groups: list[_DeviceGroup], device: Any) -> Any:
         hidden = self._embed(batch, device)
         for layer in self._layers:
             hidden = self._layer(layer, hidden, groups)
-        grid = hidden.new_zeros(batch.rows * batch.length, self._hidden)
-        grid[torch.from_numpy(batch.index).to(device, non_blocking=True)] = hidden
-        return grid.view(batch.rows, batch.length, self._hidden)
+        return hidden
 
     def _embed(self, batch: PackedBatch, device: Any) -> Any:
         torch = self._torch
@@ -177,42 +241,96 @@ class PackedEncoder:
         return emb.LayerNorm(hidden)
 
     def _layer(self, layer: Any, hidden: Any, groups: list[_DeviceGroup]) -> Any:
-        torch = self._torch
         attention = layer.attention
         projections = attention.self
-        qkv = torch.stack((projections.query(hidden), projections.key(hidden), projections.value(hidden)))
-        if len(groups) == 1:
-            context = self._attend(qkv, groups[0])
-        else:
-            context = torch.empty_like(hidden)
-            for group in groups:
-                context[group.tokens] = self._attend(qkv[:, group.tokens], group)
+        heads = (hidden.shape[0], self._heads, self._head_size)
+        context = self._attend(
+            projections.query(hidden).view(heads),
+            projections.key(hidden).view(heads),
+            projections.value(hidden).view(heads),
+            groups,
+        )
         hidden = attention.output.LayerNorm(attention.output.dense(context) + hidden)
         inner = layer.intermediate.intermediate_act_fn(layer.intermediate.dense(hidden))
         return layer.output.LayerNorm(layer.output.dense(inner) + hidden)
 
-    def _attend(self, qkv: Any, group: _DeviceGroup) -> Any:
-        """Scaled dot-product attention of one group's tokens ([3, tokens, hidden] in, [tokens, hidden] out)."""
-        rows, length = group.rows, group.length
-        grid = qkv.new_zeros(3, rows * length, self._hidden)
-        grid[:, group.grid_index] = qkv
-        grid = grid.view(3, rows, length, self._heads, self._head_size).transpose(2, 3)
-        context = self._torch.nn.functional.scaled_dot_product_attention(
-            grid[0], grid[1], grid[2], attn_mask=group.key_mask
-        )
-        return context.transpose(1, 2).reshape(rows * length, self._hidden)[group.grid_index]
+
+class PackedGemma3(_PackedModel):
+    """A transformers Gemma3TextModel with bidirectional attention (EmbeddingGemma) on packed
+    tokens: the model's own embeddings, RMSNorms, rotary embeddings (global and local), projections
+    and MLPs; attention with grouped-query heads and, on sliding layers, the bidirectional window."""
+
+    def __init__(self, model: Any) -> None:
+        reason = _gemma3_unsupported(model)
+        if reason is not None:
+            raise ValueError(f"cannot run this model packed: {reason}")
+        super().__init__()
+        from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
+
+        config = model.config
+        self._model = model
+        self._rotate = apply_rotary_pos_emb
+        self._layers = list(model.layers[: config.num_hidden_layers])
+        self._head_dim = config.head_dim
+        self.hidden = config.hidden_size
+        self.padding_idx = config.pad_token_id or 0
+
+    def _forward(self, batch: PackedBatch, groups: list[_DeviceGroup], device: Any) -> Any:
+        torch = self._torch
+        model = self._model
+        ids = torch.from_numpy(batch.input_ids).to(device, non_blocking=True)
+        positions = torch.from_numpy(np.ascontiguousarray(batch.position_ids)).to(device, non_blocking=True)[None]
+        hidden = model.embed_tokens(ids)
+        rotary_global = [x[0] for x in model.rotary_emb(hidden, positions)]
+        rotary_local = [x[0] for x in model.rotary_emb_local(hidden, positions)]
+        for layer in self._layers:
+            attention = layer.self_attn
+            cos, sin = rotary_local if attention.is_sliding else rotary_global
+            normed = layer.input_layernorm(hidden)
+            heads = (normed.shape[0], -1, self._head_dim)
+            q = attention.q_norm(attention.q_proj(normed).view(heads))
+            k = attention.k_norm(attention.k_proj(normed).view(heads))
+            q, k = self._rotate(q, k, cos, sin, unsqueeze_dim=1)
+            context = self._attend(
+                q, k, attention.v_proj(normed).view(heads), groups,
+                scale=attention.scaling, window=attention.sliding_window,
+            )  # fmt: skip
+            hidden = hidden + layer.post_attention_layernorm(attention.o_proj(context))
+            mlp = layer.mlp(layer.pre_feedforward_layernorm(hidden))
+            hidden = hidden + layer.post_feedforward_layernorm(mlp)
+        return model.norm(hidden)
 
 
-class _DeviceGroup:
-    """An AttentionGroup's indices and mask as tensors on the model's device, made once per batch."""
+def _bert_unsupported(model: Any) -> str | None:
+    config = getattr(model, "config", None)
+    model_type = getattr(config, "model_type", None)
+    if model_type not in PACKABLE_TYPES:
+        return f"model type {model_type!r} is not one of {', '.join(PACKABLE_TYPES)}"
+    if getattr(config, "position_embedding_type", "absolute") != "absolute":
+        return f"position embeddings are {config.position_embedding_type!r}, not absolute"
+    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+        return "the model is a decoder"
+    if not (hasattr(model, "embeddings") and hasattr(model, "encoder")):
+        return "the model has no embeddings/encoder modules"
+    return None
 
-    def __init__(self, group: AttentionGroup, device: Any) -> None:
-        import torch
 
-        self.rows, self.length = group.rows, group.length
-        self.tokens = torch.from_numpy(group.tokens).to(device, non_blocking=True) if group.tokens is not None else None
-        self.grid_index = torch.from_numpy(group.grid_index).to(device, non_blocking=True)
-        self.key_mask = torch.from_numpy(group.key_mask).to(device, non_blocking=True)[:, None, None, :]
+def _gemma3_unsupported(model: Any) -> str | None:
+    config = getattr(model, "config", None)
+    if getattr(config, "model_type", None) != "gemma3_text" or not hasattr(model, "layers"):
+        return "not a Gemma3 text model"
+    if not getattr(config, "use_bidirectional_attention", False):
+        return "Gemma3 with causal attention"
+    if getattr(config, "attn_logit_softcapping", None) is not None:
+        return "attention logit soft-capping"
+    return None
+
+
+def packed_model(model: Any) -> _PackedModel:
+    """The packed runner for a transformers encoder (ValueError with the reason when there is none)."""
+    if getattr(getattr(model, "config", None), "model_type", None) == "gemma3_text":
+        return PackedGemma3(model)
+    return PackedEncoder(model)
 
 
 # Sequence-classification models whose head reads the first ([CLS]) token of the last hidden state.
@@ -229,7 +347,7 @@ def classifier_unsupported(model: Any) -> str | None:
     name = type(model).__name__
     if name not in _CLASSIFIERS:
         return f"{name} is not one of {', '.join(_CLASSIFIERS)}"
-    return packing_unsupported(model.base_model)
+    return _bert_unsupported(model.base_model)
 
 
 class PackedClassifier:

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from models.errors import ModelLoadError
-from models.packed_encoder import PackedEncoder, packing_unsupported
+from models.packed_encoder import packed_model, packing_unsupported
 from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
 from models.tokenizer import TextTokenizer
@@ -221,7 +221,7 @@ class TorchEmbeddingRunner:
         return vectors
 
 
-def _packed_encoder(spec: ModelSpec, first_module: Any) -> PackedEncoder | None:
+def _packed_encoder(spec: ModelSpec, first_module: Any) -> Any:
     """The packed runner of the transformer module, when the spec allows it and the family has one."""
     model = getattr(first_module, "auto_model", None)
     if spec.packing == "off" or model is None:
@@ -230,7 +230,7 @@ def _packed_encoder(spec: ModelSpec, first_module: Any) -> PackedEncoder | None:
     if reason is not None:
         log.debug("model runs padded", extra={"model": spec.id, "reason": reason})
         return None
-    return PackedEncoder(model)
+    return packed_model(model)
 
 
 def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.packed_encoder import PackedClassifier, PackedEncoder, attention_groups, pack, packing_unsupported
+from models.packed_encoder import PackedClassifier, attention_groups, pack, packed_model, packing_unsupported
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence " * 40, "x"]
@@ -21,7 +21,7 @@ def _encoder(folder: Path):  # type: ignore[no-untyped-def]
     return model, model[0].auto_model
 
 
-@pytest.mark.parametrize("family", ["tiny_bert_dir", "tiny_xlmr_dir", "minilm_dir"])
+@pytest.mark.parametrize("family", ["tiny_bert_dir", "tiny_xlmr_dir", "minilm_dir", "tiny_gemma3_dir"])
 def test_hidden_states_equal_the_padded_forward_at_every_real_token(
     family: str, request: pytest.FixtureRequest
 ) -> None:
@@ -29,7 +29,7 @@ def test_hidden_states_equal_the_padded_forward_at_every_real_token(
     features = {name: value for name, value in st_model.tokenize(TEXTS).items() if name != "modality"}
     arrays = {name: value.numpy() for name, value in features.items()}
     assert arrays["attention_mask"].sum() < arrays["attention_mask"].size / 2  # mostly padding
-    encoder = PackedEncoder(hf_model)
+    encoder = packed_model(hf_model)
     batch = encoder.pack(arrays)
     assert len(batch.groups) > 1  # the long text attends apart from the short ones
     with torch.inference_mode():
@@ -48,7 +48,7 @@ def test_pair_inputs_keep_their_token_types(tiny_bert_dir: Path) -> None:
     )
     assert encoded["token_type_ids"].any()
     arrays = {name: value.numpy() for name, value in encoded.items()}
-    encoder = PackedEncoder(hf_model)
+    encoder = packed_model(hf_model)
     with torch.inference_mode():
         padded = hf_model(**encoded).last_hidden_state
         packed = encoder(encoder.pack(arrays), torch.device("cpu"))
@@ -74,12 +74,40 @@ def test_short_rows_attend_apart_from_a_long_one_only_where_it_saves_work() -> N
     assert len(attention_groups(np.array([128, 40]), hidden=384)) == 1  # padding costs less than a split
 
 
-def test_other_families_are_refused_with_the_reason(tiny_gemma3_dir: Path) -> None:
-    _, hf_model = _encoder(tiny_gemma3_dir)
-    reason = packing_unsupported(hf_model)
-    assert reason is not None and "gemma3" in reason
+def test_gemma3_sliding_window_layers_attend_within_the_window(tiny_gemma3_dir: Path) -> None:
+    """EmbeddingGemma's window (257 after transformers halves the configured 512) spans every text of
+    the tiny fixtures; narrowed to 5 tokens here, the sliding layer must mask as the model does."""
+    st_model, hf_model = _encoder(tiny_gemma3_dir)
+    hf_model.config.sliding_window = 5
+    for layer in hf_model.layers:
+        if layer.self_attn.is_sliding:
+            layer.self_attn.sliding_window = 5
+    features = {name: value for name, value in st_model.tokenize(TEXTS).items() if name != "modality"}
+    encoder = packed_model(hf_model)
+    with torch.inference_mode():
+        padded = hf_model(**features).last_hidden_state
+        packed = encoder(encoder.pack({name: value.numpy() for name, value in features.items()}), torch.device("cpu"))
+        encoder_wide = packed_model(hf_model)
+        for layer in hf_model.layers:
+            layer.self_attn.sliding_window = None
+        unwindowed = encoder_wide(encoder_wide.pack({k: v.numpy() for k, v in features.items()}), torch.device("cpu"))
+    mask = features["attention_mask"].bool()
+    torch.testing.assert_close(packed[mask], padded[mask], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unwindowed[mask], padded[mask], atol=1e-3)  # the window did matter
+
+
+def test_other_models_are_refused_with_the_reason(tmp_path: Path) -> None:
+    from transformers import Gemma3TextConfig, Gemma3TextModel
+
+    config = Gemma3TextConfig(
+        vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, use_bidirectional_attention=False,
+    )  # fmt: skip
+    causal = Gemma3TextModel(config)
+    assert packing_unsupported(causal) == "Gemma3 with causal attention"
     with pytest.raises(ValueError, match="cannot run this model packed"):
-        PackedEncoder(hf_model)
+        packed_model(causal)
+    assert "is not one of" in (packing_unsupported(torch.nn.Linear(2, 2)) or "")
 
 
 @pytest.mark.parametrize("folder", ["tiny_reranker_dir", "tiny_bert_reranker_dir", "tiny_bert_reranker_2_dir"])
