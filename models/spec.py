@@ -35,8 +35,8 @@ class ModelSpec(BaseModel):
     )
     packing: Packing = Field(
         default="auto",
-        description="auto: BERT-family encoders (BERT, RoBERTa, XLM-R) run on real tokens only, no work "
-        "on padding (torch backend, uncompiled); off: the model's own padded forward.",
+        description="auto: BERT-family encoders (BERT, RoBERTa, XLM-R) and bidirectional Gemma3 run on "
+        "real tokens only, no work on padding (torch backend, uncompiled); off: the model's own padded forward.",
     )
     prompts: dict[str, str] = Field(
         default_factory=dict, description="Prompts by name, added to (and overriding) the folder's own."
