@@ -19,6 +19,7 @@ from models.errors import ModelLoadError
 from models.packed_encoder import packed_model, packing_unsupported
 from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
+from models.threads import cpu_thread_share
 from models.tokenizer import TextTokenizer
 from models.transfer import to_device, to_host
 
@@ -113,6 +114,7 @@ class TorchEmbeddingRunner:
         normalized = bool(modules) and type(modules[-1]).__name__ == "Normalize"
         self._modules = modules[:-1] if normalized else modules
         self._device = torch.device(device)
+        self._threads = cpu_thread_share(self._device)
 
         first = modules[0]
         hf_tokenizer = model.tokenizer
@@ -183,7 +185,7 @@ class TorchEmbeddingRunner:
         torch = self._torch
         compiled = self._compiled
         arrays = compiled.pad(self.tokenizer, batch) if compiled is not None else None
-        with torch.inference_mode():
+        with self._threads.batch(), torch.inference_mode():
             if arrays is not None:
                 return to_host(compiled(to_device(arrays, self._device))[: len(batch)])
             features = self._token_embeddings(self.tokenizer.pad(batch))
@@ -206,7 +208,7 @@ class TorchEmbeddingRunner:
             raise ValueError(f"model {self.info.id!r} has no sparse head")
         torch = self._torch
         arrays = self.tokenizer.pad(batch)
-        with torch.inference_mode():
+        with self._threads.batch(), torch.inference_mode():
             hidden = self._token_embeddings(arrays)["token_embeddings"]
             weights = to_host(torch.relu(self._sparse_head(hidden)).squeeze(-1))
         vectors = []

@@ -23,6 +23,7 @@ from models.packed_encoder import PackedClassifier, classifier_unsupported
 from models.reranker import scores_per_pair
 from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
+from models.threads import cpu_thread_share
 from models.tokenizer import PairTokenizer
 from models.torch_backend import WARM_TEXT, _position_limit, load_st_model, wants_compile
 from models.transfer import to_device, to_host
@@ -53,6 +54,7 @@ class TorchRerankRunner:
             )
         self._modules = modules
         self._device = torch.device(device)
+        self._threads = cpu_thread_share(self._device)
 
         hf_tokenizer = model.tokenizer
         # CrossEncoder's own limit is the tokenizer's model_max_length capped at max_position_embeddings.
@@ -113,7 +115,7 @@ class TorchRerankRunner:
         torch = self._torch
         compiled = self._compiled
         arrays = compiled.pad(self.tokenizer, batch) if compiled is not None else None
-        with torch.inference_mode():
+        with self._threads.batch(), torch.inference_mode():
             if arrays is not None:
                 scores = to_host(compiled(to_device(arrays, self._device))[: len(batch)])
             elif self._packed is not None:

@@ -32,7 +32,9 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(2.0, ge=0)
     max_queue_tokens: int = Field(1_048_576, gt=0)
     max_queue_items: int = Field(16384, gt=0)
-    batch_workers: int = Field(1, gt=0)
+    batch_workers: int | None = Field(
+        None, gt=0, description="Batches run at once per model; default 2 for torch on CPU (sharing the threads), else 1."
+    )
 
     max_inputs: int = Field(2048, gt=0, description="Inputs per embedding request.")
     max_documents: int = Field(1000, gt=0, description="Documents per rerank request.")
@@ -99,14 +101,13 @@ class Settings(BaseSettings):
         return value
 
     def batching(self) -> BatchingConfig:
-        budget = {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
+        unset_means_per_device = {"max_batch_tokens": self.max_batch_tokens, "workers": self.batch_workers}
         return BatchingConfig(
-            **budget,
+            **{name: value for name, value in unset_means_per_device.items() if value is not None},
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue_tokens=self.max_queue_tokens,
             max_queue_items=self.max_queue_items,
-            workers=self.batch_workers,
         )
 
     def public_paths(self) -> list[str]:
