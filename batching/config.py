@@ -28,7 +28,7 @@ class BatchingConfig(BaseModel):
     workers: int = Field(
         1,
         gt=0,
-        description="Batches run at once (threads sharing the model). Unset: 1, on CPU with torch 2; see for_device.",
+        description="Batches run at once (threads sharing the model; on CPU they split torch's intra-op threads).",
     )
 
     def for_device(self, device: str, backend: str = "torch") -> BatchingConfig:
@@ -42,19 +42,12 @@ class BatchingConfig(BaseModel):
         resident memory under load: on MiniLM-L6, mixed load, 2 cores, 1536 tokens ran as fast as
         2048 and 4096 (ONNX fp32 and INT8, within the ±10% noise) with 13 and 85 MB less peak RSS
         (bench/README.md, "Memory"). Raise it with max_batch_tokens where many cores want more rows.
-
-        torch on CPU runs CPU_TORCH_WORKERS batches at once, splitting the intra-op threads between
-        them (models.threads): a lone batch keeps every thread, two overlap instead of stalling their
-        OpenMP teams on the cores the event loop also needs (mixed load, 2 cores: +15-20%).
         """
-        update: dict[str, int] = {}
         if device == "cpu" and "max_batch_tokens" not in self.model_fields_set:
-            update["max_batch_tokens"] = ONNX_CPU_BATCH_TOKENS if backend.startswith("onnx") else CPU_BATCH_TOKENS
-        if device == "cpu" and backend == "torch" and "workers" not in self.model_fields_set:
-            update["workers"] = CPU_TORCH_WORKERS
-        return self.model_copy(update=update) if update else self
+            budget = ONNX_CPU_BATCH_TOKENS if backend.startswith("onnx") else CPU_BATCH_TOKENS
+            return self.model_copy(update={"max_batch_tokens": budget})
+        return self
 
 
 CPU_BATCH_TOKENS = 4096
 ONNX_CPU_BATCH_TOKENS = 1536
-CPU_TORCH_WORKERS = 2

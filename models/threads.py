@@ -4,9 +4,13 @@ One batch alone gets every thread: a single client's latency is that of a plain 
 batches have overlapped, each takes its share (threads / batches seen at once) for as long as they
 keep overlapping (CROWDED_SECONDS after the last overlap), so under load the OpenMP teams together
 ask for no more threads than there are cores; a batch already running cannot shrink its team, so
-halving only the newcomer would still oversubscribe. Oversubscribed teams stall at every parallel region waiting
-for a descheduled member; on 2 cores, two single-thread batches served `mixed` load 15-20% faster
-than one two-thread batch at a time, while a lone request on one thread was ~4 ms slower.
+halving only the newcomer would still oversubscribe. Oversubscribed teams stall at every parallel
+region waiting for a descheduled member; on 2 cores, two single-thread batches served `mixed` load
+15-20% faster than one two-thread batch at a time, while a lone request on one thread was ~4 ms
+slower.
+
+Not the default (BatchingConfig.workers is 1): in the bench two workers raised peak memory
+with two batches' activations at once, past the peer's.
 
 torch keeps the OpenMP and MKL thread counts per thread once a thread has run a parallel op, so
 each worker sets its own before each batch (only when it changes: the call is cheap, not free).

@@ -32,8 +32,8 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(2.0, ge=0)
     max_queue_tokens: int = Field(1_048_576, gt=0)
     max_queue_items: int = Field(16384, gt=0)
-    batch_workers: int | None = Field(
-        None, gt=0, description="Batches run at once per model; default 2 for torch on CPU (sharing the threads), else 1."
+    batch_workers: int = Field(
+        1, gt=0, description="Batches run at once per model; on CPU they split torch's intra-op threads."
     )
 
     max_inputs: int = Field(2048, gt=0, description="Inputs per embedding request.")
@@ -101,9 +101,10 @@ class Settings(BaseSettings):
         return value
 
     def batching(self) -> BatchingConfig:
-        unset_means_per_device = {"max_batch_tokens": self.max_batch_tokens, "workers": self.batch_workers}
+        budget = {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
         return BatchingConfig(
-            **{name: value for name, value in unset_means_per_device.items() if value is not None},
+            **budget,
+            workers=self.batch_workers,
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue_tokens=self.max_queue_tokens,

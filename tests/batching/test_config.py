@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from batching.config import CPU_BATCH_TOKENS, CPU_TORCH_WORKERS, ONNX_CPU_BATCH_TOKENS, BatchingConfig
+from batching.config import CPU_BATCH_TOKENS, ONNX_CPU_BATCH_TOKENS, BatchingConfig
 
 
 def test_an_unset_token_budget_is_smaller_on_cpu() -> None:
@@ -25,12 +25,3 @@ def test_a_budget_someone_set_is_kept_on_every_device() -> None:
     chosen = BatchingConfig(max_batch_tokens=16384)
     assert chosen.for_device("cpu").max_batch_tokens == 16384
     assert BatchingConfig(max_batch_tokens=512).for_device("cuda").max_batch_tokens == 512
-
-
-def test_torch_on_cpu_runs_two_batches_at_once_unless_told_otherwise() -> None:
-    # The two batches split the intra-op threads (models.threads) instead of stalling each other.
-    default = BatchingConfig()
-    assert default.for_device("cpu", "torch").workers == CPU_TORCH_WORKERS == 2
-    assert default.for_device("cuda", "torch").workers == 1
-    assert default.for_device("cpu", "onnx").workers == 1  # ONNX Runtime's own threads are fixed per session
-    assert BatchingConfig(workers=1).for_device("cpu", "torch").workers == 1
