@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from models.threads import CROWDED_SECONDS, ThreadShare
+from tests.support import FakeClock
 
 
 @pytest.fixture(autouse=True)
@@ -18,16 +19,8 @@ def _restore_threads() -> Iterator[None]:
     torch.set_num_threads(before)
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_a_lone_batch_gets_every_thread() -> None:
-    share = ThreadShare(4, clock=Clock())
+    share = ThreadShare(4, clock=FakeClock())
     with share.batch() as threads:
         assert threads == 4
         assert torch.get_num_threads() == 4  # set on this thread
@@ -36,7 +29,7 @@ def test_a_lone_batch_gets_every_thread() -> None:
 
 
 def test_overlapping_batches_split_the_threads_and_keep_splitting_while_load_lasts() -> None:
-    clock = Clock()
+    clock = FakeClock()
     share = ThreadShare(4, clock=clock)
     with share.batch() as first:
         with share.batch() as second:  # a second worker starts meanwhile
@@ -49,7 +42,7 @@ def test_overlapping_batches_split_the_threads_and_keep_splitting_while_load_las
 
 
 def test_every_worker_sets_its_own_team_size() -> None:
-    share = ThreadShare(2, clock=Clock())
+    share = ThreadShare(2, clock=FakeClock())
     inside = threading.Barrier(2)
     seen: list[int] = []
 

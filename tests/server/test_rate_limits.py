@@ -12,21 +12,13 @@ import pytest
 import yaml
 
 from server.ratelimit import MemoryStore
-from tests.support import RunningServer, start_server, stop_server
+from tests.support import FakeClock, RunningServer, start_server, stop_server
 
 # -- the bucket ---------------------------------------------------------------------------------
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_a_bucket_allows_a_burst_then_refills_at_its_rate() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = MemoryStore(clock)
     decisions = [await store.hit("k", rate=2, burst=3, cost=1) for _ in range(4)]
     assert [d.allowed for d in decisions] == [True, True, True, False]
@@ -39,7 +31,7 @@ async def test_a_bucket_allows_a_burst_then_refills_at_its_rate() -> None:
 
 
 async def test_a_costly_hit_waits_for_enough_tokens_and_a_refused_one_takes_nothing() -> None:
-    clock = Clock()
+    clock = FakeClock()
     store = MemoryStore(clock)
     assert (await store.hit("t", rate=10, burst=100, cost=80)).allowed
     refused = await store.hit("t", rate=10, burst=100, cost=50)

@@ -6,6 +6,7 @@ from collections import Counter
 
 from server.upstream.balancer import Balancer
 from server.upstream.config import EndpointSpec
+from tests.support import FakeClock
 
 
 def endpoints(*weights: int) -> list[EndpointSpec]:
@@ -14,14 +15,6 @@ def endpoints(*weights: int) -> list[EndpointSpec]:
 
 def picks(balancer: Balancer, n: int) -> list[str]:
     return [balancer.pick().url[-6:-3] for _ in range(n)]
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_round_robin_takes_turns_in_the_listed_order() -> None:
@@ -71,7 +64,7 @@ def test_a_passing_health_check_readmits_an_ejected_endpoint() -> None:
 
 
 def test_without_health_checks_an_ejected_endpoint_is_retried_after_its_rest() -> None:
-    clock = Clock()
+    clock = FakeClock(0.0)
     balancer = Balancer(endpoints(1, 1), eject_after=1, readmit_after=30, clock=clock)
     bad, good = balancer.endpoints
     balancer.failed(bad)
