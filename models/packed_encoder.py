@@ -25,13 +25,6 @@ PACKABLE_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
 _ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert")
 
 
-def packing_unsupported(model: Any) -> str | None:
-    """Why `model` (a transformers encoder) cannot run packed, or None when it can."""
-    if getattr(getattr(model, "config", None), "model_type", None) == "gemma3_text":
-        return _gemma3_unsupported(model)
-    return _bert_unsupported(model)
-
-
 @dataclass(frozen=True, slots=True)
 class AttentionGroup:
     """Rows whose attention runs together on one padded [rows, length] grid."""
@@ -132,6 +125,18 @@ class _DeviceGroup:
         self.key_mask = torch.from_numpy(group.key_mask).to(device, non_blocking=True)[:, None, None, :]
 
 
+class _DeviceTokens:
+    """A PackedBatch's token ids, positions and token types as tensors on the model's device."""
+
+    def __init__(self, batch: PackedBatch, device: Any) -> None:
+        import torch
+
+        self.ids = torch.from_numpy(batch.input_ids).to(device, non_blocking=True)
+        self.positions = torch.from_numpy(np.ascontiguousarray(batch.position_ids)).to(device, non_blocking=True)
+        types = batch.token_type_ids
+        self.types = torch.from_numpy(types).to(device, non_blocking=True) if types is not None else None
+
+
 class _PackedModel:
     """What every packed family shares: the packing, the grid the output goes back to, and
     attention run group by group on padded grids."""
@@ -140,10 +145,18 @@ class _PackedModel:
     roberta_positions = False
     padding_idx = 0
 
-    def __init__(self) -> None:
+    def __init__(self, model: Any) -> None:
+        reason = self.unsupported(model)
+        if reason is not None:
+            raise ValueError(f"cannot run this model packed: {reason}")
         import torch
 
         self._torch = torch
+
+    @staticmethod
+    def unsupported(model: Any) -> str | None:
+        """Why `model` cannot run packed as this family, or None when it can."""
+        raise NotImplementedError
 
     def pack(self, arrays: dict[str, np.ndarray]) -> PackedBatch:
         return pack(arrays, roberta_positions=self.roberta_positions, padding_idx=self.padding_idx, hidden=self.hidden)
@@ -152,12 +165,12 @@ class _PackedModel:
         """The last hidden state, [rows, length, hidden], zeros at pad positions (call under inference_mode)."""
         torch = self._torch
         groups = [_DeviceGroup(group, device) for group in batch.groups]
-        hidden = self._forward(batch, groups, device)
+        hidden = self._forward(_DeviceTokens(batch, device), groups)
         grid = hidden.new_zeros(batch.rows * batch.length, self.hidden)
         grid[torch.from_numpy(batch.index).to(device, non_blocking=True)] = hidden
         return grid.view(batch.rows, batch.length, self.hidden)
 
-    def _forward(self, batch: PackedBatch, groups: list[_DeviceGroup], device: Any) -> Any:
+    def _forward(self, tokens: _DeviceTokens, groups: list[_DeviceGroup]) -> Any:
         """[tokens, hidden] in packed order."""
         raise NotImplementedError
 
@@ -208,10 +221,7 @@ class PackedEncoder(_PackedModel):
     """A transformers BertModel / XLMRobertaModel (eval mode) on packed tokens."""
 
     def __init__(self, model: Any) -> None:
-        reason = _bert_unsupported(model)
-        if reason is not None:
-            raise ValueError(f"cannot run this model packed: {reason}")
-        super().__init__()
+        super().__init__(model)
         config = model.config
         self._embeddings = model.embeddings
         self._layers = list(model.encoder.layer)
@@ -221,25 +231,29 @@ class PackedEncoder(_PackedModel):
         self.roberta_positions = config.model_type in _ROBERTA_POSITIONS
         self.padding_idx = getattr(self._embeddings, "padding_idx", None) or config.pad_token_id or 0
 
-    def _forward(self, batch: PackedBatch, groups: list[_DeviceGroup], device: Any) -> Any:
-        hidden = self._embed(batch, device)
+    @staticmethod
+    def unsupported(model: Any) -> str | None:
+        config = getattr(model, "config", None)
+        model_type = getattr(config, "model_type", None)
+        if model_type not in PACKABLE_TYPES:
+            return f"model type {model_type!r} is not one of {', '.join(PACKABLE_TYPES)}"
+        if getattr(config, "position_embedding_type", "absolute") != "absolute":
+            return f"position embeddings are {config.position_embedding_type!r}, not absolute"
+        if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
+            return "the model is a decoder"
+        if not (hasattr(model, "embeddings") and hasattr(model, "encoder")):
+            return "the model has no embeddings/encoder modules"
+        return None
+
+    def _forward(self, tokens: _DeviceTokens, groups: list[_DeviceGroup]) -> Any:
+        emb = self._embeddings
+        types = tokens.types if tokens.types is not None else self._torch.zeros_like(tokens.ids)
+        # The same additions in the same order as BertEmbeddings / XLMRobertaEmbeddings.
+        hidden = emb.word_embeddings(tokens.ids) + emb.token_type_embeddings(types)
+        hidden = emb.LayerNorm(hidden + emb.position_embeddings(tokens.positions))
         for layer in self._layers:
             hidden = self._layer(layer, hidden, groups)
         return hidden
-
-    def _embed(self, batch: PackedBatch, device: Any) -> Any:
-        torch = self._torch
-        emb = self._embeddings
-        ids = torch.from_numpy(batch.input_ids).to(device, non_blocking=True)
-        positions = torch.from_numpy(np.ascontiguousarray(batch.position_ids)).to(device, non_blocking=True)
-        if batch.token_type_ids is not None:
-            types = torch.from_numpy(batch.token_type_ids).to(device, non_blocking=True)
-        else:
-            types = torch.zeros_like(ids)
-        # The same additions in the same order as BertEmbeddings / XLMRobertaEmbeddings.
-        hidden = emb.word_embeddings(ids) + emb.token_type_embeddings(types)
-        hidden = hidden + emb.position_embeddings(positions)
-        return emb.LayerNorm(hidden)
 
     def _layer(self, layer: Any, hidden: Any, groups: list[_DeviceGroup]) -> Any:
         attention = layer.attention
@@ -262,10 +276,7 @@ class PackedGemma3(_PackedModel):
     and MLPs; attention with grouped-query heads and, on sliding layers, the bidirectional window."""
 
     def __init__(self, model: Any) -> None:
-        reason = _gemma3_unsupported(model)
-        if reason is not None:
-            raise ValueError(f"cannot run this model packed: {reason}")
-        super().__init__()
+        super().__init__(model)
         from transformers.models.gemma3.modeling_gemma3 import apply_rotary_pos_emb
 
         config = model.config
@@ -276,12 +287,21 @@ class PackedGemma3(_PackedModel):
         self.hidden = config.hidden_size
         self.padding_idx = config.pad_token_id or 0
 
-    def _forward(self, batch: PackedBatch, groups: list[_DeviceGroup], device: Any) -> Any:
-        torch = self._torch
+    @staticmethod
+    def unsupported(model: Any) -> str | None:
+        config = getattr(model, "config", None)
+        if getattr(config, "model_type", None) != "gemma3_text" or not hasattr(model, "layers"):
+            return "not a Gemma3 text model"
+        if not getattr(config, "use_bidirectional_attention", False):
+            return "Gemma3 with causal attention"
+        if getattr(config, "attn_logit_softcapping", None) is not None:
+            return "attention logit soft-capping"
+        return None
+
+    def _forward(self, tokens: _DeviceTokens, groups: list[_DeviceGroup]) -> Any:
         model = self._model
-        ids = torch.from_numpy(batch.input_ids).to(device, non_blocking=True)
-        positions = torch.from_numpy(np.ascontiguousarray(batch.position_ids)).to(device, non_blocking=True)[None]
-        hidden = model.embed_tokens(ids)
+        positions = tokens.positions[None]
+        hidden = model.embed_tokens(tokens.ids)
         rotary_global = [x[0] for x in model.rotary_emb(hidden, positions)]
         rotary_local = [x[0] for x in model.rotary_emb_local(hidden, positions)]
         for layer in self._layers:
@@ -302,36 +322,20 @@ class PackedGemma3(_PackedModel):
         return model.norm(hidden)
 
 
-def _bert_unsupported(model: Any) -> str | None:
-    config = getattr(model, "config", None)
-    model_type = getattr(config, "model_type", None)
-    if model_type not in PACKABLE_TYPES:
-        return f"model type {model_type!r} is not one of {', '.join(PACKABLE_TYPES)}"
-    if getattr(config, "position_embedding_type", "absolute") != "absolute":
-        return f"position embeddings are {config.position_embedding_type!r}, not absolute"
-    if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
-        return "the model is a decoder"
-    if not (hasattr(model, "embeddings") and hasattr(model, "encoder")):
-        return "the model has no embeddings/encoder modules"
-    return None
+def _family(model: Any) -> type[_PackedModel]:
+    if getattr(getattr(model, "config", None), "model_type", None) == "gemma3_text":
+        return PackedGemma3
+    return PackedEncoder
 
 
-def _gemma3_unsupported(model: Any) -> str | None:
-    config = getattr(model, "config", None)
-    if getattr(config, "model_type", None) != "gemma3_text" or not hasattr(model, "layers"):
-        return "not a Gemma3 text model"
-    if not getattr(config, "use_bidirectional_attention", False):
-        return "Gemma3 with causal attention"
-    if getattr(config, "attn_logit_softcapping", None) is not None:
-        return "attention logit soft-capping"
-    return None
+def packing_unsupported(model: Any) -> str | None:
+    """Why `model` (a transformers encoder) cannot run packed, or None when it can."""
+    return _family(model).unsupported(model)
 
 
 def packed_model(model: Any) -> _PackedModel:
     """The packed runner for a transformers encoder (ValueError with the reason when there is none)."""
-    if getattr(getattr(model, "config", None), "model_type", None) == "gemma3_text":
-        return PackedGemma3(model)
-    return PackedEncoder(model)
+    return _family(model)(model)
 
 
 # Sequence-classification models whose head reads the first ([CLS]) token of the last hidden state.
@@ -348,7 +352,7 @@ def classifier_unsupported(model: Any) -> str | None:
     name = type(model).__name__
     if name not in _CLASSIFIERS:
         return f"{name} is not one of {', '.join(_CLASSIFIERS)}"
-    return _bert_unsupported(model.base_model)
+    return PackedEncoder.unsupported(model.base_model)
 
 
 class PackedClassifier:
