@@ -135,14 +135,17 @@ class CompiledForward:
         sample: Tokens,
         device: torch.device,
         *,
-        max_batch_tokens: int = DEFAULT_BATCH_TOKENS,
-        max_batch_size: int = DEFAULT_BATCH_SIZE,
+        max_batch_tokens: int | None = None,
+        max_batch_size: int | None = None,
     ) -> None:
         """Compiles every bucket (and runs its largest batch), so serving never compiles.
 
         `sample` (a real tokenized text) is repeated to each bucket's length; the values do not
         matter to the graph, only the shapes do. A failure raises when the compile was asked for
-        ("on"); otherwise it is logged and the model serves uncompiled."""
+        ("on"); otherwise it is logged and the model serves uncompiled. Unset limits are the
+        batcher's defaults on accelerators."""
+        max_batch_tokens = max_batch_tokens or DEFAULT_BATCH_TOKENS
+        max_batch_size = max_batch_size or DEFAULT_BATCH_SIZE
         started = time.perf_counter()
         try:
             for rows, length in warm_shapes(self.buckets, max_batch_tokens, max_batch_size):

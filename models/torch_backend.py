@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -144,14 +144,10 @@ class TorchEmbeddingRunner:
             ),
             dtype=np.int64,
         )
-        self._compiled = None
-        self._packed = _packed_encoder(spec, first) if not wants_compile(spec.compile, device) else None
-        if wants_compile(spec.compile, device):
-            from models.compiled import CompiledForward
-
-            self._compiled = CompiledForward(
-                self._modules, "sentence_embedding", max_length=max_length, required=spec.compile == "on"
-            )
+        self._compiled = compiled_forward(spec, device, self._modules, "sentence_embedding", max_length)
+        self._packed = None
+        if self._compiled is None:
+            self._packed = packed_runner(spec, first.auto_model, unsupported=packing_unsupported, build=packed_model)
         self.info = ModelInfo(
             id=spec.id,
             kind=spec.kind,
@@ -176,9 +172,10 @@ class TorchEmbeddingRunner:
         """Compiles every length bucket now, at start-up, for batches within the batcher's limits
         (default: its defaults on accelerators); a no-op when not compiling. The compiled forward, or None."""
         if self._compiled is not None:
-            limits = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size}
             sample = self.tokenize([WARM_TEXT])[0]
-            self._compiled.warm(self.tokenizer, sample, self._device, **{k: v for k, v in limits.items() if v})
+            self._compiled.warm(
+                self.tokenizer, sample, self._device, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size
+            )
         return self._compiled
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
@@ -223,16 +220,27 @@ class TorchEmbeddingRunner:
         return vectors
 
 
-def _packed_encoder(spec: ModelSpec, first_module: Any) -> Any:
-    """The packed runner of the transformer module, when the spec allows it and the family has one."""
-    model = getattr(first_module, "auto_model", None)
-    if spec.packing == "off" or model is None:
+def compiled_forward(spec: ModelSpec, device: str, modules: Sequence[Any], output: str, max_length: int) -> Any:
+    """The compiled module chain when the spec compiles on `device` (models.compiled), else None."""
+    if not wants_compile(spec.compile, device):
         return None
-    reason = packing_unsupported(model)
+    from models.compiled import CompiledForward
+
+    return CompiledForward(modules, output, max_length=max_length, required=spec.compile == "on")
+
+
+def packed_runner(
+    spec: ModelSpec, model: Any, *, unsupported: Callable[[Any], str | None], build: Callable[[Any], Any]
+) -> Any:
+    """`build(model)`, the packed runner of a transformers model (models.packed_encoder), unless the
+    spec turns packing off or `unsupported(model)` gives a reason; then None (the padded forward)."""
+    if spec.packing == "off":
+        return None
+    reason = unsupported(model)
     if reason is not None:
         log.debug("model runs padded", extra={"model": spec.id, "reason": reason})
         return None
-    return packed_model(model)
+    return build(model)
 
 
 def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any:

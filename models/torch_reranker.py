@@ -12,7 +12,6 @@ make CrossEncoder format pairs as chat messages, which `PairTokenizer` does not 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,10 +24,8 @@ from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
 from models.threads import cpu_thread_share
 from models.tokenizer import PairTokenizer
-from models.torch_backend import WARM_TEXT, _position_limit, load_st_model, wants_compile
+from models.torch_backend import WARM_TEXT, _position_limit, compiled_forward, load_st_model, packed_runner
 from models.transfer import to_device, to_host
-
-log = logging.getLogger("embedserve.models")
 
 
 class TorchRerankRunner:
@@ -71,15 +68,12 @@ class TorchRerankRunner:
         except ValueError as exc:
             raise ModelLoadError(f"reranker {spec.id!r}: {exc}") from exc
 
-        self._compiled = None
-        if wants_compile(spec.compile, device):
-            from models.compiled import CompiledForward
-
-            self._compiled = CompiledForward(modules, "scores", max_length=max_length, required=spec.compile == "on")
-
+        self._compiled = compiled_forward(spec, device, modules, "scores", max_length)
         self._packed = None
-        if not self._compiled and spec.packing != "off" and len(modules) == 1:
-            self._packed = _packed_classifier(spec, first.auto_model)
+        if self._compiled is None and len(modules) == 1:  # no module after the classifier to feed
+            self._packed = packed_runner(
+                spec, first.auto_model, unsupported=classifier_unsupported, build=PackedClassifier
+            )
 
         self.num_labels = int(model.num_labels)
         activation = getattr(model, "activation_fn", None)
@@ -103,9 +97,10 @@ class TorchRerankRunner:
     def warm(self, *, max_batch_tokens: int | None = None, max_batch_size: int | None = None) -> Any:
         """Compiles every length bucket now, at start-up (see TorchEmbeddingRunner.warm)."""
         if self._compiled is not None:
-            limits = {"max_batch_tokens": max_batch_tokens, "max_batch_size": max_batch_size}
             sample = self.tokenizer.encode_pairs(WARM_TEXT, [WARM_TEXT])[0]
-            self._compiled.warm(self.tokenizer, sample, self._device, **{k: v for k, v in limits.items() if v})
+            self._compiled.warm(
+                self.tokenizer, sample, self._device, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size
+            )
         return self._compiled
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
@@ -126,12 +121,3 @@ class TorchRerankRunner:
                     features = module(features)
                 scores = to_host(features["scores"])
         return scores_per_pair(scores, self.num_labels, len(batch))
-
-
-def _packed_classifier(spec: ModelSpec, model: Any) -> PackedClassifier | None:
-    """The packed runner of a cross-encoder, when the family has one (see models.packed_encoder)."""
-    reason = classifier_unsupported(model)
-    if reason is not None:
-        log.debug("reranker runs padded", extra={"model": spec.id, "reason": reason})
-        return None
-    return PackedClassifier(model)

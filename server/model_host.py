@@ -115,7 +115,7 @@ class ModelHost:
                 loaded = await asyncio.to_thread(
                     load_model, spec, max_batch_tokens=limits.max_batch_tokens, max_batch_size=limits.max_batch_size
                 )
-                config = self.batching[spec.id].for_device(loaded.model.info.device, loaded.model.info.backend)
+                config = limits.for_device(loaded.model.info.device, loaded.model.info.backend)
                 served = ServedModel(spec, loaded, self._batcher(spec.id, loaded.model.runner.run, config))
                 if isinstance(loaded.model, Embedder) and loaded.model.info.sparse:
                     served.sparse_batcher = self._batcher(f"{spec.id}/sparse", loaded.model.runner.run_sparse, config)
