@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
+from batching.clock import Clock, LoopClock
 from batching.config import BatchingConfig
 from batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
 from batching.forming import grow_batch
@@ -72,8 +73,10 @@ class Batcher(Generic[P, R]):
         *,
         name: str = "model",
         observer: BatchObserver | None = None,
+        clock: Clock | None = None,
     ) -> None:
         self._run_batch = run_batch
+        self._clock = clock or LoopClock()
         self.config = config
         self.name = name
         self._observer = observer
@@ -148,7 +151,7 @@ class Batcher(Generic[P, R]):
 
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), [None] * count, count)
-        now = loop.time()
+        now = self._clock.time()
         for index, (payload, cost) in enumerate(zip(payloads, costs)):
             item = _Item(cost, next(self._seq), payload, request, index, now)
             request.items.append(item)
@@ -173,7 +176,7 @@ class Batcher(Generic[P, R]):
     async def _wait_for_wakeup(self, deadline: float | None) -> None:
         loop = asyncio.get_running_loop()
         self._wakeup = loop.create_future()
-        timer = loop.call_at(deadline, self._wake) if deadline is not None else None
+        timer = self._clock.call_at(deadline, self._wake) if deadline is not None else None
         try:
             await self._wakeup
         finally:
@@ -193,7 +196,6 @@ class Batcher(Generic[P, R]):
         return self._arrivals[0]
 
     async def _schedule(self) -> None:
-        loop = asyncio.get_running_loop()
         max_wait = self.config.max_wait_ms / 1000
         assert self._free_workers is not None
         while True:
@@ -203,7 +205,7 @@ class Batcher(Generic[P, R]):
                 await self._wait_for_wakeup(None)
             if max_wait > 0:
                 deadline = self._oldest().enqueued + max_wait
-                while self._sorted and not self._batch_ready() and not self._closing and loop.time() < deadline:
+                while self._sorted and not self._batch_ready() and not self._closing and self._clock.time() < deadline:
                     await self._wait_for_wakeup(deadline)
                 if not self._sorted:  # everything waiting was cancelled meanwhile
                     self._free_workers.release()
@@ -226,7 +228,7 @@ class Batcher(Generic[P, R]):
         loop = asyncio.get_running_loop()
         self._in_flight += 1
         queued_at = min(item.enqueued for item in batch)
-        waited = loop.time() - queued_at
+        waited = self._clock.time() - queued_at
         payloads = [item.payload for item in batch]
         future = loop.run_in_executor(self._pool, self._timed_run, payloads)
         future.add_done_callback(lambda done: self._complete(batch, done, waited))

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,10 +93,42 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 class FakeClock:
-    """A monotonic clock that moves only when a test sets `now`."""
+    """A monotonic clock that moves only when a test moves it: set `now`, or `advance()` it, which also
+    fires the timers that fell due (the batcher's `Clock`: `time()` and `call_at()`)."""
 
     def __init__(self, start: float = 100.0) -> None:
         self.now = start
+        self._timers: list[_FakeTimer] = []
 
     def __call__(self) -> float:
         return self.now
+
+    def time(self) -> float:
+        return self.now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _FakeTimer:
+        timer = _FakeTimer(when, callback)
+        self._timers.append(timer)
+        return timer
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+        due = sorted((t for t in self._timers if t.when <= self.now and not t.cancelled), key=lambda t: t.when)
+        self._timers = [t for t in self._timers if t.when > self.now and not t.cancelled]
+        for timer in due:
+            timer.callback()
+
+    @property
+    def pending(self) -> list[float]:
+        """When the timers not yet fired nor cancelled are due."""
+        return sorted(t.when for t in self._timers if not t.cancelled)
+
+
+@dataclass
+class _FakeTimer:
+    when: float
+    callback: Callable[[], None]
+    cancelled: bool = False
+
+    def cancel(self) -> None:
+        self.cancelled = True

@@ -21,8 +21,9 @@ import pytest
 from batching.batcher import Batcher
 from batching.config import BatchingConfig
 from batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
+from tests.support import FakeClock
 
-pytestmark = pytest.mark.timeout(20)
+pytestmark = pytest.mark.timeout(60)  # a hang fails the test instead of the run
 
 
 # -- test doubles ----------------------------------------------------------------------------
@@ -39,7 +40,6 @@ class RecordingRunner:
         self.delay = delay
         self.fail_on = fail_on or set()
         self.batches: list[list[tuple[Any, int]]] = []
-        self.started_at: list[float] = []
         self.threads: set[str] = set()
         self._gate = threading.Event()
         self._gate.set()
@@ -54,7 +54,6 @@ class RecordingRunner:
     def __call__(self, payloads: list[tuple[Any, int]]) -> list[tuple[str, Any]]:
         with self._lock:
             self.batches.append(list(payloads))
-            self.started_at.append(time.monotonic())
             self.threads.add(threading.current_thread().name)
         if not self._gate.wait(timeout=10):
             raise TimeoutError("the test never released the runner")
@@ -98,7 +97,8 @@ def outputs(*tags: Any) -> list[tuple[str, Any]]:
     return [("out", tag) for tag in tags]
 
 
-async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+async def until(condition: Callable[[], bool], timeout: float = 15.0) -> None:
+    """Waits for a worker thread to reach a state; the timeout only turns a hang into a failure."""
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "timed out waiting for a condition"
@@ -117,10 +117,10 @@ def spawn(coro: Any) -> asyncio.Future[Any]:
 
 @contextlib.asynccontextmanager
 async def running(
-    runner: RecordingRunner, observer: RecordingObserver | None = None, **config: Any
+    runner: RecordingRunner, observer: RecordingObserver | None = None, *, clock: FakeClock | None = None, **config: Any
 ) -> AsyncIterator[Batcher]:
     config.setdefault("max_wait_ms", 1)
-    batcher: Batcher = Batcher(runner, BatchingConfig(**config), name="test", observer=observer)
+    batcher: Batcher = Batcher(runner, BatchingConfig(**config), name="test", observer=observer, clock=clock)
     await batcher.start()
     try:
         yield batcher
@@ -240,77 +240,95 @@ async def test_the_token_budget_bounds_every_batch_and_an_oversized_item_runs_al
 
 
 # -- waiting for a fuller batch ---------------------------------------------------------------
+# These run on a FakeClock: time passes only when the test advances it, so they say exactly when a
+# batch may start, whatever the machine's speed.
 
 
-async def test_a_lone_item_waits_about_max_wait_for_company() -> None:
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=100) as batcher:
-        submitted = time.monotonic()
-        assert await submit(batcher, ("a", 5)) == outputs("a")
-    waited = runner.started_at[0] - submitted
-    assert 0.095 <= waited < 0.6, waited
+async def settle() -> None:
+    """Lets the event loop run everything that is ready (the scheduler included)."""
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+
+async def test_a_lone_item_waits_exactly_max_wait_for_company() -> None:
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=125) as batcher:
+        task = await queued(batcher, ("a", 5))
+        await settle()
+        assert clock.pending == [clock.now + 0.125]
+        clock.advance(0.124)
+        await settle()
+        assert batcher.queued_items == 1 and not runner.batches
+        clock.advance(0.001)
+        assert await task == outputs("a")
 
 
 async def test_items_arriving_within_max_wait_join_the_same_batch() -> None:
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=150) as batcher:
-        a = spawn(submit(batcher, ("a", 5)))
-        await asyncio.sleep(0.02)
-        b = spawn(submit(batcher, ("b", 5)))
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=125) as batcher:
+        a = await queued(batcher, ("a", 5))
+        clock.advance(0.0625)
+        b = await queued(batcher, ("b", 5))
+        await settle()
+        assert batcher.queued_items == 2
+        clock.advance(0.0625)  # the oldest item's deadline, not the newest's
         assert await a == outputs("a")
         assert await b == outputs("b")
     assert runner.batches == [[("a", 5), ("b", 5)]]
 
 
 async def test_a_full_batch_does_not_wait() -> None:
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=2000, max_batch_size=4) as batcher:
-        started = time.monotonic()
-        await submit(batcher, ("a", 1), ("b", 1), ("c", 1), ("d", 1))
-        assert time.monotonic() - started < 0.5
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=2000, max_batch_size=4) as batcher:
+        await submit(batcher, ("a", 1), ("b", 1), ("c", 1), ("d", 1))  # the clock never moves
     assert len(runner.batches) == 1
 
 
 async def test_a_batch_filling_the_token_budget_does_not_wait() -> None:
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=2000, max_batch_tokens=100) as batcher:
-        started = time.monotonic()
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=2000, max_batch_tokens=100) as batcher:
         await submit(batcher, ("a", 50), ("b", 50))
-        assert time.monotonic() - started < 0.5
     assert runner.lengths() == [[50, 50]]
 
 
 async def test_a_batch_full_in_padded_tokens_does_not_wait() -> None:
     # 10 + 50 is 100 padded tokens: nothing else can join, so waiting only adds latency.
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=600, max_batch_tokens=100, min_fill=0) as batcher:
-        started = time.monotonic()
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=600, max_batch_tokens=100, min_fill=0) as batcher:
         await submit(batcher, ("a", 10), ("b", 50))
-        assert time.monotonic() - started < 0.3
     assert runner.lengths() == [[10, 50]]
 
 
 async def test_an_item_that_waited_behind_a_running_batch_does_not_wait_again() -> None:
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=300) as batcher:
-        runner.hold()
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=300) as batcher:
         first = spawn(submit(batcher, ("first", 1)))
+        await settle()
+        runner.hold()
+        clock.advance(0.3)
         await until(lambda: len(runner.batches) == 1)
-        second = spawn(submit(batcher, ("second", 1)))
-        await asyncio.sleep(0.4)  # longer than max_wait: "second" has waited enough
-        released = time.monotonic()
+        second = await queued(batcher, ("second", 1))
+        clock.advance(0.4)  # longer than max_wait, while no worker is free: "second" has waited enough
         runner.release()
         await first
-        await second
-    assert runner.started_at[1] - released < 0.15
+        assert await second == outputs("second")  # with the clock standing still
 
 
 async def test_with_no_max_wait_a_lone_item_runs_at_once() -> None:
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=0) as batcher:
-        submitted = time.monotonic()
-        await submit(batcher, ("a", 1))
-    assert runner.started_at[0] - submitted < 0.05
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=0) as batcher:
+        assert await submit(batcher, ("a", 1)) == outputs("a")
+    assert clock.pending == []
+
+
+async def test_the_observer_is_told_how_long_a_batch_queued() -> None:
+    clock, runner, observer = FakeClock(), RecordingRunner(), RecordingObserver()
+    async with running(runner, observer, clock=clock, max_wait_ms=250) as batcher:
+        task = await queued(batcher, ("a", 3))
+        await settle()
+        clock.advance(0.25)
+        await task
+    assert [batch["queued"] for batch in observer.batches] == [0.25]
 
 
 # -- fairness ---------------------------------------------------------------------------------
@@ -384,14 +402,18 @@ async def test_cancelling_mid_request_drops_only_the_items_not_yet_started() -> 
 
 
 async def test_cancelling_everything_while_the_scheduler_waits_leaves_it_working() -> None:
-    runner = RecordingRunner()
-    async with running(runner, max_wait_ms=50) as batcher:
-        gone = spawn(submit(batcher, ("gone", 3)))
-        await until(lambda: batcher.queued_items == 1)
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=50) as batcher:
+        gone = await queued(batcher, ("gone", 3))
+        await settle()
         gone.cancel()
         await asyncio.gather(gone, return_exceptions=True)
-        await asyncio.sleep(0.08)  # past the cancelled item's deadline
-        assert await submit(batcher, ("next", 3)) == outputs("next")
+        clock.advance(0.08)  # past the cancelled item's deadline
+        await settle()
+        task = await queued(batcher, ("next", 3))
+        await settle()
+        clock.advance(0.05)
+        assert await task == outputs("next")
     assert runner.seen == ["next"]
 
 
@@ -448,15 +470,21 @@ async def test_a_runner_returning_the_wrong_number_of_results_fails_the_batch() 
 # -- backpressure -----------------------------------------------------------------------------
 
 
+async def refused(submission: Any) -> BaseException | None:
+    """The error a submission fails with before any time passes or any batch finishes (None: it did not)."""
+    task = spawn(submission)
+    await settle()
+    return task.exception() if task.done() else None
+
+
 async def test_past_max_queue_items_submit_is_refused_at_once_and_queued_work_completes() -> None:
     runner = RecordingRunner()
     async with running(runner, max_queue_items=4) as batcher:
         first = await first_batch_running(batcher, runner)
         waiting = await queued(batcher, ("a", 1), ("b", 1), ("c", 1))
         last_seat = await queued(batcher, ("d", 1))  # exactly at the bound: accepted
-        with pytest.raises(QueueFull) as full:
-            await asyncio.wait_for(submit(batcher, ("e", 1)), 0.5)
-        assert full.value.retry_after > 0
+        full = await refused(submit(batcher, ("e", 1)))
+        assert isinstance(full, QueueFull) and full.retry_after > 0
         assert batcher.queued_items == 4
         runner.release()
         assert await waiting == outputs("a", "b", "c")
@@ -471,9 +499,8 @@ async def test_past_max_queue_tokens_submit_is_refused_at_once_and_queued_work_c
     async with running(runner, max_queue_tokens=100) as batcher:
         first = await first_batch_running(batcher, runner)
         waiting = await queued(batcher, ("a", 50), ("b", 30))
-        with pytest.raises(QueueFull) as full:
-            await asyncio.wait_for(submit(batcher, ("c", 21)), 0.5)
-        assert full.value.retry_after > 0
+        full = await refused(submit(batcher, ("c", 21)))
+        assert isinstance(full, QueueFull) and full.retry_after > 0
         fits = await queued(batcher, ("d", 20))  # 100 exactly: accepted
         assert batcher.queued_tokens == 100
         runner.release()
@@ -537,7 +564,9 @@ async def test_close_without_drain_fails_queued_work_and_finishes_the_running_ba
 async def test_closing_an_idle_batcher_is_prompt() -> None:
     batcher: Batcher = Batcher(RecordingRunner(), BatchingConfig())
     await batcher.start()
-    await asyncio.wait_for(batcher.close(drain=True), 1)
+    closing = asyncio.ensure_future(batcher.close(drain=True))
+    await settle()
+    assert closing.done()
     with pytest.raises(ShuttingDown):
         await submit(batcher, ("a", 1))
 
@@ -607,7 +636,9 @@ async def test_retry_after_reflects_measured_throughput() -> None:
 async def test_an_empty_request_returns_no_results() -> None:
     runner = RecordingRunner()
     async with running(runner) as batcher:
-        assert await asyncio.wait_for(batcher.submit([], []), 0.2) == []
+        empty = spawn(batcher.submit([], []))
+        await settle()
+        assert empty.done() and empty.result() == []
     assert runner.batches == []
 
 
