@@ -56,6 +56,20 @@ def _draining_server_class():  # type: ignore[no-untyped-def]
     return DrainingServer
 
 
+def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    """`serve`'s flags over the EMBEDSERVE_ environment: the one way from a command line to Settings."""
+    from server.settings import Settings
+
+    return Settings(**{k: v for k, v in vars(args).items() if k != "command" and v is not None})
+
+
+def parse_serve(argv: Sequence[str]) -> argparse.Namespace:
+    """Parses `serve`'s flags alone (what follows `embedserve serve`)."""
+    parser = argparse.ArgumentParser(prog="embedserve")
+    _serve_parser(parser.add_subparsers(dest="command", required=True))
+    return parser.parse_args(["serve", *argv])
+
+
 def serve(args: argparse.Namespace) -> None:
     import uvicorn
     import yaml
@@ -63,11 +77,9 @@ def serve(args: argparse.Namespace) -> None:
     from server.app import create_app
     from server.logs import configure_logging
     from server.malloc import fix_mmap_threshold
-    from server.settings import Settings
 
-    overrides = {k: v for k, v in vars(args).items() if k != "command" and v is not None}
     try:
-        settings = Settings(**overrides)
+        settings = settings_from(args)
         configure_logging(settings.log_level, settings.log_json)
         app = create_app(settings)
         if any(spec.backend == "torch" for spec in app.state.host.registry.specs):  # before they load

@@ -1,4 +1,4 @@
-"""Shared fixtures: the default server on a loopback port, and the reference model in-process."""
+"""Shared fixtures: the default server (in-process), and the reference model."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.support import RunningServer, start_server, stop_server
+from tests.inprocess import AppServer, start_app
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -16,11 +16,11 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def server() -> Iterator[AppServer]:
     """The default server: no configuration, the bundled all-MiniLM-L6-v2."""
-    running = start_server(tmp_path_factory.mktemp("server"))
+    running = start_app()
     yield running
-    stop_server(running)
+    running.stop()
 
 
 @pytest.fixture(scope="session")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -25,9 +26,15 @@ def free_port() -> int:
 
 @dataclass
 class RunningServer:
+    """A server process: `url`, `http` (a client of it, like `tests.inprocess.AppServer`'s), `log()`."""
+
     url: str
     process: subprocess.Popen[bytes]
     log_path: Path
+
+    @functools.cached_property
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=120)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -78,6 +85,7 @@ def start_server(
 
 
 def stop_server(server: RunningServer) -> None:
+    server.http.close()
     server.process.terminate()
     try:
         server.process.wait(timeout=30)

@@ -5,17 +5,17 @@ from __future__ import annotations
 import json
 import re
 
-import httpx
 import yaml
 
-from tests.support import ROOT, RunningServer
+from tests.inprocess import AppServer
+from tests.support import ROOT
 
 DASHBOARD = ROOT / "deploy" / "grafana" / "embedserve-dashboard.json"
 SCRAPE = ROOT / "deploy" / "prometheus" / "prometheus.yml"
 
 
-def _exported_families(server: RunningServer) -> set[str]:
-    text = httpx.get(f"{server.url}/metrics").text
+def _exported_families(server: AppServer) -> set[str]:
+    text = server.http.get(f"{server.url}/metrics").text
     return {_family(line.split()[2]) for line in text.splitlines() if line.startswith("# HELP ")}
 
 
@@ -26,7 +26,7 @@ def _family(series: str) -> str:
     return series
 
 
-def test_every_metric_the_dashboard_queries_is_exported(server: RunningServer) -> None:
+def test_every_metric_the_dashboard_queries_is_exported(server: AppServer) -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     exprs += [v["definition"] for v in dashboard["templating"]["list"] if "definition" in v]

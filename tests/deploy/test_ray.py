@@ -14,7 +14,8 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import ROOT, RunningServer, free_port
+from tests.inprocess import AppServer
+from tests.support import ROOT, free_port
 
 serve = pytest.importorskip(
     "ray.serve", reason="ray[serve] is not installed: `make install` adds it (pip install -e '.[ray]')"
@@ -76,12 +77,12 @@ def _embed(url: str, inputs: list[str]) -> np.ndarray:
     return np.array([row["embedding"] for row in response.json()["data"]])
 
 
-def test_two_replicas_answer_concurrent_requests_as_a_single_server(ray_url: str, server: RunningServer) -> None:
+def test_two_replicas_answer_concurrent_requests_as_a_single_server(ray_url: str, server: AppServer) -> None:
     requests = [[text] for text in TEXTS] * 4 + [TEXTS, TEXTS[::-1]] * 4
     with ThreadPoolExecutor(16) as pool:
         through_ray = list(pool.map(lambda inputs: _embed(ray_url, inputs), requests))
     for inputs, got in zip(requests, through_ray):
-        expected = _embed(server.url, inputs)
+        expected = _embed(server.listen(), inputs)
         assert got.shape == expected.shape == (len(inputs), 384)
         np.testing.assert_allclose(got, expected, atol=1e-5)
 

@@ -12,7 +12,7 @@ import jwt
 import pytest
 import yaml
 
-from tests.support import RunningServer, start_server, stop_server
+from tests.inprocess import AppServer, start_app
 
 SECRET = "a-supabase-jwt-secret-of-at-least-32-bytes"
 PLAIN_KEY = "plain-key-0001"
@@ -21,7 +21,7 @@ HASHED_KEY = "hashed-key-0001"
 
 
 @pytest.fixture(scope="module")
-def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     folder = tmp_path_factory.mktemp("auth")
     keys_file = folder / "keys.yaml"
     keys_file.write_text(
@@ -40,21 +40,46 @@ def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         "EMBEDSERVE_JWT_SECRET": SECRET,
         "EMBEDSERVE_ACCESS_LOG": "true",
     }
-    running = start_server(folder, env=env)
+    running = start_app(folder, env=env)
     yield running
-    stop_server(running)
+    running.stop()
 
 
-def token(**claims: object) -> str:
-    now = int(time.time())
-    body = {"sub": "user-42", "aud": "authenticated", "role": "authenticated", "iat": now, "exp": now + 600}
-    body.update(claims)
-    return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
+class Token:
+    """A JWT minted when the test runs (not when the module is collected), so it is never stale: claims are
+    given as is, or relative to now with the `_in` suffix (`exp_in=-60`: expired a minute ago)."""
+
+    def __init__(self, **claims: object) -> None:
+        self.claims = claims
+
+    def __str__(self) -> str:
+        now = int(time.time())
+        body: dict[str, object] = {"sub": "user-42", "aud": "authenticated", "role": "authenticated", "iat": now}
+        body["exp"] = now + 600
+        for name, value in self.claims.items():
+            if name.endswith("_in"):
+                body[name.removesuffix("_in")] = now + int(value)  # type: ignore[call-overload]
+            else:
+                body[name] = value
+        return jwt.encode({k: v for k, v in body.items() if v is not None}, SECRET, algorithm="HS256")
 
 
-def embed(server: RunningServer, headers: dict[str, str], route: str = "/v1/embeddings") -> httpx.Response:
+class Bearer:
+    def __init__(self, token: Token, scheme: str = "Bearer") -> None:
+        self.token, self.scheme = token, scheme
+
+    def __str__(self) -> str:
+        return f"{self.scheme} {self.token}"
+
+
+def headers_now(headers: dict[str, object]) -> dict[str, str]:
+    """The parametrized headers with their tokens minted now."""
+    return {name: str(value) for name, value in headers.items()}
+
+
+def embed(server: AppServer, headers: dict[str, str], route: str = "/v1/embeddings") -> httpx.Response:
     body = {"input": "who may ask?"} if route == "/v1/embeddings" else {"text": "who may ask?"}
-    return httpx.post(f"{server.url}{route}", json=body, headers=headers, timeout=30)
+    return server.http.post(f"{server.url}{route}", json=body, headers=headers, timeout=30)
 
 
 @pytest.mark.parametrize(
@@ -64,13 +89,13 @@ def embed(server: RunningServer, headers: dict[str, str], route: str = "/v1/embe
         {"X-API-Key": PLAIN_KEY},
         {"Authorization": f"Bearer {FILE_KEY}"},
         {"X-API-Key": HASHED_KEY},
-        {"Authorization": f"Bearer {token()}"},
-        {"Authorization": f"bearer {token(aud=['authenticated', 'other'])}"},
+        {"Authorization": Bearer(Token())},
+        {"Authorization": Bearer(Token(aud=["authenticated", "other"]), scheme="bearer")},
     ],
     ids=["bearer-key", "x-api-key", "keys-file", "hashed-key", "jwt", "jwt-audience-list"],
 )
-def test_allowed_callers_are_served(guarded: RunningServer, headers: dict[str, str]) -> None:
-    assert embed(guarded, headers).status_code == 200
+def test_allowed_callers_are_served(guarded: AppServer, headers: dict[str, object]) -> None:
+    assert embed(guarded, headers_now(headers)).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -80,11 +105,11 @@ def test_allowed_callers_are_served(guarded: RunningServer, headers: dict[str, s
         ({"Authorization": "Bearer wrong-key-000"}, "invalid"),
         ({"X-API-Key": "wrong-key-000"}, "invalid"),
         ({"Authorization": f"Basic {PLAIN_KEY}"}, "Bearer"),
-        ({"Authorization": f"Bearer {token(exp=int(time.time()) - 60)}"}, "expired"),
-        ({"Authorization": f"Bearer {token(nbf=int(time.time()) + 600)}"}, "not valid yet"),
-        ({"Authorization": f"Bearer {token(aud='anon')}"}, "audience"),
-        ({"Authorization": f"Bearer {token(exp=None)}"}, "exp"),
-        ({"Authorization": f"Bearer {token(sub=None)}"}, "sub"),
+        ({"Authorization": Bearer(Token(exp_in=-60))}, "expired"),
+        ({"Authorization": Bearer(Token(nbf_in=600))}, "not valid yet"),
+        ({"Authorization": Bearer(Token(aud="anon"))}, "audience"),
+        ({"Authorization": Bearer(Token(exp=None))}, "exp"),
+        ({"Authorization": Bearer(Token(sub=None))}, "sub"),
         (
             {
                 "Authorization": "Bearer "
@@ -107,26 +132,27 @@ def test_allowed_callers_are_served(guarded: RunningServer, headers: dict[str, s
     ],
 )
 def test_everyone_else_gets_a_401_in_the_routes_shape(
-    guarded: RunningServer, headers: dict[str, str], words: str
+    guarded: AppServer, headers: dict[str, object], words: str
 ) -> None:
-    openai = embed(guarded, headers)
+    sent = headers_now(headers)
+    openai = embed(guarded, sent)
     assert openai.status_code == 401
     assert words in openai.json()["error"]["message"]
     assert openai.json()["error"]["type"] == "authentication_error"
     assert openai.headers["www-authenticate"].startswith('Bearer realm="embedserve"')
-    native = embed(guarded, headers, "/embed")
+    native = embed(guarded, sent, "/embed")
     assert native.status_code == 401 and native.json()["error_type"] == "Unauthorized"
 
 
-def test_probes_and_metrics_are_open_and_docs_are_not(guarded: RunningServer) -> None:
+def test_probes_and_metrics_are_open_and_docs_are_not(guarded: AppServer) -> None:
     for path in ("/health", "/health/live", "/health/ready", "/metrics"):
-        assert httpx.get(f"{guarded.url}{path}").status_code == 200, path
-    assert httpx.get(f"{guarded.url}/docs").status_code == 401
-    assert httpx.get(f"{guarded.url}/openapi.json", headers={"X-API-Key": PLAIN_KEY}).status_code == 200
-    assert 'embed_rejections_total{model="",reason="auth"}' in httpx.get(f"{guarded.url}/metrics").text
+        assert guarded.http.get(f"{guarded.url}{path}").status_code == 200, path
+    assert guarded.http.get(f"{guarded.url}/docs").status_code == 401
+    assert guarded.http.get(f"{guarded.url}/openapi.json", headers={"X-API-Key": PLAIN_KEY}).status_code == 200
+    assert 'embed_rejections_total{model="",reason="auth"}' in guarded.http.get(f"{guarded.url}/metrics").text
 
 
-def test_keys_never_reach_the_log(guarded: RunningServer) -> None:
+def test_keys_never_reach_the_log(guarded: AppServer) -> None:
     embed(guarded, {"X-API-Key": PLAIN_KEY})
     embed(guarded, {"X-API-Key": "wrong-key-000"})
     log = guarded.log()
@@ -135,5 +161,5 @@ def test_keys_never_reach_the_log(guarded: RunningServer) -> None:
         assert secret not in log
 
 
-def test_auth_is_off_by_default(server: RunningServer) -> None:
+def test_auth_is_off_by_default(server: AppServer) -> None:
     assert embed(server, {}).status_code == 200

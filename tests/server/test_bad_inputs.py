@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
 import pytest
 
-from tests.support import RunningServer
+from tests.inprocess import AppServer
 
 OPENAI = "/v1/embeddings"
 
@@ -53,31 +52,31 @@ def assert_error_shape(route: str, body: dict) -> None:
         assert isinstance(body["error"], str) and body["error"]
 
 
-def still_serving(server: RunningServer) -> None:
-    response = httpx.post(f"{server.url}/v1/embeddings", json={"input": "still here"})
+def still_serving(server: AppServer) -> None:
+    response = server.http.post(f"{server.url}/v1/embeddings", json={"input": "still here"})
     assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
 
 
 @pytest.mark.parametrize(("route", "body", "status"), CASES, ids=[f"{r}-{i}" for i, (r, _, _) in enumerate(CASES)])
-def test_bad_input_is_answered_in_the_route_shape(server: RunningServer, route: str, body: Any, status: int) -> None:
+def test_bad_input_is_answered_in_the_route_shape(server: AppServer, route: str, body: Any, status: int) -> None:
     if isinstance(body, bytes):
-        response = httpx.post(f"{server.url}{route}", content=body, headers={"content-type": "application/json"})
+        response = server.http.post(f"{server.url}{route}", content=body, headers={"content-type": "application/json"})
     else:
-        response = httpx.post(f"{server.url}{route}", json=body)
+        response = server.http.post(f"{server.url}{route}", json=body)
     assert response.status_code == status, response.text
     assert_error_shape(route, response.json())
     still_serving(server)
 
 
-def test_limits_are_named_in_the_message(server: RunningServer) -> None:
-    response = httpx.post(f"{server.url}{OPENAI}", json={"input": ["x"] * 3000})
+def test_limits_are_named_in_the_message(server: AppServer) -> None:
+    response = server.http.post(f"{server.url}{OPENAI}", json={"input": ["x"] * 3000})
     assert "2048" in response.json()["error"]["message"]
 
 
 @pytest.mark.parametrize("route", [OPENAI, "/embed"])
-def test_oversized_body_is_413_with_or_without_content_length(server: RunningServer, route: str) -> None:
+def test_oversized_body_is_413_with_or_without_content_length(server: AppServer, route: str) -> None:
     huge = b'{"input": "' + b"a" * (17 * 2**20) + b'"}'
-    declared = httpx.post(f"{server.url}{route}", content=huge, headers={"content-type": "application/json"})
+    declared = server.http.post(f"{server.url}{route}", content=huge, headers={"content-type": "application/json"})
     assert declared.status_code == 413
     assert_error_shape(route, declared.json())
 
@@ -85,13 +84,13 @@ def test_oversized_body_is_413_with_or_without_content_length(server: RunningSer
         for start in range(0, len(huge), 2**20):
             yield huge[start : start + 2**20]
 
-    streamed = httpx.post(f"{server.url}{route}", content=chunks(), headers={"content-type": "application/json"})
+    streamed = server.http.post(f"{server.url}{route}", content=chunks(), headers={"content-type": "application/json"})
     assert streamed.status_code == 413
     assert_error_shape(route, streamed.json())
     still_serving(server)
 
 
-def test_unknown_model_lists_served_ids(server: RunningServer) -> None:
-    error = httpx.post(f"{server.url}{OPENAI}", json={"input": "x", "model": "gpt-9"}).json()["error"]
+def test_unknown_model_lists_served_ids(server: AppServer) -> None:
+    error = server.http.post(f"{server.url}{OPENAI}", json={"input": "x", "model": "gpt-9"}).json()["error"]
     assert error["code"] == "model_not_found" and error["param"] == "model"
     assert "all-MiniLM-L6-v2" in error["message"]

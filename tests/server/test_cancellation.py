@@ -8,21 +8,22 @@ import time
 
 import httpx
 
-from tests.support import RunningServer
+from tests.inprocess import AppServer
 
 MODEL = 'model="all-MiniLM-L6-v2"'
 
 
-def metric(server: RunningServer, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics").text
+def metric(server: AppServer, name: str) -> float:
+    text = server.http.get("/metrics").text
     return float(re.search(rf"^{name}\{{{MODEL}\}} (\S+)$", text, re.M).group(1))
 
 
-async def test_disconnected_clients_items_are_dropped(server: RunningServer) -> None:
+async def test_disconnected_clients_items_are_dropped(server: AppServer) -> None:
     # 2048 passages of about 250 tokens: half a million tokens, many seconds of work on this machine.
     passages = [f"passage {i} " + "the quick brown fox jumps over the lazy dog " * 25 for i in range(2048)]
     before = metric(server, "embed_tokens_total")
-    async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+    # Over a real socket: what the server sees is the client closing its connection.
+    async with httpx.AsyncClient(base_url=server.listen(), timeout=120) as client:
         task = asyncio.create_task(client.post("/v1/embeddings", json={"input": passages}))
         deadline = time.monotonic() + 30
         while metric(server, "embed_queue_items") == 0:  # wait until its items are queued

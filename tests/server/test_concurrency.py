@@ -8,7 +8,8 @@ import random
 import httpx
 import numpy as np
 
-from tests.support import RunningServer, cosine_rows
+from tests.inprocess import AppServer
+from tests.support import cosine_rows
 
 WORDS = "search engine vector query passage model batch token server latency memory answer question river city".split()
 
@@ -21,13 +22,13 @@ def mixed_texts(rng: random.Random, count: int) -> list[str]:
     return texts
 
 
-async def test_200_concurrent_clients_each_get_their_own_embeddings(server: RunningServer, reference_model) -> None:  # type: ignore[no-untyped-def]
+async def test_200_concurrent_clients_each_get_their_own_embeddings(server: AppServer, reference_model) -> None:  # type: ignore[no-untyped-def]
     rng = random.Random(7)
     requests = [mixed_texts(rng, rng.randint(1, 4)) for _ in range(200)]
     unique = sorted({t for texts in requests for t in texts})
     reference = dict(zip(unique, reference_model.encode(unique, normalize_embeddings=True, batch_size=64)))
 
-    async with httpx.AsyncClient(base_url=server.url, timeout=120, limits=httpx.Limits(max_connections=200)) as client:
+    async with server.async_http(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
 
         async def one(texts: list[str]) -> tuple[list[str], dict]:
             response = await client.post("/v1/embeddings", json={"input": texts})

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 
-import httpx
 import numpy as np
 import pytest
 from openai import OpenAI
 
-from tests.support import RunningServer, cosine_rows
+from tests.inprocess import AppServer
+from tests.support import cosine_rows
 
 MODEL = "all-MiniLM-L6-v2"
 TEXTS = [
@@ -24,8 +24,8 @@ TEXTS = [
 
 
 @pytest.fixture(scope="module")
-def client(server: RunningServer) -> OpenAI:
-    return OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+def client(server: AppServer) -> OpenAI:
+    return OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0, http_client=server.http)
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,10 @@ def test_openai_client_base64_embeddings_decode_to_the_same_vectors(client: Open
     assert cosine_rows(got, reference).min() >= 0.9999
 
 
-def test_base64_is_little_endian_float32(server: RunningServer) -> None:
-    raw = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello", "encoding_format": "base64"}).json()
+def test_base64_is_little_endian_float32(server: AppServer) -> None:
+    raw = server.http.post(f"{server.url}/v1/embeddings", json={"input": "hello", "encoding_format": "base64"}).json()
     vector = np.frombuffer(base64.b64decode(raw["data"][0]["embedding"]), dtype="<f4")
-    floats = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello"}).json()["data"][0]["embedding"]
+    floats = server.http.post(f"{server.url}/v1/embeddings", json={"input": "hello"}).json()["data"][0]["embedding"]
     assert vector.shape == (384,)
     np.testing.assert_allclose(vector, floats, rtol=1e-6, atol=1e-7)
 
@@ -63,37 +63,39 @@ def test_semantic_sanity(client: OpenAI) -> None:
     assert eating @ bread > eating @ baby + 0.3
 
 
-def test_usage_counts_real_tokens_including_truncation(server: RunningServer, reference_model) -> None:  # type: ignore[no-untyped-def]
-    body = httpx.post(f"{server.url}/v1/embeddings", json={"input": TEXTS, "model": MODEL}).json()
+def test_usage_counts_real_tokens_including_truncation(server: AppServer, reference_model) -> None:  # type: ignore[no-untyped-def]
+    body = server.http.post(f"{server.url}/v1/embeddings", json={"input": TEXTS, "model": MODEL}).json()
     tokenizer = reference_model.tokenizer
     expected = sum(min(len(tokenizer(t)["input_ids"]), 256) for t in TEXTS)
     assert body["usage"] == {"prompt_tokens": expected, "total_tokens": expected}
 
 
-def test_model_is_optional_and_aliases_resolve(server: RunningServer) -> None:
-    unnamed = httpx.post(f"{server.url}/v1/embeddings", json={"input": "hi"}).json()
-    aliased = httpx.post(
+def test_model_is_optional_and_aliases_resolve(server: AppServer) -> None:
+    unnamed = server.http.post(f"{server.url}/v1/embeddings", json={"input": "hi"}).json()
+    aliased = server.http.post(
         f"{server.url}/v1/embeddings", json={"input": "hi", "model": "sentence-transformers/all-MiniLM-L6-v2"}
     ).json()
     assert unnamed["model"] == aliased["model"] == MODEL
     assert unnamed["data"][0]["embedding"] == aliased["data"][0]["embedding"]
 
 
-def test_token_id_inputs_embed_like_the_text_they_encode(server: RunningServer, reference_model) -> None:  # type: ignore[no-untyped-def]
+def test_token_id_inputs_embed_like_the_text_they_encode(server: AppServer, reference_model) -> None:  # type: ignore[no-untyped-def]
     ids = reference_model.tokenizer("A man is eating food.", add_special_tokens=False)["input_ids"]
-    by_ids = httpx.post(f"{server.url}/v1/embeddings", json={"input": [ids, ids[:3]]}).json()
-    by_text = httpx.post(f"{server.url}/v1/embeddings", json={"input": "A man is eating food."}).json()
-    single = httpx.post(f"{server.url}/v1/embeddings", json={"input": ids}).json()
+    by_ids = server.http.post(f"{server.url}/v1/embeddings", json={"input": [ids, ids[:3]]}).json()
+    by_text = server.http.post(f"{server.url}/v1/embeddings", json={"input": "A man is eating food."}).json()
+    single = server.http.post(f"{server.url}/v1/embeddings", json={"input": ids}).json()
     assert len(by_ids["data"]) == 2 and len(single["data"]) == 1
     a, b = np.array(by_ids["data"][0]["embedding"]), np.array(by_text["data"][0]["embedding"])
     assert a @ b > 0.9999
     assert by_ids["usage"]["prompt_tokens"] == 2 * 2 + len(ids) + 3
 
 
-def test_dimensions_truncate_then_renormalize(server: RunningServer) -> None:
-    full = np.array(httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello"}).json()["data"][0]["embedding"])
+def test_dimensions_truncate_then_renormalize(server: AppServer) -> None:
+    full = np.array(
+        server.http.post(f"{server.url}/v1/embeddings", json={"input": "hello"}).json()["data"][0]["embedding"]
+    )
     short = np.array(
-        httpx.post(f"{server.url}/v1/embeddings", json={"input": "hello", "dimensions": 64}).json()["data"][0][
+        server.http.post(f"{server.url}/v1/embeddings", json={"input": "hello", "dimensions": 64}).json()["data"][0][
             "embedding"
         ]
     )
@@ -102,47 +104,49 @@ def test_dimensions_truncate_then_renormalize(server: RunningServer) -> None:
     np.testing.assert_allclose(short, full[:64] / np.linalg.norm(full[:64]), atol=1e-6)
 
 
-def test_truncate_false_refuses_over_long_input(server: RunningServer) -> None:
-    response = httpx.post(f"{server.url}/v1/embeddings", json={"input": TEXTS[-1], "truncate": False})
+def test_truncate_false_refuses_over_long_input(server: AppServer) -> None:
+    response = server.http.post(f"{server.url}/v1/embeddings", json={"input": TEXTS[-1], "truncate": False})
     assert response.status_code == 400
     assert "256 tokens" in response.json()["error"]["message"]
 
 
-def test_native_embed_and_batch_embed(server: RunningServer, reference: np.ndarray) -> None:
-    one = httpx.post(f"{server.url}/embed", json={"text": TEXTS[0]}).json()
+def test_native_embed_and_batch_embed(server: AppServer, reference: np.ndarray) -> None:
+    one = server.http.post(f"{server.url}/embed", json={"text": TEXTS[0]}).json()
     assert one["model"] == MODEL and one["dim"] == 384 and one["tokens"] > 0
     assert float(np.array(one["embedding"]) @ reference[0]) >= 0.9999
 
-    many = httpx.post(f"{server.url}/batch-embed", json={"texts": TEXTS}).json()
+    many = server.http.post(f"{server.url}/batch-embed", json={"texts": TEXTS}).json()
     assert many["count"] == len(TEXTS) and many["dim"] == 384
     assert cosine_rows(np.array(many["embeddings"]), reference).min() >= 0.9999
 
 
-def test_native_normalize_false_returns_the_raw_pooled_vector(server: RunningServer, reference_model) -> None:  # type: ignore[no-untyped-def]
-    raw = np.array(httpx.post(f"{server.url}/embed", json={"text": "hello", "normalize": False}).json()["embedding"])
+def test_native_normalize_false_returns_the_raw_pooled_vector(server: AppServer, reference_model) -> None:  # type: ignore[no-untyped-def]
+    raw = np.array(
+        server.http.post(f"{server.url}/embed", json={"text": "hello", "normalize": False}).json()["embedding"]
+    )
     expected = reference_model.encode(["hello"], normalize_embeddings=False)[0]
     # The folder's pipeline ends in Normalize; without it the vector keeps its pooled length.
     assert np.linalg.norm(raw) > 1.5
     assert float(raw @ expected / np.linalg.norm(raw) / np.linalg.norm(expected)) >= 0.9999
 
 
-def test_models_health_and_request_ids(server: RunningServer) -> None:
-    models = httpx.get(f"{server.url}/v1/models").json()
+def test_models_health_and_request_ids(server: AppServer) -> None:
+    models = server.http.get(f"{server.url}/v1/models").json()
     card = models["data"][0]
     assert models["object"] == "list"
     assert card["id"] == MODEL and card["kind"] == "embed" and card["dimension"] == 384
     assert card["max_length"] == 256 and card["backend"] == "torch" and card["status"] == "ready"
 
-    assert httpx.get(f"{server.url}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{server.url}/health/ready").status_code == 200
-    echoed = httpx.post(f"{server.url}/embed", json={"text": "x"}, headers={"X-Request-ID": "trace-123"})
+    assert server.http.get(f"{server.url}/health").json() == {"status": "ok"}
+    assert server.http.get(f"{server.url}/health/ready").status_code == 200
+    echoed = server.http.post(f"{server.url}/embed", json={"text": "x"}, headers={"X-Request-ID": "trace-123"})
     assert echoed.headers["x-request-id"] == "trace-123"
-    assert len(httpx.get(f"{server.url}/health").headers["x-request-id"]) == 32
+    assert len(server.http.get(f"{server.url}/health").headers["x-request-id"]) == 32
 
 
-def test_metrics_expose_requests_batches_and_queue(server: RunningServer) -> None:
-    httpx.post(f"{server.url}/v1/embeddings", json={"input": ["metrics", "please"]})
-    text = httpx.get(f"{server.url}/metrics").text
+def test_metrics_expose_requests_batches_and_queue(server: AppServer) -> None:
+    server.http.post(f"{server.url}/v1/embeddings", json={"input": ["metrics", "please"]})
+    text = server.http.get(f"{server.url}/metrics").text
     for name in (
         'embed_requests_total{model="all-MiniLM-L6-v2",route="/v1/embeddings",status="200"}',
         'embed_request_duration_seconds_bucket{le="0.001",model="all-MiniLM-L6-v2",route="/v1/embeddings"}',
@@ -156,7 +160,7 @@ def test_metrics_expose_requests_batches_and_queue(server: RunningServer) -> Non
         assert name in text, name
 
 
-def test_swagger_docs_and_openapi(server: RunningServer) -> None:
-    assert httpx.get(f"{server.url}/docs").status_code == 200
-    paths = httpx.get(f"{server.url}/openapi.json").json()["paths"]
+def test_swagger_docs_and_openapi(server: AppServer) -> None:
+    assert server.http.get(f"{server.url}/docs").status_code == 200
+    paths = server.http.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/embeddings", "/embed", "/batch-embed", "/v1/models", "/health/ready"} <= set(paths)

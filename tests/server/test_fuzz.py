@@ -17,14 +17,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.support import RunningServer, start_server, stop_server
+from tests.inprocess import AppServer, start_app
 
 MAX_INPUTS = 64
 EXAMPLES = 100  # per operation and mode
@@ -83,8 +82,8 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
 
 
 @pytest.fixture(scope="module")
-def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Path) -> Iterator[RunningServer]:
-    running = start_server(
+def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Path) -> Iterator[AppServer]:
+    running = start_app(
         tmp_path_factory.mktemp("fuzz"),
         "--model",
         "all-MiniLM-L6-v2",
@@ -97,12 +96,12 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Pat
         },
     )
     yield running
-    stop_server(running)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
-def api_schema(fuzz_server: RunningServer):  # type: ignore[no-untyped-def]
-    return schemathesis.openapi.from_url(f"{fuzz_server.url}/openapi.json")
+def api_schema(fuzz_server: AppServer):  # type: ignore[no-untyped-def]
+    return schemathesis.openapi.from_url(f"{fuzz_server.listen()}/openapi.json")
 
 
 def test_every_served_operation_is_fuzzed(api_schema) -> None:  # type: ignore[no-untyped-def]
@@ -146,7 +145,7 @@ def check(case, response) -> None:  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(("method", "path", "mode"), CASES)
-def test_fuzz(api_schema, fuzz_server: RunningServer, method: str, path: str, mode: GenerationMode) -> None:  # type: ignore[no-untyped-def]
+def test_fuzz(api_schema, fuzz_server: AppServer, method: str, path: str, mode: GenerationMode) -> None:  # type: ignore[no-untyped-def]
     operation = api_schema[path][method]
 
     @settings(
@@ -159,7 +158,7 @@ def test_fuzz(api_schema, fuzz_server: RunningServer, method: str, path: str, mo
     @given(case=operation.as_strategy(generation_mode=mode))
     def fuzz(case) -> None:  # type: ignore[no-untyped-def]
         admin = {"Authorization": f"Bearer {ADMIN_KEY}"} if path.startswith("/v1/backends") else None
-        response = case.call(base_url=fuzz_server.url, timeout=60, headers=admin)
+        response = case.call(base_url=fuzz_server.listen(), timeout=60, headers=admin)
         check(case, response)
         # The rest of schemathesis's checks: the status is documented, 2xx bodies match their schema,
         # content types and headers are as documented, schema-violating requests are rejected...
@@ -169,11 +168,10 @@ def test_fuzz(api_schema, fuzz_server: RunningServer, method: str, path: str, mo
     fuzz()
 
 
-def test_still_healthy_after_fuzzing(fuzz_server: RunningServer) -> None:
-    assert httpx.get(f"{fuzz_server.url}/health/ready", timeout=5).status_code == 200
-    response = httpx.post(f"{fuzz_server.url}/v1/embeddings", json={"input": "still here"}, timeout=30)
+def test_still_healthy_after_fuzzing(fuzz_server: AppServer) -> None:
+    assert fuzz_server.http.get(f"{fuzz_server.url}/health/ready", timeout=5).status_code == 200
+    response = fuzz_server.http.post(f"{fuzz_server.url}/v1/embeddings", json={"input": "still here"}, timeout=30)
     assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
-    ranked = httpx.post(f"{fuzz_server.url}/rerank", json={"query": "q", "texts": ["a", "b"]}, timeout=30)
+    ranked = fuzz_server.http.post(f"{fuzz_server.url}/rerank", json={"query": "q", "texts": ["a", "b"]}, timeout=30)
     assert ranked.status_code == 200 and len(ranked.json()) == 2
-    assert fuzz_server.process.poll() is None
     assert "Traceback" not in fuzz_server.log()

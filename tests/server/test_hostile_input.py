@@ -1,4 +1,5 @@
-"""Hostile input over real HTTP: huge and deeply nested JSON, bad bytes, enormous texts, slow clients.
+"""Hostile input over real HTTP (the app in-process, listening on loopback): huge and deeply nested JSON,
+bad bytes, enormous texts, slow clients.
 
 Whatever a client sends, the server answers in its route's error shape (or serves the request), does
 not crash, and keeps serving everyone else meanwhile.
@@ -19,7 +20,7 @@ from urllib.parse import urlparse
 import httpx
 import pytest
 
-from tests.support import RunningServer, start_server, stop_server
+from tests.inprocess import AppServer, start_app
 
 MAX_BODY = 12 * 2**20  # above the 10 MB string below, so that it is accepted
 READ_TIMEOUT = 2.0  # EMBEDSERVE_BODY_READ_TIMEOUT
@@ -32,8 +33,8 @@ ROUTES = ["/v1/embeddings", "/embed", "/batch-embed", "/v1/rerank", "/rerank"]
 
 
 @pytest.fixture(scope="module")
-def hostile(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Path) -> Iterator[RunningServer]:
-    running = start_server(
+def hostile(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Path) -> Iterator[AppServer]:
+    running = start_app(
         tmp_path_factory.mktemp("hostile"),
         "--model",
         "all-MiniLM-L6-v2",
@@ -46,13 +47,13 @@ def hostile(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Path) -
         },
     )
     yield running
-    stop_server(running)
+    running.stop()
     assert "Traceback" not in running.log(), running.log()[-5000:]
 
 
 @pytest.fixture(scope="module")
-def max_lengths(hostile: RunningServer) -> dict[str, int]:
-    cards = httpx.get(f"{hostile.url}/v1/models").json()["data"]
+def max_lengths(hostile: AppServer) -> dict[str, int]:
+    cards = httpx.get(f"{hostile.listen()}/v1/models").json()["data"]
     return {card["id"]: card["max_length"] for card in cards}
 
 
@@ -74,15 +75,14 @@ def message(route: str, body: dict) -> str:
     return body["error"]["message"] if route.startswith("/v1/") else body["error"]
 
 
-def still_serving(server: RunningServer) -> None:
-    assert server.process.poll() is None, server.log()[-3000:]
-    response = httpx.post(f"{server.url}/v1/embeddings", json={"input": "still here"}, timeout=10)
+def still_serving(server: AppServer) -> None:
+    response = httpx.post(f"{server.listen()}/v1/embeddings", json={"input": "still here"}, timeout=10)
     assert response.status_code == 200 and len(response.json()["data"][0]["embedding"]) == 384
 
 
-def post_raw(server: RunningServer, route: str, body: bytes, timeout: float = 60) -> httpx.Response:
+def post_raw(server: AppServer, route: str, body: bytes, timeout: float = 60) -> httpx.Response:
     headers = {"content-type": "application/json"}
-    return httpx.post(f"{server.url}{route}", content=body, headers=headers, timeout=timeout)
+    return httpx.post(f"{server.listen()}{route}", content=body, headers=headers, timeout=timeout)
 
 
 def with_text(route: str, text_json: bytes) -> bytes:
@@ -99,7 +99,7 @@ def with_text(route: str, text_json: bytes) -> bytes:
 class Prober:
     """Small requests from another thread, timed, while something hostile goes on."""
 
-    def __init__(self, server: RunningServer) -> None:
+    def __init__(self, server: AppServer) -> None:
         self.server = server
         self.latencies: list[float] = []
         self.failures: list[str] = []
@@ -111,7 +111,7 @@ class Prober:
             while not self._stop.is_set():
                 started = time.monotonic()
                 try:
-                    response = client.post(f"{self.server.url}/v1/embeddings", json={"input": "a small request"})
+                    response = client.post(f"{self.server.listen()}/v1/embeddings", json={"input": "a small request"})
                     if response.status_code != 200:
                         self.failures.append(f"{response.status_code}: {response.text[:200]}")
                 except httpx.HTTPError as exc:
@@ -131,7 +131,7 @@ class Prober:
 # -- huge bodies ----------------------------------------------------------------------------------
 
 
-def test_many_megabytes_of_valid_json_below_the_limit_are_served(hostile: RunningServer) -> None:
+def test_many_megabytes_of_valid_json_below_the_limit_are_served(hostile: AppServer) -> None:
     # /v1 routes ignore unknown fields (clients send extras), so megabytes of them must parse and pass.
     filler = json.dumps({"deep": [{"k": i, "v": "x" * 50} for i in range(100_000)]}).encode()
     user = b"u" * (MAX_BODY - len(filler) - 2**20)
@@ -146,7 +146,7 @@ def test_many_megabytes_of_valid_json_below_the_limit_are_served(hostile: Runnin
 
 
 @pytest.mark.parametrize("route", ["/v1/embeddings", "/embed", "/v1/rerank", "/rerank"])
-def test_json_above_the_body_limit_is_413_declared_or_streamed(hostile: RunningServer, route: str) -> None:
+def test_json_above_the_body_limit_is_413_declared_or_streamed(hostile: AppServer, route: str) -> None:
     huge = with_text(route, b'"' + b"a" * (MAX_BODY + 2**20) + b'"')
     assert_error(route, post_raw(hostile, route, huge), 413)
 
@@ -158,7 +158,7 @@ def test_json_above_the_body_limit_is_413_declared_or_streamed(hostile: RunningS
     still_serving(hostile)
 
 
-def test_megabytes_of_tiny_inputs_are_refused_by_count(hostile: RunningServer) -> None:
+def test_megabytes_of_tiny_inputs_are_refused_by_count(hostile: AppServer) -> None:
     many = b'{"input": [' + b",".join([b'"x"'] * 1_000_000) + b"]}"
     started = time.monotonic()
     body = assert_error("/v1/embeddings", post_raw(hostile, "/v1/embeddings", many), 413)
@@ -176,7 +176,7 @@ NESTED = [
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_deeply_nested_json_is_a_clean_400(hostile: RunningServer, route: str) -> None:
+def test_deeply_nested_json_is_a_clean_400(hostile: AppServer, route: str) -> None:
     for nested in NESTED:
         assert_error(route, post_raw(hostile, route, nested), 400)
         assert_error(route, post_raw(hostile, route, with_text(route, nested)), 400)
@@ -196,7 +196,7 @@ INVALID_UTF8 = [
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_invalid_utf8_is_refused_in_the_route_shape(hostile: RunningServer, route: str) -> None:
+def test_invalid_utf8_is_refused_in_the_route_shape(hostile: AppServer, route: str) -> None:
     for bad in INVALID_UTF8:
         assert_error(route, post_raw(hostile, route, with_text(route, b'"ok ' + bad + b' ok"')), 400, 422)
         assert_error(route, post_raw(hostile, route, bad + with_text(route, b'"ok"')), 400, 422)
@@ -204,7 +204,7 @@ def test_invalid_utf8_is_refused_in_the_route_shape(hostile: RunningServer, rout
 
 
 @pytest.mark.parametrize("route", ROUTES)
-def test_nul_characters_inside_a_text_are_served(hostile: RunningServer, route: str) -> None:
+def test_nul_characters_inside_a_text_are_served(hostile: AppServer, route: str) -> None:
     # U+0000 is a character like any other (escaped in JSON): the text is embedded or ranked.
     for text in [b'"a\\u0000b"', b'"\\u0000"', b'"\\u0000\\u0000 nul \\u0000 bytes\\u0000"']:
         response = post_raw(hostile, route, with_text(route, text))
@@ -232,7 +232,7 @@ def _numbers(value: Any) -> list[float]:
 
 
 def test_a_10mb_string_is_truncated_and_answered_without_blocking_others(
-    hostile: RunningServer, max_lengths: dict[str, int]
+    hostile: AppServer, max_lengths: dict[str, int]
 ) -> None:
     text = ("the quick brown fox jumps over the lazy dog " * 250_000)[: 10 * 2**20]
     body = json.dumps({"input": text}).encode()
@@ -257,11 +257,11 @@ HUNDRED_K_TOKENS = " ".join(["word"] * 100_000)
 
 @pytest.mark.parametrize("as_ids", [False, True], ids=["text", "token-ids"])
 def test_100k_token_inputs_are_truncated_or_refused_on_v1(
-    hostile: RunningServer, max_lengths: dict[str, int], as_ids: bool
+    hostile: AppServer, max_lengths: dict[str, int], as_ids: bool
 ) -> None:
     long: Any = [1000] * 100_000 if as_ids else HUNDRED_K_TOKENS
     short: Any = [1000, 1001] if as_ids else "short"
-    url = f"{hostile.url}/v1/embeddings"
+    url = f"{hostile.listen()}/v1/embeddings"
     response = httpx.post(url, json={"input": [long, short]}, timeout=60)
     assert response.status_code == 200, response.text[:500]
     # usage counts tokens after truncation: the long input is exactly the model's limit
@@ -273,8 +273,8 @@ def test_100k_token_inputs_are_truncated_or_refused_on_v1(
     assert body["error"]["param"] == "input" and str(max_lengths["all-MiniLM-L6-v2"]) in body["error"]["message"]
 
 
-def test_100k_token_inputs_on_native_and_rerank_routes(hostile: RunningServer, max_lengths: dict[str, int]) -> None:
-    url = hostile.url
+def test_100k_token_inputs_on_native_and_rerank_routes(hostile: AppServer, max_lengths: dict[str, int]) -> None:
+    url = hostile.listen()
     embedded = httpx.post(f"{url}/embed", json={"text": HUNDRED_K_TOKENS}, timeout=60)
     assert embedded.status_code == 200 and embedded.json()["tokens"] == max_lengths["all-MiniLM-L6-v2"]
     refused = httpx.post(f"{url}/embed", json={"text": HUNDRED_K_TOKENS, "truncate": False}, timeout=60)
@@ -298,23 +298,23 @@ def test_100k_token_inputs_on_native_and_rerank_routes(hostile: RunningServer, m
     [[MINILM_VOCAB], [[1, 2], [10**12]], [2**64], [1, 2, MINILM_VOCAB + 5]],
     ids=["edge", "nested", "2^64", "mid"],
 )
-def test_token_ids_outside_the_vocabulary_are_400(hostile: RunningServer, ids: list) -> None:
-    response = httpx.post(f"{hostile.url}/v1/embeddings", json={"input": ids}, timeout=10)
+def test_token_ids_outside_the_vocabulary_are_400(hostile: AppServer, ids: list) -> None:
+    response = httpx.post(f"{hostile.listen()}/v1/embeddings", json={"input": ids}, timeout=10)
     body = assert_error("/v1/embeddings", response, 400)
     assert body["error"]["param"] == "input" and f"[0, {MINILM_VOCAB})" in body["error"]["message"]
-    assert httpx.post(f"{hostile.url}/v1/embeddings", json={"input": [MINILM_VOCAB - 1]}).status_code == 200
+    assert httpx.post(f"{hostile.listen()}/v1/embeddings", json={"input": [MINILM_VOCAB - 1]}).status_code == 200
 
 
 # -- slow clients -----------------------------------------------------------------------------------
 
 
-def _connect(server: RunningServer) -> socket.socket:
-    address = urlparse(server.url)
+def _connect(server: AppServer) -> socket.socket:
+    address = urlparse(server.listen())
     sock = socket.create_connection((address.hostname, address.port), timeout=READ_TIMEOUT + 10)
     return sock
 
 
-def stalled_client(server: RunningServer, route: str, *, chunked: bool = False) -> socket.socket:
+def stalled_client(server: AppServer, route: str, *, chunked: bool = False) -> socket.socket:
     """Sends the headers and part of the body, then nothing more."""
     sock = _connect(server)
     body = with_text(route, b'"' + b"x" * 1000 + b'"')
@@ -360,7 +360,7 @@ def assert_408(route: str, raw: bytes) -> None:
         assert parsed == {"error": parsed["error"], "error_type": "Timeout"}
 
 
-def test_a_stalled_body_gets_408_in_the_route_shape_and_the_connection_is_closed(hostile: RunningServer) -> None:
+def test_a_stalled_body_gets_408_in_the_route_shape_and_the_connection_is_closed(hostile: AppServer) -> None:
     cases = [(route, chunked) for route in ("/v1/embeddings", "/embed", "/rerank") for chunked in (False, True)]
     started = time.monotonic()
     sockets = [(route, stalled_client(hostile, route, chunked=chunked)) for route, chunked in cases]
@@ -371,7 +371,7 @@ def test_a_stalled_body_gets_408_in_the_route_shape_and_the_connection_is_closed
     still_serving(hostile)
 
 
-def test_slow_loris_clients_do_not_hold_up_others_and_are_cut_off(hostile: RunningServer) -> None:
+def test_slow_loris_clients_do_not_hold_up_others_and_are_cut_off(hostile: AppServer) -> None:
     started = time.monotonic()
     stalled = [stalled_client(hostile, ROUTES[i % len(ROUTES)], chunked=i % 2 == 1) for i in range(40)]
 
@@ -396,7 +396,7 @@ def test_slow_loris_clients_do_not_hold_up_others_and_are_cut_off(hostile: Runni
     with httpx.Client(timeout=10) as client:
         for i in range(5):
             t = time.monotonic()
-            response = client.post(f"{hostile.url}/embed", json={"text": f"a normal client {i}"})
+            response = client.post(f"{hostile.listen()}/embed", json={"text": f"a normal client {i}"})
             assert response.status_code == 200 and time.monotonic() - t < 1.0
     assert time.monotonic() - started < READ_TIMEOUT, "the normal requests were not served while others stalled"
 
@@ -410,7 +410,7 @@ def test_slow_loris_clients_do_not_hold_up_others_and_are_cut_off(hostile: Runni
     still_serving(hostile)
 
 
-def test_a_slow_but_steady_upload_within_the_timeout_is_served(hostile: RunningServer) -> None:
+def test_a_slow_but_steady_upload_within_the_timeout_is_served(hostile: AppServer) -> None:
     def chunks() -> Iterator[bytes]:
         yield b'{"input": "a slow'
         time.sleep(READ_TIMEOUT / 3)

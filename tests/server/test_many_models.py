@@ -13,7 +13,8 @@ import pytest
 import yaml
 
 from tests.fixtures.tiny_models import GEMMA3, XLMR
-from tests.support import RunningServer, cosine_rows, start_server, stop_server
+from tests.inprocess import AppServer, start_app
+from tests.support import cosine_rows
 
 
 @pytest.fixture(scope="module")
@@ -35,10 +36,10 @@ def models_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs, minil
 
 
 @pytest.fixture(scope="module")
-def multi_server(tmp_path_factory: pytest.TempPathFactory, models_file: Path) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("multi"), "--models", str(models_file))
+def multi_server(tmp_path_factory: pytest.TempPathFactory, models_file: Path) -> Iterator[AppServer]:
+    running = start_app(tmp_path_factory.mktemp("multi"), "--models", str(models_file))
     yield running
-    stop_server(running)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +56,8 @@ def references(tiny_model_dirs, reference_model):  # type: ignore[no-untyped-def
     }
 
 
-def post(server: RunningServer, route: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{server.url}{route}", json=body, timeout=60)
+def post(server: AppServer, route: str, body: dict) -> httpx.Response:
+    return server.http.post(f"{server.url}{route}", json=body, timeout=60)
 
 
 def vectors(response: httpx.Response) -> np.ndarray:
@@ -64,8 +65,8 @@ def vectors(response: httpx.Response) -> np.ndarray:
     return np.array([d["embedding"] for d in response.json()["data"]])
 
 
-def test_models_are_listed_with_their_properties(multi_server: RunningServer) -> None:
-    cards = {card["id"]: card for card in httpx.get(f"{multi_server.url}/v1/models").json()["data"]}
+def test_models_are_listed_with_their_properties(multi_server: AppServer) -> None:
+    cards = {card["id"]: card for card in multi_server.http.get(f"{multi_server.url}/v1/models").json()["data"]}
     assert set(cards) == {"gemma", "bge-m3-tiny", "e5-tiny", "minilm"}
     assert cards["gemma"]["dimension"] == GEMMA3.dimension and "query" in cards["gemma"]["prompts"]
     assert cards["gemma"]["aliases"] == ["google/embeddinggemma-300m"]
@@ -74,13 +75,13 @@ def test_models_are_listed_with_their_properties(multi_server: RunningServer) ->
     assert all(card["status"] == "ready" and card["dtype"] == "float32" for card in cards.values())
 
 
-def test_a_request_without_a_model_is_refused_when_several_are_served(multi_server: RunningServer) -> None:
+def test_a_request_without_a_model_is_refused_when_several_are_served(multi_server: AppServer) -> None:
     response = post(multi_server, "/v1/embeddings", {"input": "which model?"})
     assert response.status_code == 400
     assert "gemma" in response.json()["error"]["message"]
 
 
-def test_prompts_per_request_on_both_route_families(multi_server: RunningServer, references) -> None:  # type: ignore[no-untyped-def]
+def test_prompts_per_request_on_both_route_families(multi_server: AppServer, references) -> None:  # type: ignore[no-untyped-def]
     texts = ["where is the library?", "Студенты находят ответ."]
     gemma = references["gemma"]
     query = vectors(post(multi_server, "/v1/embeddings", {"model": "gemma", "input": texts, "prompt_name": "query"}))
@@ -94,13 +95,13 @@ def test_prompts_per_request_on_both_route_families(multi_server: RunningServer,
     assert unknown.status_code == 400 and "query" in unknown.json()["error"]
 
 
-def test_default_prompt_from_the_models_file(multi_server: RunningServer, references) -> None:  # type: ignore[no-untyped-def]
+def test_default_prompt_from_the_models_file(multi_server: AppServer, references) -> None:  # type: ignore[no-untyped-def]
     got = vectors(post(multi_server, "/v1/embeddings", {"model": "e5-tiny", "input": ["hello there"]}))
     expected = references["e5-tiny"].encode(["hello there"], prompt_name="query")
     assert cosine_rows(got, expected).min() >= 0.9999
 
 
-def test_matryoshka_dimensions_on_gemma(multi_server: RunningServer, references) -> None:  # type: ignore[no-untyped-def]
+def test_matryoshka_dimensions_on_gemma(multi_server: AppServer, references) -> None:  # type: ignore[no-untyped-def]
     text = ["a sentence to shorten"]
     for size in GEMMA3.matryoshka_dims:
         got = vectors(post(multi_server, "/v1/embeddings", {"model": "gemma", "input": text, "dimensions": size}))
@@ -112,14 +113,14 @@ def test_matryoshka_dimensions_on_gemma(multi_server: RunningServer, references)
     assert too_big.status_code == 400
 
 
-def test_the_models_file_max_length_truncates(multi_server: RunningServer) -> None:
+def test_the_models_file_max_length_truncates(multi_server: AppServer) -> None:
     long_text = "word " * 1000
     usage = post(multi_server, "/v1/embeddings", {"model": "bge-m3-tiny", "input": long_text}).json()["usage"]
     assert usage["prompt_tokens"] == 128
 
 
 async def test_concurrent_requests_to_several_models_each_answered_by_the_model_named(
-    multi_server: RunningServer,
+    multi_server: AppServer,
     references,  # type: ignore[no-untyped-def]
 ) -> None:
     rng = random.Random(3)
@@ -128,7 +129,7 @@ async def test_concurrent_requests_to_several_models_each_answered_by_the_model_
         (rng.choice(sorted(references)), [" ".join(rng.choices(words, k=rng.randint(2, 40))) for _ in range(3)])
         for _ in range(80)
     ]
-    async with httpx.AsyncClient(base_url=multi_server.url, timeout=120) as client:
+    async with multi_server.async_http(timeout=120) as client:
         responses = await asyncio.gather(
             *(client.post("/v1/embeddings", json={"model": model, "input": texts}) for model, texts in jobs)
         )

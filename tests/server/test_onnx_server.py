@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
@@ -70,7 +69,7 @@ def onnx_server(tmp_path_factory: pytest.TempPathFactory, int8_models: dict[str,
 
 
 def test_models_are_served_by_onnx_int8(onnx_server: RunningServer) -> None:
-    cards = {c["id"]: c for c in httpx.get(f"{onnx_server.url}/v1/models").json()["data"]}
+    cards = {c["id"]: c for c in onnx_server.http.get(f"{onnx_server.url}/v1/models").json()["data"]}
     assert {(c["kind"], c["backend"], c["dtype"]) for c in cards.values()} == {
         ("embed", "onnx-int8", "int8"),
         ("rerank", "onnx-int8", "int8"),
@@ -81,22 +80,26 @@ def test_int8_embeddings_over_both_routes_stay_close_to_the_float32_model(
     onnx_server: RunningServer, reference_model
 ) -> None:  # type: ignore[no-untyped-def]
     texts = ["A man is eating food.", "A man is eating a piece of bread.", "The girl is carrying a baby."]
-    openai = httpx.post(f"{onnx_server.url}/v1/embeddings", json={"model": "minilm-int8", "input": texts}).json()
+    openai = onnx_server.http.post(
+        f"{onnx_server.url}/v1/embeddings", json={"model": "minilm-int8", "input": texts}
+    ).json()
     got = np.array([d["embedding"] for d in openai["data"]])
     assert cosine_rows(got, reference_model.encode(texts, normalize_embeddings=True)).min() >= 0.97
     assert got[0] @ got[1] > got[0] @ got[2]
-    native = httpx.post(f"{onnx_server.url}/embed", json={"model": "minilm-int8", "text": texts[0]}).json()
+    native = onnx_server.http.post(f"{onnx_server.url}/embed", json={"model": "minilm-int8", "text": texts[0]}).json()
     # Dynamic INT8 scales activations per batch, so one text alone differs slightly from it in a batch.
     assert native["dim"] == 384 and float(np.dot(native["embedding"], got[0])) >= 0.99
 
 
 def test_int8_reranking_answers_in_both_shapes(onnx_server: RunningServer) -> None:
-    cohere = httpx.post(
+    cohere = onnx_server.http.post(
         f"{onnx_server.url}/v1/rerank", json={"model": "reranker-int8", "query": QUERY, "documents": DOCUMENTS}
     )
     assert cohere.status_code == 200, cohere.text
     results = cohere.json()["results"]
     assert sorted(r["index"] for r in results) == [0, 1, 2]
     assert all(0 <= r["relevance_score"] <= 1 for r in results)
-    tei = httpx.post(f"{onnx_server.url}/rerank", json={"model": "reranker-int8", "query": QUERY, "texts": DOCUMENTS})
+    tei = onnx_server.http.post(
+        f"{onnx_server.url}/rerank", json={"model": "reranker-int8", "query": QUERY, "texts": DOCUMENTS}
+    )
     assert [r["index"] for r in tei.json()] == [r["index"] for r in results]

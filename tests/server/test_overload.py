@@ -9,25 +9,24 @@ import httpx
 import numpy as np
 import pytest
 
-from tests.support import RunningServer, cosine_rows, start_server, stop_server
+from tests.inprocess import AppServer, start_app
+from tests.support import cosine_rows
 
 
 @pytest.fixture(scope="module")
-def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
-    running = start_server(tmp_path_factory.mktemp("overload"), "--max-queue-items", "8", "--max-batch-size", "4")
+def small_queue_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
+    running = start_app(tmp_path_factory.mktemp("overload"), "--max-queue-items", "8", "--max-batch-size", "4")
     yield running
-    stop_server(running)
+    running.stop()
 
 
 async def test_excess_requests_get_429_and_accepted_ones_complete(
-    small_queue_server: RunningServer, reference_model
+    small_queue_server: AppServer, reference_model
 ) -> None:  # type: ignore[no-untyped-def]
     texts = [f"request {i}: " + "words to embed " * 30 for i in range(120)]
     reference = reference_model.encode(texts, normalize_embeddings=True)
 
-    async with httpx.AsyncClient(
-        base_url=small_queue_server.url, timeout=120, limits=httpx.Limits(max_connections=120)
-    ) as client:
+    async with small_queue_server.async_http(timeout=120, limits=httpx.Limits(max_connections=120)) as client:
         responses = await asyncio.gather(*(client.post("/v1/embeddings", json={"input": [t, t]}) for t in texts))
 
     statuses = [r.status_code for r in responses]
@@ -42,7 +41,7 @@ async def test_excess_requests_get_429_and_accepted_ones_complete(
             got = np.array([d["embedding"] for d in response.json()["data"]])
             assert cosine_rows(got, np.stack([reference[i], reference[i]])).min() >= 0.9999
 
-    metrics = httpx.get(f"{small_queue_server.url}/metrics").text
+    metrics = small_queue_server.http.get(f"{small_queue_server.url}/metrics").text
     assert 'embed_rejections_total{model="all-MiniLM-L6-v2",reason="overload"}' in metrics
     # Once the burst is over, the server serves normally.
-    assert httpx.post(f"{small_queue_server.url}/embed", json={"text": "after"}).status_code == 200
+    assert small_queue_server.http.post(f"{small_queue_server.url}/embed", json={"text": "after"}).status_code == 200

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from server.ratelimit import MemoryStore
-from tests.support import FakeClock, RunningServer, start_server, stop_server
+from tests.inprocess import AppServer, start_app
+from tests.support import FakeClock
 
 # -- the bucket ---------------------------------------------------------------------------------
 
@@ -46,7 +47,7 @@ SLOW, TOKENS, FAST = "slow-key-0001", "tokens-key-0001", "fast-key-0001"
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     folder = tmp_path_factory.mktemp("limits")
     keys_file = folder / "keys.yaml"
     keys = [
@@ -60,16 +61,16 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]
         "EMBEDSERVE_RATE_LIMIT_RPS": "100",
         "EMBEDSERVE_MAX_TOKENS_PER_REQUEST": "3000",
     }
-    running = start_server(folder, env=env)
+    running = start_app(folder, env=env)
     yield running
-    stop_server(running)
+    running.stop()
 
 
-def post(server: RunningServer, key: str, body: dict, route: str = "/v1/embeddings", **headers: str) -> httpx.Response:
-    return httpx.post(f"{server.url}{route}", json=body, headers={"X-API-Key": key, **headers}, timeout=60)
+def post(server: AppServer, key: str, body: dict, route: str = "/v1/embeddings", **headers: str) -> httpx.Response:
+    return server.http.post(f"{server.url}{route}", json=body, headers={"X-API-Key": key, **headers}, timeout=60)
 
 
-def test_a_key_over_its_request_rate_gets_429_with_rate_headers(limited: RunningServer) -> None:
+def test_a_key_over_its_request_rate_gets_429_with_rate_headers(limited: AppServer) -> None:
     answers = [post(limited, SLOW, {"input": f"request {i}"}) for i in range(3)]
     assert [a.status_code for a in answers] == [200, 200, 429]
     assert answers[0].headers["x-ratelimit-limit"] == "2"
@@ -83,7 +84,7 @@ def test_a_key_over_its_request_rate_gets_429_with_rate_headers(limited: Running
     assert fine.status_code == 200 and fine.headers["x-ratelimit-limit"] == "100"
 
 
-def test_input_tokens_per_minute_are_limited_per_key(limited: RunningServer) -> None:
+def test_input_tokens_per_minute_are_limited_per_key(limited: AppServer) -> None:
     sixty_tokens = "word " * 58  # + [CLS] and [SEP]
     first = post(limited, TOKENS, {"input": sixty_tokens})
     assert first.status_code == 200 and first.json()["usage"]["total_tokens"] == 60
@@ -96,7 +97,7 @@ def test_input_tokens_per_minute_are_limited_per_key(limited: RunningServer) -> 
     assert huge.status_code == 413 and "120 tokens per minute" in huge.json()["error"]["message"]
 
 
-def test_tokens_per_request_are_limited_with_a_413_naming_the_limit(limited: RunningServer) -> None:
+def test_tokens_per_request_are_limited_with_a_413_naming_the_limit(limited: AppServer) -> None:
     response = post(limited, FAST, {"input": ["word " * 200] * 20})
     assert response.status_code == 413
     assert "limit is 3000" in response.json()["error"]["message"]
@@ -104,10 +105,10 @@ def test_tokens_per_request_are_limited_with_a_413_naming_the_limit(limited: Run
     assert native.status_code == 413 and native.json()["error_type"] == "PayloadTooLarge"
 
 
-async def test_a_flood_from_one_key_does_not_slow_another_key_much(limited: RunningServer) -> None:
+async def test_a_flood_from_one_key_does_not_slow_another_key_much(limited: AppServer) -> None:
     """`slow` floods (and is mostly refused at the door); `fast` keeps its latency."""
 
-    async with httpx.AsyncClient(base_url=limited.url, timeout=60) as client:
+    async with limited.async_http(timeout=60) as client:
 
         async def timed(key: str) -> float:
             started = time.perf_counter()
@@ -132,13 +133,13 @@ async def test_a_flood_from_one_key_does_not_slow_another_key_much(limited: Runn
     assert loaded < quiet + 0.25, f"median {quiet * 1000:.0f} ms alone, {loaded * 1000:.0f} ms during the flood"
 
 
-def test_a_request_past_its_deadline_gets_504_and_its_work_is_dropped(limited: RunningServer) -> None:
+def test_a_request_past_its_deadline_gets_504_and_its_work_is_dropped(limited: AppServer) -> None:
     passages = ["the quick brown fox jumps over the lazy dog " * 25] * 12  # ~3000 tokens: seconds of work here
     started = time.monotonic()
     late = post(limited, FAST, {"input": passages}, **{"X-Request-Timeout": "0.2"})
     assert late.status_code == 504 and time.monotonic() - started < 3
     assert "deadline of 0.2 s" in late.json()["error"]["message"]
-    assert 'reason="deadline"' in httpx.get(f"{limited.url}/metrics").text
+    assert 'reason="deadline"' in limited.http.get(f"{limited.url}/metrics").text
     assert post(limited, FAST, {"input": "after"}).status_code == 200
     bad = post(limited, FAST, {"input": "x"}, **{"X-Request-Timeout": "soon"})
     assert bad.status_code == 400 and "X-Request-Timeout" in bad.json()["error"]["message"]

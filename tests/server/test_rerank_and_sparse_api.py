@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
-from tests.support import RunningServer, cosine_rows, start_server, stop_server
+from tests.inprocess import AppServer, start_app
+from tests.support import cosine_rows
 
 QUERY = "Where do students find answers?"
 DOCUMENTS = [*SAMPLE_TEXTS.values(), "short", "a much longer document about libraries " * 80, "Студенты"]
@@ -24,7 +25,7 @@ MAX_DOCUMENTS = 40
 @pytest.fixture(scope="module")
 def rerank_server(
     tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs, tiny_bert_reranker_dir: Path, tiny_bge_m3_dir: Path
-) -> Iterator[RunningServer]:  # type: ignore[no-untyped-def]
+) -> Iterator[AppServer]:  # type: ignore[no-untyped-def]
     folder = tmp_path_factory.mktemp("rerank")
     models_file = folder / "models.yaml"
     entries = [
@@ -35,7 +36,7 @@ def rerank_server(
     ]
     models_file.write_text(yaml.safe_dump({"models": entries}))
     # The second reranker comes from a --model flag: its kind is read off the folder.
-    running = start_server(
+    running = start_app(
         folder,
         "--models",
         str(models_file),
@@ -44,7 +45,7 @@ def rerank_server(
         env={"EMBEDSERVE_MAX_DOCUMENTS": str(MAX_DOCUMENTS)},
     )
     yield running
-    stop_server(running)
+    running.stop()
 
 
 @pytest.fixture(scope="module")
@@ -64,13 +65,13 @@ def expected_scores(cross_encoder, query: str, documents: list[str], *, raw: boo
     return logits if raw else 1 / (1 + np.exp(-logits))
 
 
-def post(server: RunningServer, route: str, body: dict) -> httpx.Response:
-    return httpx.post(f"{server.url}{route}", json=body, timeout=60)
+def post(server: AppServer, route: str, body: dict) -> httpx.Response:
+    return server.http.post(f"{server.url}{route}", json=body, timeout=60)
 
 
 @pytest.mark.parametrize("model", ["bge-reranker", "ms-marco-tiny"])
 def test_v1_rerank_equals_cross_encoder_predict_best_first(
-    rerank_server: RunningServer, cross_encoders, model: str
+    rerank_server: AppServer, cross_encoders, model: str
 ) -> None:  # type: ignore[no-untyped-def]
     response = post(rerank_server, "/v1/rerank", {"model": model, "query": QUERY, "documents": DOCUMENTS})
     assert response.status_code == 200, response.text
@@ -86,7 +87,7 @@ def test_v1_rerank_equals_cross_encoder_predict_best_first(
     assert response.headers["x-request-id"] == body["id"]
 
 
-def test_top_n_return_documents_and_document_objects(rerank_server: RunningServer) -> None:
+def test_top_n_return_documents_and_document_objects(rerank_server: AppServer) -> None:
     documents = [{"text": d} for d in DOCUMENTS]
     full = post(rerank_server, "/v1/rerank", {"model": "bge", "query": QUERY, "documents": DOCUMENTS}).json()
     top = post(
@@ -101,7 +102,7 @@ def test_top_n_return_documents_and_document_objects(rerank_server: RunningServe
     assert len(many.json()["results"]) == len(DOCUMENTS)
 
 
-def test_tei_rerank_shape_raw_scores_and_return_text(rerank_server: RunningServer, cross_encoders) -> None:  # type: ignore[no-untyped-def]
+def test_tei_rerank_shape_raw_scores_and_return_text(rerank_server: AppServer, cross_encoders) -> None:  # type: ignore[no-untyped-def]
     body = {"model": "ms-marco-tiny", "query": QUERY, "texts": DOCUMENTS}
     ranks = post(rerank_server, "/rerank", body).json()
     assert set(ranks[0]) == {"index", "score"}
@@ -113,8 +114,8 @@ def test_tei_rerank_shape_raw_scores_and_return_text(rerank_server: RunningServe
     assert all(r["text"] == DOCUMENTS[r["index"]] for r in raw)
 
 
-def test_models_are_listed_with_their_kind(rerank_server: RunningServer) -> None:
-    cards = {c["id"]: c for c in httpx.get(f"{rerank_server.url}/v1/models").json()["data"]}
+def test_models_are_listed_with_their_kind(rerank_server: AppServer) -> None:
+    cards = {c["id"]: c for c in rerank_server.http.get(f"{rerank_server.url}/v1/models").json()["data"]}
     assert {cid: c["kind"] for cid, c in cards.items()} == {
         "gemma": "embed",
         "e5-tiny": "embed",
@@ -149,7 +150,7 @@ def test_models_are_listed_with_their_kind(rerank_server: RunningServer) -> None
     ],
 )
 def test_bad_rerank_requests_get_the_routes_error_shape(
-    rerank_server: RunningServer, route: str, body: dict, status: int, words: list[str]
+    rerank_server: AppServer, route: str, body: dict, status: int, words: list[str]
 ) -> None:
     response = post(rerank_server, route, body)
     assert response.status_code == status, response.text
@@ -160,7 +161,7 @@ def test_bad_rerank_requests_get_the_routes_error_shape(
 
 
 async def test_embedders_and_rerankers_under_concurrent_load_answer_from_the_model_named(
-    rerank_server: RunningServer, tiny_model_dirs, cross_encoders
+    rerank_server: AppServer, tiny_model_dirs, cross_encoders
 ) -> None:  # type: ignore[no-untyped-def]
     from sentence_transformers import SentenceTransformer
 
@@ -180,7 +181,7 @@ async def test_embedders_and_rerankers_under_concurrent_load_answer_from_the_mod
             expected = expected_scores(cross_encoders[model], query, texts)
         jobs.append((model, query, texts, expected))
 
-    async with httpx.AsyncClient(base_url=rerank_server.url, timeout=120) as client:
+    async with rerank_server.async_http(timeout=120) as client:
 
         async def one(model: str, query: str, texts: list[str], expected: np.ndarray) -> None:
             if model in embedders:
@@ -200,7 +201,7 @@ async def test_embedders_and_rerankers_under_concurrent_load_answer_from_the_mod
 
 
 def test_embed_sparse_gives_bge_m3s_lexical_weights_in_teis_shape(
-    rerank_server: RunningServer, tiny_bge_m3_dir: Path
+    rerank_server: AppServer, tiny_bge_m3_dir: Path
 ) -> None:
     from tests.models.test_sparse import flag_embedding_weights
 
@@ -219,7 +220,7 @@ def test_embed_sparse_gives_bge_m3s_lexical_weights_in_teis_shape(
     assert post(rerank_server, "/v1/embeddings", {"model": "bge-m3", "input": texts}).status_code == 200
 
 
-def test_embed_sparse_on_a_model_without_a_sparse_head_is_a_400(rerank_server: RunningServer) -> None:
+def test_embed_sparse_on_a_model_without_a_sparse_head_is_a_400(rerank_server: AppServer) -> None:
     response = post(rerank_server, "/embed_sparse", {"model": "e5-tiny", "inputs": "x"})
     assert response.status_code == 400
     assert "no sparse head" in response.json()["error"]

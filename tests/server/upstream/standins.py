@@ -32,6 +32,8 @@ class Observed:
     """What a stand-in saw: bodies received and the most calls it had in flight at once."""
 
     bodies: list[dict] = field(default_factory=list)
+    streamed: list[int] = field(default_factory=list)
+    """Per streamed answer, once it ended: how many chunks went out (CHUNKS + 1 with the [DONE] line)."""
     in_flight: int = 0
     most_in_flight: int = 0
 
@@ -82,16 +84,22 @@ def generation_app(observed: Observed) -> Starlette:
         if body.get("stream"):
 
             async def events() -> AsyncIterator[bytes]:
-                for i in range(CHUNKS):
-                    chunk = {
-                        "object": "chat.completion.chunk",
-                        "model": body["model"],
-                        "sent_at": time.time(),
-                        "choices": [{"index": 0, "delta": {"content": f"part{i} "}}],
-                    }
-                    yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-                    await asyncio.sleep(CHUNK_GAP)
-                yield b"data: [DONE]\n\n"
+                sent = 0
+                try:
+                    for i in range(CHUNKS):
+                        chunk = {
+                            "object": "chat.completion.chunk",
+                            "model": body["model"],
+                            "sent_at": time.time(),
+                            "choices": [{"index": 0, "delta": {"content": f"part{i} "}}],
+                        }
+                        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                        sent += 1
+                        await asyncio.sleep(CHUNK_GAP)
+                    yield b"data: [DONE]\n\n"
+                    sent += 1
+                finally:
+                    observed.streamed.append(sent)
 
             return StreamingResponse(events(), media_type="text/event-stream")
         return JSONResponse(

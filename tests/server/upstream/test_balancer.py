@@ -10,7 +10,7 @@ from tests.support import FakeClock
 
 
 def endpoints(*weights: int) -> list[EndpointSpec]:
-    return [EndpointSpec(url=f"http://10.0.0.{i}:80", weight=w) for i, w in enumerate(weights, start=1)]
+    return [EndpointSpec(url=f"http://127.0.0.{i}:80", weight=w) for i, w in enumerate(weights, start=1)]
 
 
 def picks(balancer: Balancer, n: int) -> list[str]:
@@ -98,7 +98,7 @@ def test_retries_skip_the_endpoints_already_tried() -> None:
 
 def test_endpoints_can_be_added_and_removed() -> None:
     balancer = Balancer(endpoints(1))
-    balancer.add(EndpointSpec(url="http://10.0.0.9:80/"))
-    assert [e.url for e in balancer.endpoints] == ["http://10.0.0.1:80", "http://10.0.0.9:80"]
-    balancer.remove("http://10.0.0.1:80")
-    assert {balancer.pick().url for _ in range(3)} == {"http://10.0.0.9:80"}
+    balancer.add(EndpointSpec(url="http://127.0.0.9:80/"))
+    assert [e.url for e in balancer.endpoints] == ["http://127.0.0.1:80", "http://127.0.0.9:80"]
+    balancer.remove("http://127.0.0.1:80")
+    assert {balancer.pick().url for _ in range(3)} == {"http://127.0.0.9:80"}

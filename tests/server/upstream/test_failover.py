@@ -9,9 +9,9 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 import yaml
 
+from tests.inprocess import start_app
 from tests.support import RunningServer, free_port, start_server, stop_server
 
 CLIENTS = 6
@@ -33,22 +33,30 @@ def calls(metrics: str, endpoint: str, outcome: str = "ok") -> float:
 async def test_a_dead_endpoint_loses_no_request_and_comes_back(tmp_path: Path, minilm_dir: str) -> None:
     port_a = free_port()
     a = start_server(tmp_path, "--model", f"minilm={minilm_dir}", port=port_a)
-    b = start_server(tmp_path, "--model", f"minilm={minilm_dir}")
+    b = start_app(tmp_path, "--model", f"minilm={minilm_dir}")  # in-process, on a socket of its own
     models_file = tmp_path / "gateway.yaml"
     entry = {
         "id": "fleet",
         "kind": "upstream",
         "protocol": "openai",
         "upstream_model": "minilm",
-        "endpoints": [a.url, b.url],
+        "endpoints": [a.url, b.listen()],
         "retries": 2,
         "eject_after": 2,
         "health_check": {"interval": 0.5, "path": "/health/ready"},
     }
     models_file.write_text(yaml.safe_dump({"models": [entry]}))
-    gateway = start_server(tmp_path, "--models", str(models_file))
+    gateway = start_app(tmp_path, "--models", str(models_file))
     statuses: list[int] = []
     stop = asyncio.Event()
+
+    async def until(condition, what: str) -> str:  # type: ignore[no-untyped-def]
+        """Polls the gateway's metrics until `condition(metrics)`; the deadline only turns a hang into a failure."""
+        deadline = time.monotonic() + 120
+        while not condition(metrics := (await http.get("/metrics")).text):
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.1)
+        return metrics
 
     async def client(http: httpx.AsyncClient, n: int) -> None:
         i = 0
@@ -59,33 +67,33 @@ async def test_a_dead_endpoint_loses_no_request_and_comes_back(tmp_path: Path, m
 
     restarted: RunningServer | None = None
     try:
-        async with httpx.AsyncClient(base_url=gateway.url, timeout=60) as http:
+        async with gateway.async_http(timeout=60) as http:
             load = [asyncio.create_task(client(http, n)) for n in range(CLIENTS)]
-            await asyncio.sleep(2)
+            await until(lambda m: calls(m, a.url) >= 3 and calls(m, b.listen()) >= 3, "no traffic reached both")
             served_before_kill = len(statuses)
             a.process.kill()  # mid-run, with requests in flight to it
-            await asyncio.sleep(3)
-            metrics = (await http.get("/metrics")).text
-            assert gauge(metrics, "embed_upstream_endpoint_healthy", "fleet", a.url) == 0
+            metrics = await until(
+                lambda m: gauge(m, "embed_upstream_endpoint_healthy", "fleet", a.url) == 0, "the dead one stayed in"
+            )
             assert gauge(metrics, "embed_upstream_ejections_total", "fleet", a.url) >= 1
             ok_a_while_down = calls(metrics, a.url)
+            served_while_down = len(statuses)
+            await until(lambda m: len(statuses) >= served_while_down + 2 * CLIENTS, "no requests served meanwhile")
 
             restarted = await asyncio.to_thread(start_server, tmp_path, "--model", f"minilm={minilm_dir}", port=port_a)
-            deadline = time.monotonic() + 15
-            while time.monotonic() < deadline:
-                metrics = (await http.get("/metrics")).text
-                if gauge(metrics, "embed_upstream_endpoint_healthy", "fleet", a.url) == 1:
-                    break
-                await asyncio.sleep(0.25)
-            else:
-                pytest.fail("the restarted endpoint was not re-admitted")
-            await asyncio.sleep(2)
+            await until(
+                lambda m: gauge(m, "embed_upstream_endpoint_healthy", "fleet", a.url) == 1,
+                "the restarted endpoint was not re-admitted",
+            )
+            metrics = await until(lambda m: calls(m, a.url) > ok_a_while_down, "no traffic reached it again")
             stop.set()
             await asyncio.gather(*load)
             metrics = (await http.get("/metrics")).text
     finally:
-        for server in (b, gateway, *([restarted] if restarted else [])):
-            stop_server(server)
+        gateway.stop()
+        b.stop()
+        if restarted is not None:
+            stop_server(restarted)
         a.process.kill()
 
     assert served_before_kill > 0
