@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test bench bench-peers clean
+.PHONY: install run test test-slow bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,13 @@ install: $(STAMP)
 run: install
 	$(BIN)/embedserve serve --host $(HOST) --port $(PORT)
 
+# The suite without the slow tier: every route, the batcher, the models, quantize, deploy files (minutes).
 test: install
-	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest $(PYTEST_ARGS)
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
+
+# The slow tier: image virtualenvs built from the Dockerfiles, the Infinity peer, Ray, aarch64 wheels.
+test-slow: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -m slow $(PYTEST_ARGS)
 
 bench: install bench-peers
 	$(BIN)/python -m bench

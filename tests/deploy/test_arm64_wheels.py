@@ -17,6 +17,8 @@ from packaging.utils import parse_wheel_filename
 
 from tests.support import ROOT
 
+pytestmark = pytest.mark.slow  # asks the package index for every aarch64 wheel
+
 REQUIREMENTS = ROOT / "deploy" / "requirements-arm64.txt"
 PLATFORMS = ["manylinux2014_aarch64", *(f"manylinux_2_{minor}_aarch64" for minor in range(17, 37))]
 TIMEOUT = 300

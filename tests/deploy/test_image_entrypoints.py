@@ -26,6 +26,8 @@ import pytest
 from tests.deploy.dockerfile import Stage, parse
 from tests.support import ROOT, cosine_rows, free_port
 
+pytestmark = pytest.mark.slow  # builds each image's virtualenv (torch included) from scratch: minutes
+
 TEXTS = ["A man is eating food.", "Студенты быстро находят ответ."]
 
 

@@ -22,6 +22,8 @@ serve = pytest.importorskip(
 )
 import ray  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts a Ray cluster with two replicas
+
 TEXTS = [
     "A man is eating food.",
     "Студенты быстро находят ответ.",

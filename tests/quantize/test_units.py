@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.pooling import POOLING_MODES, pool
 from quantize.quantize import detect_target, read_calibration, settings_for
 from quantize.report import relevance, rerank_accuracy, spearman
 from quantize.texts import RERANK_SETS, SENTENCES, language, rerank_pairs
@@ -39,36 +38,6 @@ def test_settings_protect_avx2_from_saturation_only() -> None:
     assert static.quant_format == "QDQ" and static.calibrate_method == "MinMax"
     with pytest.raises(ValueError):
         settings_for("avx2", "weird")  # type: ignore[arg-type]
-
-
-@pytest.mark.parametrize("mode", POOLING_MODES)
-def test_numpy_pooling_equals_sentence_transformers(mode: str) -> None:
-    import torch
-    from sentence_transformers.sentence_transformer.modules import Pooling
-
-    rng = np.random.default_rng(0)
-    hidden = rng.normal(size=(3, 6, 8)).astype(np.float32)
-    mask = np.array([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]], dtype=np.int64)
-    module = Pooling(8, pooling_mode=mode)
-    want = module({"token_embeddings": torch.from_numpy(hidden), "attention_mask": torch.from_numpy(mask)})
-    np.testing.assert_allclose(pool(hidden, mask, mode), want["sentence_embedding"].numpy(), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("activation", ["identity", "tanh", "relu", "gelu", "sigmoid"])
-def test_numpy_activations_equal_torch(activation: str) -> None:
-    import torch
-
-    from models.pooling import ACTIVATIONS
-
-    x = np.linspace(-4, 4, 41, dtype=np.float32)
-    torch_fn = {
-        "identity": torch.nn.Identity(),
-        "tanh": torch.nn.Tanh(),
-        "relu": torch.nn.ReLU(),
-        "gelu": torch.nn.GELU(),
-        "sigmoid": torch.nn.Sigmoid(),
-    }[activation]
-    np.testing.assert_allclose(ACTIVATIONS[activation](x), torch_fn(torch.from_numpy(x)).numpy(), atol=1e-6)
 
 
 def test_spearman() -> None:

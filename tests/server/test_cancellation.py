@@ -25,19 +25,16 @@ async def test_disconnected_clients_items_are_dropped(server: AppServer) -> None
     # Over a real socket: what the server sees is the client closing its connection.
     async with httpx.AsyncClient(base_url=server.listen(), timeout=120) as client:
         task = asyncio.create_task(client.post("/v1/embeddings", json={"input": passages}))
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 120  # only turns a hang into a failure
         while metric(server, "embed_queue_items") == 0:  # wait until its items are queued
             assert time.monotonic() < deadline and not task.done()
             await asyncio.sleep(0.05)
         task.cancel()  # closes the connection
         await asyncio.gather(task, return_exceptions=True)
 
-        started = time.monotonic()
         after = await client.post("/v1/embeddings", json={"input": "next client"})
-        waited = time.monotonic() - started
     assert after.status_code == 200
-    # The next client waits for at most the batch already running, not for the abandoned request.
-    assert waited < 5, f"waited {waited:.1f} s behind an abandoned request"
+    # The abandoned request's queued items were dropped: the model ran at most a few of its batches.
     assert metric(server, "embed_queue_items") == 0
     processed = metric(server, "embed_tokens_total") - before
     assert processed < 0.5 * 2048 * 250, f"{processed} tokens processed for a client that left"

@@ -15,6 +15,8 @@ import yaml
 from bench.servers import INFINITY_VENV, Server, contender, free_port
 from tests.support import ROOT, RunningServer, cosine_rows, start_server, stop_server
 
+pytestmark = pytest.mark.slow  # installs and starts the Infinity peer in a venv of its own
+
 TEXTS = ["How do embeddings work?", "Библиотека открыта до восьми.", "짧은 문장", "a longer passage " * 30]
 
 
