@@ -153,11 +153,22 @@ def deadline_seconds(request: Request) -> float:
 
 async def run_within_deadline(request: Request, work: Awaitable[T], seconds: float | None = None) -> T:
     """Runs the work until it ends, the client leaves, or the deadline passes (504; its queued items
-    are dropped, as for a client that left)."""
+    are dropped, as for a client that left). When the server's shutdown grace runs out, uvicorn cancels
+    the requests still running: while draining, that is a 503 in the route's shape, not a 500."""
     seconds = deadline_seconds(request) if seconds is None else seconds
     try:
         async with asyncio.timeout(seconds):
             return await unless_disconnected(request, work)
+    except asyncio.CancelledError:
+        if not host_of(request).draining:
+            raise
+        asyncio.current_task().uncancel()  # type: ignore[union-attr]  # answered, not abandoned
+        raise ApiError(
+            503,
+            "the server is shutting down and its grace period ran out before this request finished; retry",
+            code="shutting_down",
+            headers={"Retry-After": "1", "Connection": "close"},
+        ) from None
     except TimeoutError:
         model = getattr(request.state, "model", "")
         host_of(request).metrics.rejections.labels(model, "deadline").inc()

@@ -35,3 +35,32 @@ async def test_sigterm_under_load_completes_every_accepted_request(tmp_path, ref
     expected = reference_model.encode([t for t, _ in accepted], normalize_embeddings=True)
     assert np.min(np.sum(got * expected, axis=1)) >= 0.9999
     assert exit_code == 0, server.log()[-2000:]
+
+
+async def test_requests_still_running_when_the_grace_runs_out_get_a_503_in_the_routes_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Far more work than a second of grace allows: 48 requests of 16 passages of ~200 tokens.
+    server = start_server(tmp_path, env={"EMBEDSERVE_SHUTDOWN_GRACE_SECONDS": "1"})
+    body = {"input": ["word " * 200] * 16}
+    try:
+        async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
+            headers = {"X-Request-Timeout": "120"}  # their own deadlines are far away: only the grace ends them
+            tasks = [asyncio.create_task(client.post("/v1/embeddings", json=body, headers=headers)) for _ in range(48)]
+            while 'embed_queue_items{model="all-MiniLM-L6-v2"} 0.0' in (await client.get("/metrics")).text:
+                await asyncio.sleep(0.02)
+            server.process.send_signal(signal.SIGTERM)
+            responses = await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.to_thread(server.process.wait, 60)
+    finally:
+        if server.process.poll() is None:
+            server.process.kill()
+    answered = [r for r in responses if isinstance(r, httpx.Response)]
+    assert len(answered) == len(responses), [r for r in responses if not isinstance(r, httpx.Response)]
+    statuses = sorted({r.status_code for r in answered})
+    assert set(statuses) <= {200, 503}, statuses
+    refused = [r for r in answered if r.status_code == 503]
+    assert refused, "the grace was meant to run out with work left"
+    for response in refused:
+        error = response.json()["error"]
+        assert error["type"] == "server_error" and error["code"] == "shutting_down", error
+        assert "shutting down" in error["message"]
+    assert "Traceback" not in server.log(), server.log()[-3000:]
