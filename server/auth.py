@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from server.config_errors import file_error
 
 
 class CallerLimits(BaseModel):
@@ -84,7 +86,11 @@ class Authenticator:
     ) -> None:
         entries = [KeyEntry(key=k) for k in keys or []]
         if keys_file is not None:
-            entries += KeysFile.model_validate(yaml.safe_load(Path(keys_file).read_text())).keys
+            data = yaml.safe_load(Path(keys_file).read_text())
+            try:
+                entries += KeysFile.model_validate(data).keys
+            except ValidationError as exc:  # named by entry and field: the message never holds a key
+                raise file_error(keys_file, exc, data, "keys") from None
         self._keys = [_Key(e.digest(), f"key:{e.name or e.digest().hex()[:12]}", e.limits) for e in entries]
         self._jwt_secret = jwt_secret
         self._jwt_audience = jwt_audience

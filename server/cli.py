@@ -57,10 +57,17 @@ def _draining_server_class():  # type: ignore[no-untyped-def]
 
 
 def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    """`serve`'s flags over the EMBEDSERVE_ environment: the one way from a command line to Settings."""
+    """`serve`'s flags over the EMBEDSERVE_ environment: the one way from a command line to Settings.
+    Raises ConfigError naming each bad variable, never its value."""
+    from pydantic import ValidationError
+
+    from server.config_errors import settings_error
     from server.settings import Settings
 
-    return Settings(**{k: v for k, v in vars(args).items() if k != "command" and v is not None})
+    try:
+        return Settings(**{k: v for k, v in vars(args).items() if k != "command" and v is not None})
+    except ValidationError as exc:
+        raise settings_error(exc) from None
 
 
 def parse_serve(argv: Sequence[str]) -> argparse.Namespace:
@@ -84,7 +91,7 @@ def serve(args: argparse.Namespace) -> None:
         app = create_app(settings)
         if any(spec.backend == "torch" for spec in app.state.host.registry.specs):  # before they load
             fix_mmap_threshold(settings.malloc_mmap_threshold)
-    except (ValueError, OSError, yaml.YAMLError) as exc:  # pydantic's ValidationError is a ValueError
+    except (ValueError, OSError, yaml.YAMLError) as exc:  # ConfigError and pydantic's errors are ValueErrors
         sys.exit(f"embedserve: configuration error: {exc}")
     config = uvicorn.Config(
         app,

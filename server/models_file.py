@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from batching.config import BatchingConfig
 from models.spec import ModelSpec
+from server.config_errors import file_error
 from server.upstream.config import UpstreamSpec
 
 
@@ -45,7 +46,10 @@ class ModelsFile(BaseModel):
 
 
 def load_models_file(path: Path | str) -> list[ModelEntry | UpstreamSpec]:
-    """Reads and validates the file; errors name the file and the offending entry."""
+    """Reads and validates the file; errors (ConfigError) name the file, the entry and the field."""
     with open(path, encoding="utf-8") as f:
         data = yaml.safe_load(f)
-    return ModelsFile.model_validate(data).models
+    try:
+        return ModelsFile.model_validate(data).models
+    except ValidationError as exc:
+        raise file_error(path, exc, data, "models") from None

@@ -9,6 +9,10 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from batching.config import BatchingConfig
+from models.spec import Device, DType
+
+MIN_API_KEY_CHARS = 8
+MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash (RFC 7518 3.2)
 
 
 class Settings(BaseSettings):
@@ -21,8 +25,8 @@ class Settings(BaseSettings):
         description="Model sources to serve, `SOURCE` or `ID=SOURCE`, comma-separated; empty: the bundled default.",
     )
     models_file: Path | None = Field(None, description="A YAML file with a top-level `models:` list.")
-    device: str = "auto"
-    dtype: str = "auto"
+    device: Device = "auto"
+    dtype: DType = "auto"
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
 
     max_batch_tokens: int | None = Field(
@@ -55,10 +59,14 @@ class Settings(BaseSettings):
     )
 
     api_keys: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="API keys, comma-separated; any key or JWT secret turns auth on."
+        default_factory=list,
+        description=f"API keys (at least {MIN_API_KEY_CHARS} characters each), comma-separated; any key or JWT "
+        "secret turns auth on.",
     )
     api_keys_file: Path | None = Field(None, description="A YAML file of keys (or their SHA-256) with per-key limits.")
-    jwt_secret: str | None = Field(None, description="HS256 secret of JWTs (Supabase's JWT secret).")
+    jwt_secret: str | None = Field(
+        None, description=f"HS256 secret of JWTs (Supabase's JWT secret), at least {MIN_JWT_SECRET_BYTES} bytes."
+    )
     jwt_audience: str = Field("authenticated", description="Required `aud` of JWTs; empty: not checked.")
     auth_public_paths: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["/health", "/health/*"],
@@ -99,6 +107,23 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("api_keys")
+    @classmethod
+    def _keys_long_enough(cls, keys: list[str]) -> list[str]:
+        for number, key in enumerate(keys, start=1):
+            if len(key) < MIN_API_KEY_CHARS:  # the message names the entry, never the key
+                raise ValueError(f"key {number} of {len(keys)} is shorter than {MIN_API_KEY_CHARS} characters")
+        return keys
+
+    @field_validator("jwt_secret")
+    @classmethod
+    def _secret_long_enough(cls, secret: str | None) -> str | None:
+        if secret is not None and len(secret.encode()) < MIN_JWT_SECRET_BYTES:
+            raise ValueError(
+                f"an HS256 secret needs at least {MIN_JWT_SECRET_BYTES} bytes; this one has {len(secret.encode())}"
+            )
+        return secret
 
     def batching(self) -> BatchingConfig:
         budget = {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}

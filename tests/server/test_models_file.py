@@ -7,10 +7,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
 from batching.config import BatchingConfig
 from server.app import served_models
+from server.config_errors import ConfigError
 from server.models_file import load_models_file
 from server.settings import Settings
 from tests.support import ROOT
@@ -42,8 +42,24 @@ def test_only_id_and_source_are_required(tmp_path: Path) -> None:
     (entry,) = load_models_file(path)
     assert entry.spec().kind == "embed" and entry.spec().backend == "torch"
     path.write_text("models:\n  - id: a\n")
-    with pytest.raises(ValidationError, match="source"):
+    with pytest.raises(ConfigError, match="source"):
         load_models_file(path)
+
+
+def test_errors_name_the_file_the_entry_and_the_field_in_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "models:\n  - id: a\n    source: /x\n  - id: b\n    source: /y\n    backend: tensorrt\n  - kind: embed\n"
+        "  - id: up\n    kind: upstream\n    protocol: grpc\n    endpoints: [http://127.0.0.1:9]\n"
+    )
+    with pytest.raises(ConfigError) as error:
+        load_models_file(path)
+    message = str(error.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert "entry 2 ('b'), backend: Input should be 'torch', 'onnx' or 'onnx-int8'" in message
+    assert "entry 3, source: Field required" in message and "entry 3, id: Field required" in message
+    assert "entry 4 ('up'), protocol:" in message
+    assert "pydantic" not in message and "local" not in message
 
 
 def test_file_entries_and_flags_combine_and_server_defaults_fill_gaps(tmp_path: Path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import ValidationError
 
+from server.config_errors import ConfigError
 from server.models_file import ModelEntry, load_models_file
 from server.upstream.config import UpstreamSpec
 
@@ -58,5 +58,5 @@ models:
 def test_bad_upstream_entries_are_refused_with_a_reason(tmp_path: Path, extra: str, message: str) -> None:
     endpoints = "" if "endpoints" in extra else "\n    endpoints: [http://a:1]"
     path = write(tmp_path, f"models:\n  - id: x\n    kind: upstream\n    {extra}{endpoints}\n")
-    with pytest.raises(ValidationError, match=message):
+    with pytest.raises(ConfigError, match=message):
         load_models_file(path)
