@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from models.preflight import missing
 from quantize.quantize import TARGETS
 
 EXIT_OK, EXIT_EXPORT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
@@ -68,7 +69,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return p
 
 
+# What export, quantization and the accuracy report import (the `quantize` extra).
+PACKAGES = ("torch", "transformers", "sentence_transformers", "optimum", "onnx", "onnxruntime")
+
+
 def run(args: argparse.Namespace) -> int:
+    if absent := missing(PACKAGES):  # a server install without the exporter's packages
+        print(
+            f"error: embedserve quantize needs the quantize extra ({', '.join(absent)} not installed): "
+            "pip install 'embedserve[quantize]'",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     from quantize.build import Options, quantize_model
     from quantize.pipeline import ExportError
 

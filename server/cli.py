@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +36,13 @@ def _serve_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-workers", type=int)
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
     p.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)
+    p.add_argument(
+        "--keep-serving-failed-models",
+        action="store_true",
+        default=None,
+        help="when a model fails to load, serve the others (it answers 503) instead of exiting with status 3 "
+        "(EMBEDSERVE_KEEP_SERVING_FAILED_MODELS)",
+    )
 
 
 def _draining_server_class():  # type: ignore[no-untyped-def]
@@ -77,11 +85,34 @@ def parse_serve(argv: Sequence[str]) -> argparse.Namespace:
     return parser.parse_args(["serve", *argv])
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before any model loads: a port in use fails at once, in one line."""
+    from server.config_errors import ConfigError
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
+
+
+EXIT_MODEL_FAILED = 3
+
+
 def serve(args: argparse.Namespace) -> None:
+    """Checks what can be checked before loading (settings, files, model folders, the backends'
+    packages, the port) and exits 1 with one line per problem; then serves. A model that fails to load
+    stops the server with exit status 3, unless --keep-serving-failed-models."""
     import uvicorn
     import yaml
 
+    from models.preflight import problems
     from server.app import create_app
+    from server.config_errors import ConfigError
     from server.logs import configure_logging
     from server.malloc import fix_mmap_threshold
 
@@ -89,19 +120,40 @@ def serve(args: argparse.Namespace) -> None:
         settings = settings_from(args)
         configure_logging(settings.log_level, settings.log_json)
         app = create_app(settings)
-        if any(spec.backend == "torch" for spec in app.state.host.registry.specs):  # before they load
-            fix_mmap_threshold(settings.malloc_mmap_threshold)
+        host = app.state.host
+        if found := [problem for spec in host.registry.specs for problem in problems(spec)]:
+            raise ConfigError("; ".join(found))
+        sock = listening_socket(settings.host, settings.port)
     except (ValueError, OSError, yaml.YAMLError) as exc:  # ConfigError and pydantic's errors are ValueErrors
         sys.exit(f"embedserve: configuration error: {exc}")
+    if any(spec.backend == "torch" for spec in host.registry.specs):  # before they load
+        fix_mmap_threshold(settings.malloc_mmap_threshold)
     config = uvicorn.Config(
         app,
         host=settings.host,
-        port=settings.port,
+        port=sock.getsockname()[1],
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
     )
-    _draining_server_class()(config).run()
+    server = _draining_server_class()(config)
+    failed: list[str] = []
+    if not settings.keep_serving_failed_models:
+
+        def stop(model_id: str) -> None:
+            failed.append(model_id)
+            host.draining = True
+            server.should_exit = True
+
+        host.on_load_failure = stop
+    server.run(sockets=[sock])
+    if failed:
+        print(
+            f"embedserve: model {failed[0]!r} failed to load: {host.errors.get(failed[0])} "
+            "(--keep-serving-failed-models serves the others)",
+            file=sys.stderr,
+        )
+        sys.exit(EXIT_MODEL_FAILED)
 
 
 def bench(argv: Sequence[str]) -> int:

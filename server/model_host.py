@@ -101,6 +101,9 @@ class ModelHost:
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
         self._loader: asyncio.Task[None] | None = None
         self.draining = False
+        self.on_load_failure: Callable[[str], None] | None = None
+        """Called (on the event loop) with a model's id when it fails to load; the CLI stops the server
+        unless told to keep serving the others."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -122,9 +125,12 @@ class ModelHost:
                 for batcher in served.batchers:
                     await batcher.start()
             except Exception as exc:
-                log.exception("model failed to load", extra={"model": spec.id})
+                log.error("model failed to load", extra={"model": spec.id, "error": f"{type(exc).__name__}: {exc}"})
+                log.debug("model load traceback", exc_info=True, extra={"model": spec.id})
                 self.status[spec.id] = "failed"
                 self.errors[spec.id] = str(exc)
+                if self.on_load_failure is not None:
+                    self.on_load_failure(spec.id)
                 continue
             self._served[spec.id] = served
             self.status[spec.id] = "ready"

@@ -97,6 +97,11 @@ class Settings(BaseSettings):
         "(growing) threshold. ONNX Runtime keeps its own arena and gains nothing from it.",
     )
 
+    keep_serving_failed_models: bool = Field(
+        False,
+        description="When a model fails to load, serve the others (it answers 503) instead of exiting with status 3.",
+    )
+
     log_level: str = "info"
     log_json: bool = True
     access_log: bool = True

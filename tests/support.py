@@ -39,6 +39,14 @@ class RunningServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 120) -> None:
+        """Polls `condition`; the timeout only turns a hang into a failure."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, f"the server exited:\n{self.log()[-3000:]}"
+            assert time.monotonic() < deadline, f"not so within {timeout} s:\n{self.log()[-3000:]}"
+            time.sleep(0.1)
+
 
 def start_server(
     tmp_dir: Path,
@@ -47,9 +55,10 @@ def start_server(
     timeout: float = 120,
     launcher: list[str] | None = None,
     port: int | None = None,
+    ready: bool = True,
 ) -> RunningServer:
     """Starts `python -m server serve` (or `launcher serve`) on a free port (or `port`) and waits until
-    /health/ready says 200."""
+    /health/ready says 200 (with `ready=False`, until /health answers: the process is up)."""
     port = port or free_port()
     log_path = tmp_dir / f"server-{port}.log"
     full_env = {**os.environ, "EMBEDSERVE_ACCESS_LOG": "false", **(env or {})}
@@ -75,7 +84,7 @@ def start_server(
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(f"{server.url}/health/ready", timeout=1).status_code == 200:
+            if httpx.get(f"{server.url}/health{'/ready' if ready else ''}", timeout=1).status_code == 200:
                 return server
         except httpx.HTTPError:
             pass

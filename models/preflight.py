@@ -1,0 +1,62 @@
+"""What can be known about a model before loading it: whether its folder exists and whether the
+packages its backend runs on are installed. Checked at start-up so a mistake fails in one line within a
+second, instead of after torch's import, or never (a server that answers 503 for ever)."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from models.sources import resolve_source
+from models.spec import ModelSpec
+
+# The packages each backend imports to load and run a model, and the extra that installs them.
+BACKEND_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
+    "torch": (("torch", "transformers", "sentence_transformers"), "torch"),
+    "onnx": (("onnxruntime",), "onnx"),
+    "onnx-int8": (("onnxruntime",), "onnx"),
+}
+
+# Packages a missing module is installed with, where the two names differ.
+_DISTRIBUTIONS = {"sentence_transformers": "sentence-transformers"}
+
+
+def looks_like_path(source: str) -> bool:
+    """A source written as a path (absolute, ./ ../ ~, or with more than one '/'), not as a hub id
+    (`name` or `org/name`), which only the hub can check."""
+    return source.startswith(("/", "./", "../", "~", ".\\")) or source.count("/") > 1 or "\\" in source
+
+
+def missing_modules(backend: str) -> list[str]:
+    return missing(BACKEND_PACKAGES[backend][0])
+
+
+def missing(modules: tuple[str, ...]) -> list[str]:
+    """Those of `modules` that cannot be imported here, by their distributions' names."""
+    return [_DISTRIBUTIONS.get(name, name) for name in modules if not _importable(name)]
+
+
+def _importable(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):  # an import hook that refuses it, or a broken install
+        return False
+
+
+def problems(spec: ModelSpec) -> list[str]:
+    """Why `spec` cannot load, as far as can be told without loading it (empty: nothing found)."""
+    found = []
+    if absent := missing_modules(spec.backend):
+        names = ", ".join(absent)
+        extra = BACKEND_PACKAGES[spec.backend][1]
+        hint = " (or serve an ONNX folder made by `embedserve quantize`)" if spec.backend == "torch" else ""
+        found.append(
+            f"model {spec.id!r} runs on {spec.backend}, but {names} is not installed: "
+            f"pip install 'embedserve[{extra}]'{hint}"
+        )
+    if looks_like_path(spec.source):
+        folder = Path(resolve_source(spec.source)).expanduser()
+        if not folder.is_dir():
+            what = "is a file, not a model folder" if folder.exists() else "does not exist"
+            found.append(f"model {spec.id!r}: {spec.source} {what}")
+    return found

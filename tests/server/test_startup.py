@@ -1,0 +1,97 @@
+"""Start-up fails fast, in one line and with a non-zero status, for what can be checked before loading;
+a model that fails to load stops the server (status 3) unless asked to keep serving the others.
+Processes of their own: the exit status is the point."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.support import ROOT, free_port, start_server, stop_server
+
+# Runs the CLI with some packages made unimportable, as on an install without their extra.
+WITHOUT = """
+import importlib.abc, sys
+BLOCKED = set(sys.argv.pop(1).split(','))
+class Without(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in BLOCKED:
+            raise ImportError(f'No module named {name!r}', name=name)
+sys.meta_path.insert(0, Without())
+from server.cli import main
+main()
+"""
+
+
+def embedserve(*args: str, without: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-c", WITHOUT, without, *args] if without else [sys.executable, "-m", "server", *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def last_line(result: subprocess.CompletedProcess[str]) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+def test_a_missing_model_folder_is_one_line_and_status_1() -> None:
+    result = embedserve("serve", "--model", "/does/not/exist", "--port", "0")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "embedserve: configuration error: model 'exist': /does/not/exist does not exist"
+
+
+def test_a_port_in_use_fails_before_any_model_loads() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = embedserve("serve", "--port", str(port))
+    assert result.returncode == 1
+    assert (
+        result.stderr.strip()
+        == f"embedserve: configuration error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
+    assert "model loaded" not in result.stderr
+
+
+def test_a_torch_free_install_names_the_extra_the_default_model_needs() -> None:
+    result = embedserve("serve", "--port", "0", without="torch,transformers,sentence_transformers")
+    assert result.returncode == 1
+    assert (
+        "model 'all-MiniLM-L6-v2' runs on torch, but torch, transformers, sentence-transformers is not installed"
+        in result.stderr
+    )
+    assert "pip install 'embedserve[torch]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_model_that_fails_to_load_stops_the_server_with_status_3(tmp_path: Path) -> None:
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    result = embedserve("serve", "--model", str(empty), "--port", str(free_port()))
+    assert result.returncode == 3, result.stderr[-2000:]
+    assert last_line(result).startswith("embedserve: model 'empty-model' failed to load: ")
+    assert "--keep-serving-failed-models" in last_line(result)
+    assert "Traceback" not in result.stderr
+
+
+def test_keep_serving_failed_models_serves_the_others(tmp_path: Path, minilm_dir: str) -> None:
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    server = start_server(
+        tmp_path, "--model", f"good={minilm_dir}", "--model", str(empty), "--keep-serving-failed-models", ready=False
+    )
+    try:
+        server.wait_until(lambda: server.http.get("/v1/models").json()["data"][1]["status"] == "failed")
+        assert server.http.post("/v1/embeddings", json={"model": "good", "input": "hi"}).status_code == 200
+        broken = server.http.post("/v1/embeddings", json={"model": "empty-model", "input": "hi"})
+        assert broken.status_code == 503 and "failed to load" in broken.json()["error"]["message"]
+        assert server.http.get("/health/ready").status_code == 503
+    finally:
+        stop_server(server)
+
+
+def test_quantize_without_its_extra_names_the_extra(tmp_path: Path) -> None:
+    result = embedserve("quantize", "some/model", "--out", str(tmp_path / "out"), without="optimum")
+    assert result.returncode == 2
+    assert "embedserve quantize needs the quantize extra" in result.stderr
+    assert "pip install 'embedserve[quantize]'" in result.stderr and "Traceback" not in result.stderr
