@@ -24,11 +24,17 @@ class ModelLoadError(ModelError):
 class UnknownModel(ModelError, LookupError):
     """No served model has this name."""
 
-    def __init__(self, name: str | None, served: list[str], kind: str) -> None:
-        if name is None:
+    def __init__(self, name: str | None, served: list[str], kind: str, *, served_as: str | None = None) -> None:
+        listed = f"served {kind} models: {', '.join(served) or 'none'}"
+        if served_as is not None:  # served, but for another kind of request
+            message = f"model {name!r} is served for {served_as}, not {kind}; {listed}"
+        elif name is None and not served:
+            message = f"no {kind} model is served here"
+        elif name is None:
             message = f"no model named and {len(served)} {kind} models are served; name one of: {', '.join(served)}"
         else:
-            message = f"model {name!r} is not served; served {kind} models: {', '.join(served) or 'none'}"
+            message = f"model {name!r} is not served; {listed}"
         super().__init__(message)
         self.name = name
         self.served = served
+        self.served_as = served_as

@@ -7,8 +7,8 @@ from models.runner import ModelInfo
 
 
 def prompt_text(info: ModelInfo, name: str | None) -> str:
-    """The prefix for a prompt name; with no name, the model's default prompt (or none)."""
-    if name is None:
+    """The prefix for a prompt name; with no name (None or ""), the model's default prompt (or none)."""
+    if not name:
         default = info.default_prompt
         return info.prompts.get(default, "") if default else ""
     if name not in info.prompts:

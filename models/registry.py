@@ -31,5 +31,5 @@ class ModelRegistry:
             raise UnknownModel(None, self.ids(kind), kind)
         spec = self._by_name.get(name)
         if spec is None or spec.kind != kind:
-            raise UnknownModel(name, self.ids(kind), kind)
+            raise UnknownModel(name, self.ids(kind), kind, served_as=spec.kind if spec is not None else None)
         return spec

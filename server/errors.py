@@ -25,6 +25,7 @@ _OPENAI_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "invalid_request_error",
+    405: "invalid_request_error",
     409: "invalid_request_error",
     408: "invalid_request_error",
     413: "invalid_request_error",
@@ -36,6 +37,7 @@ _NATIVE_TYPES = {
     401: "Unauthorized",
     403: "Forbidden",
     404: "NotFound",
+    405: "MethodNotAllowed",
     409: "Conflict",
     408: "Timeout",
     413: "PayloadTooLarge",
@@ -81,12 +83,26 @@ def error_response(path: str, error: ApiError) -> Response:
     return Response(body, status_code=error.status, media_type="application/json", headers=error.headers)
 
 
+_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def allowed_methods(app: Any, path: str) -> list[str]:
+    """Every method some route of the app fully matches at `path` (asked the way the router asks)."""
+    from starlette.routing import Match
+
+    def served(method: str) -> bool:
+        scope = {"type": "http", "path": path, "root_path": "", "method": method, "headers": []}
+        return any(route.matches(scope)[0] == Match.FULL for route in app.routes)
+
+    return [method for method in _METHODS if served(method)]
+
+
 def as_api_error(exc: BaseException) -> ApiError:
     """Maps errors of the lower layers to statuses."""
     if isinstance(exc, ApiError):
         return exc
     if isinstance(exc, UnknownModel):
-        if exc.name is None:  # several models could serve it: the request must say which
+        if exc.name is None and exc.served:  # several models could serve it: the request must say which
             return ApiError(400, str(exc), param="model", code="model_required")
         return ApiError(404, str(exc), param="model", code="model_not_found")
     if isinstance(exc, InputTooLong):
@@ -151,7 +167,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)
         detail: Any = exc.detail
-        return error_response(request.url.path, ApiError(exc.status_code, str(detail), headers=dict(exc.headers or {})))
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:  # Starlette names the methods of the first route that matched the path only
+            allowed = allowed_methods(request.app, request.url.path)
+            headers["Allow"] = ", ".join(allowed)
+            detail = f"{request.method} is not allowed on {request.url.path}; allowed: {', '.join(allowed)}"
+        return error_response(request.url.path, ApiError(exc.status_code, str(detail), headers=headers))
 
     for known in (ApiError, ModelError, BatcherError, ClientDisconnected, UpstreamError):
         app.add_exception_handler(known, on_api_error)

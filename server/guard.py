@@ -83,7 +83,7 @@ class GuardMiddleware:
                 )
             except AuthError as exc:
                 self.metrics.rejections.labels("", "auth").inc()
-                challenge = f'Bearer realm="embedserve", error="invalid_token", error_description="{exc}"'
+                challenge = f'Bearer realm="embedserve", error="invalid_token", error_description={quoted(str(exc))}'
                 await _reply(
                     send, path, ApiError(401, str(exc), code="invalid_api_key", headers={"WWW-Authenticate": challenge})
                 )
@@ -151,6 +151,11 @@ class GuardMiddleware:
                 raise _rate_limited(decision, "input tokens per minute")
 
         return admit
+
+
+def quoted(text: str) -> str:
+    """An HTTP quoted-string (RFC 9110 5.6.4): quotes and backslashes escaped."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def _text(value: bytes | None) -> str | None:

@@ -48,7 +48,8 @@ def target_model(request: Request, name: str | None, kind: str) -> ServedModel |
     try:
         return served_model(request, name, kind)
     except UnknownModel as exc:
-        raise UnknownModel(name, [*exc.served, *(m.spec.id for m in gateway.serving(kind))], kind) from None
+        served = [*exc.served, *(m.spec.id for m in gateway.serving(kind))]
+        raise UnknownModel(name, served, kind, served_as=exc.served_as) from None
 
 
 def estimate_tokens(texts: Sequence[str] | Sequence[Sequence[int]]) -> int:

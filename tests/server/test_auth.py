@@ -4,6 +4,7 @@ Supabase-style HS256 JWTs; health probes stay open; refusals are 401s in the rou
 from __future__ import annotations
 
 import hashlib
+import re
 import time
 from collections.abc import Iterator
 
@@ -142,6 +143,18 @@ def test_everyone_else_gets_a_401_in_the_routes_shape(
     assert openai.headers["www-authenticate"].startswith('Bearer realm="embedserve"')
     native = embed(guarded, sent, "/embed")
     assert native.status_code == 401 and native.json()["error_type"] == "Unauthorized"
+
+
+def test_the_challenge_is_a_well_formed_quoted_string(guarded: AppServer) -> None:
+    # The reason quotes the claim ("exp"): inside the quoted-string its quotes are escaped (RFC 9110 5.6.4).
+    answer = embed(guarded, headers_now({"Authorization": Bearer(Token(exp=None))}))
+    challenge = answer.headers["www-authenticate"]
+    match = re.fullmatch(
+        r'Bearer realm="embedserve", error="invalid_token", error_description="((?:[^"\\]|\\.)*)"', challenge
+    )
+    assert match is not None, challenge
+    assert re.sub(r"\\(.)", r"\1", match.group(1)) == answer.json()["error"]["message"]
+    assert '"exp"' in answer.json()["error"]["message"]
 
 
 def test_probes_and_metrics_are_open_and_docs_are_not(guarded: AppServer) -> None:

@@ -76,7 +76,7 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
         r"|'model' is required|is not an http\(s\) base URL"
     ),
     # No upstream is configured here: generation and the admin API name models that are not served.
-    404: re.compile(r"is not served|is not an upstream model"),
+    404: re.compile(r"is not served|is served for \w+, not|no \w+ model is served|is not an upstream model"),
     413: re.compile(r"too many (inputs|documents|texts)|truncation is off"),
 }
 

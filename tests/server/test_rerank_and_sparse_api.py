@@ -131,7 +131,7 @@ def test_models_are_listed_with_their_kind(rerank_server: AppServer) -> None:
     ("route", "body", "status", "words"),
     [
         ("/v1/rerank", {"model": "nope", "query": "q", "documents": ["d"]}, 404, ["bge-reranker", "ms-marco-tiny"]),
-        ("/v1/rerank", {"model": "gemma", "query": "q", "documents": ["d"]}, 404, ["not served"]),
+        ("/v1/rerank", {"model": "gemma", "query": "q", "documents": ["d"]}, 404, ["is served for embed, not rerank"]),
         ("/v1/rerank", {"query": "q", "documents": ["d"]}, 400, ["name one of"]),
         ("/v1/rerank", {"model": "bge", "query": "q", "documents": []}, 400, ["documents"]),
         ("/v1/rerank", {"model": "bge", "query": "", "documents": ["d"]}, 400, ["query"]),
@@ -144,7 +144,7 @@ def test_models_are_listed_with_their_kind(rerank_server: AppServer) -> None:
             413,
             ["documents[1]", "truncation is off"],
         ),
-        ("/v1/embeddings", {"model": "bge-reranker", "input": "x"}, 404, ["not served"]),
+        ("/v1/embeddings", {"model": "bge-reranker", "input": "x"}, 404, ["is served for rerank, not embed"]),
         ("/rerank", {"model": "bge", "query": "q", "texts": []}, 422, ["texts"]),
         ("/rerank", {"model": "bge", "query": "q", "texts": ["d"] * (MAX_DOCUMENTS + 1)}, 413, ["texts"]),
     ],
