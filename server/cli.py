@@ -103,11 +103,28 @@ def listening_socket(host: str, port: int) -> socket.socket:
 EXIT_MODEL_FAILED = 3
 
 
+def uvicorn_config(app, settings, port: int):  # type: ignore[no-untyped-def]
+    """How uvicorn runs the app: our logging, our HTTP protocol (header deadline, connection cap, a
+    stop that answers requests already on the wire), the shutdown grace."""
+    import uvicorn
+
+    from server.protocol import protocol_class
+
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=port,
+        http=protocol_class(settings.header_read_timeout, settings.connection_limit()),
+        log_config=None,
+        access_log=False,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
+    )
+
+
 def serve(args: argparse.Namespace) -> None:
     """Checks what can be checked before loading (settings, files, model folders, the backends'
     packages, the port) and exits 1 with one line per problem; then serves. A model that fails to load
     stops the server with exit status 3, unless --keep-serving-failed-models."""
-    import uvicorn
     import yaml
 
     from models.preflight import problems
@@ -128,15 +145,7 @@ def serve(args: argparse.Namespace) -> None:
         sys.exit(f"embedserve: configuration error: {exc}")
     if any(spec.backend == "torch" for spec in host.registry.specs):  # before they load
         fix_mmap_threshold(settings.malloc_mmap_threshold)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=sock.getsockname()[1],
-        log_config=None,
-        access_log=False,
-        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
-    )
-    server = _draining_server_class()(config)
+    server = _draining_server_class()(uvicorn_config(app, settings, sock.getsockname()[1]))
     failed: list[str] = []
     if not settings.keep_serving_failed_models:
 

@@ -46,6 +46,15 @@ class Settings(BaseSettings):
     body_read_timeout: float = Field(
         30.0, gt=0, description="Seconds a client may take to send the whole request body; slower ones get 408."
     )
+    header_read_timeout: float = Field(
+        10.0, gt=0, description="Seconds a client may take to send a request's headers; slower ones get 408."
+    )
+    max_connections: int | None = Field(
+        None,
+        gt=0,
+        description="Open connections; past it new ones get 503 and are closed. Default: the open-files limit "
+        "less 128 (for models, logs and upstream calls), at most 16384.",
+    )
     tokenize_inline_chars: int = Field(
         2048, ge=0, description="Requests with fewer characters are tokenized on the event loop (cheaper than a hop)."
     )
@@ -140,6 +149,17 @@ class Settings(BaseSettings):
             max_queue_tokens=self.max_queue_tokens,
             max_queue_items=self.max_queue_items,
         )
+
+    def connection_limit(self) -> int:
+        """max_connections, or what the process's open-files limit leaves room for."""
+        if self.max_connections is not None:
+            return self.max_connections
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft == resource.RLIM_INFINITY:
+            return 16384
+        return max(16, min(16384, soft - 128))
 
     def public_paths(self) -> list[str]:
         return self.auth_public_paths if self.protect_metrics else [*self.auth_public_paths, "/metrics"]

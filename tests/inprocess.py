@@ -28,7 +28,7 @@ import httpx
 import uvicorn
 
 from server.app import create_app
-from server.cli import parse_serve, settings_from
+from server.cli import parse_serve, settings_from, uvicorn_config
 from server.logs import JsonFormatter
 from tests.support import free_port
 
@@ -163,7 +163,8 @@ class AppServer:
         """Also serves the app over HTTP on a free loopback port (uvicorn on the app's loop); its URL."""
         if self._socket_url is None:
             port = free_port()
-            config = uvicorn.Config(self.app, host="127.0.0.1", port=port, lifespan="off", log_config=None)
+            config = uvicorn_config(self.app, self.app.state.settings, port)  # the server's own protocol
+            config.host, config.lifespan = "127.0.0.1", "off"  # the lifespan already runs
             self._uvicorn = uvicorn.Server(config)
             self._uvicorn_done = asyncio.run_coroutine_threadsafe(self._uvicorn.serve(), self._loop)
             deadline = time.monotonic() + 60
@@ -173,6 +174,16 @@ class AppServer:
                 time.sleep(0.01)
             self._socket_url = f"http://127.0.0.1:{port}"
         return self._socket_url
+
+    def shut_connections(self) -> None:
+        """Calls every socket connection's shutdown, as uvicorn's does on SIGTERM (listen() first)."""
+        assert self._uvicorn is not None, "not listening"
+
+        def shut() -> None:
+            for connection in list(self._uvicorn.server_state.connections):
+                connection.shutdown()
+
+        self._loop.call_soon_threadsafe(shut)
 
     def async_http(self, **options: Any) -> httpx.AsyncClient:
         """An async client for the test's own event loop (its requests run on the app's)."""

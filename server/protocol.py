@@ -1,0 +1,125 @@
+"""uvicorn's HTTP protocol (httptools) with what a server facing the open internet needs and uvicorn lacks:
+
+- a deadline for request headers: a connection that opens and sends a partial head (or nothing) gets a
+  408 and is closed after `header_timeout` seconds, so slow-loris clients cannot hold sockets for ever;
+  the body has its own deadline in the middleware;
+- a cap on open connections: past it a new connection gets a 503 and is closed at once, before the
+  process runs out of file descriptors (which made every client's connection fail);
+- a graceful stop that does not reset requests already on the wire: on shutdown an idle keep-alive
+  connection is closed only after the loop had a chance to read what the client just sent, and a
+  request that began is answered (with `Connection: close`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from server.errors import error_body
+
+# How long an idle keep-alive connection being shut down waits for bytes already sent to it.
+SHUTDOWN_READ_GRACE = 0.1
+
+
+def _response(status: int, reason: str, path: str, message: str) -> bytes:
+    body = error_body(path, status, message)
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        "connection: close\r\n\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class GuardedHttpProtocol(HttpToolsProtocol):
+    """Set `header_timeout` and `max_connections` on the class (see `protocol_class`)."""
+
+    header_timeout: float = 10.0
+    max_connections: int | None = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._header_timer: asyncio.TimerHandle | None = None
+        self._in_head = False  # bytes of a request arrived; its headers are not complete yet
+        self._stopping = False
+
+    # -- the connection cap, and the deadline for the first request's head ----------------------
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        if self.max_connections is not None and len(self.connections) > self.max_connections:
+            message = f"the server has {self.max_connections} connections open, its limit; retry shortly"
+            self.transport.write(_response(503, "Service Unavailable", "/v1/", message))
+            self.transport.close()
+            return
+        self._arm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm()
+        super().connection_lost(exc)
+
+    def _arm(self) -> None:
+        self._disarm()
+        self._header_timer = self.loop.call_later(self.header_timeout, self._headers_late)
+
+    def _disarm(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.cancel()
+            self._header_timer = None
+
+    def _headers_late(self) -> None:
+        self._header_timer = None
+        if self.transport.is_closing():
+            return
+        path = self.url.decode("latin-1").split("?")[0] if self._in_head and getattr(self, "url", None) else "/"
+        message = f"the request headers did not arrive within {self.header_timeout:g} s"
+        self.transport.write(_response(408, "Request Timeout", path, message))
+        self.transport.close()
+
+    # -- parser callbacks: a head begins, a head completes ---------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head = True
+        if self._header_timer is None:  # a later request on a keep-alive connection
+            self._arm()
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm()
+        super().on_headers_complete()
+        if self._stopping and self.cycle is not None:
+            self.cycle.keep_alive = False  # answered, then closed
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._stopping and not self.transport.is_closing() and not self.pipeline:
+            self.transport.close()
+
+    # -- shutdown ----------------------------------------------------------------------------------
+
+    def shutdown(self) -> None:
+        self._stopping = True
+        if self.cycle is not None and not self.cycle.response_complete:
+            self.cycle.keep_alive = False
+        elif self._in_head:
+            pass  # a request is arriving: it is answered, with Connection: close
+        else:
+            # Idle: bytes the client sent just now may still be in the socket; closing it unread would
+            # reset the connection and lose them. Let the loop read first.
+            self.loop.call_later(SHUTDOWN_READ_GRACE, self._close_if_idle)
+
+    def _close_if_idle(self) -> None:
+        busy = self._in_head or (self.cycle is not None and not self.cycle.response_complete)
+        if not busy and not self.transport.is_closing():
+            self.transport.close()
+
+
+def protocol_class(header_timeout: float, max_connections: int | None) -> type[GuardedHttpProtocol]:
+    """The protocol with these limits, for uvicorn.Config(http=...)."""
+    return type(
+        "GuardedHttpProtocol",
+        (GuardedHttpProtocol,),
+        {"header_timeout": header_timeout, "max_connections": max_connections},
+    )
