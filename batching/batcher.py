@@ -125,13 +125,31 @@ class Batcher(Generic[P, R]):
     def queued_tokens(self) -> int:
         return self._queued_tokens
 
+    def expected_wait(self) -> float | None:
+        """Seconds the work queued now takes at the measured rate (the workers together); None before
+        any batch has been measured."""
+        if self._tokens_per_second <= 0:
+            return None
+        return self._queued_tokens / (self._tokens_per_second * self.config.workers)
+
+    def full(self, within: float | None = None) -> float | None:
+        """Whether a request would be refused now whatever its size (the queue at its bound, or the work
+        queued ahead longer than `within` seconds): the Retry-After to give, or None."""
+        if len(self._sorted) >= self.config.max_queue_items or self._queued_tokens >= self.config.max_queue_tokens:
+            return self._retry_after()
+        if within is not None and (wait := self.expected_wait()) is not None and wait > within:
+            return max(1.0, wait - within)
+        return None
+
     # -- submitting ------------------------------------------------------------------------
 
-    async def submit(self, payloads: Sequence[P], costs: Sequence[int]) -> list[R]:
+    async def submit(self, payloads: Sequence[P], costs: Sequence[int], *, within: float | None = None) -> list[R]:
         """Queues one request's items and returns their results in input order.
 
-        Raises QueueFull (the bound is reached), RequestTooLarge, ShuttingDown or BatchFailed.
-        Cancelling the caller drops the request's items that have not started.
+        Raises QueueFull (the bound is reached, or the work already queued ahead would take longer than
+        `within` seconds at the measured rate: the request would meet its deadline waiting),
+        RequestTooLarge, ShuttingDown or BatchFailed. Cancelling the
+        caller drops the request's items that have not started.
         """
         if self._closing or self._scheduler is None:
             raise ShuttingDown()
@@ -148,6 +166,8 @@ class Batcher(Generic[P, R]):
             or self._queued_tokens + tokens > self.config.max_queue_tokens
         ):
             raise QueueFull(self._retry_after())
+        if within is not None and (retry := self.full(within)) is not None:
+            raise QueueFull(retry)
 
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), [None] * count, count)

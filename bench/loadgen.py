@@ -14,6 +14,7 @@ import asyncio
 import ipaddress
 import itertools
 import math
+import random
 import sys
 import time
 from collections import Counter
@@ -50,6 +51,8 @@ class Load:
     max_requests: int | None
     request_timeout: float
     verify: bool
+    retry_429: tuple[float, float] | None = None
+    """Impatient clients: after a 429, retry after a random delay in this range, whatever Retry-After says."""
 
 
 def loopback_target(url: str) -> tuple[str, int, str]:
@@ -120,7 +123,9 @@ async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float
                 continue  # warm-up
             if status != 200:
                 stats.errors[str(status)] += 1
-                if status == 429:  # back off as a well-behaved client would, capped to keep the run moving
+                if status == 429 and load.retry_429 is not None:
+                    await asyncio.sleep(random.uniform(*load.retry_429))
+                elif status == 429:  # back off as a well-behaved client would, capped to keep the run moving
                     await asyncio.sleep(min(float(_header_value(head, b"retry-after") or 1), 1.0))
                 continue
             if load.verify and body.count(_EMBEDDING_KEY) != load.items:
@@ -204,6 +209,11 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--pool", type=int, default=4096, help="distinct texts, cycled through")
     p.add_argument("--server-pid", type=int, help="also report this process's CPU use over the measured window")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip counting embeddings in each body")
+    p.add_argument(
+        "--retry-429",
+        metavar="LO:HI",
+        help="retry a 429 after a random LO..HI seconds, ignoring Retry-After (a retry storm's clients)",
+    )
     return p
 
 
@@ -223,6 +233,7 @@ def main(argv: list[str] | None = None) -> None:
         args.requests,
         args.request_timeout,
         args.verify,
+        tuple(float(x) for x in args.retry_429.split(":")) if args.retry_429 else None,  # type: ignore[arg-type]
     )
     requests = build_requests(host, port, path, args.model, generate(args.workload, args.pool, args.seed), args.items)
     try:

@@ -90,12 +90,12 @@ def contender(
 class Server:
     """A running contender; use as a context manager so it is always stopped."""
 
-    def __init__(self, spec: Contender, port: int) -> None:
+    def __init__(self, spec: Contender, port: int, cwd: Path = REPO) -> None:
         self.spec, self.port = spec, port
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{spec.name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             spec.argv,
-            cwd=REPO,
+            cwd=cwd,
             env={**os.environ, **OFFLINE_ENV, **spec.env},
             stdin=subprocess.DEVNULL,
             stdout=self.log,

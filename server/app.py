@@ -12,8 +12,9 @@ from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
 from server import __version__
+from server.admission import AdmissionMiddleware
 from server.auth import Authenticator
-from server.errors import install_error_handlers
+from server.errors import ApiError, install_error_handlers
 from server.guard import GuardMiddleware, Limits
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
@@ -22,6 +23,7 @@ from server.models_file import ModelEntry, load_models_file
 from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
 from server.routes import backends, generation, native, openai, ops, rerank
 from server.routes.backends import ADMIN_PATHS
+from server.routes.common import parse_deadline
 from server.settings import Settings
 from server.upstream.config import UpstreamSpec
 from server.upstream.gateway import Gateway
@@ -107,6 +109,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}
+    app.add_middleware(  # inside the guard: callers are authenticated and rate-limited first
+        AdmissionMiddleware,
+        host=host,
+        remote_kinds=lambda: {kind for kind in ("embed", "rerank") if gateway.serving(kind)},
+        deadline=lambda scope: door_deadline(scope, settings),
+        metrics=metrics,
+    )
     app.add_middleware(
         GuardMiddleware,
         authenticator=authenticator,
@@ -131,6 +140,16 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         routes=routes,
     )
     return app
+
+
+def door_deadline(scope: dict, settings: Settings) -> float | None:
+    """The deadline a request asks for, read off its headers before its body (None: a bad value, which
+    its route answers with a 400)."""
+    asked = next((value for name, value in scope["headers"] if name == b"x-request-timeout"), None)
+    try:
+        return parse_deadline(asked.decode("latin-1") if asked is not None else None, settings)
+    except ApiError:
+        return None
 
 
 def rate_limit_store(settings: Settings, metrics: Metrics) -> BucketStore:

@@ -158,6 +158,20 @@ class ModelHost:
         )
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
+    def saturated(self, kind: str, within: float | None) -> float | None:
+        """Whether every loaded model of `kind` would refuse a request now (its queue at its bound, or
+        its queued work longer than `within` seconds): the Retry-After to give, else None. Cheap: it
+        is asked before a request's body is read."""
+        retries = []
+        for served in self._served.values():
+            if served.spec.kind != kind:
+                continue
+            retry = served.batcher.full(within)
+            if retry is None:
+                return None
+            retries.append(retry)
+        return min(retries) if retries else None
+
     # -- requests --------------------------------------------------------------------------
 
     def info(self, model_id: str) -> ModelInfo | None:
@@ -191,6 +205,7 @@ class ModelHost:
         dimensions: int | None = None,
         prompt_name: str | None = None,
         admit: Admission | None = None,
+        within: float | None = None,
     ) -> Embeddings:
         embedder = served.embedder
 
@@ -198,7 +213,7 @@ class ModelHost:
             return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
 
         tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), admit)
-        rows = await self._submit(served, tokens)
+        rows = await self._submit(served, tokens, within=within)
         vectors = embedder.finish(np.stack(rows), normalize=normalize, dimensions=dimensions)
         return Embeddings(vectors, sum(len(t) for t in tokens))
 
@@ -210,6 +225,7 @@ class ModelHost:
         truncate: bool = True,
         prompt_name: str | None = None,
         admit: Admission | None = None,
+        within: float | None = None,
     ) -> SparseEmbeddings:
         """Lexical weights per text, for models with a sparse head (bge-m3)."""
         if served.sparse_batcher is None:
@@ -224,7 +240,7 @@ class ModelHost:
             return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
 
         tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), admit)
-        vectors = await self._submit(served, tokens, served.sparse_batcher)
+        vectors = await self._submit(served, tokens, served.sparse_batcher, within=within)
         return SparseEmbeddings(vectors, sum(len(t) for t in tokens))
 
     async def rerank(
@@ -237,6 +253,7 @@ class ModelHost:
         raw_scores: bool = False,
         prompt_name: str | None = None,
         admit: Admission | None = None,
+        within: float | None = None,
     ) -> Scores:
         """Scores each (query, document) pair; each pair is one batcher item."""
         reranker = served.reranker
@@ -247,12 +264,16 @@ class ModelHost:
             return reranker.tokenize(query, documents, prompt_name=prompt_name, truncate=truncate)
 
         tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), admit)
-        raw = await self._submit(served, tokens)
+        raw = await self._submit(served, tokens, within=within)
         return Scores(reranker.scores(np.stack(raw), raw_scores=raw_scores), sum(len(t) for t in tokens))
 
-    async def _submit(self, served: ServedModel, tokens: list[Tokens], batcher: Batcher | None = None) -> list[Any]:
+    async def _submit(
+        self, served: ServedModel, tokens: list[Tokens], batcher: Batcher | None = None, *, within: float | None = None
+    ) -> list[Any]:
+        """Queues the request's items; refused (429) when the queue is at its bound or the work already
+        queued would outlast `within`, the request's deadline in seconds."""
         try:
-            return await (batcher or served.batcher).submit(tokens, [len(t) for t in tokens])
+            return await (batcher or served.batcher).submit(tokens, [len(t) for t in tokens], within=within)
         except (QueueFull, RequestTooLarge) as exc:
             reason = "overload" if isinstance(exc, QueueFull) else "too_large"
             self.metrics.rejections.labels(served.spec.id, reason).inc()

@@ -12,6 +12,7 @@ from models.errors import UnknownModel
 from server.disconnect import unless_disconnected
 from server.errors import ApiError
 from server.model_host import Admission, Embeddings, ModelHost, ServedModel
+from server.settings import Settings
 from server.upstream.client import UpstreamModel
 from server.upstream.gateway import Gateway
 from server.upstream.protocols import EmbedOptions, Relevance, Vectors
@@ -96,6 +97,7 @@ async def embed(
         dimensions=dimensions,
         prompt_name=prompt_name,
         admit=admission(request),
+        within=deadline_seconds(request),
     )
     return await run_within_deadline(request, work)
 
@@ -139,8 +141,11 @@ def admission(request: Request) -> Admission | None:
 
 def deadline_seconds(request: Request) -> float:
     """The request's deadline: `X-Request-Timeout` (seconds), capped, or the server's default."""
-    settings = request.app.state.settings
-    asked = request.headers.get("x-request-timeout")
+    return parse_deadline(request.headers.get("x-request-timeout"), request.app.state.settings)
+
+
+def parse_deadline(asked: str | None, settings: Settings) -> float:
+    """Seconds from an `X-Request-Timeout` value (400 unless a positive number), capped; None: the default."""
     if asked is None:
         return settings.request_timeout
     try:

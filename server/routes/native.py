@@ -10,6 +10,7 @@ from server.responses import json_response
 from server.routes.common import (
     admission,
     check_request,
+    deadline_seconds,
     embed,
     host_of,
     run_within_deadline,
@@ -76,7 +77,12 @@ async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     texts = body.texts()
     check_request(request, served, len(texts), None)
     work = host_of(request).embed_sparse(
-        served, texts, truncate=body.truncate, prompt_name=body.prompt_name, admit=admission(request)
+        served,
+        texts,
+        truncate=body.truncate,
+        prompt_name=body.prompt_name,
+        admit=admission(request),
+        within=deadline_seconds(request),
     )
     result = await run_within_deadline(request, work)
     return json_response(

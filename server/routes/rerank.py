@@ -13,6 +13,7 @@ from server.responses import json_response
 from server.routes.common import (
     admission,
     call_upstream,
+    deadline_seconds,
     estimate_tokens,
     host_of,
     run_within_deadline,
@@ -43,6 +44,7 @@ async def _rerank(request: Request, body: RerankOptions, documents: list[str], p
         raw_scores=body.raw_scores,
         prompt_name=body.prompt_name,
         admit=admission(request),
+        within=deadline_seconds(request),
     )
     return served.spec.id, await run_within_deadline(request, work)
 

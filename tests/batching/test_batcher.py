@@ -654,3 +654,28 @@ async def test_an_item_costing_nothing_counts_as_one_token_and_the_queue_account
         await first
         assert (batcher.queued_items, batcher.queued_tokens) == (0, 0)
     assert all(tokens >= 0 for _, tokens in observer.queue)
+
+
+# -- refusing what would meet its deadline in the queue ----------------------------------------
+
+
+async def test_a_request_is_refused_when_the_work_queued_ahead_would_outlast_its_deadline() -> None:
+    runner = RecordingRunner(delay=0.01)
+    async with running(runner, max_batch_size=1) as batcher:
+        assert batcher.expected_wait() is None  # nothing measured yet: no estimate, no refusal by it
+        assert await batcher.submit([("measured", 10)], [10], within=1e-9) == outputs("measured")
+        assert batcher.expected_wait() == 0
+        first = await first_batch_running(batcher, runner)
+        ahead = await queued(batcher, ("ahead", 100))
+        wait = batcher.expected_wait()
+        assert wait is not None and wait > 0
+        late = await refused(batcher.submit([("late", 1)], [1], within=wait / 2))
+        assert isinstance(late, QueueFull) and late.retry_after >= 1
+        assert batcher.full(within=wait / 2) is not None and batcher.full(within=wait * 2) is None
+        in_time = spawn(batcher.submit([("in-time", 1)], [1], within=wait * 2))
+        await until(lambda: batcher.queued_items == 2)  # accepted: it queues behind "ahead"
+        runner.release()
+        assert await in_time == outputs("in-time")
+        await ahead
+        await first
+    assert "late" not in runner.seen

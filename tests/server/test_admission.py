@@ -1,0 +1,78 @@
+"""Refusals at the door: once the model a route would use is saturated, requests are refused before
+their bodies are read, parsed or tokenized; what was admitted completes."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from tests.inprocess import AppServer, start_app
+
+MODEL = "all-MiniLM-L6-v2"
+
+
+@pytest.fixture(scope="module")
+def small_queue() -> Iterator[AppServer]:
+    running = start_app(None, "--max-queue-items", "4", "--max-batch-size", "1")
+    yield running
+    running.stop()
+
+
+class Gate:
+    """Holds the model's worker at the start of each batch until opened: the queue behind it stays put."""
+
+    def __init__(self, server: AppServer) -> None:
+        self.batcher = server.app.state.host.get(MODEL, "embed").batcher
+        self._run = self.batcher._run_batch
+        self.open = threading.Event()
+        self.entered = threading.Event()
+
+    def __enter__(self) -> Gate:
+        def held(payloads):  # type: ignore[no-untyped-def]
+            self.entered.set()
+            self.open.wait(60)
+            return self._run(payloads)
+
+        self.batcher._run_batch = held
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.open.set()
+        self.batcher._run_batch = self._run
+
+
+def rejections(server: AppServer) -> float:
+    lines = server.http.get("/metrics").text.splitlines()
+    found = [line for line in lines if line.startswith('embed_rejections_total{model="",reason="overload"}')]
+    return float(found[0].split()[-1]) if found else 0.0
+
+
+async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_work_completes(
+    small_queue: AppServer,
+) -> None:
+    before = rejections(small_queue)
+    async with small_queue.async_http() as client:
+        with Gate(small_queue) as gate:
+            running = asyncio.create_task(client.post("/embed", json={"text": "running"}))
+            await asyncio.to_thread(gate.entered.wait, 60)
+            queued = asyncio.create_task(client.post("/v1/embeddings", json={"input": ["q1", "q2", "q3", "q4"]}))
+            while small_queue.app.state.host.get(MODEL, "embed").batcher.queued_items < 4:
+                await asyncio.sleep(0.01)
+            # The queue is at its bound: a body that is not even JSON is refused as overload, not as a 400.
+            garbage = await client.post(
+                "/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}
+            )
+            assert garbage.status_code == 429, garbage.text
+            assert garbage.json()["error"]["code"] == "overloaded" and int(garbage.headers["retry-after"]) >= 1
+            native = await client.post("/embed", json={"text": "one more"})
+            assert native.status_code == 429 and native.json()["error_type"] == "Overloaded"
+            # Routes of other kinds, and everything not queueing model work, are not refused.
+            assert (await client.get("/v1/models")).status_code == 200
+            gate.open.set()
+            assert (await running).status_code == 200
+            assert (await queued).status_code == 200
+        assert (await client.post("/embed", json={"text": "after"})).status_code == 200
+    assert rejections(small_queue) == before + 2
