@@ -92,6 +92,8 @@ class Batcher(Generic[P, R]):
         self._pool: ThreadPoolExecutor | None = None
         self._closing = False
         self._tokens_per_second = 0.0  # smoothed, for Retry-After
+        self._request_items = 1.0  # smoothed size of the requests submitted, for full()
+        self._request_tokens = 1.0
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -133,13 +135,20 @@ class Batcher(Generic[P, R]):
         return self._queued_tokens / (self._tokens_per_second * self.config.workers)
 
     def full(self, within: float | None = None) -> float | None:
-        """Whether a request would be refused now whatever its size (the queue at its bound, or the work
-        queued ahead longer than `within` seconds): the Retry-After to give, or None."""
-        if len(self._sorted) >= self.config.max_queue_items or self._queued_tokens >= self.config.max_queue_tokens:
+        """Whether a request of the usual size (the recent requests' average) would be refused now: the
+        queue has no room for it, or the work queued ahead is longer than `within` seconds. The
+        Retry-After to give, or None."""
+        if (
+            len(self._sorted) + self._request_items > self.config.max_queue_items
+            or self._queued_tokens + self._request_tokens > self.config.max_queue_tokens
+        ):
             return self._retry_after()
-        if within is not None and (wait := self.expected_wait()) is not None and wait > within:
-            return max(1.0, wait - within)
-        return None
+        return self._too_slow_for(within) if within is not None else None
+
+    def _too_slow_for(self, within: float) -> float | None:
+        """The Retry-After when the work queued now outlasts `within` seconds; None when it does not."""
+        wait = self.expected_wait()
+        return max(1.0, wait - within) if wait is not None and wait > within else None
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -157,6 +166,8 @@ class Batcher(Generic[P, R]):
             return []
         costs = [max(1, cost) for cost in costs]  # an item always occupies a position in its batch
         count, tokens = len(payloads), sum(costs)
+        self._request_items = 0.9 * self._request_items + 0.1 * count
+        self._request_tokens = 0.9 * self._request_tokens + 0.1 * tokens
         if count > self.config.max_queue_items:
             raise RequestTooLarge("items", count, self.config.max_queue_items)
         if tokens > self.config.max_queue_tokens:
@@ -166,7 +177,7 @@ class Batcher(Generic[P, R]):
             or self._queued_tokens + tokens > self.config.max_queue_tokens
         ):
             raise QueueFull(self._retry_after())
-        if within is not None and (retry := self.full(within)) is not None:
+        if within is not None and (retry := self._too_slow_for(within)) is not None:
             raise QueueFull(retry)
 
         loop = asyncio.get_running_loop()

@@ -1,24 +1,34 @@
 """Refusing at the door: when the models a route could use are all saturated, a request is refused
-before its body is read, parsed or tokenized (pure ASGI, after authentication and rate limits).
+before its body is read, parsed or tokenized.
 
-Under a retry storm most requests are refusals; each refusal that parses and tokenizes its body takes
-CPU from the batches that are running. This check costs a dictionary lookup and a division per model.
-A request that passes it may still be refused after tokenizing (by the batcher, which then knows the
-model and the request's size): this is the cheap first cut, not the only one.
+Under a retry storm most requests are refusals, and on a small machine every bit of event-loop time
+they take is taken from the model's threads (a descheduled OpenMP thread stalls each parallel region
+of a batch). So the check is made twice as early as it can be:
+
+- in the HTTP protocol (`server/protocol.py`), as soon as a request's head is parsed: a refusal is a
+  prepared response written straight to the socket, with no ASGI task, middleware or JSON work, and the
+  body, when it comes, is skipped. These refusals precede authentication, and are counted in
+  `embed_rejections_total{reason="overload"}` but not in the per-route request metrics or access log;
+- in `AdmissionMiddleware`, for the same app served by another ASGI server (Ray Serve, tests).
+
+A request that passes may still be refused after tokenizing, by the batcher, which then knows the
+model and the request's size: this is the cheap first cut, not the only one.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from server.errors import ApiError, error_response
+from server.errors import ApiError, error_body, error_response
 from server.metrics import Metrics
+from server.middleware import new_request_id
 from server.model_host import ModelHost
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Headers = Iterable[tuple[bytes, bytes]]
 
 # The routes that queue model work, by the kind of model they run.
 INFERENCE_ROUTES = {
@@ -31,36 +41,63 @@ INFERENCE_ROUTES = {
 }
 
 
-class AdmissionMiddleware:
+class Door:
+    """Decides whether a request is refused for overload, from its method, path and headers alone."""
+
     def __init__(
         self,
-        app: Callable[[Scope, Receive, Send], Awaitable[None]],
-        *,
         host: ModelHost,
+        *,
         remote_kinds: Callable[[], set[str]],
-        deadline: Callable[[Scope], float | None],
+        deadline: Callable[[Headers], float | None],
         metrics: Metrics,
     ) -> None:
-        self.app = app
         self.host = host
         self.remote_kinds = remote_kinds
         self.deadline = deadline
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        kind = INFERENCE_ROUTES.get(scope["path"]) if scope["type"] == "http" and scope["method"] == "POST" else None
+    def refusal(self, method: str, path: str, headers: Headers) -> ApiError | None:
+        kind = INFERENCE_ROUTES.get(path) if method == "POST" else None
         # Upstream models do not queue here: while one could take the request, it is not refused here.
-        if kind is not None and kind not in self.remote_kinds():
-            retry = self.host.saturated(kind, self.deadline(scope))
-            if retry is not None:
-                self.metrics.rejections.labels("", "overload").inc()
-                error = ApiError(
-                    429,
-                    f"the server is at capacity; retry after {retry:.0f} s",
-                    code="overloaded",
-                    headers={"Retry-After": str(max(1, round(retry)))},
-                )
-                response = error_response(scope["path"], error)
-                await response(scope, receive, send)
+        if kind is None or kind in self.remote_kinds():
+            return None
+        retry = self.host.saturated(kind, self.deadline(headers))
+        if retry is None:
+            return None
+        self.metrics.rejections.labels("", "overload").inc()
+        return ApiError(
+            429,
+            f"the server is at capacity; retry after {retry:.0f} s",
+            code="overloaded",
+            headers={"Retry-After": str(max(1, round(retry)))},
+        )
+
+    def raw_refusal(self, method: str, path: str, headers: Headers) -> bytes | None:
+        """The refusal as a whole HTTP/1.1 response, for the protocol to write; None: let it in."""
+        error = self.refusal(method, path, headers)
+        if error is None:
+            return None
+        body = error_body(path, error.status, error.message, code=error.code)
+        head = (
+            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
+            f"content-length: {len(body)}\r\nretry-after: {error.headers['Retry-After']}\r\n"
+            f"x-request-id: {new_request_id()}\r\n\r\n"
+        )
+        return head.encode("ascii") + body
+
+
+class AdmissionMiddleware:
+    """The door for ASGI servers other than ours (pure ASGI, inside authentication and rate limits)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, door: Door) -> None:
+        self.app = app
+        self.door = door
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            error = self.door.refusal(scope["method"], scope["path"], scope["headers"])
+            if error is not None:
+                await error_response(scope["path"], error)(scope, receive, send)
                 return
         await self.app(scope, receive, send)

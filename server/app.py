@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -12,7 +12,7 @@ from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
 from server import __version__
-from server.admission import AdmissionMiddleware
+from server.admission import AdmissionMiddleware, Door
 from server.auth import Authenticator
 from server.errors import ApiError, install_error_handlers
 from server.guard import GuardMiddleware, Limits
@@ -109,13 +109,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in routers:
         app.include_router(router)
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}
-    app.add_middleware(  # inside the guard: callers are authenticated and rate-limited first
-        AdmissionMiddleware,
-        host=host,
+    door = Door(
+        host,
         remote_kinds=lambda: {kind for kind in ("embed", "rerank") if gateway.serving(kind)},
-        deadline=lambda scope: door_deadline(scope, settings),
+        deadline=lambda headers: door_deadline(headers, settings),
         metrics=metrics,
     )
+    app.state.door = door  # our HTTP protocol asks it as soon as a request's head is parsed
+    # For other ASGI servers: inside the guard, so callers are authenticated and rate-limited first.
+    app.add_middleware(AdmissionMiddleware, door=door)
     app.add_middleware(
         GuardMiddleware,
         authenticator=authenticator,
@@ -142,10 +144,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def door_deadline(scope: dict, settings: Settings) -> float | None:
+def door_deadline(headers: Iterable[tuple[bytes, bytes]], settings: Settings) -> float | None:
     """The deadline a request asks for, read off its headers before its body (None: a bad value, which
     its route answers with a 400)."""
-    asked = next((value for name, value in scope["headers"] if name == b"x-request-timeout"), None)
+    asked = next((value for name, value in headers if name == b"x-request-timeout"), None)
     try:
         return parse_deadline(asked.decode("latin-1") if asked is not None else None, settings)
     except ApiError:

@@ -105,7 +105,7 @@ EXIT_MODEL_FAILED = 3
 
 def uvicorn_config(app, settings, port: int):  # type: ignore[no-untyped-def]
     """How uvicorn runs the app: our logging, our HTTP protocol (header deadline, connection cap, a
-    stop that answers requests already on the wire), the shutdown grace."""
+    stop that answers requests already on the wire, the overload door), the shutdown grace."""
     import uvicorn
 
     from server.protocol import protocol_class
@@ -114,7 +114,9 @@ def uvicorn_config(app, settings, port: int):  # type: ignore[no-untyped-def]
         app,
         host=settings.host,
         port=port,
-        http=protocol_class(settings.header_read_timeout, settings.connection_limit()),
+        http=protocol_class(
+            settings.header_read_timeout, settings.connection_limit(), getattr(app.state, "door", None)
+        ),
         log_config=None,
         access_log=False,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,

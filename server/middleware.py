@@ -32,6 +32,10 @@ _ID_PREFIX = uuid.uuid4().hex[:16]
 _ids = itertools.count(1)
 
 
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):016x}"
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -65,7 +69,7 @@ class RequestContextMiddleware:
                 rid = candidate if _VALID_ID.match(candidate) else None
             elif name == b"content-length":
                 declared_length = value
-        rid = rid or f"{_ID_PREFIX}{next(_ids):016x}"
+        rid = rid or new_request_id()
         token = request_id.set(rid)
         rid_header = (b"x-request-id", rid.encode())
         status = 500

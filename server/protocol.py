@@ -7,7 +7,9 @@
   process runs out of file descriptors (which made every client's connection fail);
 - a graceful stop that does not reset requests already on the wire: on shutdown an idle keep-alive
   connection is closed only after the loop had a chance to read what the client just sent, and a
-  request that began is answered (with `Connection: close`).
+  request that began is answered (with `Connection: close`);
+- the overload door (`server/admission.py`): a request the app's `Door` refuses is answered as soon as
+  its head is parsed, without an ASGI task, and its body is skipped as it arrives.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.errors import error_body
@@ -32,11 +35,22 @@ def _response(status: int, reason: str, path: str, message: str) -> bytes:
     return head.encode("ascii") + body
 
 
+class _Refused:
+    """The cycle of a request refused at the door: complete, so uvicorn skips its body."""
+
+    response_complete = True
+    keep_alive = True
+
+    def __init__(self) -> None:
+        self.message_event = asyncio.Event()
+
+
 class GuardedHttpProtocol(HttpToolsProtocol):
-    """Set `header_timeout` and `max_connections` on the class (see `protocol_class`)."""
+    """Set `header_timeout`, `max_connections` and `door` on the class (see `protocol_class`)."""
 
     header_timeout: float = 10.0
     max_connections: int | None = None
+    door: Any = None  # server.admission.Door, or None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -88,9 +102,29 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_head = False
         self._disarm()
+        if self.door is not None and self.parser.get_method() == b"POST" and self._refused_at_door():
+            return
         super().on_headers_complete()
         if self._stopping and self.cycle is not None:
             self.cycle.keep_alive = False  # answered, then closed
+
+    def _refused_at_door(self) -> bool:
+        if self.cycle is not None and not self.cycle.response_complete:
+            return False  # pipelined behind a request still running: uvicorn queues it as usual
+        path = httptools.parse_url(self.url).path.decode("latin-1")
+        refusal = self.door.raw_refusal("POST", path, self.headers)
+        if refusal is None:
+            return False
+        self.cycle = _Refused()  # type: ignore[assignment]
+        keep_alive = not self._stopping and self.parser.should_keep_alive()
+        self.transport.write(
+            refusal if keep_alive else refusal.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1)
+        )
+        if keep_alive:
+            self.on_response_complete()
+        else:
+            self.transport.close()
+        return True
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
@@ -116,10 +150,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             self.transport.close()
 
 
-def protocol_class(header_timeout: float, max_connections: int | None) -> type[GuardedHttpProtocol]:
-    """The protocol with these limits, for uvicorn.Config(http=...)."""
+def protocol_class(header_timeout: float, max_connections: int | None, door: Any = None) -> type[GuardedHttpProtocol]:
+    """The protocol with these limits (and the app's overload door), for uvicorn.Config(http=...)."""
     return type(
         "GuardedHttpProtocol",
         (GuardedHttpProtocol,),
-        {"header_timeout": header_timeout, "max_connections": max_connections},
+        {"header_timeout": header_timeout, "max_connections": max_connections, "door": door},
     )

@@ -4,8 +4,10 @@ their bodies are read, parsed or tokenized; what was admitted completes."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
 from collections.abc import Iterator
+from urllib.parse import urlparse
 
 import pytest
 
@@ -44,6 +46,29 @@ class Gate:
         self.batcher._run_batch = self._run
 
 
+def socket_address(server: AppServer) -> tuple[str, int]:
+    url = urlparse(server.listen())
+    return url.hostname or "", url.port or 80
+
+
+def raw_request(body: bytes) -> bytes:
+    head = b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+    return head % len(body) + body
+
+
+def read_response(sock: socket.socket) -> bytes:
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head.lower() + b"\r\n\r\n" + body
+
+
 def rejections(server: AppServer) -> float:
     lines = server.http.get("/metrics").text.splitlines()
     found = [line for line in lines if line.startswith('embed_rejections_total{model="",reason="overload"}')]
@@ -71,8 +96,17 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             assert native.status_code == 429 and native.json()["error_type"] == "Overloaded"
             # Routes of other kinds, and everything not queueing model work, are not refused.
             assert (await client.get("/v1/models")).status_code == 200
+            # Over a socket the protocol refuses as soon as the head is parsed, skips the body, and
+            # keeps the connection for the next request.
+            sock = await asyncio.to_thread(socket.create_connection, socket_address(small_queue), 60)
+            await asyncio.to_thread(sock.sendall, raw_request(b"{not json" * 1000))
+            first = await asyncio.to_thread(read_response, sock)
+            assert first.startswith(b"http/1.1 429") and b"retry-after:" in first and b'"overloaded"' in first
             gate.open.set()
             assert (await running).status_code == 200
             assert (await queued).status_code == 200
+            await asyncio.to_thread(sock.sendall, raw_request(b'{"input": "on the same connection"}'))
+            assert (await asyncio.to_thread(read_response, sock)).startswith(b"http/1.1 200")
+            sock.close()
         assert (await client.post("/embed", json={"text": "after"})).status_code == 200
-    assert rejections(small_queue) == before + 2
+    assert rejections(small_queue) == before + 3
