@@ -24,9 +24,11 @@ def _configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR", help="folder to write the ONNX model to")
     p.add_argument("--kind", choices=("embed", "rerank"), help="default: guessed from the folder")
     p.add_argument(
-        "--target", choices=TARGETS, default="auto", help="ISA the INT8 kernels run on (auto: this machine's)"
+        "--target", choices=TARGETS, default="auto", help="ISA the INT8 kernels run on (default: auto, this machine's)"
     )
-    p.add_argument("--mode", choices=("dynamic", "static"), default="dynamic", help="INT8 activation scales")
+    p.add_argument(
+        "--mode", choices=("dynamic", "static"), default="dynamic", help="INT8 activation scales (default: dynamic)"
+    )
     p.add_argument(
         "--calibration",
         type=Path,

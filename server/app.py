@@ -139,6 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_body_bytes=settings.max_body_bytes,
         body_read_timeout=settings.body_read_timeout,
         access_log=settings.access_log,
+        access_log_probes=settings.access_log_probes,
         routes=routes,
     )
     return app

@@ -13,36 +13,60 @@ from pathlib import Path
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization runs in our own threads
 
 
-def _serve_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("serve", help="serve models over HTTP")
-    p.add_argument("--host", help="bind address (default 127.0.0.1; EMBEDSERVE_HOST)")
-    p.add_argument("--port", type=int, help="port (default 8000; EMBEDSERVE_PORT)")
+def _setting_help(field: str, extra: str = "") -> str:
+    """An option's help from the setting it overrides: what it does, its default, its variable."""
+    from server.settings import Settings
+
+    info = Settings.model_fields[field]
+    default = info.get_default(call_default_factory=True)
+    text = (info.description or "").rstrip(".") + extra
+    if default in (None, []) and "default" in text:  # the description says what happens by default
+        return f"{text} (EMBEDSERVE_{field.upper()})".replace("%", "%%")
+    shown = "none" if default in (None, []) else str(default).lower() if isinstance(default, bool) else default
+    return f"{text} (default: {shown}; EMBEDSERVE_{field.upper()})".replace("%", "%%")
+
+
+def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = sub.add_parser(
+        "serve",
+        help="serve models over HTTP",
+        description="Serve embedding and reranking models over HTTP. Every option overrides its EMBEDSERVE_ "
+        "variable; the rest of the settings (auth, limits, timeouts) are variables only: see .env.example.",
+    )
+    p.add_argument("--host", help=_setting_help("host"))
+    p.add_argument("--port", type=int, help=_setting_help("port"))
     p.add_argument(
         "--model",
         action="append",
         dest="models",
         metavar="[ID=]SOURCE",
-        help="a model folder or hub id to serve; repeatable (default: the bundled all-MiniLM-L6-v2)",
+        help=_setting_help("models", "; repeatable: one model a flag"),
     )
-    p.add_argument("--models", dest="models_file", metavar="FILE", help="a YAML models file (EMBEDSERVE_MODELS_FILE)")
-    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"])
-    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"])
-    p.add_argument("--torch-threads", type=int)
-    p.add_argument("--max-batch-tokens", type=int)
-    p.add_argument("--max-batch-size", type=int)
-    p.add_argument("--max-wait-ms", type=float)
-    p.add_argument("--max-queue-tokens", type=int)
-    p.add_argument("--max-queue-items", type=int)
-    p.add_argument("--batch-workers", type=int)
-    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
-    p.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)
+    p.add_argument("--models", dest="models_file", metavar="FILE", help=_setting_help("models_file"))
+    p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=_setting_help("device"))
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], help=_setting_help("dtype"))
+    p.add_argument("--torch-threads", type=int, metavar="N", help=_setting_help("torch_threads"))
+    p.add_argument("--max-batch-tokens", type=int, metavar="N", help=_setting_help("max_batch_tokens"))
+    p.add_argument("--max-batch-size", type=int, metavar="N", help=_setting_help("max_batch_size"))
+    p.add_argument("--max-wait-ms", type=float, metavar="MS", help=_setting_help("max_wait_ms"))
+    p.add_argument("--max-queue-tokens", type=int, metavar="N", help=_setting_help("max_queue_tokens"))
+    p.add_argument("--max-queue-items", type=int, metavar="N", help=_setting_help("max_queue_items"))
+    p.add_argument("--batch-workers", type=int, metavar="N", help=_setting_help("batch_workers"))
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help=_setting_help("log_level"))
+    p.add_argument(
+        "--no-access-log",
+        dest="access_log",
+        action="store_false",
+        default=None,
+        help=_setting_help("access_log", "; this flag turns it off"),
+    )
     p.add_argument(
         "--keep-serving-failed-models",
         action="store_true",
         default=None,
-        help="when a model fails to load, serve the others (it answers 503) instead of exiting with status 3 "
-        "(EMBEDSERVE_KEEP_SERVING_FAILED_MODELS)",
+        help=_setting_help("keep_serving_failed_models"),
     )
+    return p
 
 
 def _draining_server_class():  # type: ignore[no-untyped-def]
@@ -188,12 +212,14 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(bench(argv[1:]))
     parser = argparse.ArgumentParser(prog="embedserve", description="Text embedding and reranking server.")
     sub = parser.add_subparsers(dest="command", required=True)
-    _serve_parser(sub)
+    subcommands = {"serve": _serve_parser(sub)}
     sub.add_parser("bench", help="benchmark against the peers, as `python -m bench` (from a source checkout)")
     from quantize.cli import add_parser as add_quantize_parser  # light: its heavy imports happen in run()
 
-    add_quantize_parser(sub)
-    args = parser.parse_args(argv)
+    subcommands["quantize"] = add_quantize_parser(sub)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # argparse would blame the top-level parser and print its usage, not the subcommand's
+        subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     if args.command == "serve":
         serve(args)
     else:

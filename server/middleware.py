@@ -46,12 +46,14 @@ class RequestContextMiddleware:
         access_log: bool,
         routes: set[str],
         body_read_timeout: float = 30.0,
+        access_log_probes: bool = False,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
         self.body_read_timeout = body_read_timeout
         self.access_log = access_log
+        self.access_log_probes = access_log_probes
         self.routes = routes
 
     async def __call__(
@@ -144,9 +146,11 @@ class RequestContextMiddleware:
         m = self.metrics
         m.requests.labels(model, route, str(status)).inc()
         m.duration.labels(model, route).observe(seconds)
-        if status >= 400:
+        # A probe's 503 (loading, draining) is the server's state, not an error: it would trip error-rate alerts.
+        probe = path.startswith("/health")
+        if status >= 400 and not probe:
             m.errors.labels(model, route, str(status)).inc()
-        if self.access_log:
+        if self.access_log and (not probe or self.access_log_probes):
             access.info(
                 "request",
                 extra={

@@ -18,24 +18,29 @@ MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit h
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDSERVE_", extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=0, le=65535)
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0: every interface).")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     models: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
         description="Model sources to serve, `SOURCE` or `ID=SOURCE`, comma-separated; empty: the bundled default.",
     )
     models_file: Path | None = Field(None, description="A YAML file with a top-level `models:` list.")
-    device: Device = "auto"
-    dtype: DType = "auto"
+    device: Device = Field(
+        "auto", description="Where models run unless their entry says: auto picks cuda, then mps, then cpu."
+    )
+    dtype: DType = Field(
+        "auto",
+        description="Weights' precision unless an entry says: auto is float16 on CUDA (bfloat16 for Gemma3), else float32.",
+    )
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
 
     max_batch_tokens: int | None = Field(
         None, gt=0, description="Padded tokens per batch; default 16384; on CPU 4096 (torch), 1536 (ONNX)."
     )
-    max_batch_size: int = Field(128, gt=0)
-    max_wait_ms: float = Field(2.0, ge=0)
-    max_queue_tokens: int = Field(1_048_576, gt=0)
-    max_queue_items: int = Field(16384, gt=0)
+    max_batch_size: int = Field(128, gt=0, description="Texts (or pairs) per batch.")
+    max_wait_ms: float = Field(2.0, ge=0, description="How long an idle worker waits for a fuller batch.")
+    max_queue_tokens: int = Field(1_048_576, gt=0, description="Tokens waiting per model before new requests get 429.")
+    max_queue_items: int = Field(16384, gt=0, description="Texts waiting per model before new requests get 429.")
     batch_workers: int = Field(
         1, gt=0, description="Batches run at once per model; on CPU they split torch's intra-op threads."
     )
@@ -111,9 +116,10 @@ class Settings(BaseSettings):
         description="When a model fails to load, serve the others (it answers 503) instead of exiting with status 3.",
     )
 
-    log_level: str = "info"
-    log_json: bool = True
-    access_log: bool = True
+    log_level: str = Field("info", description="debug, info, warning or error.")
+    log_json: bool = Field(True, description="One JSON object per log line.")
+    access_log: bool = Field(True, description="One log line per request.")
+    access_log_probes: bool = Field(False, description="Access-log health probes (/health*) too.")
 
     @field_validator("models", "api_keys", "auth_public_paths", mode="before")
     @classmethod

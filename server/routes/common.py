@@ -70,7 +70,7 @@ def check_request(request: Request, served: ServedModel, count: int, dimensions:
     if dimensions is not None and dimensions > served.info.dimension:
         raise ApiError(
             400,
-            f"dimensions {dimensions} is larger than model {served.spec.id!r}'s size of {served.info.dimension}",
+            f"dimensions {dimensions} is larger than the {served.info.dimension} dimensions of model {served.spec.id!r}",
             param="dimensions",
         )
 

@@ -37,7 +37,7 @@ class TeiEmbedRequest(BaseModel):
     inputs: NonEmptyText | Annotated[list[NonEmptyText], Field(min_length=1)]
     model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
     normalize: JsonBool = Field(True, description="L2-normalize (TEI's default).")
-    truncate: JsonBool = Field(True, description="Truncate over-long texts to the model's limit; false: 413 instead.")
+    truncate: JsonBool = Field(True, description="Truncate over-long texts to the model's limit; false: 400 instead.")
     truncation_direction: Literal["right", "Right"] = Field("right", description="Only right truncation is done.")
     dimensions: PositiveInt | None = Field(None, description="Truncate to this size (then normalize).")
     prompt_name: str | None = Field(None, description="A prompt of the model's; default: the model's default prompt.")

@@ -39,3 +39,24 @@ def test_an_embedder_named_for_reranking_is_said_to_be_served_for_embedding(serv
     assert answer.status_code == 404
     message = answer.json()["error"]["message"]
     assert message == "model 'all-MiniLM-L6-v2' is served for embed, not rerank; served rerank models: none"
+
+
+def test_dimensions_beyond_the_model_name_both_numbers(server: AppServer) -> None:
+    answer = server.http.post("/v1/embeddings", json={"input": "x", "dimensions": 385})
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["message"] == "dimensions 385 is larger than the 384 dimensions of model 'all-MiniLM-L6-v2'"
+    assert error["param"] == "dimensions"
+
+
+def test_the_published_schema_says_what_truncate_false_answers(server: AppServer) -> None:
+    too_long = server.http.post("/embed", json={"inputs": "word " * 600, "truncate": False})
+    assert too_long.status_code == 400
+    schemas = server.http.get("/openapi.json").json()["components"]["schemas"]
+    described = [
+        schema["properties"]["truncate"]["description"]
+        for schema in schemas.values()
+        if "truncate" in schema.get("properties", {}) and "description" in schema["properties"]["truncate"]
+    ]
+    embedding = [text for text in described if "pairs" not in text]  # rerankers answer 413 for a long pair
+    assert embedding and all(text.endswith("false: 400 instead.") for text in embedding), described

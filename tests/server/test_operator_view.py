@@ -1,0 +1,69 @@
+"""What an operator reads: `--help` that explains each option, errors in the subcommand's usage, probes
+that are neither errors nor access-log lines, and the standard process and Python metrics."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+import pytest
+
+from server.cli import main
+from tests.inprocess import AppServer, start_app
+
+
+def test_every_serve_option_says_what_it_does_its_default_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["serve", "--help"])
+    assert done.value.code == 0
+    usage, _, options = capsys.readouterr().out.partition("options:")
+    blocks = {block.split()[0]: " ".join(block.split()) for block in re.split(r"\n(?=  --)", options) if block.strip()}
+    declared = set(re.findall(r"\[(--[a-z-]+)", usage)) - {"--help"}
+    assert declared <= set(blocks), sorted(declared - set(blocks))
+    for option in declared:
+        assert re.search(r"\((default: [^;]+; )?EMBEDSERVE_[A-Z_]+\)$", blocks[option]), blocks[option]
+        assert len(blocks[option].split()) > 6, blocks[option]  # says what it does, not only its default
+    assert blocks["--port"].endswith("(default: 8000; EMBEDSERVE_PORT)")
+
+
+@pytest.mark.parametrize("command", ["serve", "quantize"])
+def test_a_bad_option_shows_the_subcommands_usage(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = [command, "--bogus"] if command == "serve" else [command, "x", "--out", "y", "--bogus"]
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: embedserve {command} ")
+    assert f"embedserve {command}: error: unrecognized arguments: --bogus" in err
+
+
+@pytest.fixture(scope="module")
+def logged() -> Iterator[AppServer]:
+    running = start_app(None, env={"EMBEDSERVE_ACCESS_LOG": "true"})
+    yield running
+    running.stop()
+
+
+def test_probes_are_not_errors_nor_access_logged_while_requests_are(logged: AppServer) -> None:
+    host = logged.app.state.host
+    host.draining = True  # readiness says 503, as while loading or draining
+    try:
+        assert logged.http.get("/health/ready").status_code == 503
+    finally:
+        host.draining = False
+    assert logged.http.get("/health/live").status_code == 200
+    assert logged.http.post("/embed", json={"text": ""}).status_code == 422
+    metrics = logged.http.get("/metrics").text
+    assert 'embed_requests_total{model="",route="/health/ready",status="503"}' in metrics  # counted as a request
+    errors = [line for line in metrics.splitlines() if line.startswith("embed_errors_total{")]
+    assert not [line for line in errors if "/health" in line], errors  # but not as an error
+    assert any('route="/embed",type="422"' in line for line in errors), errors
+    log = logged.log()
+    assert '"path":"/embed"' in log and '"path":"/health' not in log
+
+
+def test_process_and_python_metrics_are_exported(server: AppServer) -> None:
+    metrics = server.http.get("/metrics").text
+    for family in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "python_info"):
+        assert f"\n{family}" in metrics, family
+    assert "python_gc_collections_total" in metrics
