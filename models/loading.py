@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import time
 from dataclasses import dataclass
 
 from models.embedder import Embedder
 from models.memory import rss_bytes
+from models.preflight import BACKEND_PACKAGES
 from models.reranker import Reranker
 from models.sources import resolve_source
 from models.spec import ModelSpec
@@ -36,19 +38,30 @@ def load_model(
     default to the batcher's defaults on accelerators."""
     started, rss_before = time.perf_counter(), rss_bytes()
     source = resolve_source(spec.source)
+    log.info(
+        "model loading",
+        extra={"model": spec.id, "kind": spec.kind, "source": source, "backend": spec.backend, "device": spec.device},
+    )
+    import_seconds = _import_backend(spec.backend)
+    weights_started = time.perf_counter()
     model = _build(spec, source)
+    warm_started = time.perf_counter()
     warm = getattr(model.runner, "warm", None)
     compiled = warm(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size) if warm else None
     if isinstance(model, Reranker):
         model.runner.run(model.tokenize(_WARMUP_QUERY, _WARMUP_TEXTS))
     else:
         model.runner.run(model.tokenize(_WARMUP_TEXTS))
-    loaded = LoadedModel(spec, model, time.perf_counter() - started, max(0, rss_bytes() - rss_before))
+    done = time.perf_counter()
+    loaded = LoadedModel(spec, model, done - started, max(0, rss_bytes() - rss_before))
     info = model.info
     log.info(
         "model loaded",
         extra={
             "model": spec.id,
+            "import_seconds": round(import_seconds, 3),
+            "weights_seconds": round(warm_started - weights_started, 3),
+            "warmup_seconds": round(done - warm_started, 3),  # compiling included, when compiled
             "source": source,
             "backend": info.backend,
             "device": info.device,
@@ -70,6 +83,14 @@ def load_model(
         },
     )
     return loaded
+
+
+def _import_backend(backend: str) -> float:
+    """Imports the backend's libraries; the seconds it took (the first model pays, ~0 for later ones)."""
+    started = time.perf_counter()
+    for module in BACKEND_PACKAGES[backend][0]:
+        importlib.import_module(module)
+    return time.perf_counter() - started
 
 
 def _build(spec: ModelSpec, source: str) -> Embedder | Reranker:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -97,6 +98,8 @@ class ModelHost:
         self.tokenize_inline_chars = tokenize_inline_chars
         self.status: dict[str, str] = {spec.id: "loading" for spec in registry.specs}
         self.errors: dict[str, str] = {}
+        self.loading_since: dict[str, float] = {}
+        """Models being loaded now, and when (Unix time) their load began."""
         self._served: dict[str, ServedModel] = {}
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
         self._loader: asyncio.Task[None] | None = None
@@ -112,7 +115,9 @@ class ModelHost:
         self._loader = asyncio.create_task(self._load_all(), name="model-loader")
 
     async def _load_all(self) -> None:
+        started = time.monotonic()
         for spec in self.registry.specs:
+            self.loading_since[spec.id] = time.time()
             try:
                 limits = self.batching[spec.id]
                 loaded = await asyncio.to_thread(
@@ -129,14 +134,21 @@ class ModelHost:
                 log.debug("model load traceback", exc_info=True, extra={"model": spec.id})
                 self.status[spec.id] = "failed"
                 self.errors[spec.id] = str(exc)
+                self.loading_since.pop(spec.id, None)
                 if self.on_load_failure is not None:
                     self.on_load_failure(spec.id)
                 continue
             self._served[spec.id] = served
             self.status[spec.id] = "ready"
+            self.loading_since.pop(spec.id, None)
             self.metrics.model_memory.labels(spec.id).set(loaded.memory_bytes)
             self.metrics.model_load.labels(spec.id).set(loaded.load_seconds)
             self.metrics.model_ready.labels(spec.id).set(1)
+        ready = [model_id for model_id, state in self.status.items() if state == "ready"]
+        log.info(
+            "models loaded" if len(ready) == len(self.status) else "models loaded, some failed",
+            extra={"ready": ready, "failed": sorted(self.errors), "seconds": round(time.monotonic() - started, 3)},
+        )
 
     def _batcher(
         self, name: str, run: Callable[[list[Tokens]], Sequence[Any]], config: BatchingConfig

@@ -143,7 +143,7 @@ class AppServer:
             self._error = exc
             self._started.set()
 
-    def start(self, timeout: float) -> None:
+    def start(self, timeout: float, *, ready: bool = True) -> None:
         for name in LOGGERS:
             logging.getLogger(name).addHandler(self._logs)
         logging.getLogger("embedserve").setLevel(logging.INFO)
@@ -152,6 +152,11 @@ class AppServer:
         if self._error is not None:
             error, self._error = self._error, None
             raise RuntimeError(f"the app did not start: {error!r}") from error
+        if ready:
+            self.wait_ready(timeout)
+
+    def wait_ready(self, timeout: float = 300) -> None:
+        """Polls /health/ready until 200; a failed model or the timeout stops the app and raises."""
         deadline = time.monotonic() + timeout
         while (ready := self.http.get("/health/ready")).status_code != 200:
             if time.monotonic() > deadline or "failed" in ready.json().get("models", {}).values():
@@ -213,12 +218,17 @@ class AppServer:
 
 
 def start_app(
-    tmp_dir: Path | None = None, *flags: str, env: dict[str, str] | None = None, timeout: float = 300
+    tmp_dir: Path | None = None,
+    *flags: str,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    ready: bool = True,
 ) -> AppServer:
-    """`create_app` as `embedserve serve FLAGS` with `env` would build it, started and ready."""
+    """`create_app` as `embedserve serve FLAGS` with `env` would build it, started and (unless
+    `ready=False`) ready."""
     del tmp_dir  # the signature of start_server: nothing to put there in-process
     with environment({"EMBEDSERVE_ACCESS_LOG": "false", **(env or {})}):
         app = create_app(settings_from(parse_serve(flags)))
         server = AppServer(app)
-        server.start(timeout)
+        server.start(timeout, ready=ready)
     return server

