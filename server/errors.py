@@ -168,6 +168,8 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, StarletteHTTPException)
         detail: Any = exc.detail
         headers = dict(exc.headers or {})
+        if exc.status_code == 404 and detail == "Not Found":  # no route at all: say which was asked for
+            detail = f"there is no route {request.method} {request.url.path}"
         if exc.status_code == 405:  # Starlette names the methods of the first route that matched the path only
             allowed = allowed_methods(request.app, request.url.path)
             headers["Allow"] = ", ".join(allowed)

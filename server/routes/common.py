@@ -10,7 +10,7 @@ from starlette.requests import Request
 
 from models.errors import UnknownModel
 from server.disconnect import unless_disconnected
-from server.errors import ApiError
+from server.errors import ApiError, is_openai_path
 from server.model_host import Admission, Embeddings, ModelHost, ServedModel
 from server.settings import Settings
 from server.upstream.client import UpstreamModel
@@ -60,9 +60,12 @@ def estimate_tokens(texts: Sequence[str] | Sequence[Sequence[int]]) -> int:
 
 
 def check_count(request: Request, count: int) -> None:
+    """At most max_inputs texts a request: past it, OpenAI's routes answer 400 (as OpenAI does, a
+    BadRequestError in its clients), the native ones 413."""
     limit = request.app.state.settings.max_inputs
     if count > limit:
-        raise ApiError(413, f"too many inputs: {count}; the limit is {limit} per request", param="input")
+        status = 400 if is_openai_path(request.url.path) else 413
+        raise ApiError(status, f"too many inputs: {count}; the limit is {limit} per request", param="input")
 
 
 def check_request(request: Request, served: ServedModel, count: int, dimensions: int | None) -> None:

@@ -1,15 +1,19 @@
-"""OpenAI-compatible routes: POST /v1/embeddings, GET /v1/models."""
+"""OpenAI-compatible routes: POST /v1/embeddings, GET /v1/models, GET /v1/models/{id}."""
 
 from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from models.spec import ModelSpec
+from server.errors import ApiError
+from server.model_host import ModelHost
 from server.responses import base64_float32, json_response
 from server.routes.common import embed, gateway_of, host_of, target_model
-from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelList, OpenAIError
+from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelCard, ModelList, OpenAIError
+from server.upstream.client import UpstreamModel
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
@@ -45,49 +49,63 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
     )
 
 
+def _local_card(host: ModelHost, spec: ModelSpec) -> dict:
+    info = host.info(spec.id)
+    return {
+        "id": spec.id,
+        "object": "model",
+        "created": _STARTED,
+        "owned_by": "embedserve",
+        "kind": spec.kind,
+        "aliases": list(spec.aliases),
+        "status": host.status[spec.id],
+        "dimension": info.dimension if info else None,
+        "max_length": info.max_length if info else spec.max_length,
+        "backend": spec.backend,
+        "device": info.device if info else None,
+        "dtype": info.dtype if info else None,
+        "sparse": info.sparse if info else False,
+        "prompts": sorted(info.prompts) if info else [],
+        "default_prompt": info.default_prompt if info else None,
+        "error": host.errors.get(spec.id),
+        "location": "local",
+    }
+
+
+def _upstream_card(upstream: UpstreamModel) -> dict:
+    spec = upstream.spec
+    return {
+        "id": spec.id,
+        "object": "model",
+        "created": _STARTED,
+        "owned_by": "upstream",
+        "kind": "upstream",
+        "serves": list(spec.serves),
+        "aliases": list(spec.aliases),
+        "status": "ready" if upstream.available else "unavailable",
+        "location": "upstream",
+        "protocol": spec.protocol,
+        "upstream_model": spec.remote_name,
+        "endpoints": [e.url for e in upstream.balancer.endpoints],
+    }
+
+
 @router.get("/models", response_model=ModelList)
 async def list_models(request: Request) -> Response:
     host = host_of(request)
-    cards = []
-    for spec in host.registry.specs:
-        info = host.info(spec.id)
-        cards.append(
-            {
-                "id": spec.id,
-                "object": "model",
-                "created": _STARTED,
-                "owned_by": "embedserve",
-                "kind": spec.kind,
-                "aliases": list(spec.aliases),
-                "status": host.status[spec.id],
-                "dimension": info.dimension if info else None,
-                "max_length": info.max_length if info else spec.max_length,
-                "backend": spec.backend,
-                "device": info.device if info else None,
-                "dtype": info.dtype if info else None,
-                "sparse": info.sparse if info else False,
-                "prompts": sorted(info.prompts) if info else [],
-                "default_prompt": info.default_prompt if info else None,
-                "error": host.errors.get(spec.id),
-                "location": "local",
-            }
-        )
-    for upstream in gateway_of(request).models.values():
-        spec = upstream.spec
-        cards.append(
-            {
-                "id": spec.id,
-                "object": "model",
-                "created": _STARTED,
-                "owned_by": "upstream",
-                "kind": "upstream",
-                "serves": list(spec.serves),
-                "aliases": list(spec.aliases),
-                "status": "ready" if upstream.available else "unavailable",
-                "location": "upstream",
-                "protocol": spec.protocol,
-                "upstream_model": spec.remote_name,
-                "endpoints": [e.url for e in upstream.balancer.endpoints],
-            }
-        )
+    cards = [_local_card(host, spec) for spec in host.registry.specs]
+    cards += [_upstream_card(upstream) for upstream in gateway_of(request).models.values()]
     return json_response({"object": "list", "data": cards})
+
+
+@router.get("/models/{model_id:path}", response_model=ModelCard, responses={404: {"model": OpenAIError}})
+async def retrieve_model(request: Request, model_id: str = Path(description="A model id or alias.")) -> Response:
+    """One model's card, by id or alias (OpenAI's `client.models.retrieve`)."""
+    host = host_of(request)
+    for spec in host.registry.specs:
+        if model_id in spec.names:
+            return json_response(_local_card(host, spec))
+    for upstream in gateway_of(request).models.values():
+        if model_id in (upstream.spec.id, *upstream.spec.aliases):
+            return json_response(_upstream_card(upstream))
+    raise ApiError(404, f"model {model_id!r} is not served", param="model", code="model_not_found")

@@ -27,7 +27,7 @@ CASES: list[tuple[str, Any, int]] = [
     (OPENAI, {"input": "x", "dimensions": 385}, 400),
     (OPENAI, {"model": "all-MiniLM-L6-v2"}, 400),
     (OPENAI, ["not", "an", "object"], 400),
-    (OPENAI, {"input": ["x"] * 3000}, 413),
+    (OPENAI, {"input": ["x"] * 3000}, 400),  # as OpenAI: a BadRequestError in its clients
     (OPENAI, {"input": "x", "model": "no-such-model"}, 404),
     (OPENAI, b'{"input": "unterminated', 400),
     (OPENAI, b"\xff\xfe not utf-8", 400),

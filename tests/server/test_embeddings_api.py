@@ -164,3 +164,31 @@ def test_swagger_docs_and_openapi(server: AppServer) -> None:
     assert server.http.get(f"{server.url}/docs").status_code == 200
     paths = server.http.get(f"{server.url}/openapi.json").json()["paths"]
     assert {"/v1/embeddings", "/embed", "/batch-embed", "/v1/models", "/health/ready"} <= set(paths)
+
+
+def test_the_openai_client_retrieves_a_model_by_id_or_alias(client: OpenAI) -> None:
+    from openai import NotFoundError
+
+    model = client.models.retrieve(MODEL)
+    assert model.id == MODEL and model.object == "model" and model.owned_by == "embedserve"
+    assert model.model_extra["dimension"] == 384 and model.model_extra["status"] == "ready"
+    assert client.models.retrieve("sentence-transformers/all-MiniLM-L6-v2").id == MODEL
+    with pytest.raises(NotFoundError) as missing:
+        client.models.retrieve("gpt-9")
+    assert missing.value.body["code"] == "model_not_found" and "'gpt-9' is not served" in missing.value.body["message"]
+
+
+def test_more_inputs_than_the_limit_is_a_bad_request_as_openai_says(client: OpenAI) -> None:
+    from openai import BadRequestError
+
+    with pytest.raises(BadRequestError, match="too many inputs: 2049; the limit is 2048"):
+        client.embeddings.create(model=MODEL, input=["x"] * 2049)
+
+
+def test_token_ids_are_wrapped_in_the_models_special_tokens_like_text(client: OpenAI) -> None:
+    # [7592, 2088] are "hello world" in MiniLM's WordPiece vocabulary; [CLS] and [SEP] are added around
+    # token-id inputs as around text (README: "Token-id inputs").
+    ids = client.embeddings.create(model=MODEL, input=[[7592, 2088]], encoding_format="float")
+    text = client.embeddings.create(model=MODEL, input=["hello world"], encoding_format="float")
+    np.testing.assert_allclose(ids.data[0].embedding, text.data[0].embedding, atol=1e-6)
+    assert ids.usage.prompt_tokens == text.usage.prompt_tokens == 4

@@ -37,6 +37,7 @@ OPERATIONS = [
     ("POST", "/v1/rerank", True),
     ("POST", "/rerank", True),
     ("GET", "/v1/models", False),
+    ("GET", "/v1/models/{model_id}", False),  # an invalid id cannot be sent: URLs normalize it away
     ("POST", "/v1/chat/completions", True),
     ("POST", "/v1/completions", True),
     ("POST", "/v1/images/generations", True),
@@ -73,10 +74,13 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
     400: re.compile(
         r"has no prompt|prompt_name applies to text inputs|dimensions \d+ is larger than|dimensions must be between"
         r"|outside the vocabulary|has no sparse head|truncation is off"
-        r"|'model' is required|is not an http\(s\) base URL"
+        r"|'model' is required|is not an http\(s\) base URL|too many inputs"
     ),
     # No upstream is configured here: generation and the admin API name models that are not served.
-    404: re.compile(r"is not served|is served for \w+, not|no \w+ model is served|is not an upstream model"),
+    # A path parameter that the URL normalizes away (".", "..", "/") leaves a path with no route.
+    404: re.compile(
+        r"is not served|is served for \w+, not|no \w+ model is served|is not an upstream model|there is no route"
+    ),
     413: re.compile(r"too many (inputs|documents|texts)|truncation is off"),
 }
 
