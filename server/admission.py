@@ -36,7 +36,9 @@ INFERENCE_ROUTES = {
     "/embed": "embed",
     "/batch-embed": "embed",
     "/embed_sparse": "embed",
+    "/v2/embed": "embed",
     "/v1/rerank": "rerank",
+    "/v2/rerank": "rerank",
     "/rerank": "rerank",
 }
 

@@ -21,7 +21,7 @@ from server.middleware import RequestContextMiddleware
 from server.model_host import ModelHost
 from server.models_file import ModelEntry, load_models_file
 from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
-from server.routes import backends, generation, native, openai, ops, rerank
+from server.routes import backends, cohere, generation, native, openai, ops, rerank
 from server.routes.backends import ADMIN_PATHS
 from server.routes.common import parse_deadline
 from server.settings import Settings
@@ -105,7 +105,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.host = host
     app.state.gateway = gateway
     install_error_handlers(app)
-    routers = (openai.router, native.router, rerank.router, generation.router, backends.router, ops.router)
+    routers = (
+        openai.router,
+        cohere.router,
+        native.router,
+        rerank.router,
+        generation.router,
+        backends.router,
+        ops.router,
+    )
     for router in routers:
         app.include_router(router)
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}

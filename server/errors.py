@@ -17,6 +17,7 @@ from starlette.responses import Response
 from batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
 from models.errors import InputTooLong, InvalidInput, ModelError, UnknownModel
 from server.disconnect import ClientDisconnected
+from server.logs import request_id
 from server.upstream.client import UpstreamError
 
 # OpenAI error types by status; native error types by status.
@@ -72,6 +73,8 @@ def is_openai_path(path: str) -> bool:
 
 
 def error_body(path: str, status: int, message: str, *, param: str | None = None, code: str | None = None) -> bytes:
+    if path.startswith("/v2/"):  # Cohere's v2 shape: what cohere.ClientV2 reads as the error's message
+        return orjson.dumps({"id": request_id.get(), "message": message})
     if is_openai_path(path):
         kind = _OPENAI_TYPES.get(status, "server_error")
         return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
@@ -159,8 +162,8 @@ def install_error_handlers(app: FastAPI) -> None:
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
         status, message, param = _validation_message(exc)
-        # OpenAI answers every malformed body with 400.
-        if is_openai_path(request.url.path):
+        # OpenAI and Cohere answer every malformed body with 400.
+        if is_openai_path(request.url.path) or request.url.path.startswith("/v2/"):
             status = 400
         return error_response(request.url.path, ApiError(status, message, param=param))
 

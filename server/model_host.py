@@ -21,10 +21,12 @@ from batching.config import BatchingConfig
 from batching.errors import QueueFull, RequestTooLarge
 from models.embedder import Embedder
 from models.loading import LoadedModel, load_model
+from models.output_types import calibration_ranges
 from models.registry import ModelRegistry
 from models.reranker import Reranker
 from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
+from models.texts import SENTENCES
 from server.errors import ApiError
 from server.metrics import Metrics
 
@@ -99,6 +101,7 @@ class ModelHost:
         self.status: dict[str, str] = {spec.id: "loading" for spec in registry.specs}
         self.errors: dict[str, str] = {}
         self.loading_since: dict[str, float] = {}
+        self._calibrations: dict[tuple[str, int | None], asyncio.Future[Embeddings]] = {}
         """Models being loaded now, and when (Unix time) their load began."""
         self._served: dict[str, ServedModel] = {}
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
@@ -183,6 +186,20 @@ class ModelHost:
                 return None
             retries.append(retry)
         return min(retries) if retries else None
+
+    async def calibration(self, served: ServedModel, *, dimensions: int | None = None) -> np.ndarray:
+        """Per-dimension [min, max] of the model's embeddings of the built-in calibration sentences, as
+        its requests get them (the model's own normalization, cut to `dimensions`): what int8 and uint8
+        outputs are scaled by. Computed once per model and size, by the first request that needs it."""
+        key = (served.spec.id, dimensions)
+        if key not in self._calibrations:
+            self._calibrations[key] = asyncio.ensure_future(self.embed(served, list(SENTENCES), dimensions=dimensions))
+        try:
+            result = await asyncio.shield(self._calibrations[key])
+        except Exception:
+            self._calibrations.pop(key, None)  # the next request tries again
+            raise
+        return calibration_ranges(result.vectors)
 
     # -- requests --------------------------------------------------------------------------
 

@@ -29,7 +29,10 @@ router = APIRouter(tags=["reranking"])
 _STATUSES = (400, 404, 413, 429, 500, 502, 503, 504)
 
 
-async def _rerank(request: Request, body: RerankOptions, documents: list[str], param: str) -> tuple[str, Scores]:
+async def rerank_documents(
+    request: Request, body: RerankOptions, documents: list[str], param: str
+) -> tuple[str, Scores]:
+    """The one path of every rerank shape: the model (here or upstream), limits, the scores."""
     served = target_model(request, body.model, "rerank")
     limit = request.app.state.settings.max_documents
     if len(documents) > limit:
@@ -66,7 +69,7 @@ async def _rerank_upstream(
     return Scores(relevance.scores, tokens)
 
 
-def _best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:
+def best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:
     """Indices by descending score; ties keep the documents' order."""
     order = np.argsort(-scores, kind="stable")
     return [int(i) for i in order[:top_n]]
@@ -76,9 +79,9 @@ def _best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:
 async def rerank(body: RerankRequest, request: Request) -> Response:
     """Scores each document against the query, best first (Cohere / Jina / Infinity shape)."""
     texts = body.texts()
-    model, scores = await _rerank(request, body, texts, "documents")
+    model, scores = await rerank_documents(request, body, texts, "documents")
     results = []
-    for i in _best_first(scores.values, body.top_n):
+    for i in best_first(scores.values, body.top_n):
         result: dict = {"index": i, "relevance_score": float(scores.values[i])}
         if body.return_documents:
             result["document"] = {"text": texts[i]}
@@ -97,9 +100,9 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
 @router.post("/rerank", response_model=list[TeiRank], responses={s: {"model": NativeError} for s in (*_STATUSES, 422)})
 async def rerank_tei(body: TeiRerankRequest, request: Request) -> Response:
     """TEI's /rerank: `[{"index", "score", "text"?}]`, best first."""
-    model, scores = await _rerank(request, body, body.texts, "texts")
+    model, scores = await rerank_documents(request, body, body.texts, "texts")
     ranks = []
-    for i in _best_first(scores.values):
+    for i in best_first(scores.values):
         rank: dict = {"index": i, "score": float(scores.values[i])}
         if body.return_text:
             rank["text"] = body.texts[i]
