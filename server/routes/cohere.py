@@ -6,12 +6,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from models.output_types import CALIBRATED, encode
 from server.errors import ApiError
 from server.logs import request_id
 from server.model_host import ServedModel
 from server.responses import json_response
-from server.routes.common import embed, host_of, target_model
+from server.routes.common import embed, encoded, target_model
 from server.routes.rerank import best_first, rerank_documents
 from server.schemas.cohere import CohereError, V2EmbedRequest, V2EmbedResponse, V2RerankRequest, V2RerankResponse
 from server.schemas.rerank import RerankOptions
@@ -64,19 +63,15 @@ async def embed_v2(body: V2EmbedRequest, request: Request) -> Response:
         dimensions=body.output_dimension,
         prompt_name=prompt_for(served, body.input_type),
     )
-    types = list(dict.fromkeys(body.embedding_types))
-    ranges = None
-    if CALIBRATED & set(types):
-        if isinstance(served, UpstreamModel):
-            raise ApiError(
-                400, "int8 and uint8 are calibrated on models served here, not upstream", param="embedding_types"
-            )
-        ranges = await host_of(request).calibration(served, dimensions=body.output_dimension)
+    embeddings = {
+        kind: await encoded(request, served, result.vectors, kind, dimensions=body.output_dimension)
+        for kind in dict.fromkeys(body.embedding_types)
+    }
     return json_response(
         {
             "id": request_id.get(),
             "response_type": "embeddings_by_type",
-            "embeddings": {kind: encode(result.vectors, kind, ranges) for kind in types},
+            "embeddings": embeddings,
             "texts": texts,
             "meta": _meta(input_tokens=result.tokens),
         }

@@ -6,9 +6,11 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
+import numpy as np
 from starlette.requests import Request
 
 from models.errors import UnknownModel
+from models.output_types import CALIBRATED, OutputType, encode
 from server.disconnect import unless_disconnected
 from server.errors import ApiError, is_openai_path
 from server.model_host import Admission, Embeddings, ModelHost, ServedModel
@@ -51,6 +53,26 @@ def target_model(request: Request, name: str | None, kind: str) -> ServedModel |
     except UnknownModel as exc:
         served = [*exc.served, *(m.spec.id for m in gateway.serving(kind))]
         raise UnknownModel(name, served, kind, served_as=exc.served_as) from None
+
+
+async def encoded(
+    request: Request,
+    served: ServedModel | UpstreamModel,
+    vectors: np.ndarray,
+    kind: OutputType,
+    *,
+    dimensions: int | None = None,
+) -> list:
+    """Finished vectors in an output type (models/output_types.py); int8/uint8 fetch the model's
+    calibration ranges, which exist for models served here only."""
+    ranges = None
+    if kind in CALIBRATED:
+        if isinstance(served, UpstreamModel):
+            raise ApiError(
+                400, "int8 and uint8 are calibrated on models served here, not upstream", param="embedding_type"
+            )
+        ranges = await host_of(request).calibration(served, dimensions=dimensions)
+    return encode(vectors, kind, ranges)
 
 
 def estimate_tokens(texts: Sequence[str] | Sequence[Sequence[int]]) -> int:

@@ -12,6 +12,7 @@ from server.routes.common import (
     check_request,
     deadline_seconds,
     embed,
+    encoded,
     host_of,
     run_within_deadline,
     served_model,
@@ -36,7 +37,8 @@ _ERRORS = {status: {"model": NativeError} for status in (400, 404, 413, 422, 429
 
 async def _embed_texts(
     request: Request, body: EmbedOptions | TeiEmbedRequest, texts: list[str]
-) -> tuple[str, Embeddings]:
+) -> tuple[str, Embeddings, list]:
+    """The model's id, the embeddings, and the vectors in the body's embedding_type."""
     served = target_model(request, body.model, "embed")
     result = await embed(
         request,
@@ -47,27 +49,26 @@ async def _embed_texts(
         dimensions=body.dimensions,
         prompt_name=body.prompt_name,
     )
-    return served.spec.id, result
+    rows = await encoded(request, served, result.vectors, body.embedding_type, dimensions=body.dimensions)
+    return served.spec.id, result, rows
 
 
-@router.post("/embed", response_model=EmbedResponse | list[list[float]], responses=_ERRORS)
+@router.post("/embed", response_model=EmbedResponse | list[list[float]] | list[str], responses=_ERRORS)
 async def embed_one(body: EmbedBody, request: Request) -> Response:
     """`{"text"}` gets `{"embedding", "model", "dim", "tokens"}`; TEI's `{"inputs"}` gets TEI's list of vectors."""
     if isinstance(body, TeiEmbedRequest):
-        _, result = await _embed_texts(request, body, body.texts())
-        return json_response(result.vectors)
-    model, result = await _embed_texts(request, body, [body.text])
-    vector = result.vectors[0]
-    return json_response({"embedding": vector, "model": model, "dim": len(vector), "tokens": result.tokens})
+        _, _, rows = await _embed_texts(request, body, body.texts())
+        return json_response(rows)
+    model, result, rows = await _embed_texts(request, body, [body.text])
+    dim = result.vectors.shape[1]
+    return json_response({"embedding": rows[0], "model": model, "dim": dim, "tokens": result.tokens})
 
 
 @router.post("/batch-embed", response_model=BatchEmbedResponse, responses=_ERRORS)
 async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
-    model, result = await _embed_texts(request, body, body.texts)
-    vectors = result.vectors
-    return json_response(
-        {"embeddings": vectors, "model": model, "dim": vectors.shape[1], "tokens": result.tokens, "count": len(vectors)}
-    )
+    model, result, rows = await _embed_texts(request, body, body.texts)
+    dim, count = result.vectors.shape
+    return json_response({"embeddings": rows, "model": model, "dim": dim, "tokens": result.tokens, "count": count})
 
 
 @router.post("/embed_sparse", response_model=list[list[SparseValue]], responses=_ERRORS)

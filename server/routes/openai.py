@@ -11,7 +11,7 @@ from models.spec import ModelSpec
 from server.errors import ApiError
 from server.model_host import ModelHost
 from server.responses import base64_float32, json_response
-from server.routes.common import embed, gateway_of, host_of, target_model
+from server.routes.common import embed, encoded, gateway_of, host_of, target_model
 from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelCard, ModelList, OpenAIError
 from server.upstream.client import UpstreamModel
 
@@ -34,11 +34,15 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
         dimensions=body.dimensions,
         prompt_name=body.prompt_name,
     )
-    encode = base64_float32 if body.encoding_format == "base64" else None
-    data = [
-        {"object": "embedding", "index": i, "embedding": encode(row) if encode else row}
-        for i, row in enumerate(result.vectors)
-    ]
+    if body.embedding_type is not None:
+        if body.encoding_format != "float":
+            raise ApiError(400, "send embedding_type or encoding_format base64, not both", param="embedding_type")
+        rows = await encoded(request, served, result.vectors, body.embedding_type, dimensions=body.dimensions)
+    elif body.encoding_format == "base64":
+        rows = [base64_float32(row) for row in result.vectors]
+    else:
+        rows = result.vectors
+    data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
     return json_response(
         {
             "object": "list",

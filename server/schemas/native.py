@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag
 
+from models.output_types import OutputType
 from server.schemas.fields import JsonBool, PositiveInt
 
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
@@ -22,6 +23,9 @@ class EmbedOptions(BaseModel):
         None,
         validation_alias=AliasChoices("prompt_name", "task"),
         description="A prompt of the model's (also accepted as `task`); default: the model's default prompt.",
+    )
+    embedding_type: OutputType = Field(
+        "float", description="float, base64, int8, uint8, binary or ubinary (README, 'Compact embeddings')."
     )
 
 
@@ -41,6 +45,9 @@ class TeiEmbedRequest(BaseModel):
     truncation_direction: Literal["right", "Right"] = Field("right", description="Only right truncation is done.")
     dimensions: PositiveInt | None = Field(None, description="Truncate to this size (then normalize).")
     prompt_name: str | None = Field(None, description="A prompt of the model's; default: the model's default prompt.")
+    embedding_type: OutputType = Field(
+        "float", description="Extension: float, base64, int8, uint8, binary or ubinary (README, 'Compact embeddings')."
+    )
 
     def texts(self) -> list[str]:
         return [self.inputs] if isinstance(self.inputs, str) else self.inputs
@@ -84,14 +91,14 @@ class SparseValue(BaseModel):
 
 
 class EmbedResponse(BaseModel):
-    embedding: list[float]
+    embedding: list[float] | str = Field(description="The vector (a base64 string for embedding_type base64).")
     model: str
     dim: int
     tokens: int
 
 
 class BatchEmbedResponse(BaseModel):
-    embeddings: list[list[float]]
+    embeddings: list[list[float]] | list[str]
     model: str
     dim: int
     tokens: int

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from models.output_types import OutputType
 from server.schemas.fields import JsonBool, NonNegativeInt, PositiveInt
 
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
@@ -28,6 +29,11 @@ class EmbeddingsRequest(BaseModel):
     )
     model: str | None = Field(None, description="A served model id or alias; optional when one model is served.")
     encoding_format: Literal["float", "base64"] = "float"
+    embedding_type: OutputType | None = Field(
+        None,
+        description="Extension: the vectors as float, base64, int8, uint8, binary or ubinary (README, "
+        "'Compact embeddings'); with it, encoding_format stays float.",
+    )
     dimensions: PositiveInt | None = Field(None, description="Truncate to this size, then renormalize.")
     user: str | None = None
     truncate: JsonBool = Field(True, description="Truncate over-long inputs to the model's limit; false: 400 instead.")

@@ -125,3 +125,26 @@ def test_errors_reach_the_client_as_cohere_errors(client) -> None:  # type: igno
     assert "truncat" in too_long.value.body["message"]
     with pytest.raises(cohere.errors.NotFoundError):
         client.rerank(model="all-MiniLM-L6-v2", query=QUERY, documents=DOCUMENTS)
+
+
+def test_the_same_types_on_the_openai_and_native_routes(served: AppServer) -> None:
+    from sentence_transformers.util.quantization import quantize_embeddings
+
+    floats = openai_vectors(served, "all-MiniLM-L6-v2", TEXTS)
+    want = quantize_embeddings(floats, precision="ubinary").tolist()
+    body = {"model": "all-MiniLM-L6-v2", "embedding_type": "ubinary"}
+    v1 = served.http.post("/v1/embeddings", json={**body, "input": TEXTS}).json()
+    assert [row["embedding"] for row in v1["data"]] == want
+    assert served.http.post("/batch-embed", json={**body, "texts": TEXTS}).json()["embeddings"] == want
+    one = served.http.post("/embed", json={**body, "text": TEXTS[0]}).json()
+    assert one["embedding"] == want[0] and one["dim"] == 384
+    assert served.http.post("/embed", json={**body, "inputs": TEXTS}).json() == want  # TEI's body
+    int8 = served.http.post(
+        "/v1/embeddings", json={"model": "all-MiniLM-L6-v2", "embedding_type": "int8", "input": TEXTS}
+    ).json()
+    v2 = served.http.post(
+        "/v2/embed", json={"model": "all-MiniLM-L6-v2", "texts": TEXTS, "embedding_types": ["int8"]}
+    ).json()
+    assert [row["embedding"] for row in int8["data"]] == v2["embeddings"]["int8"]
+    both = served.http.post("/v1/embeddings", json={**body, "input": TEXTS, "encoding_format": "base64"})
+    assert both.status_code == 400 and both.json()["error"]["param"] == "embedding_type"
