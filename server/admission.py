@@ -37,6 +37,7 @@ INFERENCE_ROUTES = {
     "/batch-embed": "embed",
     "/embed_sparse": "embed",
     "/v2/embed": "embed",
+    "/similarity": "embed",
     "/v1/rerank": "rerank",
     "/v2/rerank": "rerank",
     "/rerank": "rerank",

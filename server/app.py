@@ -21,7 +21,7 @@ from server.middleware import RequestContextMiddleware
 from server.model_host import ModelHost
 from server.models_file import ModelEntry, load_models_file
 from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
-from server.routes import backends, cohere, generation, native, openai, ops, rerank
+from server.routes import backends, cohere, generation, native, openai, ops, rerank, tei
 from server.routes.backends import ADMIN_PATHS
 from server.routes.common import parse_deadline
 from server.settings import Settings
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         cohere.router,
         native.router,
         rerank.router,
+        tei.router,
         generation.router,
         backends.router,
         ops.router,

@@ -30,16 +30,27 @@ def gateway_of(request: Request) -> Gateway:
     return request.app.state.gateway
 
 
+MODEL_HEADER = "x-model"
+"""Names the model when the body cannot (TEI's clients, huggingface_hub's InferenceClient): a `model` in
+the body wins over it."""
+
+
+def named(request: Request, name: str | None) -> str | None:
+    return name if name is not None else request.headers.get(MODEL_HEADER) or None
+
+
 def served_model(request: Request, name: str | None, kind: str = "embed") -> ServedModel:
     """A model served here (not an upstream one)."""
-    served = host_of(request).get(name, kind)
+    served = host_of(request).get(named(request, name), kind)
     request.state.model = served.spec.id  # labels this request's metrics and access log
     return served
 
 
 def target_model(request: Request, name: str | None, kind: str) -> ServedModel | UpstreamModel:
-    """The model a request names, here or upstream. With no name, the only model that can do `kind`."""
+    """The model a request names (in its body, or the X-Model header), here or upstream. With no name,
+    the only model that can do `kind`."""
     gateway = gateway_of(request)
+    name = named(request, name)
     if name is not None:
         upstream = gateway.find(name, kind)
     else:

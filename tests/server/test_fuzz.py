@@ -37,6 +37,9 @@ OPERATIONS = [
     ("POST", "/v1/rerank", True),
     ("POST", "/v2/embed", True),
     ("POST", "/v2/rerank", True),
+    ("POST", "/", True),
+    ("POST", "/similarity", True),
+    ("GET", "/info", False),
     ("POST", "/rerank", True),
     ("GET", "/v1/models", False),
     ("GET", "/v1/models/{model_id}", False),  # an invalid id cannot be sent: URLs normalize it away
@@ -78,6 +81,7 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
         r"|outside the vocabulary|has no sparse head|truncation is off"
         r"|'model' is required|is not an http\(s\) base URL|too many inputs"
         r"|not supported: (use END|texts are cut|this server embeds text)|exactly one of `texts` or `inputs`"
+        r"|name one with \?model= or X-Model"
     ),
     # No upstream is configured here: generation and the admin API name models that are not served.
     # A path parameter that the URL normalizes away (".", "..", "/") leaves a path with no route.
