@@ -67,7 +67,7 @@ async def embed_one(body: EmbedBody, request: Request) -> Response:
 @router.post("/batch-embed", response_model=BatchEmbedResponse, responses=_ERRORS)
 async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
     model, result, rows = await _embed_texts(request, body, body.texts)
-    dim, count = result.vectors.shape
+    count, dim = result.vectors.shape
     return json_response({"embeddings": rows, "model": model, "dim": dim, "tokens": result.tokens, "count": count})
 
 
