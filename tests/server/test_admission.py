@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.inprocess import AppServer, start_app
+from tests.support import read_one_response
 
 MODEL = "all-MiniLM-L6-v2"
 
@@ -56,19 +57,6 @@ def raw_request(body: bytes) -> bytes:
     return head % len(body) + body
 
 
-def read_response(sock: socket.socket) -> bytes:
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(
-        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-    )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head.lower() + b"\r\n\r\n" + body
-
-
 def rejections(server: AppServer) -> float:
     lines = server.http.get("/metrics").text.splitlines()
     found = [line for line in lines if line.startswith('embed_rejections_total{model="",reason="overload"}')]
@@ -100,13 +88,13 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             # keeps the connection for the next request.
             sock = await asyncio.to_thread(socket.create_connection, socket_address(small_queue), 60)
             await asyncio.to_thread(sock.sendall, raw_request(b"{not json" * 1000))
-            first = await asyncio.to_thread(read_response, sock)
+            first = (await asyncio.to_thread(read_one_response, sock)).lower()
             assert first.startswith(b"http/1.1 429") and b"retry-after:" in first and b'"overloaded"' in first
             gate.open.set()
             assert (await running).status_code == 200
             assert (await queued).status_code == 200
             await asyncio.to_thread(sock.sendall, raw_request(b'{"input": "on the same connection"}'))
-            assert (await asyncio.to_thread(read_response, sock)).startswith(b"http/1.1 200")
+            assert ((await asyncio.to_thread(read_one_response, sock)).lower()).startswith(b"http/1.1 200")
             sock.close()
         assert (await client.post("/embed", json={"text": "after"})).status_code == 200
     assert rejections(small_queue) == before + 3

@@ -4,8 +4,6 @@ input types mapped to the model's prompts) and /v2/rerank, answered as the other
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +11,7 @@ import pytest
 cohere = pytest.importorskip("cohere")
 
 from models.texts import SENTENCES  # noqa: E402
-from tests.inprocess import AppServer, start_app  # noqa: E402
+from tests.inprocess import AppServer  # noqa: E402
 
 TEXTS = ["How do embeddings work?", "Библиотека открыта до восьми.", "짧은 문장", "a longer passage " * 30]
 QUERY = "Where do students find answers?"
@@ -21,18 +19,8 @@ DOCUMENTS = ["The library is open late.", "Bananas are yellow.", "Students ask l
 
 
 @pytest.fixture(scope="module")
-def served(tiny_gemma3_dir: Path, tiny_bert_reranker_dir: Path) -> Iterator[AppServer]:
-    running = start_app(
-        None,
-        "--model",
-        "all-MiniLM-L6-v2",
-        "--model",
-        f"gemma={tiny_gemma3_dir}",
-        "--model",
-        f"rr={tiny_bert_reranker_dir}",
-    )
-    yield running
-    running.stop()
+def served(several_models: AppServer) -> AppServer:
+    return several_models
 
 
 @pytest.fixture(scope="module")

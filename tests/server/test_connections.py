@@ -11,6 +11,7 @@ from urllib.parse import urlparse
 import pytest
 
 from tests.inprocess import AppServer, start_app
+from tests.support import read_one_response
 
 HEADER_TIMEOUT = 1.0
 CAP = 20
@@ -109,27 +110,13 @@ def test_past_the_cap_a_connection_gets_503_at_once_and_clients_are_served_once_
     assert status_and_body(read_until_closed(sock))[0] == 200
 
 
-def read_response(sock: socket.socket) -> bytes:
-    """One whole response of a keep-alive connection."""
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = int(
-        next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
-    )
-    while len(body) < length:
-        body += sock.recv(65536)
-    return head + b"\r\n\r\n" + body
-
-
 def test_requests_on_the_wire_when_the_server_stops_are_answered_not_reset() -> None:
     server = start_app(None)
     try:
         idle = [connect(server) for _ in range(20)]
         for sock in idle:  # one request each, then idle keep-alive connections
             sock.sendall(request(close=False))
-            assert read_response(sock).startswith(b"HTTP/1.1 200")
+            assert read_one_response(sock).startswith(b"HTTP/1.1 200")
         for sock in idle:
             sock.sendall(request(close=False))
         # What SIGTERM does to each connection, queued ahead of the loop's reading of the bytes just sent.

@@ -3,33 +3,19 @@ do (it posts to the server's base URL and cannot send `model`: the X-Model heade
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 from huggingface_hub import InferenceClient
 
-from tests.inprocess import AppServer, start_app
+from tests.inprocess import AppServer
 from tests.support import cosine_rows
 
 TEXTS = ["How do embeddings work?", "Библиотека открыта до восьми.", "짧은 문장"]
 
 
 @pytest.fixture(scope="module")
-def served(tiny_gemma3_dir: Path, tiny_bert_reranker_dir: Path) -> Iterator[AppServer]:
-    running = start_app(
-        None,
-        "--model",
-        "all-MiniLM-L6-v2",
-        "--model",
-        f"gemma={tiny_gemma3_dir}",
-        "--model",
-        f"rr={tiny_bert_reranker_dir}",
-    )
-    running.listen()
-    yield running
-    running.stop()
+def served(several_models: AppServer) -> AppServer:
+    return several_models
 
 
 def openai_vectors(served: AppServer, model: str, texts: list[str]) -> np.ndarray:
