@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -72,21 +73,35 @@ class Outcome:
 
 
 class _Steps:
-    """One tqdm bar over the long steps, named as they start."""
+    """The long steps as they happen: a tqdm bar in a terminal (`enabled` None) or when asked (True);
+    otherwise (CI, `docker logs`, --no-progress) one log line as each step starts and ends, with its
+    seconds, which tqdm's `disable=None` would leave silent until the end."""
 
     def __init__(self, names: Sequence[str], enabled: bool | None) -> None:
         from tqdm import tqdm
 
-        self._bar = tqdm(total=len(names), unit="step", disable=False if enabled else None if enabled is None else True)
+        bar = enabled if enabled is not None else sys.stderr.isatty()
+        self._bar = tqdm(total=len(names), unit="step", disable=not bar) if bar else None
+        self._total = len(names)
+        self._done = 0
 
     @contextmanager
     def step(self, name: str) -> Iterator[None]:
-        self._bar.set_description(name)
+        started = time.perf_counter()
+        if self._bar is not None:
+            self._bar.set_description(name)
+        else:
+            log.info("step %d/%d: %s", self._done + 1, self._total, name)
         yield
-        self._bar.update(1)
+        self._done += 1
+        if self._bar is not None:
+            self._bar.update(1)
+        else:
+            log.info("step %d/%d: %s done in %.1f s", self._done, self._total, name, time.perf_counter() - started)
 
     def close(self) -> None:
-        self._bar.close()
+        if self._bar is not None:
+            self._bar.close()
 
 
 def _goal(threshold: float) -> float:

@@ -86,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from quantize.build import Options, quantize_model
     from quantize.pipeline import ExportError
 
+    _show_steps()
     if args.mode == "static" and args.calibration is None:
         print("error: --mode static needs --calibration FILE", file=sys.stderr)
         return EXIT_USAGE
@@ -117,13 +118,33 @@ def run(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _show_steps() -> None:
+    """The tool's own lines (each step and its seconds, what it decided) on stderr, as they happen."""
+    steps = logging.getLogger("embedserve.quantize")
+    if not steps.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("quantize: %(message)s"))
+        steps.addHandler(handler)
+        steps.setLevel(logging.INFO)
+        steps.propagate = False
+
+
 def summary(manifest: dict) -> str:
     accuracy = manifest.get("accuracy") or {}
-    lines = [f"exported {manifest.get('source')} ({manifest.get('kind')}, {manifest.get('model_type')})"]
+    export = manifest.get("export") or {}
+    exported = f"exported {manifest.get('source')} ({manifest.get('kind')}, {manifest.get('model_type')})"
+    if export.get("exporter"):
+        exported += f" with {export['exporter']}"
+        failed = [reason.split(":", 1)[0] for reason in export.get("failed_exporters") or []]
+        if failed:
+            exported += f" ({', '.join(failed)} could not export it)"
+    lines = [exported]
     q = manifest.get("quantization") or {}
+    kept = q.get("exclude") or []
+    shown = ", ".join(kept[:4]) + (f" and {len(kept) - 4} more" if len(kept) > 4 else "")
     lines.append(
         f"int8: {q.get('mode')} for {manifest.get('target')}, per_channel={q.get('per_channel')}, "
-        f"reduce_range={q.get('reduce_range')}, {len(q.get('exclude') or [])} node(s) kept fp32, "
+        f"reduce_range={q.get('reduce_range')}, {len(kept)} node(s) kept fp32{f' ({shown})' if kept else ''}, "
         f"written={q.get('written')}"
     )
     if "mean_cosine" in accuracy:

@@ -111,7 +111,9 @@ def export(
             used = name
             break
         except Exception as exc:  # any exporter failure: try the next, report all if none works
-            log.warning("ONNX export with %s failed: %s", name, exc)
+            following = attempts[attempts.index(name) + 1 :]
+            if following:  # not a failure yet: say what happens instead
+                log.info("optimum cannot export this model (%s); exporting with %s instead", exc, following[0])
             failures.append(f"{name}: {exc}")
     if used is None or figures is None:
         _clear(out)  # leave nothing a server could mistake for a working export

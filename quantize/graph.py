@@ -69,12 +69,20 @@ def export_with_optimum(
 ) -> None:
     from optimum.exporters.onnx import onnx_export_from_model
 
-    with tempfile.TemporaryDirectory(prefix="embedserve-optimum-") as tmp, quiet_tracing():
-        onnx_export_from_model(model, tmp, task=task, opset=opset, do_validation=False)
-        check_interface(Path(tmp) / "model.onnx", inputs, output)
-        clear_graph(path)
-        for produced in Path(tmp).glob("model.onnx*"):  # the graph and any external-data file
-            shutil.move(str(produced), path.parent / produced.name.replace("model.onnx", path.name, 1))
+    # optimum warns on every export that its weight-deduplication check needs accelerate: not a problem
+    # (the graph is verified against torch afterwards), so not something to alarm users with.
+    noisy = logging.getLogger("optimum.exporters.onnx.base")
+    level = noisy.level
+    noisy.setLevel(logging.ERROR)
+    try:
+        with tempfile.TemporaryDirectory(prefix="embedserve-optimum-") as tmp, quiet_tracing():
+            onnx_export_from_model(model, tmp, task=task, opset=opset, do_validation=False)
+            check_interface(Path(tmp) / "model.onnx", inputs, output)
+            clear_graph(path)
+            for produced in Path(tmp).glob("model.onnx*"):  # the graph and any external-data file
+                shutil.move(str(produced), path.parent / produced.name.replace("model.onnx", path.name, 1))
+    finally:
+        noisy.setLevel(level)
 
 
 def _mask_by_broadcasting(

@@ -109,6 +109,10 @@ def test_cli_refuses_below_threshold_and_force_writes(tiny_bert_dir: Path, tmp_p
     result = _cli(str(tiny_bert_dir), "--out", str(out), *common)
     assert result.returncode == 3, result.stderr
     assert "refused" in result.stdout
+    # Not a terminal: a line as each step starts and ends, and nothing alarming that is not a problem.
+    assert "quantize: step 1/6: export\n" in result.stderr and "quantize: step 6/6: benchmark done in " in result.stderr
+    assert "Weight deduplication" not in result.stderr and "failed" not in result.stderr
+    assert "with optimum" in result.stdout
     assert not (out / "model_int8.onnx").exists()
     assert (out / "model.onnx").is_file()
     assert json.loads((out / "embedserve.json").read_text())["files"]["int8"] is None
