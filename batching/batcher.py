@@ -40,12 +40,31 @@ class BatchObserver(Protocol):
     ) -> None: ...
 
 
+@dataclass(slots=True)
+class BatchRun:
+    started: float
+    finished: float
+    size: int
+    tokens: int
+
+
+@dataclass(slots=True)
+class Timeline:
+    """What happened to one request, on the batcher's clock (for traces): when it was queued, when its
+    first batch started, and each batch its items ran in."""
+
+    queued: float = 0.0
+    started: float | None = None
+    batches: list[BatchRun] = field(default_factory=list)
+
+
 @dataclass(slots=True, eq=False)
 class _Request:
     future: asyncio.Future[list[Any]]
     results: list[Any]
     remaining: int
     items: list[_Item] = field(default_factory=list)
+    timeline: Timeline | None = None
 
 
 @dataclass(slots=True, eq=False)
@@ -152,13 +171,21 @@ class Batcher(Generic[P, R]):
 
     # -- submitting ------------------------------------------------------------------------
 
-    async def submit(self, payloads: Sequence[P], costs: Sequence[int], *, within: float | None = None) -> list[R]:
+    async def submit(
+        self,
+        payloads: Sequence[P],
+        costs: Sequence[int],
+        *,
+        within: float | None = None,
+        timeline: Timeline | None = None,
+    ) -> list[R]:
         """Queues one request's items and returns their results in input order.
 
         Raises QueueFull (the bound is reached, or the work already queued ahead would take longer than
         `within` seconds at the measured rate: the request would meet its deadline waiting),
         RequestTooLarge, ShuttingDown or BatchFailed. Cancelling the
-        caller drops the request's items that have not started.
+        caller drops the request's items that have not started. A `timeline` is filled in as the
+        request is queued and run.
         """
         if self._closing or self._scheduler is None:
             raise ShuttingDown()
@@ -181,8 +208,10 @@ class Batcher(Generic[P, R]):
             raise QueueFull(retry)
 
         loop = asyncio.get_running_loop()
-        request = _Request(loop.create_future(), [None] * count, count)
+        request = _Request(loop.create_future(), [None] * count, count, timeline=timeline)
         now = self._clock.time()
+        if timeline is not None:
+            timeline.queued = now
         for index, (payload, cost) in enumerate(zip(payloads, costs)):
             item = _Item(cost, next(self._seq), payload, request, index, now)
             request.items.append(item)
@@ -258,19 +287,27 @@ class Batcher(Generic[P, R]):
     def _dispatch(self, batch: list[_Item]) -> None:
         loop = asyncio.get_running_loop()
         self._in_flight += 1
-        queued_at = min(item.enqueued for item in batch)
-        waited = self._clock.time() - queued_at
+        started = self._clock.time()
+        waited = started - min(item.enqueued for item in batch)
+        for item in batch:
+            timeline = item.request.timeline
+            if timeline is not None and timeline.started is None:
+                timeline.started = started
         payloads = [item.payload for item in batch]
         future = loop.run_in_executor(self._pool, self._timed_run, payloads)
-        future.add_done_callback(lambda done: self._complete(batch, done, waited))
+        future.add_done_callback(lambda done: self._complete(batch, done, waited, started))
 
     def _timed_run(self, payloads: list[P]) -> tuple[Sequence[R], float]:
         started = time.perf_counter()
         results = self._run_batch(payloads)
         return results, time.perf_counter() - started
 
-    def _complete(self, batch: list[_Item], done: asyncio.Future[Any], waited: float) -> None:
+    def _complete(self, batch: list[_Item], done: asyncio.Future[Any], waited: float, started: float) -> None:
         self._in_flight -= 1
+        run = BatchRun(started, self._clock.time(), len(batch), sum(item.cost for item in batch))
+        for request in {id(item.request): item.request for item in batch}.values():
+            if request.timeline is not None:
+                request.timeline.batches.append(run)
         self._free_workers.release()  # type: ignore[union-attr]
         error = done.exception()
         if error is not None:

@@ -11,7 +11,7 @@ from batching.config import BatchingConfig
 from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
-from server import __version__
+from server import __version__, tracing
 from server.admission import AdmissionMiddleware, Door
 from server.auth import Authenticator
 from server.errors import ApiError, install_error_handlers
@@ -82,6 +82,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     store = rate_limit_store(settings, metrics)
 
+    traced = tracing.configure(__version__)
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await host.start()
@@ -91,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await host.close()
             await gateway.close()
+            if traced:
+                tracing.shutdown()
             if isinstance(store, FallbackStore):
                 await store.close()
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
+from server import tracing
 from server.errors import error_body
 from server.logs import request_id
 from server.metrics import Metrics
@@ -120,14 +121,20 @@ class RequestContextMiddleware:
                 body_done = True
             return message
 
-        try:
-            if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
-                await self._reject_too_large(path, send_with_id)
-            else:
-                await self.app(scope, limited_receive, send_with_id)
-        finally:
-            self._record(scope, path, status, time.perf_counter() - started)
-            request_id.reset(token)
+        route = path if path in self.routes else "other"
+        with tracing.server_span(scope["method"], route, scope["headers"]) as span:
+            try:
+                if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+                    await self._reject_too_large(path, send_with_id)
+                else:
+                    await self.app(scope, limited_receive, send_with_id)
+            finally:
+                self._record(scope, path, status, time.perf_counter() - started)
+                request_id.reset(token)
+                if span is not None:
+                    span.set_attribute("http.response.status_code", status)
+                    span.set_attribute("embedserve.model", scope.get("state", {}).get("model", ""))
+                    span.set_attribute("embedserve.request_id", rid)
 
     async def _reject_too_large(self, path: str, send: Callable[[Message], Awaitable[None]]) -> None:
         body = error_body(path, 413, f"the request body is larger than the limit of {self.max_body_bytes} bytes")

@@ -27,6 +27,7 @@ from models.reranker import Reranker
 from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
 from models.texts import SENTENCES
+from server import tracing
 from server.errors import ApiError
 from server.metrics import Metrics
 
@@ -300,9 +301,14 @@ class ModelHost:
         self, served: ServedModel, tokens: list[Tokens], batcher: Batcher | None = None, *, within: float | None = None
     ) -> list[Any]:
         """Queues the request's items; refused (429) when the queue is at its bound or the work already
-        queued would outlast `within`, the request's deadline in seconds."""
+        queued would outlast `within`, the request's deadline in seconds. Traced: its queue wait and batches."""
+        timeline = tracing.timeline()
         try:
-            return await (batcher or served.batcher).submit(tokens, [len(t) for t in tokens], within=within)
+            rows = await (batcher or served.batcher).submit(
+                tokens, [len(t) for t in tokens], within=within, timeline=timeline
+            )
+            tracing.record(timeline, served.spec.id)
+            return rows
         except (QueueFull, RequestTooLarge) as exc:
             reason = "overload" if isinstance(exc, QueueFull) else "too_large"
             self.metrics.rejections.labels(served.spec.id, reason).inc()
@@ -313,10 +319,11 @@ class ModelHost:
     ) -> list[Tokens]:
         """Small requests are tokenized on the event loop (cheaper than a thread hop), large ones off it;
         then `admit` may refuse the request for its token count, before it is queued."""
-        if chars <= self.tokenize_inline_chars:
-            tokens = tokenize()
-        else:
-            tokens = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, tokenize)
+        with tracing.span("tokenize", characters=chars):
+            if chars <= self.tokenize_inline_chars:
+                tokens = tokenize()
+            else:
+                tokens = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, tokenize)
         if admit is not None:
             await admit(sum(len(t) for t in tokens))
         return tokens

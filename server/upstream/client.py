@@ -15,6 +15,7 @@ import httpx
 import numpy as np
 import orjson
 
+from server import tracing
 from server.metrics import Metrics
 from server.upstream.balancer import Balancer, Endpoint
 from server.upstream.config import EndpointSpec, UpstreamSpec
@@ -143,9 +144,13 @@ class UpstreamModel:
         started = time.perf_counter()
         self._begin(endpoint)
         try:
-            response = await self.client.post(
-                url, content=content, headers=self._headers, timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0))
-            )
+            with tracing.client_span(f"upstream {self.spec.protocol}", url) as traced:
+                response = await self.client.post(
+                    url,
+                    content=content,
+                    headers={**self._headers, **traced},
+                    timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+                )
         except httpx.TimeoutException:
             return self._failed(
                 endpoint,

@@ -4,6 +4,7 @@ Processes of their own: the exit status is the point."""
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import importlib.abc, sys
 BLOCKED = set(sys.argv.pop(1).split(','))
 class Without(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split('.')[0] in BLOCKED:
+        if any(name == blocked or name.startswith(blocked + '.') for blocked in BLOCKED):
             raise ImportError(f'No module named {name!r}', name=name)
 sys.meta_path.insert(0, Without())
 from server.cli import main
@@ -25,9 +26,12 @@ main()
 """
 
 
-def embedserve(*args: str, without: str = "", timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def embedserve(
+    *args: str, without: str = "", timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-c", WITHOUT, without, *args] if without else [sys.executable, "-m", "server", *args]
-    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    environment = {**os.environ, **(env or {})}
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
 
 
 def last_line(result: subprocess.CompletedProcess[str]) -> str:
@@ -95,3 +99,11 @@ def test_quantize_without_its_extra_names_the_extra(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "embedserve quantize needs the quantize extra" in result.stderr
     assert "pip install 'embedserve[quantize]'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_tracing_asked_for_without_its_extra_names_the_extra() -> None:
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:9"}
+    result = embedserve("serve", "--port", "0", without="opentelemetry.exporter", env=env)
+    assert result.returncode == 1
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry's OTLP exporter is not installed" in result.stderr
+    assert "pip install 'embedserve[tracing]'" in result.stderr
