@@ -102,8 +102,8 @@ class ModelHost:
         self.status: dict[str, str] = {spec.id: "loading" for spec in registry.specs}
         self.errors: dict[str, str] = {}
         self.loading_since: dict[str, float] = {}
-        self._calibrations: dict[tuple[str, int | None], asyncio.Future[Embeddings]] = {}
         """Models being loaded now, and when (Unix time) their load began."""
+        self._calibrations: dict[tuple[str, int | None], asyncio.Future[np.ndarray]] = {}
         self._served: dict[str, ServedModel] = {}
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
         self._loader: asyncio.Task[None] | None = None
@@ -194,12 +194,15 @@ class ModelHost:
         outputs are scaled by. Computed once per model and size, by the first request that needs it."""
         key = (served.spec.id, dimensions)
         if key not in self._calibrations:
-            self._calibrations[key] = asyncio.ensure_future(self.embed(served, list(SENTENCES), dimensions=dimensions))
+            self._calibrations[key] = asyncio.ensure_future(self._calibrate(served, dimensions))
         try:
-            result = await asyncio.shield(self._calibrations[key])
+            return await asyncio.shield(self._calibrations[key])
         except Exception:
             self._calibrations.pop(key, None)  # the next request tries again
             raise
+
+    async def _calibrate(self, served: ServedModel, dimensions: int | None) -> np.ndarray:
+        result = await self.embed(served, list(SENTENCES), dimensions=dimensions)
         return calibration_ranges(result.vectors)
 
     # -- requests --------------------------------------------------------------------------

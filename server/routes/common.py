@@ -125,6 +125,7 @@ async def embed(
         options = EmbedOptions(dimensions=dimensions, normalize=normalize, truncate=truncate, prompt_name=prompt_name)
         return await embed_upstream(request, served, inputs, options)
     check_request(request, served, len(inputs), dimensions)
+    seconds = deadline_seconds(request)
     work = host_of(request).embed(
         served,
         inputs,
@@ -133,9 +134,9 @@ async def embed(
         dimensions=dimensions,
         prompt_name=prompt_name,
         admit=admission(request),
-        within=deadline_seconds(request),
+        within=seconds,
     )
-    return await run_within_deadline(request, work)
+    return await run_within_deadline(request, work, seconds)
 
 
 async def embed_upstream(

@@ -77,15 +77,16 @@ async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     served = served_model(request, body.model)
     texts = body.texts()
     check_request(request, served, len(texts), None)
+    seconds = deadline_seconds(request)
     work = host_of(request).embed_sparse(
         served,
         texts,
         truncate=body.truncate,
         prompt_name=body.prompt_name,
         admit=admission(request),
-        within=deadline_seconds(request),
+        within=seconds,
     )
-    result = await run_within_deadline(request, work)
+    result = await run_within_deadline(request, work, seconds)
     return json_response(
         [
             [{"index": int(i), "value": float(v)} for i, v in zip(vector.indices, vector.values)]

@@ -39,6 +39,7 @@ async def rerank_documents(
         raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)
     if isinstance(served, UpstreamModel):
         return served.spec.id, await _rerank_upstream(request, served, body, documents)
+    seconds = deadline_seconds(request)
     work = host_of(request).rerank(
         served,
         body.query,
@@ -47,9 +48,9 @@ async def rerank_documents(
         raw_scores=body.raw_scores,
         prompt_name=body.prompt_name,
         admit=admission(request),
-        within=deadline_seconds(request),
+        within=seconds,
     )
-    return served.spec.id, await run_within_deadline(request, work)
+    return served.spec.id, await run_within_deadline(request, work, seconds)
 
 
 async def _rerank_upstream(
