@@ -28,10 +28,11 @@ def calibration_ranges(vectors: np.ndarray) -> np.ndarray:
     return np.stack([vectors.min(axis=0), vectors.max(axis=0)]).astype(np.float32)
 
 
-def encode(vectors: np.ndarray, kind: OutputType, ranges: np.ndarray | None = None) -> list:
-    """One JSON-ready value per vector (a list of numbers, or a base64 string)."""
+def encode(vectors: np.ndarray, kind: OutputType, ranges: np.ndarray | None = None) -> np.ndarray | list:
+    """One JSON-ready value per vector: float32 rows stay an array (orjson writes them directly, as
+    float32, without a list of Python floats), the other types are lists of ints or base64 strings."""
     if kind == "float":
-        return vectors.astype(np.float32, copy=False).tolist()
+        return vectors.astype(np.float32, copy=False)
     if kind == "base64":
         return [base64.b64encode(row.astype("<f4", copy=False).tobytes()).decode("ascii") for row in vectors]
     if kind in ("binary", "ubinary"):

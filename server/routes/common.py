@@ -73,7 +73,7 @@ async def encoded(
     kind: OutputType,
     *,
     dimensions: int | None = None,
-) -> list:
+) -> np.ndarray | list:
     """Finished vectors in an output type (models/output_types.py); int8/uint8 fetch the model's
     calibration ranges, which exist for models served here only."""
     ranges = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
@@ -37,7 +38,7 @@ _ERRORS = {status: {"model": NativeError} for status in (400, 404, 413, 422, 429
 
 async def _embed_texts(
     request: Request, body: EmbedOptions | TeiEmbedRequest, texts: list[str]
-) -> tuple[str, Embeddings, list]:
+) -> tuple[str, Embeddings, np.ndarray | list]:
     """The model's id, the embeddings, and the vectors in the body's embedding_type."""
     served = target_model(request, body.model, "embed")
     result = await embed(

@@ -7,10 +7,11 @@ import time
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from models.output_types import encode
 from models.spec import ModelSpec
 from server.errors import ApiError
 from server.model_host import ModelHost
-from server.responses import base64_float32, json_response
+from server.responses import json_response
 from server.routes.common import embed, encoded, gateway_of, host_of, target_model
 from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelCard, ModelList, OpenAIError
 from server.upstream.client import UpstreamModel
@@ -38,10 +39,8 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
         if body.encoding_format != "float":
             raise ApiError(400, "send embedding_type or encoding_format base64, not both", param="embedding_type")
         rows = await encoded(request, served, result.vectors, body.embedding_type, dimensions=body.dimensions)
-    elif body.encoding_format == "base64":
-        rows = [base64_float32(row) for row in result.vectors]
     else:
-        rows = result.vectors
+        rows = encode(result.vectors, body.encoding_format)
     data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]
     return json_response(
         {
