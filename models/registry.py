@@ -22,6 +22,10 @@ class ModelRegistry:
     def ids(self, kind: str | None = None) -> list[str]:
         return [s.id for s in self.specs if kind is None or s.kind == kind]
 
+    def find(self, name: str) -> ModelSpec | None:
+        """The spec an id or alias names, whatever its kind; None when none does."""
+        return self._by_name.get(name)
+
     def resolve(self, name: str | None, kind: str) -> ModelSpec:
         """The spec a request names; with no name, the only model of that kind."""
         if name is None:
@@ -29,7 +33,7 @@ class ModelRegistry:
             if len(of_kind) == 1:
                 return of_kind[0]
             raise UnknownModel(None, self.ids(kind), kind)
-        spec = self._by_name.get(name)
+        spec = self.find(name)
         if spec is None or spec.kind != kind:
             raise UnknownModel(name, self.ids(kind), kind, served_as=spec.kind if spec is not None else None)
         return spec

@@ -15,6 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from server.config_errors import file_error
+from server.settings import MIN_API_KEY_CHARS
 
 
 class CallerLimits(BaseModel):
@@ -32,7 +33,7 @@ class KeyEntry(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    key: str | None = Field(None, min_length=8)
+    key: str | None = Field(None, min_length=MIN_API_KEY_CHARS)
     sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
     name: str | None = None
     limits: CallerLimits = CallerLimits()

@@ -105,10 +105,8 @@ async def list_models(request: Request) -> Response:
 async def retrieve_model(request: Request, model_id: str = Path(description="A model id or alias.")) -> Response:
     """One model's card, by id or alias (OpenAI's `client.models.retrieve`)."""
     host = host_of(request)
-    for spec in host.registry.specs:
-        if model_id in spec.names:
-            return json_response(_local_card(host, spec))
-    for upstream in gateway_of(request).models.values():
-        if model_id in (upstream.spec.id, *upstream.spec.aliases):
-            return json_response(_upstream_card(upstream))
+    if (spec := host.registry.find(model_id)) is not None:
+        return json_response(_local_card(host, spec))
+    if (upstream := gateway_of(request).named(model_id)) is not None:
+        return json_response(_upstream_card(upstream))
     raise ApiError(404, f"model {model_id!r} is not served", param="model", code="model_not_found")

@@ -71,7 +71,11 @@ async def info(request: Request) -> Response:
     """TEI's description of the model (named by `?model=` or X-Model; default: the only one served here)."""
     host = host_of(request)
     name = named(request, request.query_params.get("model"))
-    specs = [spec for spec in host.registry.specs if name is None or name in spec.names]
+    if name is None:
+        specs = list(host.registry.specs)
+    else:
+        found = host.registry.find(name)
+        specs = [found] if found is not None else []
     if not specs:
         raise ApiError(404, f"model {name!r} is not served here", param="model")
     if len(specs) > 1:

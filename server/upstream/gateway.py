@@ -44,8 +44,12 @@ class Gateway:
     async def close(self) -> None:
         await asyncio.gather(*(model.close() for model in self.models.values()))
 
+    def named(self, name: str) -> UpstreamModel | None:
+        """The upstream model an id or alias names, whatever it serves."""
+        return self._by_name.get(name)
+
     def find(self, name: str, capability: str) -> UpstreamModel | None:
-        model = self._by_name.get(name)
+        model = self.named(name)
         return model if model is not None and capability in model.spec.serves else None
 
     def serving(self, capability: str) -> list[UpstreamModel]:
