@@ -20,9 +20,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
-from server.errors import ApiError, error_body, error_response
+from server.errors import ApiError, error_response
 from server.metrics import Metrics
-from server.middleware import new_request_id
 from server.model_host import ModelHost
 
 Scope = dict[str, Any]
@@ -75,19 +74,6 @@ class Door:
             code="overloaded",
             headers={"Retry-After": str(max(1, round(retry)))},
         )
-
-    def raw_refusal(self, method: str, path: str, headers: Headers) -> bytes | None:
-        """The refusal as a whole HTTP/1.1 response, for the protocol to write; None: let it in."""
-        error = self.refusal(method, path, headers)
-        if error is None:
-            return None
-        body = error_body(path, error.status, error.message, code=error.code)
-        head = (
-            "HTTP/1.1 429 Too Many Requests\r\ncontent-type: application/json\r\n"
-            f"content-length: {len(body)}\r\nretry-after: {error.headers['Retry-After']}\r\n"
-            f"x-request-id: {new_request_id()}\r\n\r\n"
-        )
-        return head.encode("ascii") + body
 
 
 class AdmissionMiddleware:

@@ -15,24 +15,34 @@
 from __future__ import annotations
 
 import asyncio
+from http import HTTPStatus
 from typing import Any
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from server.errors import error_body
+from server.errors import ApiError, error_body
+from server.middleware import new_request_id
 
 # How long an idle keep-alive connection being shut down waits for bytes already sent to it.
 SHUTDOWN_READ_GRACE = 0.1
 
 
-def _response(status: int, reason: str, path: str, message: str) -> bytes:
-    body = error_body(path, status, message)
-    head = (
-        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n"
-        "connection: close\r\n\r\n"
-    )
-    return head.encode("ascii") + body
+def raw_error(path: str, error: ApiError, *, close: bool) -> bytes:
+    """An error answered by the protocol itself, before any ASGI app sees the request: the whole
+    HTTP/1.1 response, in the route's error shape, with a request id like every other answer."""
+    body = error_body(path, error.status, error.message, param=error.param, code=error.code)
+    headers = {
+        "content-type": "application/json",
+        "content-length": str(len(body)),
+        **{name.lower(): value for name, value in error.headers.items()},
+        "x-request-id": new_request_id(),
+    }
+    if close:
+        headers["connection"] = "close"
+    head = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n"
+    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    return (head + "\r\n").encode("latin-1") + body
 
 
 class _Refused:
@@ -64,7 +74,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().connection_made(transport)
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             message = f"the server has {self.max_connections} connections open, its limit; retry shortly"
-            self.transport.write(_response(503, "Service Unavailable", "/v1/", message))
+            self.transport.write(raw_error("/v1/", ApiError(503, message), close=True))
             self.transport.close()
             return
         self._arm()
@@ -88,7 +98,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
             return
         path = self.url.decode("latin-1").split("?")[0] if self._in_head and getattr(self, "url", None) else "/"
         message = f"the request headers did not arrive within {self.header_timeout:g} s"
-        self.transport.write(_response(408, "Request Timeout", path, message))
+        self.transport.write(raw_error(path, ApiError(408, message), close=True))
         self.transport.close()
 
     # -- parser callbacks: a head begins, a head completes ---------------------------------------
@@ -112,14 +122,12 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         if self.cycle is not None and not self.cycle.response_complete:
             return False  # pipelined behind a request still running: uvicorn queues it as usual
         path = httptools.parse_url(self.url).path.decode("latin-1")
-        refusal = self.door.raw_refusal("POST", path, self.headers)
+        refusal = self.door.refusal("POST", path, self.headers)
         if refusal is None:
             return False
         self.cycle = _Refused()  # type: ignore[assignment]
         keep_alive = not self._stopping and self.parser.should_keep_alive()
-        self.transport.write(
-            refusal if keep_alive else refusal.replace(b"\r\n\r\n", b"\r\nconnection: close\r\n\r\n", 1)
-        )
+        self.transport.write(raw_error(path, refusal, close=not keep_alive))
         if keep_alive:
             self.on_response_complete()
         else:
