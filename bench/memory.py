@@ -35,13 +35,17 @@ def parse_variant(text: str) -> tuple[str, str, dict[str, str]]:
     return name, parts[0], env
 
 
-def measure(name: str, which: str, env: dict[str, str], sc: Scenario, args: argparse.Namespace) -> dict:
+def variant_server(which: str, env: dict[str, str], args: argparse.Namespace) -> Server:
+    """A variant started on a free port; the key `onnx_dir` in its env names its own quantize folder."""
     port = free_port()
-    env = dict(env)
-    onnx_dir = env.pop("onnx_dir", None) or args.onnx_dir
-    onnx_dir = Path(onnx_dir) if onnx_dir else None
-    spec = contender(which, port, args.model_id, args.model_dir, [], env, onnx_dir)
-    with Server(spec, port) as server:
+    onnx_dir = env.get("onnx_dir") or args.onnx_dir
+    server_env = {key: value for key, value in env.items() if key != "onnx_dir"}
+    spec = contender(which, port, args.model_id, args.model_dir, [], server_env, Path(onnx_dir) if onnx_dir else None)
+    return Server(spec, port)
+
+
+def measure(name: str, which: str, env: dict[str, str], sc: Scenario, args: argparse.Namespace) -> dict:
+    with variant_server(which, env, args) as server:
         ready = server.wait_ready(args.ready_timeout)
         idle, idle_peak = server.rss_mb(), server.peak_rss_mb()
         run = drive(server, sc, args)
@@ -49,7 +53,7 @@ def measure(name: str, which: str, env: dict[str, str], sc: Scenario, args: argp
     return {
         "variant": name,
         "contender": which,
-        "env": env,
+        "env": {key: value for key, value in env.items() if key != "onnx_dir"},
         "ready_s": round(ready, 2),
         "idle_rss_mb": idle,
         "idle_peak_rss_mb": idle_peak,
@@ -63,29 +67,49 @@ def measure(name: str, which: str, env: dict[str, str], sc: Scenario, args: argp
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.memory", description=__doc__.splitlines()[0])
+def variants_parser(
+    prog: str, description: str, *, concurrency: int, duration: float, warmup: float, ready_timeout: float
+) -> argparse.ArgumentParser:
+    """The options bench.memory and bench.soak share: the server variants, one load, the model."""
+    p = argparse.ArgumentParser(prog=prog, description=description)
     p.add_argument("variants", nargs="+", type=parse_variant, metavar="NAME=CONTENDER[,KEY=VALUE...]")
     p.add_argument("--workload", choices=WORKLOADS, default="mixed")
-    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--concurrency", type=int, default=concurrency)
     p.add_argument("--items", type=int, default=1)
-    p.add_argument("--duration", type=float, default=15.0)
-    p.add_argument("--warmup", type=float, default=3.0)
-    p.add_argument("--rounds", type=int, default=1, help="repeat the variants, reversing the order every other round")
+    p.add_argument("--duration", type=float, default=duration)
+    p.add_argument("--warmup", type=float, default=warmup)
     p.add_argument("--model-dir", default=None)
     p.add_argument("--model-id", default="all-MiniLM-L6-v2")
     p.add_argument("--onnx-dir", type=Path)
-    p.add_argument("--ready-timeout", type=float, default=120.0)
-    p.add_argument("--json", action="store_true", help="print the rows as JSON lines too")
+    p.add_argument("--ready-timeout", type=float, default=ready_timeout)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=4096, help="distinct texts per workload")
     p.add_argument("--quiet-wait", type=float, default=0.0, help="seconds to wait for a quiet machine before each load")
-    args = p.parse_args(argv)
+    return p
+
+
+def prepare(args: argparse.Namespace) -> argparse.Namespace:
+    """The model folder, and its ONNX export when an ONNX variant needs one (made once, in bench/.cache)."""
     args.model_dir = args.model_dir or default_model_dir()
     if any(which in ONNX_BACKENDS for _, which, _ in args.variants):
         args.onnx_dir = ensure_onnx_export(
             args.model_dir, args.onnx_dir or REPO / "bench" / ".cache" / f"{args.model_id}-onnx"
         )
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = variants_parser(
+        "python -m bench.memory",
+        __doc__.splitlines()[0],
+        concurrency=32,
+        duration=15.0,
+        warmup=3.0,
+        ready_timeout=120.0,
+    )
+    p.add_argument("--rounds", type=int, default=1, help="repeat the variants, reversing the order every other round")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON lines too")
+    args = prepare(p.parse_args(argv))
     sc = Scenario(args.workload, args.concurrency, args.items)
     rows = []
     for r in range(args.rounds):

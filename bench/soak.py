@@ -17,11 +17,8 @@ import sys
 import threading
 from pathlib import Path
 
-from bench.ceiling import default_model_dir
-from bench.memory import parse_variant
+from bench.memory import prepare, variant_server, variants_parser
 from bench.run import Scenario, drive
-from bench.servers import Server, contender, free_port
-from bench.workloads import WORKLOADS
 
 ARENA_BYTES = 64 * 2**20
 _HEADER = re.compile(r"^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ (\d+)\s*(.*)$")
@@ -55,10 +52,8 @@ def breakdown(pid: int) -> dict[str, float]:
 
 
 def soak(name: str, which: str, env: dict[str, str], args: argparse.Namespace) -> dict:
-    port = free_port()
-    spec = contender(which, port, args.model_id, args.model_dir, [], env)
     samples: list[dict] = []
-    with Server(spec, port) as server:
+    with variant_server(which, env, args) as server:
         server.wait_ready(args.ready_timeout)
         samples.append({"t": 0.0, **breakdown(server.pid)})
         done = threading.Event()
@@ -79,23 +74,12 @@ def soak(name: str, which: str, env: dict[str, str], args: argparse.Namespace) -
 
 
 def main(argv: list[str] | None = None) -> None:
-    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.splitlines()[0])
-    p.add_argument("variants", nargs="+", type=parse_variant, metavar="NAME=CONTENDER[,KEY=VALUE...]")
-    p.add_argument("--workload", choices=WORKLOADS, default="mixed")
-    p.add_argument("--concurrency", type=int, default=16)
-    p.add_argument("--items", type=int, default=1)
-    p.add_argument("--duration", type=float, default=360.0)
-    p.add_argument("--warmup", type=float, default=0.0)
+    p = variants_parser(
+        "python -m bench.soak", __doc__.splitlines()[0], concurrency=16, duration=360.0, warmup=0.0, ready_timeout=180.0
+    )
     p.add_argument("--every", type=float, default=30.0, help="seconds between samples")
-    p.add_argument("--model-dir", default=None)
-    p.add_argument("--model-id", default="all-MiniLM-L6-v2")
-    p.add_argument("--ready-timeout", type=float, default=180.0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--pool", type=int, default=4096)
-    p.add_argument("--quiet-wait", type=float, default=0.0)
     p.add_argument("--out", type=Path, help="also write the JSON here")
-    args = p.parse_args(argv)
-    args.model_dir = args.model_dir or default_model_dir()
+    args = prepare(p.parse_args(argv))
     rows = [soak(*variant, args) for variant in args.variants]
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
