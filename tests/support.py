@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
@@ -101,6 +102,36 @@ def stop_server(server: RunningServer) -> None:
     except subprocess.TimeoutExpired:
         server.process.kill()
         server.process.wait()
+
+
+def connect(url: str, timeout: float) -> socket.socket:
+    """A raw connection to a server's URL; `timeout` only turns a hang into a failure (the deadlines
+    under test are the server's)."""
+    address = urlsplit(url)
+    return socket.create_connection((address.hostname, address.port), timeout=timeout)
+
+
+def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
+    """Everything the server sends until it closes the connection, and when (monotonic) it closed it."""
+    data = b""
+    try:
+        while chunk := sock.recv(65536):
+            data += chunk
+    except ConnectionResetError:
+        pass  # closed with our unread bytes in its buffer: a reset, which still closes the connection
+    except TimeoutError:
+        raise AssertionError(f"the server kept the connection open; got so far {data[:300]!r}") from None
+    finally:
+        sock.close()
+    return data, time.monotonic()
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers (lower-case names) and body of one raw HTTP/1.1 response."""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status_line, *lines = head.decode("latin-1").split("\r\n")
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    return int(status_line.split()[1]), headers, body
 
 
 def read_one_response(sock: socket.socket) -> bytes:

@@ -6,12 +6,11 @@ from __future__ import annotations
 import json
 import socket
 from collections.abc import Iterator
-from urllib.parse import urlparse
 
 import pytest
 
 from tests.inprocess import AppServer, start_app
-from tests.support import read_one_response
+from tests.support import connect, parse_response, read_one_response, read_until_closed
 
 HEADER_TIMEOUT = 1.0
 CAP = 20
@@ -26,29 +25,13 @@ def capped() -> Iterator[AppServer]:
     running.stop()
 
 
-def connect(server: AppServer) -> socket.socket:
-    address = urlparse(server.listen())
-    # The deadlines under test are the server's; this timeout only turns a hang into a failure.
-    return socket.create_connection((address.hostname, address.port), timeout=60)
-
-
-def read_until_closed(sock: socket.socket) -> bytes:
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        pytest.fail(f"the server kept the connection open; got {data[:300]!r}")
-    finally:
-        sock.close()
-    return data
+def connect_to(server: AppServer) -> socket.socket:
+    return connect(server.listen(), timeout=60)
 
 
 def status_and_body(raw: bytes) -> tuple[int, dict]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    return int(head.split(b" ")[1]), json.loads(body)
+    status, _, body = parse_response(raw)
+    return status, json.loads(body)
 
 
 def request(path: str = "/embed", body: bytes = b'{"text": "a normal client"}', close: bool = True) -> bytes:
@@ -72,9 +55,9 @@ def request(path: str = "/embed", body: bytes = b'{"text": "a normal client"}', 
 def test_a_head_that_never_completes_gets_408_in_the_routes_shape_and_is_closed(
     capped: AppServer, head: bytes, shape: str
 ) -> None:
-    sock = connect(capped)
+    sock = connect_to(capped)
     sock.sendall(head)
-    status, body = status_and_body(read_until_closed(sock))
+    status, body = status_and_body(read_until_closed(sock)[0])
     assert status == 408
     if shape == "openai":
         assert body["error"]["type"] == "invalid_request_error" and "headers did not arrive" in body["error"]["message"]
@@ -83,37 +66,37 @@ def test_a_head_that_never_completes_gets_408_in_the_routes_shape_and_is_closed(
 
 
 def test_a_slow_but_complete_head_is_served(capped: AppServer) -> None:
-    sock = connect(capped)
+    sock = connect_to(capped)
     whole = request()
     head_end = whole.index(b"\r\n\r\n")
     for i in range(0, head_end, 20):  # the head in pieces, well within the deadline as a whole
         sock.sendall(whole[i : i + 20])
     sock.sendall(whole[head_end:])
-    assert status_and_body(read_until_closed(sock))[0] == 200
+    assert status_and_body(read_until_closed(sock)[0])[0] == 200
 
 
 def test_past_the_cap_a_connection_gets_503_at_once_and_clients_are_served_once_the_slow_are_cut(
     capped: AppServer,
 ) -> None:
-    slow = [connect(capped) for _ in range(CAP)]
+    slow = [connect_to(capped) for _ in range(CAP)]
     for sock in slow:
         sock.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\n")  # and nothing more
-    extra = connect(capped)
-    status, body = status_and_body(read_until_closed(extra))
+    extra = connect_to(capped)
+    status, body = status_and_body(read_until_closed(extra)[0])
     assert status == 503 and "limit" in body["error"]["message"]
     # The header deadline frees the slots the slow clients held...
     for sock in slow:
-        assert status_and_body(read_until_closed(sock))[0] == 408
+        assert status_and_body(read_until_closed(sock)[0])[0] == 408
     # ...and everyone else is served again.
-    sock = connect(capped)
+    sock = connect_to(capped)
     sock.sendall(request())
-    assert status_and_body(read_until_closed(sock))[0] == 200
+    assert status_and_body(read_until_closed(sock)[0])[0] == 200
 
 
 def test_requests_on_the_wire_when_the_server_stops_are_answered_not_reset() -> None:
     server = start_app(None)
     try:
-        idle = [connect(server) for _ in range(20)]
+        idle = [connect_to(server) for _ in range(20)]
         for sock in idle:  # one request each, then idle keep-alive connections
             sock.sendall(request(close=False))
             assert read_one_response(sock).startswith(b"HTTP/1.1 200")
@@ -124,7 +107,7 @@ def test_requests_on_the_wire_when_the_server_stops_are_answered_not_reset() -> 
         answers = []
         for sock in idle:
             try:
-                answers.append(read_until_closed(sock))
+                answers.append(read_until_closed(sock)[0])
             except (ConnectionResetError, BrokenPipeError):
                 answers.append(b"reset")
     finally:

@@ -15,12 +15,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import httpx
 import pytest
 
 from tests.inprocess import AppServer, start_app
+from tests.support import connect, parse_response, read_until_closed
 
 MAX_BODY = 12 * 2**20  # above the 10 MB string below, so that it is accepted
 READ_TIMEOUT = 2.0  # EMBEDSERVE_BODY_READ_TIMEOUT
@@ -307,11 +307,7 @@ def test_token_ids_outside_the_vocabulary_are_400(hostile: AppServer, ids: list)
 
 
 def _connect(server: AppServer) -> socket.socket:
-    address = urlparse(server.listen())
-    sock = socket.create_connection(
-        (address.hostname, address.port), timeout=READ_TIMEOUT + 30
-    )  # the deadline is the server's: this only ends a hang
-    return sock
+    return connect(server.listen(), timeout=READ_TIMEOUT + 30)
 
 
 def stalled_client(server: AppServer, route: str, *, chunked: bool = False) -> socket.socket:
@@ -325,28 +321,6 @@ def stalled_client(server: AppServer, route: str, *, chunked: bool = False) -> s
     part = body[: len(body) // 2]
     sock.sendall(b"%x\r\n%s\r\n" % (len(part), part) if chunked else part)
     return sock
-
-
-def read_until_closed(sock: socket.socket) -> tuple[bytes, float]:
-    """Everything the server sends until it closes the connection, and when it closed it."""
-    data = b""
-    try:
-        while chunk := sock.recv(65536):
-            data += chunk
-    except ConnectionResetError:
-        pass  # closed with our unread bytes in its buffer: a reset, which still closes the connection
-    except TimeoutError:
-        pytest.fail(f"the server kept the stalled connection open; got so far {data[:300]!r}")
-    finally:
-        sock.close()
-    return data, time.monotonic()
-
-
-def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status_line, *lines = head.decode("latin-1").split("\r\n")
-    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
-    return int(status_line.split()[1]), headers, body
 
 
 def assert_408(route: str, raw: bytes) -> None:
