@@ -29,6 +29,9 @@ Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = Iterable[tuple[bytes, bytes]]
 
+DOOR_PASSED = "embedserve.door_passed"
+"""Set in a request's scope by our HTTP protocol once its Door let the request in."""
+
 # The routes that queue model work, by the kind of model they run.
 INFERENCE_ROUTES = {
     "/v1/embeddings": "embed",
@@ -84,7 +87,7 @@ class AdmissionMiddleware:
         self.door = door
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
+        if scope["type"] == "http" and not scope.get(DOOR_PASSED):
             error = self.door.refusal(scope["method"], scope["path"], scope["headers"])
             if error is not None:
                 await error_response(scope["path"], error)(scope, receive, send)

@@ -21,6 +21,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from server.admission import DOOR_PASSED
 from server.errors import ApiError, error_body
 from server.middleware import new_request_id
 
@@ -124,6 +125,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         path = httptools.parse_url(self.url).path.decode("latin-1")
         refusal = self.door.refusal("POST", path, self.headers)
         if refusal is None:
+            self.scope[DOOR_PASSED] = True  # type: ignore[literal-required]  # AdmissionMiddleware need not ask again
             return False
         self.cycle = _Refused()  # type: ignore[assignment]
         keep_alive = not self._stopping and self.parser.should_keep_alive()
