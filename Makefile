@@ -11,7 +11,7 @@ TORCH_PIP_ARGS ?=
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test test-slow bench bench-peers clean
+.PHONY: install run test test-slow test-images bench bench-peers clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,9 +32,16 @@ run: install
 test: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -m "not slow" $(PYTEST_ARGS)
 
-# The slow tier: image virtualenvs built from the Dockerfiles, the Infinity peer, Ray, aarch64 wheels.
+# The slow tier: the images built and run (podman), image virtualenvs built from the Dockerfiles, the Infinity peer,
+# Ray, aarch64 wheels.
 test-slow: install
 	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -m slow $(PYTEST_ARGS)
+
+# Of the slow tier, the images built for real with podman and run (amd64; arm64 on emulated aarch64) and
+# deploy/compose.yml brought up with Redis and Prometheus. Needs root; installs podman and qemu from Debian's
+# packages when missing; base roots are cached in ~/.cache/embedserve/images. See README "Images, for real".
+test-images: install
+	HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 $(BIN)/pytest -m slow tests/deploy/test_images.py tests/deploy/test_compose_podman.py $(PYTEST_ARGS)
 
 bench: install bench-peers
 	$(BIN)/python -m bench

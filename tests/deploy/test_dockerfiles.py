@@ -29,6 +29,24 @@ def test_hadolint_passes(image: str) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.parametrize(
+    "containerfile", sorted((ROOT / "deploy" / "podman").glob("*.Containerfile")), ids=lambda p: p.name
+)
+def test_hadolint_passes_the_local_helper_images(containerfile: Path) -> None:
+    """Redis and Prometheus from Debian's packages, for the compose test where no registry is reachable."""
+    hadolint = Path(sys.executable).parent / "hadolint"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(containerfile)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_base_root_script_is_valid_shell() -> None:
+    script = ROOT / "deploy" / "podman" / "base-root.sh"
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and script.stat().st_mode & 0o111, result.stderr
+
+
 @pytest.mark.parametrize("image", IMAGES)
 def test_final_stage_gets_only_the_venv_and_runs_as_non_root(image: str) -> None:
     builder, final = parse(IMAGES[image])
