@@ -93,8 +93,12 @@ class Batcher(Generic[P, R]):
         name: str = "model",
         observer: BatchObserver | None = None,
         clock: Clock | None = None,
+        padded: bool = True,
     ) -> None:
         self._run_batch = run_batch
+        self.padded = padded
+        """Whether `run_batch` computes on padding: batches are then budgeted by longest item x items,
+        else (a packed runner) by the items' own lengths."""
         self._clock = clock or LoopClock()
         self.config = config
         self.name = name
@@ -275,7 +279,7 @@ class Batcher(Generic[P, R]):
     def _take_batch(self) -> list[_Item]:
         oldest = self._oldest()
         anchor = bisect.bisect_left(self._sorted, _sort_key(oldest), key=_sort_key)
-        lo, hi = grow_batch([item.cost for item in self._sorted], anchor, self.config)
+        lo, hi = grow_batch([item.cost for item in self._sorted], anchor, self.config, padded=self.padded)
         batch = self._sorted[lo:hi]
         del self._sorted[lo:hi]
         for item in batch:

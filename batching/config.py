@@ -11,7 +11,8 @@ class BatchingConfig(BaseModel):
     max_batch_tokens: int = Field(
         16384,
         gt=0,
-        description="Padded tokens per batch: longest item x item count. Unset: 16384, on CPU 4096 (torch) or 1536 (ONNX); see for_device.",
+        description="Tokens per batch, as the runner computes them: longest item x item count where it pads, "
+        "the items' own lengths where it packs. Unset: 16384, on CPU the runner's own (4096 torch, 1536 ONNX).",
     )
     max_batch_size: int = Field(128, gt=0, description="Items per batch.")
     max_wait_ms: float = Field(2.0, ge=0, description="How long an idle worker waits for a fuller batch.")
@@ -31,23 +32,10 @@ class BatchingConfig(BaseModel):
         description="Batches run at once (threads sharing the model; on CPU they split torch's intra-op threads).",
     )
 
-    def for_device(self, device: str, backend: str = "torch") -> BatchingConfig:
-        """The limits for a model on `device`: on CPU, an unset token budget becomes CPU_BATCH_TOKENS
-        (ONNX_CPU_BATCH_TOKENS for the ONNX backends).
-
-        A CPU gains no throughput past a few thousand padded tokens per forward pass (measured on
-        MiniLM-L6: 4096 tokens ran at 4.3k tokens/s, 8192 at 3.6k), while every extra token adds
-        latency for everyone in the batch; accelerators need big batches to fill. ONNX Runtime keeps
-        a batch's activations in its arena for the life of the process, so the budget sets its
-        resident memory under load: on MiniLM-L6, mixed load, 2 cores, 1536 tokens ran as fast as
-        2048 and 4096 (ONNX fp32 and INT8, within the ±10% noise) with 13 and 85 MB less peak RSS
-        (bench/README.md, "Memory"). Raise it with max_batch_tokens where many cores want more rows.
-        """
+    def for_device(self, device: str, cpu_batch_tokens: int) -> BatchingConfig:
+        """The limits for a model on `device`: on CPU, an unset token budget becomes the runner's own
+        `cpu_batch_tokens` (what its speed and memory want there); accelerators keep the default,
+        since they need big batches to fill."""
         if device == "cpu" and "max_batch_tokens" not in self.model_fields_set:
-            budget = ONNX_CPU_BATCH_TOKENS if backend.startswith("onnx") else CPU_BATCH_TOKENS
-            return self.model_copy(update={"max_batch_tokens": budget})
+            return self.model_copy(update={"max_batch_tokens": cpu_batch_tokens})
         return self
-
-
-CPU_BATCH_TOKENS = 4096
-ONNX_CPU_BATCH_TOKENS = 1536

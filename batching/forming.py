@@ -14,16 +14,21 @@ from collections.abc import Sequence
 from batching.config import BatchingConfig
 
 
-def grow_batch(lengths: Sequence[int], anchor: int, config: BatchingConfig) -> tuple[int, int]:
-    """The window [lo, hi) of the length-sorted `lengths` that forms the next batch around `anchor`."""
+def grow_batch(lengths: Sequence[int], anchor: int, config: BatchingConfig, *, padded: bool = True) -> tuple[int, int]:
+    """The window [lo, hi) of the length-sorted `lengths` that forms the next batch around `anchor`.
+
+    For a runner that pads, a batch costs its longest item times its items; for one that packs
+    (`padded=False`) it costs the items' own tokens, and padding is no reason to stop growing."""
     lo, hi = anchor, anchor + 1
     longest, total = lengths[anchor], lengths[anchor]
 
     def fits(count: int, longest: int, total: int, added_padding: int) -> bool:
-        padded = longest * count
-        if count > config.max_batch_size or padded > config.max_batch_tokens:
+        if not padded:
+            return count <= config.max_batch_size and total <= config.max_batch_tokens
+        padded_tokens = longest * count
+        if count > config.max_batch_size or padded_tokens > config.max_batch_tokens:
             return False
-        return added_padding <= config.pad_tolerance_tokens or total >= config.min_fill * padded
+        return added_padding <= config.pad_tolerance_tokens or total >= config.min_fill * padded_tokens
 
     while True:
         count = hi - lo + 1

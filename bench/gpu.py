@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from bench.gpu_models import FAMILIES, build
-from models.torch_backend import wants_compile
+from models.torch_loading import wants_compile
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "A sentence that is repeated until it fills the whole sequence of the benchmark batch. "
@@ -167,10 +167,11 @@ def _raw_variant(folder: Path, args: argparse.Namespace, attention: str, compile
 
 def runner_throughput(key: str, folder: Path, args: argparse.Namespace, lengths: str) -> tuple[dict, Any]:
     """TorchEmbeddingRunner.run on full-length batches, after the start-up the server would do."""
-    from models.compiled import DEFAULT_BATCH_SIZE, LENGTHS_ENV
-    from models.runner import Tokens
+    from batching.config import BatchingConfig
+    from models.compiled import LENGTHS_ENV
     from models.spec import ModelSpec
-    from models.torch_backend import TorchEmbeddingRunner
+    from models.torch_embedding import TorchEmbeddingRunner
+    from models.types import Tokens
 
     spec = ModelSpec(id=key, source=str(folder), device=args.device, compile=args.compile)
     previous = os.environ.get(LENGTHS_ENV)
@@ -184,7 +185,9 @@ def runner_throughput(key: str, folder: Path, args: argparse.Namespace, lengths:
         else:
             os.environ[LENGTHS_ENV] = previous
     loaded = time.perf_counter()
-    compiled = runner.warm(max_batch_tokens=args.batch * args.seq, max_batch_size=max(args.batch, DEFAULT_BATCH_SIZE))
+    compiled = runner.warm(
+        max_batch_tokens=args.batch * args.seq, max_batch_size=max(args.batch, BatchingConfig().max_batch_size)
+    )
     warmed = time.perf_counter()
     sample = runner.tokenize([TEXT * args.seq])[0]  # truncated to the limit
     item = Tokens(sample.ids[: args.seq], sample.type_ids[: args.seq] if sample.type_ids else None)
@@ -213,7 +216,7 @@ def parity_batches(runner: Any) -> list[list]:
 def reference_embeddings(folder: Path, args: argparse.Namespace) -> list[np.ndarray]:
     """The parity batches embedded in float32, uncompiled, on the same device."""
     from models.spec import ModelSpec
-    from models.torch_backend import TorchEmbeddingRunner
+    from models.torch_embedding import TorchEmbeddingRunner
 
     spec = ModelSpec(id="reference", source=str(folder), device=args.device, dtype="float32", compile="off")
     reference = TorchEmbeddingRunner(spec, str(folder))

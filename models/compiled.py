@@ -35,19 +35,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.runner import Tokens
 from models.shapes import bucket, length_buckets, padded_rows, warm_shapes
 from models.transfer import to_device
+from models.types import Tokens
 
 log = logging.getLogger("embedserve.models")
 
 BACKEND_ENV = "EMBEDSERVE_COMPILE_BACKEND"
 MODE_ENV = "EMBEDSERVE_COMPILE_MODE"
 LENGTHS_ENV = "EMBEDSERVE_COMPILE_LENGTHS"
-DEFAULT_BATCH_TOKENS = 16384
-"""Padded tokens per batch assumed when warming without the batcher's limit (its default on accelerators)."""
-DEFAULT_BATCH_SIZE = 128
-"""Rows per batch assumed likewise (the batcher's default `max_batch_size`)."""
 
 
 class _Chain(torch.nn.Module):
@@ -135,17 +131,15 @@ class CompiledForward:
         sample: Tokens,
         device: torch.device,
         *,
-        max_batch_tokens: int | None = None,
-        max_batch_size: int | None = None,
+        max_batch_tokens: int,
+        max_batch_size: int,
     ) -> None:
         """Compiles every bucket (and runs its largest batch), so serving never compiles.
 
         `sample` (a real tokenized text) is repeated to each bucket's length; the values do not
         matter to the graph, only the shapes do. A failure raises when the compile was asked for
-        ("on"); otherwise it is logged and the model serves uncompiled. Unset limits are the
-        batcher's defaults on accelerators."""
-        max_batch_tokens = max_batch_tokens or DEFAULT_BATCH_TOKENS
-        max_batch_size = max_batch_size or DEFAULT_BATCH_SIZE
+        ("on"); otherwise it is logged and the model serves uncompiled. The limits are the batcher's
+        for this model: they bound the shapes it will be given."""
         started = time.perf_counter()
         try:
             for rows, length in warm_shapes(self.buckets, max_batch_tokens, max_batch_size):

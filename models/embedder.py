@@ -7,9 +7,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.backend import EmbeddingRunner
 from models.errors import InvalidInput
+from models.pooling import l2_normalize
 from models.prompts import prompt_text
-from models.runner import EmbeddingRunner, ModelInfo, Tokens
+from models.types import ModelInfo, Tokens
 
 
 @dataclass(slots=True)
@@ -38,16 +40,21 @@ class Embedder:
             raise InvalidInput("prompt_name applies to text inputs, not token ids", param="prompt_name")
         return self.runner.tokenize_ids(inputs, truncate=truncate)  # type: ignore[arg-type]
 
+    def check_dimensions(self, dimensions: int | None) -> None:
+        """A request's `dimensions` must fit the model: checked before any work is done."""
+        if dimensions is not None and not 0 < dimensions <= self.info.dimension:
+            raise InvalidInput(
+                f"dimensions {dimensions} is larger than the {self.info.dimension} dimensions of model {self.info.id!r}"
+                if dimensions > 0
+                else "dimensions must be at least 1",
+                param="dimensions",
+            )
+
     def finish(self, raw: np.ndarray, *, normalize: bool | None = None, dimensions: int | None = None) -> np.ndarray:
-        """Per-request post-processing: Matryoshka truncation, then L2 normalization."""
+        """Per-request post-processing: Matryoshka truncation (`dimensions`, checked beforehand by
+        `check_dimensions`), then L2 normalization."""
         if dimensions is not None:
-            if not 0 < dimensions <= self.info.dimension:
-                raise InvalidInput(
-                    f"dimensions must be between 1 and {self.info.dimension} for model {self.info.id!r}",
-                    param="dimensions",
-                )
             raw = raw[:, :dimensions]
         if normalize if normalize is not None else self.info.normalized:
-            norms = np.linalg.norm(raw, axis=1, keepdims=True)
-            raw = raw / np.maximum(norms, 1e-12)
+            return l2_normalize(raw)
         return np.ascontiguousarray(raw, dtype=np.float32)

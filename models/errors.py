@@ -17,6 +17,10 @@ class InputTooLong(InvalidInput):
     """A (query, document) pair is longer than the reranker's limit and truncation is off (413)."""
 
 
+class ModelNotReady(ModelError):
+    """The model is still loading, or failed to load: try again later."""
+
+
 class ModelLoadError(ModelError):
     """The model's source could not be loaded."""
 

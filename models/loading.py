@@ -7,9 +7,9 @@ import logging
 import time
 from dataclasses import dataclass
 
+from models.backend import backend_entry, build_runner
 from models.embedder import Embedder
 from models.memory import rss_bytes
-from models.preflight import BACKEND_PACKAGES
 from models.reranker import Reranker
 from models.sources import resolve_source
 from models.spec import ModelSpec
@@ -33,9 +33,9 @@ def load_model(
 ) -> LoadedModel:
     """Loads and warms one model (blocking: call it from a thread).
 
-    A compiled torch model compiles every shape it will be given here, before it is served; the
-    batcher's limits for the model (`max_batch_tokens`, `max_batch_size`) bound those shapes, and
-    default to the batcher's defaults on accelerators."""
+    A runner that compiles prepares every shape it will be given here, before it is served; the
+    batcher's limits for the model (`max_batch_tokens`, `max_batch_size`) bound those shapes. Without
+    them nothing is prepared ahead, and a compiled model runs uncompiled until it is."""
     started, rss_before = time.perf_counter(), rss_bytes()
     source = resolve_source(spec.source)
     log.info(
@@ -46,8 +46,9 @@ def load_model(
     weights_started = time.perf_counter()
     model = _build(spec, source)
     warm_started = time.perf_counter()
-    warm = getattr(model.runner, "warm", None)
-    compiled = warm(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size) if warm else None
+    compiled = None
+    if max_batch_tokens is not None and max_batch_size is not None:
+        compiled = model.runner.warm(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
     if isinstance(model, Reranker):
         model.runner.run(model.tokenize(_WARMUP_QUERY, _WARMUP_TEXTS))
     else:
@@ -88,24 +89,12 @@ def load_model(
 def _import_backend(backend: str) -> float:
     """Imports the backend's libraries; the seconds it took (the first model pays, ~0 for later ones)."""
     started = time.perf_counter()
-    for module in BACKEND_PACKAGES[backend][0]:
+    for module in backend_entry(backend).packages:
         importlib.import_module(module)
     return time.perf_counter() - started
 
 
 def _build(spec: ModelSpec, source: str) -> Embedder | Reranker:
-    """The runner for the spec's backend and kind; each backend's imports stay inside its branch,
-    so a server of ONNX models never imports torch."""
-    if spec.backend in ("onnx", "onnx-int8"):
-        from models.onnx_backend import OnnxEmbeddingRunner, OnnxRerankRunner
-
-        if spec.kind == "rerank":
-            return Reranker(OnnxRerankRunner(spec, source))
-        return Embedder(OnnxEmbeddingRunner(spec, source))
-    if spec.kind == "rerank":
-        from models.torch_reranker import TorchRerankRunner
-
-        return Reranker(TorchRerankRunner(spec, source))
-    from models.torch_backend import TorchEmbeddingRunner
-
-    return Embedder(TorchEmbeddingRunner(spec, source))
+    """The runner for the spec's backend and kind (models.backend's registry), wrapped for its kind."""
+    runner = build_runner(spec.backend, spec.kind, spec, source)
+    return Reranker(runner) if spec.kind == "rerank" else Embedder(runner)

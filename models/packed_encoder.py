@@ -20,9 +20,10 @@ from typing import Any
 
 import numpy as np
 
-# Post-LayerNorm encoders with absolute positions and the BertLayer module layout.
-PACKABLE_TYPES = ("bert", "roberta", "xlm-roberta", "camembert")
-_ROBERTA_POSITIONS = ("roberta", "xlm-roberta", "camembert")
+from models.families import FAMILIES, family_of
+
+_BERT_LAYOUT = " and ".join(f.name for f in FAMILIES if f.packs and f.name != "gemma3")
+"""The families whose encoders are post-LayerNorm with absolute positions and BertLayer modules."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,15 +229,16 @@ class PackedEncoder(_PackedModel):
         self._heads = config.num_attention_heads
         self.hidden = config.hidden_size
         self._head_size = self.hidden // self._heads
-        self.roberta_positions = config.model_type in _ROBERTA_POSITIONS
+        self.roberta_positions = family_of(config.model_type).position_offset > 0
         self.padding_idx = getattr(self._embeddings, "padding_idx", None) or config.pad_token_id or 0
 
     @staticmethod
     def unsupported(model: Any) -> str | None:
         config = getattr(model, "config", None)
         model_type = getattr(config, "model_type", None)
-        if model_type not in PACKABLE_TYPES:
-            return f"model type {model_type!r} is not one of {', '.join(PACKABLE_TYPES)}"
+        family = family_of(model_type)
+        if not family.packs or family.name == "gemma3":
+            return f"model type {model_type!r} does not run packed: the BertLayer layout is {_BERT_LAYOUT}'s"
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
             return f"position embeddings are {config.position_embedding_type!r}, not absolute"
         if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
@@ -323,7 +325,8 @@ class PackedGemma3(_PackedModel):
 
 
 def _family(model: Any) -> type[_PackedModel]:
-    if getattr(getattr(model, "config", None), "model_type", None) == "gemma3_text":
+    """Gemma3's packed runner for its family, the BERT-layout one for the other families that pack."""
+    if family_of(getattr(getattr(model, "config", None), "model_type", None)).name == "gemma3":
         return PackedGemma3
     return PackedEncoder
 

@@ -88,3 +88,10 @@ def sentence_embeddings(hidden: np.ndarray, mask: np.ndarray, mode: str, layers:
     for layer in layers:
         x = dense(x, layer.weight, layer.bias, layer.activation)
     return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def l2_normalize(rows: np.ndarray) -> np.ndarray:
+    """Each row scaled to unit length (a zero row stays zero), float32: the one normalization every
+    path uses (local models, upstream answers, quantize's reference embeddings)."""
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    return np.ascontiguousarray(rows / np.maximum(norms, 1e-12), dtype=np.float32)

@@ -7,15 +7,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
+from models.backend import backend_entry
 from models.sources import resolve_source
 from models.spec import ModelSpec
-
-# The packages each backend imports to load and run a model, and the extra that installs them.
-BACKEND_PACKAGES: dict[str, tuple[tuple[str, ...], str]] = {
-    "torch": (("torch", "transformers", "sentence_transformers"), "torch"),
-    "onnx": (("onnxruntime",), "onnx"),
-    "onnx-int8": (("onnxruntime",), "onnx"),
-}
 
 # Packages a missing module is installed with, where the two names differ.
 _DISTRIBUTIONS = {"sentence_transformers": "sentence-transformers"}
@@ -28,7 +22,7 @@ def looks_like_path(source: str) -> bool:
 
 
 def missing_modules(backend: str) -> list[str]:
-    return missing(BACKEND_PACKAGES[backend][0])
+    return missing(backend_entry(backend).packages)
 
 
 def missing(modules: tuple[str, ...]) -> list[str]:
@@ -48,11 +42,10 @@ def problems(spec: ModelSpec) -> list[str]:
     found = []
     if absent := missing_modules(spec.backend):
         names = ", ".join(absent)
-        extra = BACKEND_PACKAGES[spec.backend][1]
-        hint = " (or serve an ONNX folder made by `embedserve quantize`)" if spec.backend == "torch" else ""
+        entry = backend_entry(spec.backend)
         found.append(
             f"model {spec.id!r} runs on {spec.backend}, but {names} is not installed: "
-            f"pip install 'embedserve[{extra}]'{hint}"
+            f"pip install 'embedserve[{entry.extra}]'{entry.hint}"
         )
     if looks_like_path(spec.source):
         folder = Path(resolve_source(spec.source)).expanduser()

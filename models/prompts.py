@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from models.errors import InvalidInput
-from models.runner import ModelInfo
+from models.types import ModelInfo
 
 
 def prompt_text(info: ModelInfo, name: str | None) -> str:
@@ -15,3 +17,9 @@ def prompt_text(info: ModelInfo, name: str | None) -> str:
         known = ", ".join(sorted(info.prompts)) or "none"
         raise InvalidInput(f"model {info.id!r} has no prompt {name!r}; its prompts: {known}", param="prompt_name")
     return info.prompts[name]
+
+
+def merged_prompts(folder: Mapping[str, str] | None, settings: Mapping[str, str]) -> dict[str, str]:
+    """The folder's named prompts (empty ones dropped: they mean "no prompt") with the model's settings
+    added over them."""
+    return {**{name: text for name, text in (folder or {}).items() if text}, **settings}

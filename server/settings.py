@@ -15,6 +15,9 @@ MIN_API_KEY_CHARS = 8
 MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash (RFC 7518 3.2)
 
 
+_BATCHING = BatchingConfig()
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="EMBEDSERVE_", extra="ignore")
 
@@ -34,15 +37,27 @@ class Settings(BaseSettings):
     )
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
 
+    # The batcher's own defaults (batching.config, their one home), settable server-wide.
     max_batch_tokens: int | None = Field(
-        None, gt=0, description="Padded tokens per batch; default 16384; on CPU 4096 (torch), 1536 (ONNX)."
+        None,
+        gt=0,
+        description=f"Tokens per batch; default {_BATCHING.max_batch_tokens}; on CPU the runner's own "
+        "(4096 torch, 1536 ONNX).",
     )
-    max_batch_size: int = Field(128, gt=0, description="Texts (or pairs) per batch.")
-    max_wait_ms: float = Field(2.0, ge=0, description="How long an idle worker waits for a fuller batch.")
-    max_queue_tokens: int = Field(1_048_576, gt=0, description="Tokens waiting per model before new requests get 429.")
-    max_queue_items: int = Field(16384, gt=0, description="Texts waiting per model before new requests get 429.")
+    max_batch_size: int = Field(_BATCHING.max_batch_size, gt=0, description="Texts (or pairs) per batch.")
+    max_wait_ms: float = Field(
+        _BATCHING.max_wait_ms, ge=0, description="How long an idle worker waits for a fuller batch."
+    )
+    max_queue_tokens: int = Field(
+        _BATCHING.max_queue_tokens, gt=0, description="Tokens waiting per model before new requests get 429."
+    )
+    max_queue_items: int = Field(
+        _BATCHING.max_queue_items, gt=0, description="Texts waiting per model before new requests get 429."
+    )
     batch_workers: int = Field(
-        1, gt=0, description="Batches run at once per model; on CPU they split torch's intra-op threads."
+        _BATCHING.workers,
+        gt=0,
+        description="Batches run at once per model; on CPU they split torch's intra-op threads.",
     )
 
     max_inputs: int = Field(2048, gt=0, description="Inputs per embedding request.")

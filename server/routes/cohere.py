@@ -8,13 +8,12 @@ from starlette.responses import Response
 
 from server.errors import ApiError
 from server.logs import request_id
-from server.model_host import ServedModel
 from server.responses import json_response
 from server.routes.common import embed, encoded, target_model
 from server.routes.rerank import best_first, rerank_documents
 from server.schemas.cohere import CohereError, V2EmbedRequest, V2EmbedResponse, V2RerankRequest, V2RerankResponse
 from server.schemas.rerank import RerankOptions
-from server.upstream.client import UpstreamModel
+from server.serving import EmbedOptions, ServedModel
 
 router = APIRouter(prefix="/v2", tags=["Cohere v2"])
 
@@ -33,11 +32,11 @@ def _meta(**billed: int) -> dict:
     return {"api_version": {"version": "2"}, "billed_units": billed}
 
 
-def prompt_for(served: ServedModel | UpstreamModel, input_type: str | None) -> str | None:
-    """The model's prompt for a Cohere input type; None where it has none (or runs upstream)."""
-    if input_type is None or isinstance(served, UpstreamModel):
+def prompt_for(served: ServedModel, input_type: str | None) -> str | None:
+    """The model's prompt for a Cohere input type; None where it has none (upstreams have none here)."""
+    if input_type is None:
         return None
-    prompts = served.info.prompts
+    prompts = served.prompts
     return next((name for name in _PROMPTS_FOR[input_type] if name in prompts), None)
 
 
@@ -55,16 +54,14 @@ async def embed_v2(body: V2EmbedRequest, request: Request) -> Response:
     except ValueError as exc:
         raise ApiError(400, str(exc), param="texts") from None
     served = target_model(request, body.model, "embed")
-    result = await embed(
-        request,
-        served,
-        texts,
+    options = EmbedOptions(
         truncate=body.truncate == "END",
         dimensions=body.output_dimension,
         prompt_name=prompt_for(served, body.input_type),
     )
+    result = await embed(request, served, texts, options)
     embeddings = {
-        kind: await encoded(request, served, result.vectors, kind, dimensions=body.output_dimension)
+        kind: await encoded(served, result.vectors, kind, dimensions=body.output_dimension)
         for kind in dict.fromkeys(body.embedding_types)
     }
     return json_response(

@@ -1,9 +1,10 @@
-"""What the embedding routes share: finding the model (local or upstream), limits, running the request."""
+"""What the routes share: finding the model a request names (here or upstream, the same
+`ServedModel` either way), limits, and running a call within the request's deadline."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable
 from typing import TypeVar
 
 import numpy as np
@@ -11,13 +12,13 @@ from starlette.requests import Request
 
 from models.errors import UnknownModel
 from models.output_types import CALIBRATED, OutputType, encode
+from models.types import Embeddings
 from server.disconnect import unless_disconnected
 from server.errors import ApiError, is_openai_path
-from server.model_host import Admission, Embeddings, ModelHost, ServedModel
+from server.model_host import LocalModel, ModelHost
+from server.serving import Admission, Call, EmbedOptions, Inputs, ServedModel
 from server.settings import Settings
-from server.upstream.client import UpstreamModel
 from server.upstream.gateway import Gateway
-from server.upstream.protocols import EmbedOptions, Relevance, Vectors
 
 T = TypeVar("T")
 
@@ -39,14 +40,14 @@ def named(request: Request, name: str | None) -> str | None:
     return name if name is not None else request.headers.get(MODEL_HEADER) or None
 
 
-def served_model(request: Request, name: str | None, kind: str = "embed") -> ServedModel:
-    """A model served here (not an upstream one)."""
+def served_model(request: Request, name: str | None, kind: str = "embed") -> LocalModel:
+    """A model served here (not an upstream one): for what only a local model has (its tokenizer)."""
     served = host_of(request).get(named(request, name), kind)
     request.state.model = served.spec.id  # labels this request's metrics and access log
     return served
 
 
-def target_model(request: Request, name: str | None, kind: str) -> ServedModel | UpstreamModel:
+def target_model(request: Request, name: str | None, kind: str) -> ServedModel:
     """The model a request names (in its body, or the X-Model header), here or upstream. With no name,
     the only model that can do `kind`."""
     gateway = gateway_of(request)
@@ -67,29 +68,12 @@ def target_model(request: Request, name: str | None, kind: str) -> ServedModel |
 
 
 async def encoded(
-    request: Request,
-    served: ServedModel | UpstreamModel,
-    vectors: np.ndarray,
-    kind: OutputType,
-    *,
-    dimensions: int | None = None,
+    served: ServedModel, vectors: np.ndarray, kind: OutputType, *, dimensions: int | None = None
 ) -> np.ndarray | list:
-    """Finished vectors in an output type (models/output_types.py); int8/uint8 fetch the model's
-    calibration ranges, which exist for models served here only."""
-    ranges = None
-    if kind in CALIBRATED:
-        if isinstance(served, UpstreamModel):
-            raise ApiError(
-                400, "int8 and uint8 are calibrated on models served here, not upstream", param="embedding_type"
-            )
-        ranges = await host_of(request).calibration(served, dimensions=dimensions)
+    """Finished vectors in an output type (models/output_types.py); int8/uint8 are scaled by the
+    model's calibration ranges."""
+    ranges = await served.calibration(dimensions) if kind in CALIBRATED else None
     return encode(vectors, kind, ranges)
-
-
-def estimate_tokens(texts: Sequence[str] | Sequence[Sequence[int]]) -> int:
-    """Input tokens of an upstream request, for limits before it is sent: token ids as given, text at
-    ~4 characters a token (the upstream's own count, when it reports one, is what usage shows)."""
-    return sum(len(t) if not isinstance(t, str) else len(t) // 4 + 1 for t in texts)
 
 
 def check_count(request: Request, count: int) -> None:
@@ -101,69 +85,16 @@ def check_count(request: Request, count: int) -> None:
         raise ApiError(status, f"too many inputs: {count}; the limit is {limit} per request", param="input")
 
 
-def check_request(request: Request, served: ServedModel, count: int, dimensions: int | None) -> None:
-    check_count(request, count)
-    if dimensions is not None and dimensions > served.info.dimension:
-        raise ApiError(
-            400,
-            f"dimensions {dimensions} is larger than the {served.info.dimension} dimensions of model {served.spec.id!r}",
-            param="dimensions",
-        )
+def call_of(request: Request) -> Call:
+    """The request's deadline and token admission, as every model call takes them."""
+    return Call(within=deadline_seconds(request), admit=admission(request))
 
 
-async def embed(
-    request: Request,
-    served: ServedModel | UpstreamModel,
-    inputs: Sequence[str] | Sequence[Sequence[int]],
-    *,
-    truncate: bool,
-    normalize: bool | None = None,
-    dimensions: int | None = None,
-    prompt_name: str | None = None,
-) -> Embeddings:
-    if isinstance(served, UpstreamModel):
-        options = EmbedOptions(dimensions=dimensions, normalize=normalize, truncate=truncate, prompt_name=prompt_name)
-        return await embed_upstream(request, served, inputs, options)
-    check_request(request, served, len(inputs), dimensions)
-    seconds = deadline_seconds(request)
-    work = host_of(request).embed(
-        served,
-        inputs,
-        truncate=truncate,
-        normalize=normalize,
-        dimensions=dimensions,
-        prompt_name=prompt_name,
-        admit=admission(request),
-        within=seconds,
-    )
-    return await run_within_deadline(request, work, seconds)
-
-
-async def embed_upstream(
-    request: Request, upstream: UpstreamModel, inputs: Sequence[str] | Sequence[Sequence[int]], options: EmbedOptions
-) -> Embeddings:
+async def embed(request: Request, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> Embeddings:
+    """The one embedding path of every shape."""
     check_count(request, len(inputs))
-    vectors, tokens = await call_upstream(
-        request, upstream, estimate_tokens(inputs), lambda deadline: upstream.embed(inputs, options, deadline)
-    )
-    return Embeddings(vectors.rows, tokens)
-
-
-Answer = TypeVar("Answer", Vectors, Relevance)
-
-
-async def call_upstream(
-    request: Request, upstream: UpstreamModel, estimate: int, call: Callable[[float], Awaitable[Answer]]
-) -> tuple[Answer, int]:
-    """An upstream call under the caller's token admission (by `estimate`, before it is sent) and the
-    request's deadline; with the input tokens to report: the upstream's count, or the estimate."""
-    if (admit := admission(request)) is not None:
-        await admit(estimate)
-    seconds = deadline_seconds(request)
-    answer = await run_within_deadline(request, call(deadline_in(seconds)), seconds)
-    tokens = answer.tokens if answer.tokens is not None else estimate
-    host_of(request).metrics.tokens.labels(upstream.spec.id).inc(tokens)
-    return answer, tokens
+    call = call_of(request)
+    return await run_within_deadline(request, served.embed(inputs, options, call), call.within)
 
 
 def deadline_in(seconds: float) -> float:

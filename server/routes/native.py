@@ -6,19 +6,9 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
-from server.model_host import Embeddings
+from models.types import Embeddings
 from server.responses import json_response
-from server.routes.common import (
-    admission,
-    check_request,
-    deadline_seconds,
-    embed,
-    encoded,
-    host_of,
-    run_within_deadline,
-    served_model,
-    target_model,
-)
+from server.routes.common import call_of, check_count, embed, encoded, run_within_deadline, target_model
 from server.schemas.native import (
     BatchEmbedRequest,
     BatchEmbedResponse,
@@ -30,6 +20,7 @@ from server.schemas.native import (
     SparseValue,
     TeiEmbedRequest,
 )
+from server.serving import EmbedOptions as Options
 
 router = APIRouter(tags=["native"])
 
@@ -41,16 +32,11 @@ async def _embed_texts(
 ) -> tuple[str, Embeddings, np.ndarray | list]:
     """The model's id, the embeddings, and the vectors in the body's embedding_type."""
     served = target_model(request, body.model, "embed")
-    result = await embed(
-        request,
-        served,
-        texts,
-        truncate=body.truncate,
-        normalize=body.normalize,
-        dimensions=body.dimensions,
-        prompt_name=body.prompt_name,
+    options = Options(
+        truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions, prompt_name=body.prompt_name
     )
-    rows = await encoded(request, served, result.vectors, body.embedding_type, dimensions=body.dimensions)
+    result = await embed(request, served, texts, options)
+    rows = await encoded(served, result.vectors, body.embedding_type, dimensions=body.dimensions)
     return served.spec.id, result, rows
 
 
@@ -75,19 +61,12 @@ async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
 @router.post("/embed_sparse", response_model=list[list[SparseValue]], responses=_ERRORS)
 async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     """Sparse lexical weights (bge-m3's sparse head), one list of `{index: token id, value}` per text."""
-    served = served_model(request, body.model)
+    served = target_model(request, body.model, "embed")
     texts = body.texts()
-    check_request(request, served, len(texts), None)
-    seconds = deadline_seconds(request)
-    work = host_of(request).embed_sparse(
-        served,
-        texts,
-        truncate=body.truncate,
-        prompt_name=body.prompt_name,
-        admit=admission(request),
-        within=seconds,
-    )
-    result = await run_within_deadline(request, work, seconds)
+    check_count(request, len(texts))
+    call = call_of(request)
+    options = Options(truncate=body.truncate, prompt_name=body.prompt_name)
+    result = await run_within_deadline(request, served.embed_sparse(texts, options, call), call.within)
     return json_response(
         [
             [{"index": int(i), "value": float(v)} for i, v in zip(vector.indices, vector.values)]

@@ -14,6 +14,7 @@ from server.model_host import ModelHost
 from server.responses import json_response
 from server.routes.common import embed, encoded, gateway_of, host_of, target_model
 from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelCard, ModelList, OpenAIError
+from server.serving import EmbedOptions
 from server.upstream.client import UpstreamModel
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -27,18 +28,12 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
     """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes.
     A model served upstream answers in the same shape."""
     served = target_model(request, body.model, "embed")
-    result = await embed(
-        request,
-        served,
-        body.inputs(),
-        truncate=body.truncate,
-        dimensions=body.dimensions,
-        prompt_name=body.prompt_name,
-    )
+    options = EmbedOptions(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt_name)
+    result = await embed(request, served, body.inputs(), options)
     if body.embedding_type is not None:
         if body.encoding_format != "float":
             raise ApiError(400, "send embedding_type or encoding_format base64, not both", param="embedding_type")
-        rows = await encoded(request, served, result.vectors, body.embedding_type, dimensions=body.dimensions)
+        rows = await encoded(served, result.vectors, body.embedding_type, dimensions=body.dimensions)
     else:
         rows = encode(result.vectors, body.encoding_format)
     data = [{"object": "embedding", "index": i, "embedding": row} for i, row in enumerate(rows)]

@@ -6,23 +6,15 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from models.types import Scores
 from server.errors import ApiError
 from server.logs import request_id
-from server.model_host import Scores
 from server.responses import json_response
-from server.routes.common import (
-    admission,
-    call_upstream,
-    deadline_seconds,
-    estimate_tokens,
-    host_of,
-    run_within_deadline,
-    target_model,
-)
+from server.routes.common import call_of, run_within_deadline, target_model
 from server.schemas.native import NativeError
 from server.schemas.openai import OpenAIError
 from server.schemas.rerank import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
-from server.upstream.client import UpstreamModel
+from server.serving import RerankOptions as Options
 
 router = APIRouter(tags=["reranking"])
 
@@ -37,37 +29,10 @@ async def rerank_documents(
     limit = request.app.state.settings.max_documents
     if len(documents) > limit:
         raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)
-    if isinstance(served, UpstreamModel):
-        return served.spec.id, await _rerank_upstream(request, served, body, documents)
-    seconds = deadline_seconds(request)
-    work = host_of(request).rerank(
-        served,
-        body.query,
-        documents,
-        truncate=body.truncate,
-        raw_scores=body.raw_scores,
-        prompt_name=body.prompt_name,
-        admit=admission(request),
-        within=seconds,
-    )
-    return served.spec.id, await run_within_deadline(request, work, seconds)
-
-
-async def _rerank_upstream(
-    request: Request, upstream: UpstreamModel, body: RerankOptions, documents: list[str]
-) -> Scores:
-    if not documents:  # as for local models: nothing to send, nothing to count
-        return Scores(np.zeros(0, dtype=np.float32), 0)
-    estimate = estimate_tokens([body.query] * len(documents)) + estimate_tokens(documents)
-    relevance, tokens = await call_upstream(
-        request,
-        upstream,
-        estimate,
-        lambda deadline: upstream.rerank(
-            body.query, documents, raw_scores=body.raw_scores, truncate=body.truncate, deadline=deadline
-        ),
-    )
-    return Scores(relevance.scores, tokens)
+    options = Options(truncate=body.truncate, raw_scores=body.raw_scores, prompt_name=body.prompt_name)
+    call = call_of(request)
+    scores = await run_within_deadline(request, served.rerank(body.query, documents, options, call), call.within)
+    return served.spec.id, scores
 
 
 def best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:

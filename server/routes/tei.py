@@ -23,6 +23,7 @@ from server.routes.rerank import rerank_tei
 from server.schemas.native import NativeError, TeiEmbedRequest
 from server.schemas.rerank import TeiRank, TeiRerankRequest
 from server.schemas.tei import Info, SimilarityRequest
+from server.serving import EmbedOptions
 
 router = APIRouter(tags=["TEI"])
 
@@ -34,7 +35,8 @@ async def similarity(body: SimilarityRequest, request: Request) -> Response:
     """The cosine similarity of each of `inputs.sentences` to `inputs.source_sentence`."""
     served = target_model(request, body.model, "embed")
     texts = [body.inputs.source_sentence, *body.inputs.sentences]
-    result = await embed(request, served, texts, truncate=body.truncate, normalize=True, prompt_name=body.prompt_name)
+    options = EmbedOptions(truncate=body.truncate, normalize=True, prompt_name=body.prompt_name)
+    result = await embed(request, served, texts, options)
     source, others = result.vectors[0], result.vectors[1:]
     return json_response((others @ source / np.maximum(np.linalg.norm(others, axis=1), 1e-12)).tolist())
 

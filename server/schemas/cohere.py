@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.output_types import OutputType
-from server.schemas.fields import PositiveInt
-
-NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+from server.schemas.fields import NonEmptyText, PositiveInt
 
 InputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import BeforeValidator, Field, StrictBool
+from pydantic import BeforeValidator, Field, StrictBool, StrictStr
 from pydantic_core import PydanticCustomError
 
 
@@ -23,3 +23,6 @@ def _json_integer(value: object) -> object:
 PositiveInt = Annotated[int, Field(gt=0), BeforeValidator(_json_integer)]
 NonNegativeInt = Annotated[int, Field(ge=0), BeforeValidator(_json_integer)]
 JsonBool = StrictBool
+
+NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+"""A text to embed or score: a JSON string, not empty (an empty text has no tokens to pool)."""

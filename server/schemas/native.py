@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, StrictStr, Tag
+from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from models.output_types import OutputType
-from server.schemas.fields import JsonBool, PositiveInt
-
-NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+from server.schemas.fields import JsonBool, NonEmptyText, PositiveInt
 
 
 class EmbedOptions(BaseModel):

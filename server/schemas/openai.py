@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field
 
 from models.output_types import OutputType
-from server.schemas.fields import JsonBool, NonNegativeInt, PositiveInt
+from server.schemas.fields import JsonBool, NonEmptyText, NonNegativeInt, PositiveInt
 
-NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 TokenIds = Annotated[list[NonNegativeInt], Field(min_length=1)]
 
 EmbeddingInput = (

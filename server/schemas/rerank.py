@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, StrictStr
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from server.schemas.fields import JsonBool, PositiveInt
-
-NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
+from server.schemas.fields import JsonBool, NonEmptyText, PositiveInt
 
 
 class DocumentObject(BaseModel):

@@ -15,11 +15,15 @@ import httpx
 import numpy as np
 import orjson
 
+from models.errors import InvalidInput
+from models.pooling import l2_normalize
+from models.types import Embeddings, Scores, SparseEmbeddings
 from server import tracing
 from server.metrics import Metrics
+from server.serving import Call, EmbedOptions, Inputs, RerankOptions
 from server.upstream.balancer import Balancer, Endpoint
 from server.upstream.config import EndpointSpec, UpstreamSpec
-from server.upstream.protocols import PROTOCOLS, BadAnswer, EmbedOptions, Inputs, Relevance, Unsupported, Vectors
+from server.upstream.protocols import PROTOCOLS, Answer, BadAnswer, Unsupported
 
 log = logging.getLogger("embedserve.upstream")
 T = TypeVar("T")
@@ -94,30 +98,72 @@ class UpstreamModel:
     def available(self) -> bool:
         return any(e.healthy for e in self.balancer.endpoints)
 
-    # -- embeddings and reranking ----------------------------------------------------------
+    # -- the serving seam (server.serving.ServedModel) ------------------------------------------
 
-    async def embed(self, inputs: Inputs, options: EmbedOptions, deadline: float) -> Vectors:
+    @property
+    def prompts(self) -> dict[str, str]:
+        return {}  # the upstream applies its own, by the prompt_name it is sent
+
+    @property
+    def dimension(self) -> int | None:
+        return None
+
+    async def embed(self, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings:
         try:
             body = self.protocol.embed_body(inputs, self.spec.remote_name, options)
         except Unsupported as exc:
             raise UpstreamError(400, self.spec.id, str(exc), code="unsupported_by_upstream") from None
-        vectors = await self._call(
-            self.protocol.embed_url, body, lambda payload: self.protocol.read_embeddings(payload, len(inputs)), deadline
+        estimate = estimate_tokens(inputs)
+        rows, tokens = await self._answer(
+            self.protocol.embed_url,
+            body,
+            lambda payload: self.protocol.read_embeddings(payload, len(inputs)),
+            call,
+            estimate,
         )
-        vectors.rows = fit(vectors.rows, options.dimensions, options.normalize)
-        return vectors
+        return Embeddings(fit(rows, options.dimensions, options.normalize), tokens)
 
-    async def rerank(
-        self, query: str, documents: Sequence[str], *, raw_scores: bool, truncate: bool, deadline: float
-    ) -> Relevance:
+    async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
+        raise InvalidInput(
+            f"model {self.spec.id!r} is served upstream, which gives no sparse embeddings", param="model"
+        )
+
+    async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores:
+        if not documents:
+            return Scores(np.zeros(0, dtype=np.float32), 0)
         try:
             url = self.protocol.rerank_url
             body = self.protocol.rerank_body(
-                query, documents, self.spec.remote_name, raw_scores=raw_scores, truncate=truncate
+                query, documents, self.spec.remote_name, raw_scores=options.raw_scores, truncate=options.truncate
             )
         except Unsupported as exc:
             raise UpstreamError(400, self.spec.id, str(exc), code="unsupported_by_upstream") from None
-        return await self._call(url, body, lambda payload: self.protocol.read_scores(payload, len(documents)), deadline)
+        estimate = estimate_tokens([query] * len(documents)) + estimate_tokens(documents)  # a query per pair
+        scores, tokens = await self._answer(
+            url, body, lambda payload: self.protocol.read_scores(payload, len(documents)), call, estimate
+        )
+        return Scores(scores, tokens)
+
+    async def calibration(self, dimensions: int | None) -> np.ndarray:
+        raise InvalidInput("int8 and uint8 are calibrated on models served here, not upstream", param="embedding_type")
+
+    async def _answer(
+        self,
+        url_of: Callable[[str], str],
+        body: dict[str, Any],
+        read: Callable[[Any], Answer],
+        call: Call,
+        estimate: int,
+    ) -> tuple[np.ndarray, int]:
+        """One call under the request's token admission (by `estimate`, before it is sent) and deadline;
+        the answer with the input tokens to report: the upstream's count, or the estimate."""
+        if call.admit is not None:
+            await call.admit(estimate)
+        within = call.within if call.within is not None else self.spec.timeout
+        values, tokens = await self._call(url_of, body, read, asyncio.get_running_loop().time() + within)
+        tokens = tokens if tokens is not None else estimate
+        self.metrics.tokens.labels(self.spec.id).inc(tokens)
+        return values, tokens
 
     async def _call(
         self, url_of: Callable[[str], str], body: dict[str, Any], read: Callable[[Any], T], deadline: float
@@ -335,16 +381,19 @@ class UpstreamModel:
                 pass
 
 
+def estimate_tokens(texts: Inputs) -> int:
+    """Input tokens of an upstream request, for limits before it is sent: token ids as given, text at
+    ~4 characters a token (the upstream's own count, when it reports one, is what usage shows)."""
+    return sum(len(t) if not isinstance(t, str) else len(t) // 4 + 1 for t in texts)
+
+
 def fit(rows: np.ndarray, dimensions: int | None, normalize: bool | None) -> np.ndarray:
     """What the request asked of the vectors, where the upstream did not do it: cut to `dimensions` (then
     L2-normalize, as OpenAI's shortened embeddings are), or normalize on request."""
     if dimensions is not None and rows.shape[1] > dimensions:
         rows = rows[:, :dimensions]
         normalize = True if normalize is None else normalize
-    if normalize:
-        norms = np.linalg.norm(rows, axis=1, keepdims=True)
-        rows = rows / np.maximum(norms, 1e-12)
-    return np.ascontiguousarray(rows, dtype=np.float32)
+    return l2_normalize(rows) if normalize else np.ascontiguousarray(rows, dtype=np.float32)
 
 
 def _detail(response: httpx.Response) -> str:

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
 
-Inputs = Sequence[str] | Sequence[Sequence[int]]
+from server.serving import EmbedOptions, Inputs
 
 GENERATION_PATHS = {"chat": "/chat/completions", "completions": "/completions", "images": "/images/generations"}
 
@@ -32,26 +31,9 @@ class Unsupported(ValueError):
     """The request asks for something this protocol cannot carry (e.g. token ids to TEI)."""
 
 
-@dataclass(frozen=True, slots=True)
-class EmbedOptions:
-    dimensions: int | None = None
-    normalize: bool | None = None
-    truncate: bool = True
-    prompt_name: str | None = None
-
-
-@dataclass(slots=True)
-class Vectors:
-    rows: np.ndarray
-    tokens: int | None
-    """Input tokens as the upstream counted them; None when its answer does not say."""
-
-
-@dataclass(slots=True)
-class Relevance:
-    scores: np.ndarray
-    """One score per document, in the documents' order."""
-    tokens: int | None
+Answer = tuple[np.ndarray, int | None]
+"""What an upstream's answer says: vectors (one row per input) or scores (one per document, in the
+documents' order), and the input tokens as the upstream counted them (None when it does not say)."""
 
 
 def _texts_only(inputs: Inputs, protocol: str) -> list[str]:
@@ -110,7 +92,7 @@ class Protocol:
     def embed_body(self, inputs: Inputs, model: str, options: EmbedOptions) -> dict[str, Any]:
         raise NotImplementedError
 
-    def read_embeddings(self, payload: Any, count: int) -> Vectors:
+    def read_embeddings(self, payload: Any, count: int) -> Answer:
         raise NotImplementedError
 
     # reranking
@@ -122,7 +104,7 @@ class Protocol:
     ) -> dict[str, Any]:
         raise NotImplementedError
 
-    def read_scores(self, payload: Any, count: int) -> Relevance:
+    def read_scores(self, payload: Any, count: int) -> Answer:
         raise NotImplementedError
 
     # generation, relayed unchanged
@@ -153,13 +135,13 @@ class OpenAIProtocol(Protocol):
             body["truncate"] = False
         return body
 
-    def read_embeddings(self, payload: Any, count: int) -> Vectors:
+    def read_embeddings(self, payload: Any, count: int) -> Answer:
         try:
             items = sorted(payload["data"], key=lambda item: item["index"])
             rows = [_vector(item["embedding"]) for item in items]
         except (KeyError, TypeError):
             raise BadAnswer("not an OpenAI embeddings list ({data: [{index, embedding}]})") from None
-        return Vectors(_matrix(rows, count), _usage(payload))
+        return (_matrix(rows, count), _usage(payload))
 
     def rerank_url(self, url: str) -> str:
         return self.base(url) + "/rerank"
@@ -172,10 +154,10 @@ class OpenAIProtocol(Protocol):
             body["raw_scores"] = True
         return body
 
-    def read_scores(self, payload: Any, count: int) -> Relevance:
+    def read_scores(self, payload: Any, count: int) -> Answer:
         if not isinstance(payload, dict):
             raise BadAnswer("not a rerank answer ({results: [{index, relevance_score}]})")
-        return Relevance(_scores_by_index(payload.get("results"), count, "relevance_score"), _usage(payload))
+        return (_scores_by_index(payload.get("results"), count, "relevance_score"), _usage(payload))
 
     def generation_url(self, url: str, capability: str) -> str:
         return self.base(url) + GENERATION_PATHS[capability]
@@ -216,10 +198,10 @@ class TEIProtocol(Protocol):
             body["prompt_name"] = options.prompt_name
         return body
 
-    def read_embeddings(self, payload: Any, count: int) -> Vectors:
+    def read_embeddings(self, payload: Any, count: int) -> Answer:
         if not isinstance(payload, list):
             raise BadAnswer("not TEI's /embed answer (a list of vectors)")
-        return Vectors(_matrix(payload, count), None)
+        return (_matrix(payload, count), None)
 
     def rerank_url(self, url: str) -> str:
         return url + "/rerank"
@@ -229,8 +211,8 @@ class TEIProtocol(Protocol):
     ) -> dict[str, Any]:
         return {"query": query, "texts": list(documents), "raw_scores": raw_scores, "truncate": truncate}
 
-    def read_scores(self, payload: Any, count: int) -> Relevance:
-        return Relevance(_scores_by_index(payload, count, "score"), None)
+    def read_scores(self, payload: Any, count: int) -> Answer:
+        return (_scores_by_index(payload, count, "score"), None)
 
 
 class OllamaProtocol(Protocol):
@@ -246,11 +228,11 @@ class OllamaProtocol(Protocol):
             body["dimensions"] = options.dimensions
         return body
 
-    def read_embeddings(self, payload: Any, count: int) -> Vectors:
+    def read_embeddings(self, payload: Any, count: int) -> Answer:
         if not isinstance(payload, dict) or not isinstance(payload.get("embeddings"), list):
             raise BadAnswer("not Ollama's /api/embed answer ({embeddings: [...]})")
         tokens = payload.get("prompt_eval_count")
-        return Vectors(_matrix(payload["embeddings"], count), tokens if isinstance(tokens, int) else None)
+        return (_matrix(payload["embeddings"], count), tokens if isinstance(tokens, int) else None)
 
     def generation_url(self, url: str, capability: str) -> str:
         return url + "/v1" + GENERATION_PATHS[capability]

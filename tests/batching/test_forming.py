@@ -200,3 +200,14 @@ def test_the_tolerance_does_not_override_the_budgets() -> None:
     assert grow_batch([1, 2, 3, 4, 5], 0, cfg) == (0, 3)
     cfg = config(pad_tolerance_tokens=1000, max_batch_tokens=8, min_fill=1)
     assert grow_batch([1, 2, 3, 4, 5], 0, cfg) == (0, 2)  # 3 x 3 = 9 > 8
+
+
+def test_a_packed_runner_is_budgeted_by_real_tokens_and_mixes_lengths() -> None:
+    # Padded, 20+20+20+100 would cost 4 x 100 = 400 tokens at 40% fill: the long item waits.
+    cfg = config(max_batch_tokens=400)
+    assert grow_batch([20, 20, 20, 100], 0, cfg) == (0, 3)
+    # Packed, the same four cost their own 160 tokens: one forward pass.
+    assert grow_batch([20, 20, 20, 100], 0, cfg, padded=False) == (0, 4)
+    # The budget still binds, on real tokens: 100 + 20 + 20 + 20 > 150.
+    assert grow_batch([20, 20, 20, 100], 0, config(max_batch_tokens=150), padded=False) == (0, 3)
+    assert grow_batch([20] * 10, 0, config(max_batch_size=4), padded=False) == (0, 4)

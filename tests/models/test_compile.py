@@ -24,8 +24,9 @@ from models.compiled import BACKEND_ENV, LENGTHS_ENV, CompiledForward
 from models.loading import load_model
 from models.shapes import length_buckets
 from models.spec import ModelSpec
-from models.torch_backend import TorchEmbeddingRunner, wants_compile
-from models.torch_reranker import TorchRerankRunner
+from models.torch_embedding import TorchEmbeddingRunner
+from models.torch_loading import wants_compile
+from models.torch_rerank import TorchRerankRunner
 from tests.fixtures.tiny_models import CORPUS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -155,7 +156,7 @@ def test_an_unwarmed_bucket_runs_uncompiled_without_compiling(tiny_bert_dir: Pat
 
 def test_compile_auto_is_off_on_cpu(tiny_bert_dir: Path) -> None:
     runner = TorchEmbeddingRunner(ModelSpec(id="m", source=str(tiny_bert_dir), device="cpu"), str(tiny_bert_dir))
-    assert runner.warm() is None
+    assert runner.warm(max_batch_tokens=64, max_batch_size=4) is None
     assert wants_compile("auto", "cuda") and wants_compile("auto", "cuda:1")
     assert not wants_compile("auto", "cpu") and not wants_compile("auto", "mps")
     assert wants_compile("on", "cpu") and not wants_compile("off", "cuda")

@@ -6,7 +6,7 @@ import pytest
 
 from models.errors import InvalidInput
 from models.prompts import prompt_text
-from models.runner import ModelInfo
+from models.types import ModelInfo
 
 
 def info(prompts: dict[str, str], default: str | None = None) -> ModelInfo:

@@ -56,7 +56,7 @@ def test_errors_name_the_file_the_entry_and_the_field_in_one_line(tmp_path: Path
         load_models_file(path)
     message = str(error.value)
     assert message.startswith(f"{path}: ") and "\n" not in message
-    assert "entry 2 ('b'), backend: Input should be 'torch', 'onnx' or 'onnx-int8'" in message
+    assert "entry 2 ('b'), backend: unknown backend 'tensorrt'; known: torch, onnx, onnx-int8" in message
     assert "entry 3, source: Field required" in message and "entry 3, id: Field required" in message
     assert "entry 4 ('up'), protocol:" in message
     assert "pydantic" not in message and "local" not in message
@@ -102,7 +102,7 @@ def test_an_entrys_own_token_budget_counts_as_set_and_the_server_default_does_no
     )
     a, b = load_models_file(path)
     defaults = Settings().batching()
-    assert a.batching_config(defaults).for_device("cpu").max_batch_tokens == 4096
-    assert b.batching_config(defaults).for_device("cpu").max_batch_tokens == 16384
+    assert a.batching_config(defaults).for_device("cpu", 4096).max_batch_tokens == 4096
+    assert b.batching_config(defaults).for_device("cpu", 4096).max_batch_tokens == 16384
     server_wide = Settings(max_batch_tokens=8192).batching()
-    assert a.batching_config(server_wide).for_device("cpu").max_batch_tokens == 8192
+    assert a.batching_config(server_wide).for_device("cpu", 4096).max_batch_tokens == 8192

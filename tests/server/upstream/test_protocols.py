@@ -79,21 +79,21 @@ def test_reading_openai_embeddings_in_index_order_with_usage() -> None:
         "data": [{"index": 1, "embedding": [0.0, 1.0]}, {"index": 0, "embedding": [1.0, 0.0]}],
         "usage": {"prompt_tokens": 7, "total_tokens": 7},
     }
-    vectors = openai.read_embeddings(payload, 2)
-    assert vectors.rows.tolist() == [[1.0, 0.0], [0.0, 1.0]] and vectors.tokens == 7
+    rows, tokens = openai.read_embeddings(payload, 2)
+    assert rows.tolist() == [[1.0, 0.0], [0.0, 1.0]] and tokens == 7
 
 
 def test_reading_base64_embeddings() -> None:
     row = np.array([0.5, -2.0], dtype="<f4")
     payload = {"data": [{"index": 0, "embedding": base64.b64encode(row.tobytes()).decode()}]}
-    assert openai.read_embeddings(payload, 1).rows.tolist() == [[0.5, -2.0]]
+    assert openai.read_embeddings(payload, 1)[0].tolist() == [[0.5, -2.0]]
 
 
 def test_reading_tei_and_ollama_embeddings() -> None:
-    assert tei.read_embeddings([[1, 2], [3, 4]], 2).tokens is None
+    assert tei.read_embeddings([[1, 2], [3, 4]], 2)[1] is None
     answer = {"model": "m", "embeddings": [[1, 2]], "total_duration": 5, "prompt_eval_count": 3}
-    vectors = ollama.read_embeddings(answer, 1)
-    assert vectors.rows.shape == (1, 2) and vectors.tokens == 3
+    rows, tokens = ollama.read_embeddings(answer, 1)
+    assert rows.shape == (1, 2) and tokens == 3
 
 
 def test_reading_scores_back_into_document_order() -> None:
@@ -104,8 +104,8 @@ def test_reading_scores_back_into_document_order() -> None:
             {"index": 1, "relevance_score": 0.1},
         ]
     }
-    assert openai.read_scores(cohere, 3).scores.tolist() == pytest.approx([0.5, 0.1, 0.9])
-    assert tei.read_scores([{"index": 1, "score": 2.0}, {"index": 0, "score": -1.0}], 2).scores.tolist() == [-1.0, 2.0]
+    assert openai.read_scores(cohere, 3)[0].tolist() == pytest.approx([0.5, 0.1, 0.9])
+    assert tei.read_scores([{"index": 1, "score": 2.0}, {"index": 0, "score": -1.0}], 2)[0].tolist() == [-1.0, 2.0]
 
 
 @pytest.mark.parametrize(

@@ -7,102 +7,34 @@ A trailing Normalize module is left out so each request can choose normalization
 
 from __future__ import annotations
 
-import json
-import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from models.errors import ModelLoadError
 from models.packed_encoder import packed_model, packing_unsupported
-from models.runner import ModelInfo, SparseVector, Tokens
+from models.prompts import merged_prompts
 from models.spec import ModelSpec
 from models.threads import cpu_thread_share
 from models.tokenizer import TextTokenizer
+from models.torch_loading import (
+    CPU_BATCH_TOKENS,
+    WARM_TEXT,
+    compiled_forward,
+    first_module_limit,
+    load_st_model,
+    packed_runner,
+    release_modules,
+    vocab_size_of,
+)
 from models.transfer import to_device, to_host
-
-log = logging.getLogger("embedserve.models")
-
-WARM_TEXT = "A longer sentence warms up the kernels for a few more positions of the sequence."
-
-_DTYPES = {"float32", "float16", "bfloat16"}
-
-
-def pick_device(requested: str) -> str:
-    import torch
-
-    if requested != "auto":
-        return requested
-    if torch.cuda.is_available():
-        return "cuda"
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return "mps"
-    return "cpu"
-
-
-# Families whose activations overflow float16: they run in float32 or bfloat16 only.
-_NO_FLOAT16 = ("gemma3", "gemma3_text")
-
-
-def pick_dtype(requested: str, device: str, model_type: str = "") -> str:
-    """float32 on CPU; on accelerators float16, or bfloat16 for families that overflow float16."""
-    if requested == "float16" and model_type in _NO_FLOAT16:
-        raise ModelLoadError(
-            f"{model_type} models do not run in float16 (their activations overflow); use float32 or bfloat16"
-        )
-    if requested in _DTYPES:
-        return requested
-    if device == "cpu":
-        return "float32"
-    return "bfloat16" if model_type in _NO_FLOAT16 else "float16"
-
-
-def wants_compile(setting: str, device: str) -> bool:
-    """ModelSpec.compile on `device`: "auto" compiles on CUDA only; elsewhere a compile costs more
-    start-up than it saves (CPU inductor: ~15-25 s per length bucket even for a tiny model)."""
-    if setting == "auto":
-        return device.startswith("cuda")
-    return setting == "on"
-
-
-def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, str, str]:
-    """A sentence-transformers model (SentenceTransformer or CrossEncoder) in eval mode on the spec's
-    device and dtype, with the spec's thread count; the device and dtype it got.
-
-    Off the CPU the weights load straight in the target dtype (no float32 copy on the accelerator),
-    where the folder's config.json names the family; transformers picks its attention
-    implementation itself: "sdpa" wherever the model class supports it (BERT, XLM-R and Gemma3 in
-    4.57, Gemma3's bidirectional masks included)."""
-    import torch
-
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    device = pick_device(spec.device)
-    dtype = pick_dtype(spec.dtype, device, _folder_model_type(source))
-    kwargs = {"model_kwargs": {"dtype": getattr(torch, dtype)}} if dtype != "float32" else {}
-    try:
-        model = model_class(source, device=device, **kwargs)
-    except Exception as exc:  # the library raises many types for a bad folder or an unreachable hub
-        raise ModelLoadError(f"cannot load {spec.kind} model {spec.id!r} from {source!r}: {exc}") from exc
-    modules = list(model)
-    # The loaded config decides (a hub id has no local config.json to read beforehand).
-    dtype = pick_dtype(spec.dtype, device, getattr(_config(modules[0]) if modules else None, "model_type", ""))
-    if model.dtype != getattr(torch, dtype):
-        model.to(getattr(torch, dtype))
-    model.eval()
-    return model, device, dtype
-
-
-def _folder_model_type(source: str) -> str:
-    try:
-        return str(json.loads((Path(source) / "config.json").read_text()).get("model_type", ""))
-    except (OSError, ValueError, AttributeError):
-        return ""
+from models.types import ModelInfo, SparseVector, Tokens
 
 
 class TorchEmbeddingRunner:
+    cpu_batch_tokens = CPU_BATCH_TOKENS
+
     def __init__(self, spec: ModelSpec, source: str) -> None:
         import torch
         from sentence_transformers import SentenceTransformer
@@ -118,13 +50,13 @@ class TorchEmbeddingRunner:
 
         first = modules[0]
         hf_tokenizer = model.tokenizer
-        max_length = min(x for x in (spec.max_length, model.max_seq_length, _position_limit(first)) if x)
+        max_length = min(x for x in (spec.max_length, model.max_seq_length, first_module_limit(first)) if x)
         first.max_seq_length = max_length
         self.tokenizer = TextTokenizer(
             hf_tokenizer.backend_tokenizer,
             max_length=max_length,
             pad_id=hf_tokenizer.pad_token_id if hf_tokenizer.pad_token_id is not None else 0,
-            vocab_size=min(len(hf_tokenizer), _vocab_size(first) or len(hf_tokenizer)),
+            vocab_size=min(len(hf_tokenizer), vocab_size_of(first) or len(hf_tokenizer)),
             with_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
         )
         self._sparse_head = _sparse_head(source, first, dtype, self._device)
@@ -148,6 +80,7 @@ class TorchEmbeddingRunner:
         self._packed = None
         if self._compiled is None:
             self._packed = packed_runner(spec, first.auto_model, unsupported=packing_unsupported, build=packed_model)
+        self.pads = self._packed is None
         self.info = ModelInfo(
             id=spec.id,
             kind=spec.kind,
@@ -158,7 +91,7 @@ class TorchEmbeddingRunner:
             dtype=dtype,
             normalized=normalized,
             sparse=self._sparse_head is not None,
-            prompts={**{k: v for k, v in (model.prompts or {}).items() if v}, **spec.prompts},
+            prompts=merged_prompts(model.prompts, spec.prompts),
             default_prompt=spec.default_prompt or model.default_prompt_name,
         )
 
@@ -168,7 +101,7 @@ class TorchEmbeddingRunner:
     def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
         return self.tokenizer.encode_ids(ids, truncate=truncate)
 
-    def warm(self, *, max_batch_tokens: int | None = None, max_batch_size: int | None = None) -> Any:
+    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> Any:
         """Compiles every length bucket now, at start-up, for batches within the batcher's limits
         (default: its defaults on accelerators); a no-op when not compiling. The compiled forward, or None."""
         if self._compiled is not None:
@@ -177,6 +110,9 @@ class TorchEmbeddingRunner:
                 self.tokenizer, sample, self._device, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size
             )
         return self._compiled
+
+    def close(self) -> None:
+        release_modules(self)
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         torch = self._torch
@@ -220,29 +156,6 @@ class TorchEmbeddingRunner:
         return vectors
 
 
-def compiled_forward(spec: ModelSpec, device: str, modules: Sequence[Any], output: str, max_length: int) -> Any:
-    """The compiled module chain when the spec compiles on `device` (models.compiled), else None."""
-    if not wants_compile(spec.compile, device):
-        return None
-    from models.compiled import CompiledForward
-
-    return CompiledForward(modules, output, max_length=max_length, required=spec.compile == "on")
-
-
-def packed_runner(
-    spec: ModelSpec, model: Any, *, unsupported: Callable[[Any], str | None], build: Callable[[Any], Any]
-) -> Any:
-    """`build(model)`, the packed runner of a transformers model (models.packed_encoder), unless the
-    spec turns packing off or `unsupported(model)` gives a reason; then None (the padded forward)."""
-    if spec.packing == "off":
-        return None
-    reason = unsupported(model)
-    if reason is not None:
-        log.debug("model runs padded", extra={"model": spec.id, "reason": reason})
-        return None
-    return build(model)
-
-
 def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any:
     """bge-m3's `sparse_linear.pt` (a Linear(hidden, 1) state dict) when the folder has one."""
     import torch
@@ -254,20 +167,3 @@ def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any
     head = torch.nn.Linear(hidden, 1)
     head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     return head.to(device=device, dtype=getattr(torch, dtype)).eval()
-
-
-def _config(first_module: Any) -> Any:
-    model = getattr(first_module, "auto_model", None)
-    return getattr(model, "config", None)
-
-
-def _position_limit(first_module: Any) -> int | None:
-    config = _config(first_module)
-    limit = getattr(config, "max_position_embeddings", None)
-    if limit and getattr(config, "model_type", "") in ("roberta", "xlm-roberta", "camembert"):
-        limit -= 2  # RoBERTa-style position ids start after the padding index
-    return limit
-
-
-def _vocab_size(first_module: Any) -> int | None:
-    return getattr(_config(first_module), "vocab_size", None)

@@ -19,16 +19,27 @@ import numpy as np
 
 from models.errors import ModelLoadError
 from models.packed_encoder import PackedClassifier, classifier_unsupported
+from models.prompts import merged_prompts
 from models.reranker import scores_per_pair
-from models.runner import ModelInfo, Tokens
 from models.spec import ModelSpec
 from models.threads import cpu_thread_share
 from models.tokenizer import PairTokenizer
-from models.torch_backend import WARM_TEXT, _position_limit, compiled_forward, load_st_model, packed_runner
+from models.torch_loading import (
+    CPU_BATCH_TOKENS,
+    WARM_TEXT,
+    compiled_forward,
+    first_module_limit,
+    load_st_model,
+    packed_runner,
+    release_modules,
+)
 from models.transfer import to_device, to_host
+from models.types import ModelInfo, Tokens
 
 
 class TorchRerankRunner:
+    cpu_batch_tokens = CPU_BATCH_TOKENS
+
     def __init__(self, spec: ModelSpec, source: str) -> None:
         import torch
         from sentence_transformers import CrossEncoder
@@ -55,7 +66,7 @@ class TorchRerankRunner:
 
         hf_tokenizer = model.tokenizer
         # CrossEncoder's own limit is the tokenizer's model_max_length capped at max_position_embeddings.
-        max_length = min(x for x in (spec.max_length, model.max_seq_length, _position_limit(first)) if x)
+        max_length = min(x for x in (spec.max_length, model.max_seq_length, first_module_limit(first)) if x)
         model.max_seq_length = max_length
         try:
             self.tokenizer = PairTokenizer(
@@ -74,13 +85,14 @@ class TorchRerankRunner:
             self._packed = packed_runner(
                 spec, first.auto_model, unsupported=classifier_unsupported, build=PackedClassifier
             )
+        self.pads = self._packed is None
 
         self.num_labels = int(model.num_labels)
         activation = getattr(model, "activation_fn", None)
         self.folder_activation = type(activation).__name__ if activation is not None else "Identity"
         """The activation `CrossEncoder.predict` applies by default (from the folder's config): for
         reference only; `relevance` applies the sigmoid/softmax convention whatever the folder says."""
-        prompts = {**{k: v for k, v in (model.prompts or {}).items() if v}, **spec.prompts}
+        prompts = merged_prompts(model.prompts, spec.prompts)
         self.info = ModelInfo(
             id=spec.id,
             kind="rerank",
@@ -94,7 +106,13 @@ class TorchRerankRunner:
             default_prompt=spec.default_prompt or model.default_prompt_name,
         )
 
-    def warm(self, *, max_batch_tokens: int | None = None, max_batch_size: int | None = None) -> Any:
+    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
+        return self.tokenizer.encode_pairs(query, documents, truncate=truncate)
+
+    def close(self) -> None:
+        release_modules(self)
+
+    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> Any:
         """Compiles every length bucket now, at start-up (see TorchEmbeddingRunner.warm)."""
         if self._compiled is not None:
             sample = self.tokenizer.encode_pairs(WARM_TEXT, [WARM_TEXT])[0]

@@ -1,0 +1,59 @@
+"""What each model family supports, in one place: runners, quantize and tests read it here.
+
+A family is a set of transformers `model_type`s that share an architecture. What a family states:
+- `packs`: runs on real tokens only (models.packed_encoder), no work on padding;
+- `float16`: its activations fit float16 (Gemma3's overflow: float32 or bfloat16 only);
+- `position_offset`: position ids that start after the padding index (RoBERTa-style), so the
+  usable length is `max_position_embeddings - offset`;
+- `onnx_fusions`: the onnxruntime transformer optimizer's model type for its fusions (quantize), if any;
+- `sparse_head`: whether a folder of the family may carry bge-m3's `sparse_linear.pt`.
+Every family compiles (torch.compile) and exports to ONNX; an unknown `model_type` gets the
+padded forward, no fusions and float16 allowed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    packs: bool = False
+    float16: bool = True
+    position_offset: int = 0
+    onnx_fusions: str | None = None
+    sparse_head: bool = False
+
+
+FAMILIES: tuple[Family, ...] = (
+    Family("bert", ("bert",), packs=True, onnx_fusions="bert"),
+    Family(
+        "roberta",
+        ("roberta", "xlm-roberta", "camembert"),
+        packs=True,
+        position_offset=2,
+        onnx_fusions="bert",
+        sparse_head=True,
+    ),
+    Family("gemma3", ("gemma3", "gemma3_text"), packs=True, float16=False),
+    Family("bert-like", ("distilbert", "electra", "mpnet", "ernie"), onnx_fusions="bert"),
+)
+
+_BY_TYPE = {model_type: family for family in FAMILIES for model_type in family.model_types}
+
+
+def family_of(model_type: str | None) -> Family:
+    """The family of a transformers `model_type`; an unknown one is a family of its own that supports
+    only what every model does."""
+    return _BY_TYPE.get(model_type or "") or Family(model_type or "unknown", (model_type or "unknown",))
+
+
+def position_limit(config: Any) -> int | None:
+    """The longest sequence a transformers config's position embeddings allow (None: it declares none)."""
+    limit = getattr(config, "max_position_embeddings", None)
+    if not limit:
+        return None
+    return int(limit) - family_of(getattr(config, "model_type", None)).position_offset

@@ -1,0 +1,71 @@
+"""The values that cross the model layer's boundary: tokenized items, what a loaded model is, and
+what a request gets back (one result type per kind, whoever computed it: a local runner or an upstream)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, slots=True)
+class Tokens:
+    """One tokenized item, special tokens included, already truncated to the model's limit."""
+
+    ids: list[int]
+    type_ids: list[int] | None = None
+    truncated: bool = False
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelInfo:
+    """What clients and operators see of a loaded model."""
+
+    id: str
+    kind: str
+    dimension: int
+    max_length: int
+    backend: str
+    device: str
+    dtype: str
+    normalized: bool
+    """Whether the folder's own pipeline ends in L2 normalization."""
+    sparse: bool = False
+    """Whether the model also gives sparse lexical weights (bge-m3's sparse head)."""
+
+    prompts: dict[str, str] = field(default_factory=dict)
+    """Named prompts (prefixes) from the folder's configuration and the model's settings."""
+    default_prompt: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SparseVector:
+    """Lexical weights of one text: token ids (ascending, unique) and their weights (all > 0)."""
+
+    indices: np.ndarray
+    values: np.ndarray
+
+
+@dataclass(slots=True)
+class Embeddings:
+    """A request's finished vectors (float32, one row per input) and its input tokens."""
+
+    vectors: np.ndarray
+    tokens: int
+
+
+@dataclass(slots=True)
+class SparseEmbeddings:
+    vectors: list[SparseVector]
+    tokens: int
+
+
+@dataclass(slots=True)
+class Scores:
+    """One relevance score per document, in the documents' order, and the request's input tokens."""
+
+    values: np.ndarray
+    tokens: int

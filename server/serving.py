@@ -1,0 +1,76 @@
+"""The one seam between the routes and whatever serves a model: a model here (torch, ONNX or any
+registered runner, behind its batcher) or an upstream server. Routes name a model, get a
+`ServedModel`, and call it; they never ask where it runs.
+
+Each API shape is a thin translation onto these calls (`server/routes/*`); what applies to every
+model (deadlines, admission by tokens, output types, tracing) is applied once, around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.types import Embeddings, Scores, SparseEmbeddings
+
+Inputs = Sequence[str] | Sequence[Sequence[int]]
+"""Texts, or token-id sequences (their content: the model's special tokens are added around them)."""
+
+Admission = Callable[[int], Awaitable[None]]
+"""Called with a request's input token count before its work is queued or sent; raises to refuse it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOptions:
+    dimensions: int | None = None
+    normalize: bool | None = None
+    """None: the model's own choice (its folder's pipeline; upstreams: as they answer)."""
+    truncate: bool = True
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RerankOptions:
+    truncate: bool = True
+    raw_scores: bool = False
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """What a request brings to any model: its deadline (seconds from now) and its token admission."""
+
+    within: float | None
+    """None: no deadline (the server's own work, e.g. calibration)."""
+    admit: Admission | None = None
+
+
+class ServedModel(Protocol):
+    spec: Any
+    """The model's settings; `spec.id` is its name, `spec.kind` what it does ("embed" or "rerank")."""
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Named prompts the model applies itself (empty upstream: the upstream applies its own)."""
+        ...
+
+    @property
+    def dimension(self) -> int | None:
+        """Its vectors' size, where known before a request (None upstream)."""
+        ...
+
+    async def embed(self, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings: ...
+
+    async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
+        """Lexical weights; InvalidInput where the model has no sparse head."""
+        ...
+
+    async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores: ...
+
+    async def calibration(self, dimensions: int | None) -> np.ndarray:
+        """Per-dimension [min, max] of its embeddings of the built-in calibration sentences (what int8
+        and uint8 outputs are scaled by); InvalidInput where it cannot be computed here."""
+        ...
