@@ -1,0 +1,134 @@
+"""deploy/compose.yml brought up for real (podman-compose from PyPI), with Redis and Prometheus.
+
+The compose file is used as users use it; tests/deploy/compose.podman.yml on top only swaps in local images (no
+registry is reachable: Redis and Prometheus come from Debian's packages, deploy/podman/*.Containerfile), moves the
+host ports to free ones and adds a second embedserve replica. Checks: Prometheus scrapes embedserve (its `up` is 1
+and embedserve's own metrics are in Prometheus), and the two replicas share one Redis rate limit: a global burst of
+3 spent across both leaves the 4th request, on either, a 429.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.deploy import images
+from tests.support import ROOT, free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+OVERRIDE = Path(__file__).with_name("compose.podman.yml")
+PROJECT = "embedserve-test"
+
+
+def _wait(condition, what: str, timeout: float = 600) -> None:  # type: ignore[no-untyped-def]
+    """Polls; the timeout only turns a hang into a failure."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(httpx.HTTPError, KeyError, IndexError, ValueError):
+            if condition():
+                return
+        time.sleep(1)
+    raise AssertionError(f"{what}: not within {timeout} s")
+
+
+def _keep_health_checks_running(stop: threading.Event) -> threading.Thread:
+    """Podman runs health checks from systemd timers; there is no systemd here, so the test is the timer
+    (`depends_on: condition: service_healthy` waits on Redis's check)."""
+
+    def tick() -> None:
+        while not stop.wait(2):
+            names = images.podman(
+                "ps", "--filter", f"label=io.podman.compose.project={PROJECT}", "--format", "{{.Names}}", check=False
+            ).stdout.split()
+            for name in names:
+                images.podman("healthcheck", "run", name, check=False, timeout=60)
+
+    thread = threading.Thread(target=tick, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture(scope="module")
+def compose_stack(amd64_image: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    try:
+        compose = images.podman_compose()
+    except images.Unavailable as error:
+        pytest.skip(f"no podman-compose: {error}")
+    base = images.base_image("amd64")
+    env = {
+        **os.environ,
+        "CONTAINERS_CONF": str(images.CONTAINERS_CONF),
+        "EMBEDSERVE_IMAGE": amd64_image,
+        "REDIS_IMAGE": images.build_helper_image("redis.Containerfile", "redis", base),
+        "PROMETHEUS_IMAGE": images.build_helper_image("prometheus.Containerfile", "prometheus", base),
+        "EMBEDSERVE_PUBLISHED_PORT": str(free_port()),
+        "EMBEDSERVE_2_PUBLISHED_PORT": str(free_port()),
+        "PROMETHEUS_PUBLISHED_PORT": str(free_port()),
+        "MODELS_DIR": str(tmp_path_factory.mktemp("compose-models")),
+    }
+    files = ["-p", PROJECT, "-f", str(ROOT / "deploy" / "compose.yml"), "-f", str(OVERRIDE)]
+    services = ["redis", "embedserve", "embedserve-2", "prometheus"]
+
+    def compose_run(*args: str, timeout: float = 900):  # type: ignore[no-untyped-def]
+        return images.run([*compose, *files, *args], env=env, check=False, timeout=timeout)
+
+    compose_run("down", "-t", "0")
+    stop = threading.Event()
+    _keep_health_checks_running(stop)
+    start = time.monotonic()
+    up = compose_run("up", "-d", "--no-build", *services)
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    urls = {
+        "embedserve": f"http://127.0.0.1:{env['EMBEDSERVE_PUBLISHED_PORT']}",
+        "embedserve-2": f"http://127.0.0.1:{env['EMBEDSERVE_2_PUBLISHED_PORT']}",
+        "prometheus": f"http://127.0.0.1:{env['PROMETHEUS_PUBLISHED_PORT']}",
+    }
+    try:
+        for name in ("embedserve", "embedserve-2"):
+            _wait(
+                lambda name=name: httpx.get(f"{urls[name]}/health/ready", timeout=5).status_code == 200, f"{name} ready"
+            )
+        images.record("compose up, both replicas ready", time.monotonic() - start)
+        yield urls
+    finally:
+        stop.set()
+        logs = compose_run("logs", "--tail", "30")
+        print(logs.stdout[-6000:], logs.stderr[-2000:])
+        down = compose_run("down", "-t", "40")
+        assert down.returncode == 0, down.stderr[-3000:]
+
+
+def _prometheus(url: str, query: str) -> list[dict]:
+    body = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=10).json()
+    assert body["status"] == "success", body
+    return body["data"]["result"]
+
+
+def test_prometheus_scrapes_embedserve(compose_stack: dict[str, str]) -> None:
+    assert httpx.get(f"{compose_stack['embedserve']}/metrics", timeout=10).status_code == 200
+    _wait(
+        lambda: _prometheus(compose_stack["prometheus"], 'up{job="embedserve"}')[0]["value"][1] == "1",
+        "Prometheus's `up` for embedserve:8000 is 1",
+        timeout=300,
+    )
+    # embedserve's own series, not only Prometheus's bookkeeping: the scrape parsed /metrics.
+    assert _prometheus(compose_stack["prometheus"], '{job="embedserve", __name__=~"embed_.+"}')
+
+
+def test_two_replicas_share_one_redis_rate_limit(compose_stack: dict[str, str]) -> None:
+    body = {"input": ["shared limits"]}
+    replicas = [compose_stack["embedserve"], compose_stack["embedserve-2"]]
+    statuses = [httpx.post(f"{replicas[i % 2]}/v1/embeddings", json=body, timeout=60).status_code for i in range(4)]
+    # a burst of 3 for the whole deployment: A, B, A pass; B's is the 4th, refused though B itself saw one request
+    assert statuses == [200, 200, 200, 429], statuses
+    assert httpx.post(f"{replicas[0]}/v1/embeddings", json=body, timeout=60).status_code == 429
+    for url in replicas:
+        metrics = httpx.get(f"{url}/metrics", timeout=10).text
+        assert "embed_ratelimit_redis_degraded 0.0" in metrics, "both replicas talk to Redis"
