@@ -21,7 +21,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.types import ModelInfo, SparseVector, Tokens
+from models.types import ModelInfo, SparseVector, Tokens, TokenSpan
 
 
 class Runner(Protocol):
@@ -41,6 +41,14 @@ class Runner(Protocol):
 
     def close(self) -> None:
         """Frees what the runner holds (sessions, device memory); it is not run again."""
+        ...
+
+    def describe(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[TokenSpan]]:
+        """Each text's tokens and the characters they cover (TEI's /tokenize)."""
+        ...
+
+    def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        """Texts back from token ids (TEI's /decode)."""
         ...
 
 
@@ -64,7 +72,21 @@ class SparseRunner(EmbeddingRunner, Protocol):
     def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]: ...
 
 
+class TokenEmbeddingRunner(EmbeddingRunner, Protocol):
+    """An embedding runner whose `info.token_embeddings` is true also gives each token's vector."""
+
+    def run_tokens(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
+        """Per item, its last hidden state: float32 (len(item), hidden), special tokens included."""
+        ...
+
+
 class RerankRunner(Runner, Protocol):
+    """Cross-encoders; a sequence classifier (kind "classify") is the same runner, given single texts."""
+
+    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        """Single texts, for classification."""
+        ...
+
     def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
         """One item per (query, document) pair, as the model's own tokenizer encodes a pair."""
         ...
@@ -124,6 +146,7 @@ register(
         {
             "embed": "models.torch_embedding:TorchEmbeddingRunner",
             "rerank": "models.torch_rerank:TorchRerankRunner",
+            "classify": "models.torch_rerank:TorchRerankRunner",
         },
         hint=" (or serve an ONNX folder made by `embedserve quantize`)",
     )

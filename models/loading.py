@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 
 from models.backend import backend_entry, build_runner
+from models.classifier import Classifier
 from models.embedder import Embedder
 from models.memory import rss_bytes
 from models.reranker import Reranker
@@ -23,7 +24,7 @@ _WARMUP_QUERY = "what warms up a model?"
 @dataclass(slots=True)
 class LoadedModel:
     spec: ModelSpec
-    model: Embedder | Reranker
+    model: Embedder | Reranker | Classifier
     load_seconds: float
     memory_bytes: int
 
@@ -51,6 +52,8 @@ def load_model(
         compiled = model.runner.warm(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
     if isinstance(model, Reranker):
         model.runner.run(model.tokenize(_WARMUP_QUERY, _WARMUP_TEXTS))
+    elif isinstance(model, Classifier):
+        model.runner.run(model.tokenize(_WARMUP_TEXTS))
     else:
         model.runner.run(model.tokenize(_WARMUP_TEXTS))
     done = time.perf_counter()
@@ -94,7 +97,9 @@ def _import_backend(backend: str) -> float:
     return time.perf_counter() - started
 
 
-def _build(spec: ModelSpec, source: str) -> Embedder | Reranker:
+_KINDS = {"embed": Embedder, "rerank": Reranker, "classify": Classifier}
+
+
+def _build(spec: ModelSpec, source: str) -> Embedder | Reranker | Classifier:
     """The runner for the spec's backend and kind (models.backend's registry), wrapped for its kind."""
-    runner = build_runner(spec.backend, spec.kind, spec, source)
-    return Reranker(runner) if spec.kind == "rerank" else Embedder(runner)
+    return _KINDS[spec.kind](build_runner(spec.backend, spec.kind, spec, source))

@@ -21,7 +21,7 @@ from models.pooling import load_dense, sentence_embeddings
 from models.prompts import merged_prompts
 from models.reranker import scores_per_pair
 from models.spec import ModelSpec
-from models.tokenizer import PairTokenizer, TextTokenizer
+from models.tokenizer import InspectsTokens, PairTokenizer, TextTokenizer
 from models.types import ModelInfo, Tokens
 
 CPU_BATCH_TOKENS = 1536
@@ -31,7 +31,7 @@ load: on MiniLM-L6, mixed load, 2 cores, 1536 tokens ran as fast as 2048 and 409
 INT8, within the ±10% noise) with 13 and 85 MB less peak RSS (bench/README.md, "Memory")."""
 
 
-class _OnnxRunner:
+class _OnnxRunner(InspectsTokens):
     """What both ONNX runners share: the padded forward of one session, no compile step."""
 
     _onnx: _OnnxSession
@@ -98,7 +98,7 @@ class _OnnxSession:
     def feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
 
-    def info(self, spec: ModelSpec, *, dimension: int, normalized: bool) -> ModelInfo:
+    def info(self, spec: ModelSpec, *, dimension: int, normalized: bool, token_embeddings: bool = False) -> ModelInfo:
         config = self.config
         return ModelInfo(
             id=spec.id,
@@ -109,6 +109,7 @@ class _OnnxSession:
             device=self.device,
             dtype=self.dtype,
             normalized=normalized,
+            token_embeddings=token_embeddings,
             prompts=merged_prompts(config.get("prompts"), spec.prompts),
             default_prompt=spec.default_prompt or config.get("default_prompt"),
         )
@@ -130,7 +131,9 @@ class OnnxEmbeddingRunner(_OnnxRunner):
             with_type_ids=bool(config["with_type_ids"]),
             copy=False,
         )
-        self.info = onnx.info(spec, dimension=int(config["dimension"]), normalized=bool(config["normalize"]))
+        self.info = onnx.info(
+            spec, dimension=int(config["dimension"]), normalized=bool(config["normalize"]), token_embeddings=True
+        )
 
     def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
         return self.tokenizer.encode(texts, prompt=prompt, truncate=truncate)
@@ -142,6 +145,11 @@ class OnnxEmbeddingRunner(_OnnxRunner):
         arrays = self.tokenizer.pad(batch)
         (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(arrays))
         return sentence_embeddings(hidden, arrays["attention_mask"], self._pooling_mode, self._dense)
+
+    def run_tokens(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
+        """Each item's last hidden state, special tokens included."""
+        (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(self.tokenizer.pad(batch)))
+        return [np.ascontiguousarray(hidden[row, : len(item)], dtype=np.float32) for row, item in enumerate(batch)]
 
 
 class OnnxRerankRunner(_OnnxRunner):

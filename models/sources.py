@@ -57,7 +57,9 @@ def guess_backend(source: str) -> str:
 
 def guess_kind(source: str) -> str:
     """`rerank` for a local cross-encoder folder (saved as a sentence-transformers CrossEncoder, or a
-    plain sequence-classification model), `embed` otherwise; a models file can always say `kind`."""
+    plain sequence-classification model), `classify` for a plain sequence-classification model whose
+    labels have names of their own (a sentiment model's "positive"; a reranker's are LABEL_0, LABEL_1),
+    `embed` otherwise; a models file can always say `kind`."""
     folder = Path(resolve_source(source))
     exported = peek_config(folder)
     if exported.get("kind") in ("embed", "rerank"):
@@ -67,7 +69,11 @@ def guess_kind(source: str) -> str:
         return "rerank"
     architectures = config.get("architectures") or []
     classifier = any(str(name).endswith("ForSequenceClassification") for name in architectures)
-    return "rerank" if classifier and not (folder / "modules.json").is_file() else "embed"
+    if not classifier or (folder / "modules.json").is_file():
+        return "embed"
+    labels = [str(name) for name in (config.get("id2label") or {}).values()]
+    named = len(labels) > 1 and any(not label.startswith("LABEL_") for label in labels)
+    return "classify" if named else "rerank"
 
 
 def _json(path: Path) -> dict:

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 
 from models.backend import BACKENDS
 
-ModelKind = Literal["embed", "rerank"]
+ModelKind = Literal["embed", "rerank", "classify"]
 Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Compile = Literal["auto", "off", "on"]

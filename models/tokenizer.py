@@ -13,7 +13,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from models.errors import InputTooLong, InvalidInput
-from models.types import Tokens
+from models.types import Tokens, TokenSpan
 
 CHARS_PER_TOKEN_BOUND = 32
 """Texts longer than this many characters per token of the model's limit are cut before tokenizing.
@@ -37,7 +37,38 @@ def _bounded(text: str, chars: int, *, keep_end: bool = False) -> str:
     return piece[:space] if space >= chars // 2 else piece
 
 
-class TextTokenizer:
+class _Inspection:
+    """What TEI's /tokenize and /decode show of a model's tokenizer (`self._tok`)."""
+
+    _tok: Tokenizer
+
+    def describe(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[TokenSpan]]:
+        """Each text's tokens with the characters they cover, as the tokenizer splits it (an embedder's
+        tokenizer cuts at the model's token limit, as the model would see the text)."""
+        spans = []
+        for text, enc in zip(texts, self._tok.encode_batch(list(texts), add_special_tokens=add_special_tokens)):
+            row = []
+            for token_id, token, special, (start, stop) in zip(
+                enc.ids, enc.tokens, enc.special_tokens_mask, enc.offsets
+            ):
+                if special:
+                    row.append(TokenSpan(token_id, token, True, None, None))
+                else:
+                    row.append(TokenSpan(token_id, text[start:stop], False, start, stop))
+            spans.append(row)
+        return spans
+
+    def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        """Texts back from token ids (InvalidInput for an id outside the vocabulary)."""
+        size = self._tok.get_vocab_size(with_added_tokens=True)
+        for i, ids in enumerate(sequences):
+            bad = next((t for t in ids if not 0 <= t < size), None)
+            if bad is not None:
+                raise InvalidInput(f"ids[{i}] holds token id {bad}, outside the vocabulary [0, {size})", param="ids")
+        return self._tok.decode_batch([list(ids) for ids in sequences], skip_special_tokens=skip_special_tokens)
+
+
+class TextTokenizer(_Inspection):
     def __init__(
         self,
         backend: Tokenizer,
@@ -136,7 +167,7 @@ class TextTokenizer:
         return features
 
 
-class PairTokenizer:
+class PairTokenizer(_Inspection):
     """(query, document) pairs for cross-encoders, tokenized as the model's tokenizer encodes a pair
     (its post-processor's pair template, `longest_first` truncation to `max_length`, the tokenizer's
     truncation side), which is what `tokenizer(pairs, truncation=True)` and CrossEncoder do.
@@ -272,3 +303,15 @@ class PairTokenizer:
 
     # Padding is the same as for single texts: it needs only pad_id and with_type_ids.
     pad = TextTokenizer.pad
+
+
+class InspectsTokens:
+    """For runners: TEI's /tokenize and /decode through the runner's own tokenizer."""
+
+    tokenizer: _Inspection
+
+    def describe(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[TokenSpan]]:
+        return self.tokenizer.describe(texts, add_special_tokens=add_special_tokens)
+
+    def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        return self.tokenizer.decode(sequences, skip_special_tokens=skip_special_tokens)

@@ -17,7 +17,7 @@ from models.packed_encoder import packed_model, packing_unsupported
 from models.prompts import merged_prompts
 from models.spec import ModelSpec
 from models.threads import cpu_thread_share
-from models.tokenizer import TextTokenizer
+from models.tokenizer import InspectsTokens, TextTokenizer
 from models.torch_loading import (
     CPU_BATCH_TOKENS,
     WARM_TEXT,
@@ -32,7 +32,7 @@ from models.transfer import to_device, to_host
 from models.types import ModelInfo, SparseVector, Tokens
 
 
-class TorchEmbeddingRunner:
+class TorchEmbeddingRunner(InspectsTokens):
     cpu_batch_tokens = CPU_BATCH_TOKENS
 
     def __init__(self, spec: ModelSpec, source: str) -> None:
@@ -91,6 +91,7 @@ class TorchEmbeddingRunner:
             dtype=dtype,
             normalized=normalized,
             sparse=self._sparse_head is not None,
+            token_embeddings=True,
             prompts=merged_prompts(model.prompts, spec.prompts),
             default_prompt=spec.default_prompt or model.default_prompt_name,
         )
@@ -133,6 +134,12 @@ class TorchEmbeddingRunner:
             return self._modules[0](to_device(arrays, self._device))
         mask = self._torch.from_numpy(arrays["attention_mask"]).to(self._device, non_blocking=True)
         return {"attention_mask": mask, "token_embeddings": self._packed(self._packed.pack(arrays), self._device)}
+
+    def run_tokens(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
+        """Each item's last hidden state (the transformer's token embeddings), special tokens included."""
+        with self._threads.batch(), self._torch.inference_mode():
+            hidden = to_host(self._token_embeddings(self.tokenizer.pad(batch))["token_embeddings"])
+        return [np.ascontiguousarray(hidden[row, : len(item)], dtype=np.float32) for row, item in enumerate(batch)]
 
     def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]:
         """bge-m3's lexical weights: relu(sparse_linear(last hidden state)) per token, the largest

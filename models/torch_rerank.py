@@ -23,7 +23,7 @@ from models.prompts import merged_prompts
 from models.reranker import scores_per_pair
 from models.spec import ModelSpec
 from models.threads import cpu_thread_share
-from models.tokenizer import PairTokenizer
+from models.tokenizer import InspectsTokens, PairTokenizer, TextTokenizer
 from models.torch_loading import (
     CPU_BATCH_TOKENS,
     WARM_TEXT,
@@ -37,7 +37,7 @@ from models.transfer import to_device, to_host
 from models.types import ModelInfo, Tokens
 
 
-class TorchRerankRunner:
+class TorchRerankRunner(InspectsTokens):
     cpu_batch_tokens = CPU_BATCH_TOKENS
 
     def __init__(self, spec: ModelSpec, source: str) -> None:
@@ -64,7 +64,7 @@ class TorchRerankRunner:
         self._device = torch.device(device)
         self._threads = cpu_thread_share(self._device)
 
-        hf_tokenizer = model.tokenizer
+        hf_tokenizer = self._hf_tokenizer = model.tokenizer
         # CrossEncoder's own limit is the tokenizer's model_max_length capped at max_position_embeddings.
         max_length = min(x for x in (spec.max_length, model.max_seq_length, first_module_limit(first)) if x)
         model.max_seq_length = max_length
@@ -95,7 +95,7 @@ class TorchRerankRunner:
         prompts = merged_prompts(model.prompts, spec.prompts)
         self.info = ModelInfo(
             id=spec.id,
-            kind="rerank",
+            kind=spec.kind,
             dimension=self.num_labels,
             max_length=max_length,
             backend="torch",
@@ -104,7 +104,22 @@ class TorchRerankRunner:
             normalized=False,
             prompts=prompts,
             default_prompt=spec.default_prompt or model.default_prompt_name,
+            labels=_labels(getattr(first.auto_model, "config", None), self.num_labels),
         )
+        self._single: TextTokenizer | None = None
+
+    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        """Single texts, for a sequence classifier (made on first use: rerankers never need it)."""
+        if self._single is None:
+            hf = self._hf_tokenizer
+            self._single = TextTokenizer(
+                hf.backend_tokenizer,
+                max_length=self.info.max_length,
+                pad_id=self.tokenizer.pad_id,
+                vocab_size=len(hf),
+                with_type_ids=self.tokenizer.with_type_ids,
+            )
+        return self._single.encode(texts, prompt=prompt, truncate=truncate)
 
     def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
         return self.tokenizer.encode_pairs(query, documents, truncate=truncate)
@@ -139,3 +154,9 @@ class TorchRerankRunner:
                     features = module(features)
                 scores = to_host(features["scores"])
         return scores_per_pair(scores, self.num_labels, len(batch))
+
+
+def _labels(config: Any, count: int) -> tuple[str, ...]:
+    """The folder's label names by output index (id2label), or LABEL_i where it names none."""
+    names = getattr(config, "id2label", None) or {}
+    return tuple(str(names.get(i, names.get(str(i), f"LABEL_{i}"))) for i in range(count))

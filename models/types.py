@@ -35,10 +35,25 @@ class ModelInfo:
     """Whether the folder's own pipeline ends in L2 normalization."""
     sparse: bool = False
     """Whether the model also gives sparse lexical weights (bge-m3's sparse head)."""
-
+    token_embeddings: bool = False
+    """Whether the runner also gives each token's vector (TEI's /embed_all)."""
     prompts: dict[str, str] = field(default_factory=dict)
     """Named prompts (prefixes) from the folder's configuration and the model's settings."""
     default_prompt: str | None = None
+    labels: tuple[str, ...] = ()
+    """A classifier's label names, by output index (its folder's id2label)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenSpan:
+    """One token of a text as the model's tokenizer splits it: its id, its text (the characters it
+    covers; a special token's own string), and where it covers them (None for special tokens)."""
+
+    id: int
+    text: str
+    special: bool
+    start: int | None
+    stop: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,4 +83,21 @@ class Scores:
     """One relevance score per document, in the documents' order, and the request's input tokens."""
 
     values: np.ndarray
+    tokens: int
+
+
+@dataclass(slots=True)
+class Predictions:
+    """A classifier's answer: one row of label scores per input (probabilities, or raw logits when
+    asked), and the request's input tokens."""
+
+    values: np.ndarray
+    tokens: int
+
+
+@dataclass(slots=True)
+class TokenEmbeddings:
+    """Per input, its last hidden state: one float32 row per token, special tokens included."""
+
+    vectors: list[np.ndarray]
     tokens: int

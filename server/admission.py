@@ -40,9 +40,11 @@ INFERENCE_ROUTES = {
     "/embed_sparse": "embed",
     "/v2/embed": "embed",
     "/similarity": "embed",
+    "/embed_all": "embed",
     "/v1/rerank": "rerank",
     "/v2/rerank": "rerank",
     "/rerank": "rerank",
+    "/predict": "classify",
 }
 
 

@@ -13,13 +13,14 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
 from batching.batcher import Batcher
 from batching.config import BatchingConfig
 from batching.errors import QueueFull, RequestTooLarge
+from models.classifier import Classifier
 from models.embedder import Embedder
 from models.errors import InvalidInput, ModelNotReady
 from models.loading import LoadedModel, load_model
@@ -28,12 +29,23 @@ from models.registry import ModelRegistry
 from models.reranker import Reranker
 from models.spec import ModelSpec
 from models.texts import SENTENCES
-from models.types import Embeddings, ModelInfo, Scores, SparseEmbeddings, SparseVector, Tokens
+from models.types import (
+    Embeddings,
+    ModelInfo,
+    Predictions,
+    Scores,
+    SparseEmbeddings,
+    SparseVector,
+    TokenEmbeddings,
+    Tokens,
+    TokenSpan,
+)
 from server import tracing
 from server.metrics import Metrics
-from server.serving import Admission, Call, EmbedOptions, Inputs, RerankOptions
+from server.serving import Admission, Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
 
 log = logging.getLogger("embedserve.host")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -46,6 +58,8 @@ class LocalModel:
     host: ModelHost
     sparse_batcher: Batcher[Tokens, SparseVector] | None = None
     """Sparse lexical weights run through their own batcher: the same model, another output."""
+    token_batcher: Batcher[Tokens, np.ndarray] | None = None
+    """Token embeddings (TEI's /embed_all), likewise; made by the first request that asks."""
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -67,9 +81,33 @@ class LocalModel:
     async def calibration(self, dimensions: int | None) -> np.ndarray:
         return await self.host.calibration(self, dimensions=dimensions)
 
+    async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
+        return await self.host.embed_tokens(self, texts, options, call)
+
+    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call) -> Predictions:
+        return await self.host.classify(self, inputs, options, call)
+
+    async def describe(
+        self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
+    ) -> list[list[TokenSpan]]:
+        model = self.loaded.model
+        prefix = model.prompt(prompt_name) if isinstance(model, Embedder) else ""
+        texts = [prefix + text for text in texts] if prefix else texts
+
+        def describe() -> list[list[TokenSpan]]:
+            return model.runner.describe(texts, add_special_tokens=add_special_tokens)
+
+        return await self.host.off_loop(describe, sum(len(t) for t in texts))
+
+    async def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        def decode() -> list[str]:
+            return self.loaded.model.runner.decode(sequences, skip_special_tokens=skip_special_tokens)
+
+        return await self.host.off_loop(decode, sum(len(ids) for ids in sequences) * 4)
+
     @property
     def batchers(self) -> list[Batcher]:
-        return [b for b in (self.batcher, self.sparse_batcher) if b is not None]
+        return [b for b in (self.batcher, self.sparse_batcher, self.token_batcher) if b is not None]
 
     @property
     def info(self) -> ModelInfo:
@@ -79,6 +117,12 @@ class LocalModel:
     def embedder(self) -> Embedder:
         model = self.loaded.model
         assert isinstance(model, Embedder), f"{self.spec.id} is a {self.spec.kind} model"
+        return model
+
+    @property
+    def classifier(self) -> Classifier:
+        model = self.loaded.model
+        assert isinstance(model, Classifier), f"{self.spec.id} is a {self.spec.kind} model"
         return model
 
     @property
@@ -279,6 +323,47 @@ class ModelHost:
         raw = await self._submit(served, tokens, within=call.within)
         return Scores(reranker.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
 
+    async def embed_tokens(
+        self, served: LocalModel, texts: Sequence[str], options: EmbedOptions, call: Call
+    ) -> TokenEmbeddings:
+        """Each token's vector, for models whose runner gives them (TEI's /embed_all)."""
+        embedder = served.embedder
+        if not embedder.info.token_embeddings:
+            raise InvalidInput(f"model {served.spec.id!r} gives no token embeddings", param="model")
+        if served.token_batcher is None:
+            runner = embedder.runner
+            limits = self.batching[served.spec.id].for_device(runner.info.device, runner.cpu_batch_tokens)
+            batcher = self._batcher(f"{served.spec.id}/tokens", runner.run_tokens, limits, runner.pads)  # type: ignore[attr-defined]
+            served.token_batcher = batcher
+            await batcher.start()
+
+        def tokenize() -> list[Tokens]:
+            return embedder.tokenize(texts, prompt_name=options.prompt_name, truncate=options.truncate)
+
+        tokens = await self._tokenize(tokenize, sum(len(x) for x in texts), call.admit)
+        vectors = await self._submit(served, tokens, served.token_batcher, within=call.within)
+        return TokenEmbeddings(vectors, sum(len(t) for t in tokens))
+
+    async def classify(
+        self, served: LocalModel, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call
+    ) -> Predictions:
+        """Label scores per input (a text or a pair of texts)."""
+        classifier = served.classifier
+
+        def tokenize() -> list[Tokens]:
+            return classifier.tokenize(inputs, prompt_name=options.prompt_name, truncate=options.truncate)
+
+        chars = sum(len(x) if isinstance(x, str) else len(x[0]) + len(x[1]) for x in inputs)
+        tokens = await self._tokenize(tokenize, chars, call.admit)
+        raw = await self._submit(served, tokens, within=call.within)
+        return Predictions(classifier.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
+
+    async def off_loop(self, work: Callable[[], T], chars: int) -> T:
+        """Tokenizer work: on the event loop when small (cheaper than a thread hop), in a thread when large."""
+        if chars <= self.tokenize_inline_chars:
+            return work()
+        return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, work)
+
     async def _submit(
         self, served: LocalModel, tokens: list[Tokens], batcher: Batcher | None = None, *, within: float | None = None
     ) -> list[Any]:
@@ -302,10 +387,8 @@ class ModelHost:
         """Small requests are tokenized on the event loop (cheaper than a thread hop), large ones off it;
         then `admit` may refuse the request for its token count, before it is queued."""
         with tracing.span("tokenize", characters=chars):
-            if chars <= self.tokenize_inline_chars:
-                tokens = tokenize()
-            else:
-                tokens = await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, tokenize)
+            tokens = await self.off_loop(tokenize, chars)
         if admit is not None:
             await admit(sum(len(t) for t in tokens))
         return tokens
+

@@ -14,10 +14,13 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.types import Embeddings, Scores, SparseEmbeddings
+from models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
 """Texts, or token-id sequences (their content: the model's special tokens are added around them)."""
+
+TextOrPair = str | tuple[str, str]
+"""A classifier's input: one text, or a pair of texts."""
 
 Admission = Callable[[int], Awaitable[None]]
 """Called with a request's input token count before its work is queued or sent; raises to refuse it."""
@@ -34,6 +37,13 @@ class EmbedOptions:
 
 @dataclass(frozen=True, slots=True)
 class RerankOptions:
+    truncate: bool = True
+    raw_scores: bool = False
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyOptions:
     truncate: bool = True
     raw_scores: bool = False
     prompt_name: str | None = None
@@ -69,6 +79,20 @@ class ServedModel(Protocol):
         ...
 
     async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores: ...
+
+    async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
+        """Each token's vector (TEI's /embed_all); InvalidInput where the model cannot give them."""
+        ...
+
+    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call) -> Predictions: ...
+
+    async def describe(
+        self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
+    ) -> list[list[TokenSpan]]:
+        """Each text's tokens and the characters they cover; InvalidInput where the tokenizer is not here."""
+        ...
+
+    async def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]: ...
 
     async def calibration(self, dimensions: int | None) -> np.ndarray:
         """Per-dimension [min, max] of its embeddings of the built-in calibration sentences (what int8

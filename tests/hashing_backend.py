@@ -23,7 +23,7 @@ import numpy as np
 from models.backend import BackendEntry, register
 from models.errors import InvalidInput
 from models.spec import ModelSpec
-from models.types import ModelInfo, Tokens
+from models.types import ModelInfo, Tokens, TokenSpan
 
 VOCAB = 4096
 CLS, SEP = 1, 2  # around every text, as BERT's tokenizer puts [CLS] and [SEP]
@@ -80,6 +80,21 @@ class _HashingRunner:
 
     def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> None:
         return None
+
+    def describe(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[TokenSpan]]:
+        spans = []
+        for text in texts:
+            row, at = [], 0
+            for word in text.split():
+                start = text.index(word, at)
+                at = start + len(word)
+                row.append(TokenSpan(self.word_ids(word)[0], word, False, start, at))
+            ends = ([TokenSpan(CLS, "[CLS]", True, None, None)], [TokenSpan(SEP, "[SEP]", True, None, None)])
+            spans.append([*ends[0], *row, *ends[1]] if add_special_tokens else row)
+        return spans
+
+    def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
+        raise InvalidInput("a hashing tokenizer's ids cannot be turned back into words", param="ids")
 
     def close(self) -> None:
         self.table = np.zeros((0, self.dimension), dtype=np.float32)

@@ -17,10 +17,10 @@ import orjson
 
 from models.errors import InvalidInput
 from models.pooling import l2_normalize
-from models.types import Embeddings, Scores, SparseEmbeddings
+from models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
 from server import tracing
 from server.metrics import Metrics
-from server.serving import Call, EmbedOptions, Inputs, RerankOptions
+from server.serving import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
 from server.upstream.balancer import Balancer, Endpoint
 from server.upstream.config import EndpointSpec, UpstreamSpec
 from server.upstream.protocols import PROTOCOLS, Answer, BadAnswer, Unsupported
@@ -146,6 +146,25 @@ class UpstreamModel:
 
     async def calibration(self, dimensions: int | None) -> np.ndarray:
         raise InvalidInput("int8 and uint8 are calibrated on models served here, not upstream", param="embedding_type")
+
+    def _not_here(self, what: str) -> InvalidInput:
+        return InvalidInput(
+            f"model {self.spec.id!r} is served upstream: {what} needs a model served here", param="model"
+        )
+
+    async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
+        raise self._not_here("token embeddings")
+
+    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call) -> Predictions:
+        raise self._not_here("classification")
+
+    async def describe(
+        self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
+    ) -> list[list[TokenSpan]]:
+        raise self._not_here("tokenizing")
+
+    async def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
+        raise self._not_here("decoding")
 
     async def _answer(
         self,

@@ -85,3 +85,12 @@ def test_a_backend_that_does_not_pad_is_budgeted_by_its_real_tokens(hashing: App
     assert served.batcher.padded is False and served.loaded.model.runner.pads is False
     no_sparse = hashing.http.post("/embed_sparse", json={"inputs": "x"}, headers={"X-Model": "words"})
     assert no_sparse.status_code == 400 and "no sparse head" in no_sparse.json()["error"]
+
+
+def test_its_tokenizer_answers_teis_token_routes(hashing: AppServer) -> None:
+    spans = hashing.http.post("/tokenize", json={"inputs": "Hello  there", "model": "words"}).json()[0]
+    assert [(t["text"], t["start"], t["stop"], t["special"]) for t in spans] == [
+        ("[CLS]", None, None, True), ("Hello", 0, 5, False), ("there", 7, 12, False), ("[SEP]", None, None, True),
+    ]  # fmt: skip
+    refused = hashing.http.post("/decode", json={"ids": [5], "model": "words"})
+    assert refused.status_code == 400 and "cannot be turned back" in refused.json()["error"]

@@ -39,6 +39,10 @@ OPERATIONS = [
     ("POST", "/v2/rerank", True),
     ("POST", "/", True),
     ("POST", "/similarity", True),
+    ("POST", "/embed_all", True),
+    ("POST", "/tokenize", True),
+    ("POST", "/decode", True),
+    ("POST", "/predict", True),
     ("GET", "/info", False),
     ("POST", "/rerank", True),
     ("GET", "/v1/models", False),
@@ -81,7 +85,8 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
         r"|outside the vocabulary|has no sparse head|truncation is off"
         r"|'model' is required|is not an http\(s\) base URL|too many inputs"
         r"|not supported: (use END|texts are cut|this server embeds text)|exactly one of `texts` or `inputs`"
-        r"|name one with \?model= or X-Model"
+        r"|name one with (\?model=|`model`) or X-Model"
+        r"|apply to a classification model"
     ),
     # No upstream is configured here: generation and the admin API name models that are not served.
     # A path parameter that the URL normalizes away (".", "..", "/") leaves a path with no route.

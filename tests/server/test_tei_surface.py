@@ -68,6 +68,7 @@ def test_info_describes_the_chosen_model_in_teis_fields(served: AppServer) -> No
     info = served.http.get("/info", headers={"X-Model": "all-MiniLM-L6-v2"}).json()
     assert info["model_id"] == "all-MiniLM-L6-v2" and info["model_type"] == {"embedding": {"pooling": None}}
     assert info["max_input_length"] == 256 and info["max_client_batch_size"] == 2048 and info["auto_truncate"] is True
-    assert served.http.get("/info?model=rr").json()["model_type"] == {"reranker": {}}
+    labels = {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}  # TEI's ClassifierModel fields
+    assert served.http.get("/info?model=rr").json()["model_type"] == {"reranker": labels}
     several = served.http.get("/info")
     assert several.status_code == 400 and "name one with ?model= or X-Model" in several.json()["error"]
