@@ -41,7 +41,15 @@ def _configure(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.99,
         metavar="X",
-        help="embedders: refuse INT8 below this mean cosine with fp32 (default 0.99)",
+        help="embedders: refuse INT8 if any text of the evaluation set falls below this cosine with fp32 "
+        "(default 0.99)",
+    )
+    p.add_argument(
+        "--mean-cosine",
+        type=float,
+        default=0.997,
+        metavar="X",
+        help="embedders: refuse INT8 below this mean cosine with fp32 over the evaluation set (default 0.997)",
     )
     p.add_argument(
         "--min-spearman",
@@ -99,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
         calibration=args.calibration,
         optimize=args.optimize,
         min_cosine=args.min_cosine,
+        mean_cosine=args.mean_cosine,
         min_spearman=args.min_spearman,
         force=args.force,
         kind=args.kind,
@@ -143,14 +152,29 @@ def summary(manifest: dict) -> str:
     kept = q.get("exclude") or []
     shown = ", ".join(kept[:4]) + (f" and {len(kept) - 4} more" if len(kept) > 4 else "")
     lines.append(
-        f"int8: {q.get('mode')} for {manifest.get('target')}, per_channel={q.get('per_channel')}, "
+        f"int8: {q.get('mode')} ({(q.get('extra_options') or {}).get('activation_scales', 'per-tensor')} activation "
+        f"scales) for {manifest.get('target')}, per_channel={q.get('per_channel')}, "
         f"reduce_range={q.get('reduce_range')}, {len(kept)} node(s) kept fp32{f' ({shown})' if kept else ''}, "
         f"written={q.get('written')}"
     )
     if "mean_cosine" in accuracy:
-        lines.append(f"accuracy: mean cosine {accuracy['mean_cosine']:.5f}, min {accuracy['min_cosine']:.5f}")
+        lines.append(
+            f"accuracy: mean cosine {accuracy['mean_cosine']:.5f}, min {accuracy['min_cosine']:.5f} "
+            f"over {accuracy.get('items')} texts"
+        )
+        retrieval = accuracy.get("retrieval") or {}
+        k = retrieval.get("k")
+        if k and f"top{k}_overlap" in retrieval:
+            lines.append(
+                f"retrieval: top-{k} overlap {retrieval[f'top{k}_overlap']:.4f} (worst query "
+                f"{retrieval[f'min_top{k}_overlap']:.2f}), top-1 agreement {retrieval['top1_agreement']:.4f}"
+            )
+        for row in accuracy.get("worst") or []:
+            lines.append(f"  worst: {row['cosine']:.5f} [{row['language']}] {row['text']!r}")
     elif "spearman" in accuracy:
         lines.append(f"accuracy: spearman {accuracy['spearman']:.4f}, top-1 agreement {accuracy['top1_agreement']:.2f}")
+        for row in accuracy.get("worst") or []:
+            lines.append(f"  worst: spearman {row['spearman']:.4f} [{row['language']}] {row['query']!r}")
     speed = (manifest.get("speed") or {}).get("items_per_second")
     if speed:
         lines.append("items/s: " + ", ".join(f"{name} {rate:.1f}" for name, rate in speed.items()))

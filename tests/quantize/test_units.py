@@ -87,3 +87,39 @@ def test_optimizer_families() -> None:
 
     assert optimizer_model_type("bert") == optimizer_model_type("xlm-roberta") == "bert"
     assert optimizer_model_type("gemma3_text") is None
+
+
+def test_evaluation_set_covers_languages_code_short_and_long() -> None:
+    from quantize.eval_texts import LANGUAGES, TOPICS, eval_texts, language, rerank_sets
+
+    texts = eval_texts()
+    assert len(texts) >= 300 and len(set(texts)) == len(texts)
+    groups = [language(t) for t in texts]
+    for group in (*LANGUAGES, "code", "short"):
+        assert groups.count(group) >= 20, group
+    assert groups.count("long") == len(LANGUAGES) and "other" not in groups
+    assert all(len(t) > 600 for t in texts if language(t) == "long")  # past 256 tokens in every script
+    assert all(len(t) <= 12 for t in texts if language(t) == "short")
+    assert all(len(sentences) == len(LANGUAGES) for _, sentences in TOPICS)
+    sets = rerank_sets()
+    assert len(sets) == len(TOPICS) and all(len(docs) == 8 and len(set(docs)) == 8 for _, docs in sets)
+
+
+def test_retrieval_agreement_and_worst_texts() -> None:
+    from quantize.report import embed_accuracy, retrieval_agreement
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 16))
+    same = retrieval_agreement(x, x.copy())
+    assert same["top10_overlap"] == 1.0 and same["top1_agreement"] == 1.0
+    assert same["mean_query_spearman"] == pytest.approx(1.0)
+    noisy = retrieval_agreement(x, x + rng.normal(scale=0.5, size=x.shape))
+    assert noisy["top10_overlap"] < 1.0 and noisy["min_top10_overlap"] <= noisy["top10_overlap"]
+
+    texts = [f"text {i}" for i in range(40)]
+    y = x.copy()
+    y[7] = -x[7]  # one text far off
+    y[3] += rng.normal(scale=0.3, size=16)
+    report = embed_accuracy(x, y, texts)
+    assert report["min_cosine"] == pytest.approx(-1.0)
+    assert [w["text"] for w in report["worst"][:2]] == ["text 7", "text 3"] and len(report["worst"]) == 5
