@@ -121,6 +121,14 @@ def ensure_aarch64_emulation() -> None:
         raise Unavailable(f"{binfmt / 'qemu-aarch64'} is not enabled")
 
 
+def qualified(image: str) -> str:
+    """docker.io/… for a short name, as Docker reads it (podman refuses short names without a search registry)."""
+    first = image.split("/", 1)[0]
+    if "/" in image and ("." in first or ":" in first or first == "localhost"):
+        return image
+    return f"docker.io/{image}" if "/" in image else f"docker.io/library/{image}"
+
+
 def base_key(arch: str) -> str:
     digest = hashlib.sha256()
     for part in (arch.encode(), BASE_SCRIPT.read_bytes(), CA_BUNDLE.read_bytes() if CA_BUNDLE.exists() else b""):

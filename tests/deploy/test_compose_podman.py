@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from tests.deploy import images
 from tests.support import ROOT, free_port
@@ -55,6 +59,15 @@ def _keep_health_checks_running(stop: threading.Event) -> threading.Thread:
     return thread
 
 
+@dataclass
+class Stack:
+    urls: dict[str, str]
+    compose: Callable[..., subprocess.CompletedProcess[str]]
+
+    def __getitem__(self, service: str) -> str:
+        return self.urls[service]
+
+
 @pytest.fixture(scope="module")
 def compose_stack(amd64_image: str, tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     try:
@@ -71,6 +84,7 @@ def compose_stack(amd64_image: str, tmp_path_factory: pytest.TempPathFactory):  
         "EMBEDSERVE_PUBLISHED_PORT": str(free_port()),
         "EMBEDSERVE_2_PUBLISHED_PORT": str(free_port()),
         "PROMETHEUS_PUBLISHED_PORT": str(free_port()),
+        "GRAFANA_PUBLISHED_PORT": str(free_port()),
         "MODELS_DIR": str(tmp_path_factory.mktemp("compose-models")),
     }
     files = ["-p", PROJECT, "-f", str(ROOT / "deploy" / "compose.yml"), "-f", str(OVERRIDE)]
@@ -89,6 +103,7 @@ def compose_stack(amd64_image: str, tmp_path_factory: pytest.TempPathFactory):  
         "embedserve": f"http://127.0.0.1:{env['EMBEDSERVE_PUBLISHED_PORT']}",
         "embedserve-2": f"http://127.0.0.1:{env['EMBEDSERVE_2_PUBLISHED_PORT']}",
         "prometheus": f"http://127.0.0.1:{env['PROMETHEUS_PUBLISHED_PORT']}",
+        "grafana": f"http://127.0.0.1:{env['GRAFANA_PUBLISHED_PORT']}",
     }
     try:
         for name in ("embedserve", "embedserve-2"):
@@ -96,7 +111,7 @@ def compose_stack(amd64_image: str, tmp_path_factory: pytest.TempPathFactory):  
                 lambda name=name: httpx.get(f"{urls[name]}/health/ready", timeout=5).status_code == 200, f"{name} ready"
             )
         images.record("compose up, both replicas ready", time.monotonic() - start)
-        yield urls
+        yield Stack(urls, compose_run)
     finally:
         stop.set()
         logs = compose_run("logs", "--tail", "30")
@@ -111,7 +126,7 @@ def _prometheus(url: str, query: str) -> list[dict]:
     return body["data"]["result"]
 
 
-def test_prometheus_scrapes_embedserve(compose_stack: dict[str, str]) -> None:
+def test_prometheus_scrapes_embedserve(compose_stack: Stack) -> None:
     assert httpx.get(f"{compose_stack['embedserve']}/metrics", timeout=10).status_code == 200
     _wait(
         lambda: _prometheus(compose_stack["prometheus"], 'up{job="embedserve"}')[0]["value"][1] == "1",
@@ -122,7 +137,7 @@ def test_prometheus_scrapes_embedserve(compose_stack: dict[str, str]) -> None:
     assert _prometheus(compose_stack["prometheus"], '{job="embedserve", __name__=~"embed_.+"}')
 
 
-def test_two_replicas_share_one_redis_rate_limit(compose_stack: dict[str, str]) -> None:
+def test_two_replicas_share_one_redis_rate_limit(compose_stack: Stack) -> None:
     body = {"input": ["shared limits"]}
     replicas = [compose_stack["embedserve"], compose_stack["embedserve-2"]]
     statuses = [httpx.post(f"{replicas[i % 2]}/v1/embeddings", json=body, timeout=60).status_code for i in range(4)]
@@ -132,3 +147,21 @@ def test_two_replicas_share_one_redis_rate_limit(compose_stack: dict[str, str]) 
     for url in replicas:
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         assert "embed_ratelimit_redis_degraded 0.0" in metrics, "both replicas talk to Redis"
+
+
+def test_grafana_shows_the_dashboard_over_prometheus(compose_stack: Stack) -> None:
+    """Grafana has no Debian package to build a local image from: it runs only where its image can be pulled."""
+    image = yaml.safe_load((ROOT / "deploy" / "compose.yml").read_text())["services"]["grafana"]["image"]
+    pull = images.podman("pull", images.qualified(image), check=False, timeout=900)
+    if pull.returncode != 0:
+        pytest.skip(f"Grafana not started: podman pull {images.qualified(image)}: {images.error_line(pull)}")
+    up = compose_stack.compose("up", "-d", "--no-build", "grafana")
+    assert up.returncode == 0, up.stdout[-3000:] + up.stderr[-3000:]
+    grafana, auth = compose_stack["grafana"], ("admin", os.environ.get("GRAFANA_ADMIN_PASSWORD", "admin"))
+    _wait(lambda: httpx.get(f"{grafana}/api/health", timeout=5).status_code == 200, "Grafana healthy")
+    (source,) = httpx.get(f"{grafana}/api/datasources", auth=auth, timeout=10).json()
+    assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
+    found = httpx.get(f"{grafana}/api/search", params={"query": "embedserve"}, auth=auth, timeout=10).json()
+    assert [hit for hit in found if hit["type"] == "dash-db"], found
+    health = httpx.get(f"{grafana}/api/datasources/uid/{source['uid']}/health", auth=auth, timeout=30).json()
+    assert health.get("status") == "OK", health

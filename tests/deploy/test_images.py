@@ -197,3 +197,30 @@ def test_arm64_image_serves_int8_on_emulated_aarch64_as_an_a1(
         code, status = _stop_while_serving(running, SENTENCES[:8])
         assert code == 0, running.logs()
         assert status == 200, f"the request in flight during the stop got {status}"
+
+
+@pytest.mark.parametrize("dockerfile, arch", [("Dockerfile", "amd64"), ("Dockerfile.arm64", "arm64")])
+def test_images_build_on_their_own_base_where_it_can_be_pulled(
+    dockerfile: str, arch: str, podman_ready: None, build_context: Path, request: pytest.FixtureRequest
+) -> None:
+    """The tests above build on a local bookworm root because no registry is reachable here; where python:3.11-slim
+    can be pulled, each Dockerfile is built on its own base and served from too."""
+    lines = (ROOT / dockerfile).read_text().splitlines()
+    base = next(line.split("=", 1)[1] for line in lines if line.startswith("ARG BASE_IMAGE="))
+    pull = images.podman("pull", "--arch", arch, images.qualified(base), check=False, timeout=900)
+    if pull.returncode != 0:
+        pytest.skip(
+            f"{dockerfile} not built on its own base: podman pull {images.qualified(base)}: {images.error_line(pull)}"
+        )
+    args: list[str] = []
+    extra: list[str] = ["TORCH_INDEX=https://pypi.org/simple"]
+    if arch == "arm64":
+        images.ensure_aarch64_emulation()
+        args = ["-v", f"{request.getfixturevalue('int8_models')}:/models:ro", *images.EMULATION_RUN_ARGS]
+        extra = []
+    tag = f"localhost/embedserve:test-{arch}-official-base"
+    images.build(dockerfile, tag, arch, images.qualified(base), build_context, *extra)
+    with images.container(f"embedserve-test-{arch}-official-base", tag, *args) as running:
+        running.wait_ready(timeout=900)
+        assert _healthcheck(running) == 0, running.logs()
+        assert images.stop(running)[0] == 0, running.logs()
