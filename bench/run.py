@@ -12,9 +12,11 @@ import itertools
 import json
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
+import urllib.request
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -151,8 +153,25 @@ def drive(server: Server, sc: Scenario, args: argparse.Namespace) -> dict:
         pool=args.pool,
         server_pid=server.pid,
     )
+    before = cache_counts(server.port)
     result = _run_json(argv, timeout=args.warmup + args.duration + REQUEST_TIMEOUT + 60)
-    return {**result, "busy_before_cores": busy, "rss_mb_after": server.rss_mb()}
+    after = cache_counts(server.port)
+    looked_up = sum(after.values()) - sum(before.values())
+    hit_rate = (after["hit"] - before["hit"]) / looked_up if looked_up else None  # warm-up included
+    return {**result, "busy_before_cores": busy, "rss_mb_after": server.rss_mb(), "cache_hit_rate": hit_rate}
+
+
+def cache_counts(port: int) -> dict[str, float]:
+    """embedserve's response-cache lookups so far, by result (zeros for a server without the metric)."""
+    counts = {"hit": 0.0, "miss": 0.0}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return counts
+    for result, value in re.findall(r'^embed_cache_requests_total\{[^}]*result="(hit|miss)"[^}]*\} (\S+)$', text, re.M):
+        counts[result] += float(value)
+    return counts
 
 
 def bench_contender(name: str, plan: list[Scenario], args: argparse.Namespace, model_dir: str) -> dict:

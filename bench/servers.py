@@ -16,7 +16,10 @@ from pathlib import Path
 from bench.procfs import status_kb
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("embedserve", "embedserve-onnx", "embedserve-onnx-int8", "infinity", "naive")
+CONTENDERS = ("embedserve", "embedserve-cached", "embedserve-onnx", "embedserve-onnx-int8", "infinity", "naive")
+NO_CACHE = {"EMBEDSERVE_CACHE_BYTES": "0"}
+"""embedserve's contenders run without the response cache (its peers have none, and the workloads cycle
+through their texts); `embedserve-cached` is the same server with it on, for the `zipf` workload."""
 # Infinity runs from its own virtual environment (its pins clash with ours): `make bench-peers` makes it.
 INFINITY_VENV = REPO / "bench" / ".venv-infinity"
 ONNX_BACKENDS = {"embedserve-onnx": "onnx", "embedserve-onnx-int8": "onnx-int8"}
@@ -57,7 +60,7 @@ def contender(
         entry = f"models:\n  - id: {model_id}\n    source: {onnx_dir}\n    backend: {ONNX_BACKENDS[name]}\n"
         models_file.write_text(entry)
         argv = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
-        return Contender(name, [*argv, "--models", str(models_file), *server_args], server_env)
+        return Contender(name, [*argv, "--models", str(models_file), *server_args], {**NO_CACHE, **server_env})
     if name == "infinity":
         executable = INFINITY_VENV / "bin" / "infinity_emb"
         if not executable.exists():
@@ -66,7 +69,7 @@ def contender(
         argv += ["--host", "127.0.0.1", "--engine", "torch", "--device", "cpu", "--no-bettertransformer"]
         env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
         return Contender(name, argv, env, embeddings_path="/embeddings", ready_path="/health")
-    if name == "embedserve":
+    if name in ("embedserve", "embedserve-cached"):
         argv = [
             sys.executable,
             "-m",
@@ -80,7 +83,7 @@ def contender(
             f"{model_id}={model_dir}",
             *server_args,
         ]
-        return Contender(name, argv, server_env)
+        return Contender(name, argv, server_env if name == "embedserve-cached" else {**NO_CACHE, **server_env})
     if name == "naive":
         argv = [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--model-dir", model_dir]
         return Contender(name, argv)

@@ -3,7 +3,9 @@
 Built-in so a benchmark needs no downloads and every run (and the in-process ceiling) sees
 byte-identical inputs. Lengths are what matter to an embedding server: `short` texts look like
 search queries (4-12 words), `long` ones like passages (120-300 words, past MiniLM's 256-token
-limit at the top end, so truncation is exercised), `mixed` is mostly queries with ~15% passages.
+limit at the top end, so truncation is exercised), `mixed` is mostly queries with ~15% passages, and
+`zipf` is `short` queries that repeat as search traffic does (Zipf, s = 1.1, over 10k distinct ones):
+what a response cache is measured on.
 """
 
 from __future__ import annotations
@@ -57,8 +59,10 @@ QUERY_PREFIXES = (
     "when should i",
 )
 
-WORKLOADS = ("short", "long", "mixed")
+WORKLOADS = ("short", "long", "mixed", "zipf")
 LONG_SHARE = 0.15  # share of passages in `mixed`
+ZIPF_DISTINCT = 10_000  # `zipf`: short queries drawn with repeats from this many distinct ones
+ZIPF_EXPONENT = 1.1  # P(the k-th most popular query) ∝ 1 / k^1.1, as search traffic repeats itself
 
 
 def _query(rng: random.Random) -> str:
@@ -101,4 +105,8 @@ def generate(workload: str, size: int, seed: int = 0) -> list[str]:
         return [_query(rng) for _ in range(size)]
     if workload == "long":
         return [_passage(rng) for _ in range(size)]
+    if workload == "zipf":
+        distinct = [_query(rng) for _ in range(ZIPF_DISTINCT)]
+        weights = [1 / rank**ZIPF_EXPONENT for rank in range(1, ZIPF_DISTINCT + 1)]
+        return rng.choices(distinct, weights=weights, k=size)
     return [_passage(rng) if rng.random() < LONG_SHARE else _query(rng) for _ in range(size)]

@@ -14,6 +14,7 @@ from models.spec import ModelSpec
 from server import __version__, tracing
 from server.admission import AdmissionMiddleware, Door
 from server.auth import Authenticator
+from server.cache import LocalCache, ResultCache, SharedCache
 from server.errors import ApiError, install_error_handlers
 from server.guard import GuardMiddleware, Limits
 from server.metrics import Metrics
@@ -72,6 +73,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         {spec.id: config for spec, config in served},
         metrics,
         tokenize_inline_chars=settings.tokenize_inline_chars,
+        cache=response_cache(settings),
     )
 
     authenticator = Authenticator(
@@ -166,6 +168,15 @@ def door_deadline(headers: Iterable[tuple[bytes, bytes]], settings: Settings) ->
         return parse_deadline(asked.decode("latin-1") if asked is not None else None, settings)
     except ApiError:
         return None
+
+
+def response_cache(settings: Settings) -> ResultCache | None:
+    """The response cache: this replica's own tier, and Redis's where one is configured (off: cache_bytes 0)."""
+    size = settings.cache_size()
+    if size == 0:
+        return None
+    shared = SharedCache(settings.redis_url, ttl=settings.cache_ttl_seconds) if settings.redis_url else None
+    return ResultCache(LocalCache(size), shared)
 
 
 def rate_limit_store(settings: Settings, metrics: Metrics) -> BucketStore:

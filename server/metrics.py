@@ -74,6 +74,23 @@ class Metrics:
         )
         self.model_load = Gauge("embed_model_load_seconds", "Time to load and warm the model.", ["model"], registry=r)
         self.model_ready = Gauge("embed_model_ready", "1 once the model is loaded and warmed.", ["model"], registry=r)
+        self.cache_requests = Counter(
+            "embed_cache_requests",
+            "Items looked up in the response cache, by model and result (hit: served without computing,"
+            " single-flight waits included; miss: computed).",
+            ["model", "result"],
+            registry=r,
+        )
+        self.cache_bytes = Gauge("embed_cache_bytes", "Bytes held by this replica's response cache.", registry=r)
+        self.cache_entries = Gauge("embed_cache_entries", "Items held by this replica's response cache.", registry=r)
+        self.cache_evictions = Counter(
+            "embed_cache_evictions", "Items dropped from the response cache to stay within its size.", registry=r
+        )
+        self.cache_shared_degraded = Gauge(
+            "embed_cache_redis_degraded",
+            "1 while Redis is unreachable and the response cache is this replica's own.",
+            registry=r,
+        )
         self.ratelimit_degraded = Gauge(
             "embed_ratelimit_redis_degraded",
             "1 while Redis is unreachable and rate limits fall back to this replica's own counts.",

@@ -41,6 +41,7 @@ from models.types import (
     TokenSpan,
 )
 from server import tracing
+from server.cache import ResultCache, identity, item_key
 from server.metrics import Metrics
 from server.serving import Admission, Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
 
@@ -60,6 +61,8 @@ class LocalModel:
     """Sparse lexical weights run through their own batcher: the same model, another output."""
     token_batcher: Batcher[Tokens, np.ndarray] | None = None
     """Token embeddings (TEI's /embed_all), likewise; made by the first request that asks."""
+    identity: bytes | None = None
+    """What its outputs depend on besides its inputs (server.cache); None: not cached (no local folder)."""
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -140,6 +143,7 @@ class ModelHost:
         metrics: Metrics,
         *,
         tokenize_inline_chars: int = 2048,
+        cache: ResultCache | None = None,
     ) -> None:
         self.registry = registry
         self.batching = batching
@@ -151,6 +155,9 @@ class ModelHost:
         """Models being loaded now, and when (Unix time) their load began."""
         self._calibrations: dict[tuple[str, int | None], asyncio.Future[np.ndarray]] = {}
         self._served: dict[str, LocalModel] = {}
+        self.cache = cache
+        self._computing: dict[bytes, asyncio.Future[np.ndarray]] = {}
+        """Items being computed for some request now, by cache key: an identical item waits for it."""
         self._tokenize_pool = ThreadPoolExecutor(2, thread_name_prefix="tokenize")
         self._loader: asyncio.Task[None] | None = None
         self.draining = False
@@ -176,6 +183,16 @@ class ModelHost:
                 runner = loaded.model.runner
                 config = limits.for_device(runner.info.device, runner.cpu_batch_tokens)
                 served = LocalModel(spec, loaded, self._batcher(spec.id, runner.run, config, runner.pads), self)
+                if loaded.fingerprint is not None:
+                    info = runner.info
+                    served.identity = identity(
+                        loaded.fingerprint,
+                        backend=info.backend,
+                        dtype=info.dtype,
+                        device=info.device,
+                        kind=spec.kind,
+                        max_length=info.max_length,
+                    )
                 if runner.info.sparse:
                     served.sparse_batcher = self._batcher(
                         f"{spec.id}/sparse",
@@ -227,6 +244,8 @@ class ModelHost:
         for served in self._served.values():
             served.loaded.model.runner.close()
         self._tokenize_pool.shutdown(wait=False, cancel_futures=True)
+        if self.cache is not None:
+            await self.cache.close()
 
     def saturated(self, kind: str, within: float | None) -> float | None:
         """Whether every loaded model of `kind` would refuse a request now (its queue at its bound, or
@@ -286,7 +305,7 @@ class ModelHost:
             return embedder.tokenize(inputs, prompt_name=options.prompt_name, truncate=options.truncate)
 
         tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), call.admit)
-        rows = await self._submit(served, tokens, within=call.within)
+        rows = await self._run(served, tokens, within=call.within)
         vectors = embedder.finish(np.stack(rows), normalize=options.normalize, dimensions=options.dimensions)
         return Embeddings(vectors, sum(len(t) for t in tokens))
 
@@ -320,7 +339,7 @@ class ModelHost:
             return reranker.tokenize(query, documents, prompt_name=options.prompt_name, truncate=options.truncate)
 
         tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), call.admit)
-        raw = await self._submit(served, tokens, within=call.within)
+        raw = await self._run(served, tokens, within=call.within)
         return Scores(reranker.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
 
     async def embed_tokens(
@@ -355,7 +374,7 @@ class ModelHost:
 
         chars = sum(len(x) if isinstance(x, str) else len(x[0]) + len(x[1]) for x in inputs)
         tokens = await self._tokenize(tokenize, chars, call.admit)
-        raw = await self._submit(served, tokens, within=call.within)
+        raw = await self._run(served, tokens, within=call.within)
         return Predictions(classifier.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
 
     async def off_loop(self, work: Callable[[], T], chars: int) -> T:
@@ -363,6 +382,64 @@ class ModelHost:
         if chars <= self.tokenize_inline_chars:
             return work()
         return await asyncio.get_running_loop().run_in_executor(self._tokenize_pool, work)
+
+    async def _run(self, served: LocalModel, tokens: list[Tokens], *, within: float | None) -> list[np.ndarray]:
+        """The model's output for each item: from the response cache where it has it, from another
+        request computing the same item now (single-flight), else from the batcher; only the misses queue."""
+        cache = self.cache
+        if cache is None or served.identity is None:
+            return await self._submit(served, tokens, within=within)
+        keys = [item_key(served.identity, t) for t in tokens]
+        rows = await cache.lookup(keys, _row_shape(served))
+        own: dict[bytes, int] = {}  # what this request computes: first index of each distinct key
+        waits: dict[int, asyncio.Future[np.ndarray]] = {}
+        loop = asyncio.get_running_loop()
+        for i, (key, row) in enumerate(zip(keys, rows)):
+            if row is not None or key in own:
+                continue
+            if (computing := self._computing.get(key)) is not None:
+                waits[i] = computing
+                continue
+            own[key] = i
+            future = self._computing[key] = loop.create_future()
+            future.add_done_callback(_retrieve)
+        hits = len(keys) - len(own)
+        self.metrics.cache_requests.labels(served.spec.id, "hit").inc(hits)
+        self.metrics.cache_requests.labels(served.spec.id, "miss").inc(len(own))
+        if own:
+            try:
+                computed = await self._submit(served, [tokens[i] for i in own.values()], within=within)
+            except BaseException as exc:
+                for key in own:
+                    self._computing.pop(key).set_exception(_Abandoned(exc))
+                raise
+            fresh = {}
+            for (key, i), row in zip(own.items(), computed):
+                row = np.array(row, dtype=np.float32)  # a copy: a row of the batch would keep the batch alive
+                rows[i] = fresh[key] = row
+                self._computing.pop(key).set_result(row)
+            cache.store(fresh)
+            self._observe_cache()
+        for i, future in waits.items():
+            try:
+                rows[i] = await asyncio.shield(future)
+            except _Abandoned:  # its request failed or left: compute it here
+                rows[i] = (await self._submit(served, [tokens[i]], within=within))[0]
+        for i, key in enumerate(keys):
+            if rows[i] is None:  # a repeat within this request
+                rows[i] = rows[own[key]]
+        return rows  # type: ignore[return-value]
+
+    def _observe_cache(self) -> None:
+        local = self.cache.local  # type: ignore[union-attr]
+        self.metrics.cache_bytes.set(local.bytes)
+        self.metrics.cache_entries.set(len(local))
+        if local.evictions:
+            self.metrics.cache_evictions.inc(local.evictions)
+            local.evictions = 0
+        shared = self.cache.shared  # type: ignore[union-attr]
+        if shared is not None:
+            self.metrics.cache_shared_degraded.set(1 if shared.degraded else 0)
 
     async def _submit(
         self, served: LocalModel, tokens: list[Tokens], batcher: Batcher | None = None, *, within: float | None = None
@@ -392,3 +469,19 @@ class ModelHost:
             await admit(sum(len(t) for t in tokens))
         return tokens
 
+
+class _Abandoned(Exception):
+    """The request computing an item failed or left before it finished: whoever waited computes it."""
+
+
+def _retrieve(future: asyncio.Future[np.ndarray]) -> None:
+    """Marks an abandoned item's error as seen: nobody may have been waiting for it."""
+    if not future.cancelled():
+        future.exception()
+
+
+def _row_shape(served: LocalModel) -> tuple[int, ...]:
+    """The shape of one item's output: an embedding's dimension, or a classifier's logits (a scalar for
+    a one-label reranker)."""
+    dimension = served.info.dimension
+    return () if served.spec.kind != "embed" and dimension == 1 else (dimension,)

@@ -111,7 +111,19 @@ class Settings(BaseSettings):
     rate_limit_tokens_per_minute: int = Field(0, ge=0, description="Input tokens per minute per caller (0: off).")
     global_rate_limit_rps: float = Field(0, ge=0, description="Requests per second for all callers (0: off).")
     global_rate_limit_burst: int = Field(0, ge=0)
-    redis_url: str | None = Field(None, description="Share rate limits between replicas through this Redis.")
+    redis_url: str | None = Field(
+        None, description="Share rate limits and the response cache between replicas through this Redis."
+    )
+
+    cache_bytes: int | None = Field(
+        None,
+        ge=0,
+        description="Bytes of model outputs this replica keeps to answer repeated texts without computing; "
+        "0: no cache. Default: 1/32 of the machine's memory, at most 256 MiB (~150k MiniLM vectors).",
+    )
+    cache_ttl_seconds: float = Field(
+        86400.0, gt=0, description="How long the shared (Redis) tier of the response cache keeps an item."
+    )
 
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish before exit."
@@ -170,6 +182,15 @@ class Settings(BaseSettings):
             max_queue_tokens=self.max_queue_tokens,
             max_queue_items=self.max_queue_items,
         )
+
+    def cache_size(self) -> int:
+        """cache_bytes, or what this machine can spare for it: 1/32 of its memory, at most 256 MiB."""
+        if self.cache_bytes is not None:
+            return self.cache_bytes
+        import os
+
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        return min(256 * 2**20, memory // 32)
 
     def connection_limit(self) -> int:
         """max_connections, or what the process's open-files limit leaves room for."""

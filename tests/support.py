@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -194,3 +195,15 @@ class _FakeTimer:
 
     def cancel(self) -> None:
         self.cancelled = True
+
+
+def metric(server: Any, name: str, **labels: str) -> float:
+    """The value of one sample of the server's /metrics (0 when it has none yet): `name` as exposed
+    (with `_total` for counters), the labels it must carry."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    for family in text_string_to_metric_families(server.http.get("/metrics").text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

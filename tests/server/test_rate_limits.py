@@ -129,7 +129,8 @@ async def test_a_flood_from_one_key_is_refused_at_the_door_while_another_key_is_
 
 
 def test_a_request_past_its_deadline_gets_504_and_its_work_is_dropped(limited: AppServer) -> None:
-    passages = ["the quick brown fox jumps over the lazy dog " * 25] * 12  # ~3000 tokens: seconds of work here
+    # ~3000 tokens, seconds of work here; distinct, or the response cache would compute one passage.
+    passages = [f"passage {i}: " + "the quick brown fox jumps over the lazy dog " * 25 for i in range(12)]
     late = post(limited, FAST, {"input": passages}, **{"X-Request-Timeout": "0.2"})
     assert late.status_code == 504
     assert "deadline of 0.2 s" in late.json()["error"]["message"]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
+import time
 
 import httpx
 import numpy as np
@@ -13,14 +15,16 @@ from tests.support import start_server
 
 async def test_sigterm_under_load_completes_every_accepted_request(tmp_path, reference_model) -> None:  # type: ignore[no-untyped-def]
     server = start_server(tmp_path)
-    texts = [f"request {i}: " + "the quick brown fox jumps over the lazy dog " * (1 + i % 6) for i in range(40)]
+    # Seconds of work: a packed batch of real tokens takes dozens of short texts at once, so few would
+    # be over before the signal could land.
+    texts = [f"request {i}: " + "the quick brown fox jumps over the lazy dog " * (4 + i % 20) for i in range(160)]
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             tasks = [asyncio.create_task(client.post("/v1/embeddings", json={"input": t})) for t in texts]
-            # Wait until the server has work queued, so the signal lands mid-load.
-            while "embed_queue_items" not in (metrics := (await client.get("/metrics")).text) or (
-                'embed_queue_items{model="all-MiniLM-L6-v2"} 0.0' in metrics
-            ):
+            # Wait until the server has work queued or running, so the signal lands mid-load.
+            deadline = time.monotonic() + 60  # only turns a hang into a failure
+            while not _busy((await client.get("/metrics")).text):
+                assert time.monotonic() < deadline and not all(task.done() for task in tasks)
                 await asyncio.sleep(0.02)
             server.process.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*tasks, return_exceptions=True)
@@ -40,12 +44,15 @@ async def test_sigterm_under_load_completes_every_accepted_request(tmp_path, ref
 async def test_requests_still_running_when_the_grace_runs_out_get_a_503_in_the_routes_shape(tmp_path) -> None:  # type: ignore[no-untyped-def]
     # Far more work than a second of grace allows: 48 requests of 16 passages of ~200 tokens.
     server = start_server(tmp_path, env={"EMBEDSERVE_SHUTDOWN_GRACE_SECONDS": "1"})
-    body = {"input": ["word " * 200] * 16}
+    # Distinct texts: repeats would be computed once (the response cache) and leave the model idle.
+    bodies = [{"input": [f"request {i} text {j} " + "word " * 200 for j in range(16)]} for i in range(48)]
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
             headers = {"X-Request-Timeout": "120"}  # their own deadlines are far away: only the grace ends them
-            tasks = [asyncio.create_task(client.post("/v1/embeddings", json=body, headers=headers)) for _ in range(48)]
-            while 'embed_queue_items{model="all-MiniLM-L6-v2"} 0.0' in (await client.get("/metrics")).text:
+            tasks = [asyncio.create_task(client.post("/v1/embeddings", json=body, headers=headers)) for body in bodies]
+            deadline = time.monotonic() + 60  # only turns a hang into a failure
+            while not _busy((await client.get("/metrics")).text):
+                assert time.monotonic() < deadline
                 await asyncio.sleep(0.02)
             server.process.send_signal(signal.SIGTERM)
             responses = await asyncio.gather(*tasks, return_exceptions=True)
@@ -64,3 +71,10 @@ async def test_requests_still_running_when_the_grace_runs_out_get_a_503_in_the_r
         assert error["type"] == "server_error" and error["code"] == "shutting_down", error
         assert "shutting down" in error["message"]
     assert "Traceback" not in server.log(), server.log()[-3000:]
+
+
+def _busy(metrics: str) -> bool:
+    """Whether the server holds queued items or has begun a batch."""
+    queued = re.search(r'^embed_queue_items\{model="all-MiniLM-L6-v2"\} (\S+)$', metrics, re.M)
+    batches = re.search(r'^embed_batch_seconds_count\{model="all-MiniLM-L6-v2"\} (\S+)$', metrics, re.M)
+    return bool(queued and float(queued[1]) > 0) or bool(batches and float(batches[1]) > 0)
