@@ -105,6 +105,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Text embeddings over HTTP: OpenAI-compatible and native routes, micro-batched.",
         lifespan=lifespan,
+        # FastAPI's own OpenTelemetry (spans, metrics and logs per request through the global providers):
+        # off. Our server span and its tokenize/queue/forward children (server/tracing.py) say more, and
+        # the per-request cost on the hot routes is ours to keep small.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.settings = settings
     app.state.metrics = metrics
