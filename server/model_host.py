@@ -301,13 +301,20 @@ class ModelHost:
         embedder = served.embedder
         embedder.check_dimensions(options.dimensions)
 
-        def tokenize() -> list[Tokens]:
-            return embedder.tokenize(inputs, prompt_name=options.prompt_name, truncate=options.truncate)
-
-        tokens = await self._tokenize(tokenize, sum(len(x) for x in inputs), call.admit)
+        tokens = await self._embedder_items(embedder, inputs, options, call)
         rows = await self._run(served, tokens, within=call.within)
         vectors = embedder.finish(np.stack(rows), normalize=options.normalize, dimensions=options.dimensions)
         return Embeddings(vectors, sum(len(t) for t in tokens))
+
+    async def _embedder_items(
+        self, embedder: Embedder, inputs: Inputs, options: EmbedOptions, call: Call
+    ) -> list[Tokens]:
+        """An embedding request's items: tokenized with its prompt and truncation, then admitted."""
+
+        def tokenize() -> list[Tokens]:
+            return embedder.tokenize(inputs, prompt_name=options.prompt_name, truncate=options.truncate)
+
+        return await self._tokenize(tokenize, sum(len(x) for x in inputs), call.admit)
 
     async def embed_sparse(
         self, served: LocalModel, texts: Sequence[str], options: EmbedOptions, call: Call
@@ -320,10 +327,7 @@ class ModelHost:
             )
         embedder = served.embedder
 
-        def tokenize() -> list[Tokens]:
-            return embedder.tokenize(texts, prompt_name=options.prompt_name, truncate=options.truncate)
-
-        tokens = await self._tokenize(tokenize, sum(len(x) for x in texts), call.admit)
+        tokens = await self._embedder_items(embedder, texts, options, call)
         vectors = await self._submit(served, tokens, served.sparse_batcher, within=call.within)
         return SparseEmbeddings(vectors, sum(len(t) for t in tokens))
 
@@ -356,10 +360,7 @@ class ModelHost:
             served.token_batcher = batcher
             await batcher.start()
 
-        def tokenize() -> list[Tokens]:
-            return embedder.tokenize(texts, prompt_name=options.prompt_name, truncate=options.truncate)
-
-        tokens = await self._tokenize(tokenize, sum(len(x) for x in texts), call.admit)
+        tokens = await self._embedder_items(embedder, texts, options, call)
         vectors = await self._submit(served, tokens, served.token_batcher, within=call.within)
         return TokenEmbeddings(vectors, sum(len(t) for t in tokens))
 
