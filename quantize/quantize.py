@@ -20,7 +20,14 @@ Why these settings:
 - per-channel (per output column) symmetric int8 weights: per-tensor weight scales lose far more.
 - AVX2 without VNNI multiplies u8 activations by s8 weights with `vpmaddubsw`, whose 16-bit
   pairwise sums can saturate; 7-bit weights (`reduce_range`) cannot. VNNI (`vpdpbusd`) accumulates
-  in 32 bits: full range. ARM64: see `settings_for`.
+  in 32 bits: full range. ARM64 (`arm64`) gets the same full-range s8 weights and u8 per-row
+  activations: onnxruntime's ARM u8s8 GEMM (udot, or widened NEON products) computes the same
+  integers. Checked on the arm64 image under qemu (onnxruntime 1.32): the MiniLM folder's INT8
+  outputs are identical as a Cortex-A72 (no dot product) and as a Neoverse-N1, and within cosine
+  0.998 of x86's; the rest is ARM's fp32 kernels (1e-4 from x86's in hidden states), whose
+  round-off also moves with the padded length, so on ARM a text alone and batched differ by up to
+  1.8e-3 (bit-identical on x86). The graph has no DynamicQuantizeMatMul, so onnxruntime's ARM paths
+  that re-quantize activations themselves (KleidiAI on SME cores) do not apply.
 - only MatMul/Gemm weights are quantized; embedding tables (Gather) stay fp32, and so do fused
   Attention nodes (`--optimize`), whose input projection cannot take per-row scales.
 - `rank_sensitive_nodes` ranks nodes by how coarse a row's step is next to its values, and the build
