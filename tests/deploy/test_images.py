@@ -27,10 +27,10 @@ from tests.support import ROOT, cosine_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]  # builds images (minutes; more on a cold cache)
 
-# The INT8 image against sentence-transformers (fp32, x86) over SENTENCES: (mean, min) cosine floors. What the
-# current INT8 graph reaches (mean 0.99+, min 0.98+); the INT8 accuracy issue targets mean >= 0.997, min >= 0.99
-# against fp32: raise these with it.
-INT8_COSINE_FLOOR = (0.99, 0.98)
+# The INT8 image against sentence-transformers (fp32, x86) over SENTENCES: (mean, min) cosine floors, the
+# quantize gate's own (mean >= 0.997, worst text >= 0.99; per-row INT8 reached 0.9995 / 0.9992 here under
+# emulated Neoverse-N1).
+INT8_COSINE_FLOOR = (0.997, 0.99)
 TORCH_COSINE_FLOOR = 0.9999
 
 # Held out from models/texts.py (what quantize calibrates and judges on): the image is judged on other sentences.
