@@ -20,6 +20,7 @@ from models.threads import cpu_thread_share
 from models.tokenizer import InspectsTokens, TextTokenizer
 from models.torch_loading import (
     CPU_BATCH_TOKENS,
+    PACKED_BATCHES_COST_PADDED,
     WARM_TEXT,
     compiled_forward,
     first_module_limit,
@@ -34,6 +35,7 @@ from models.types import ModelInfo, SparseVector, Tokens
 
 class TorchEmbeddingRunner(InspectsTokens):
     cpu_batch_tokens = CPU_BATCH_TOKENS
+    pads = PACKED_BATCHES_COST_PADDED
 
     def __init__(self, spec: ModelSpec, source: str) -> None:
         import torch
@@ -80,7 +82,6 @@ class TorchEmbeddingRunner(InspectsTokens):
         self._packed = None
         if self._compiled is None:
             self._packed = packed_runner(spec, first.auto_model, unsupported=packing_unsupported, build=packed_model)
-        self.pads = self._packed is None
         self.info = ModelInfo(
             id=spec.id,
             kind=spec.kind,

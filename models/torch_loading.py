@@ -19,6 +19,12 @@ WARM_TEXT = "A longer sentence warms up the kernels for a few more positions of 
 
 _DTYPES = {"float32", "float16", "bfloat16"}
 
+PACKED_BATCHES_COST_PADDED = True
+"""Torch runners are budgeted by padded tokens even where they run packed: the packed forward still runs
+attention on a padded grid per length group, and budgeting it by real tokens measured worse: mixed 32x1
+108.8 against 121.9 items/s (short 411 against 402, within noise; A B B A, AMD EPYC, 2 cores), since its
+batches grew past the size a CPU gains from."""
+
 CPU_BATCH_TOKENS = 4096
 """Padded tokens per batch on a CPU where the operator set none. A CPU gains no throughput past a few
 thousand tokens per forward pass (measured on MiniLM-L6: 4096 tokens ran at 4.3k tokens/s, 8192 at

@@ -26,6 +26,7 @@ from models.threads import cpu_thread_share
 from models.tokenizer import InspectsTokens, PairTokenizer, TextTokenizer
 from models.torch_loading import (
     CPU_BATCH_TOKENS,
+    PACKED_BATCHES_COST_PADDED,
     WARM_TEXT,
     compiled_forward,
     first_module_limit,
@@ -39,6 +40,7 @@ from models.types import ModelInfo, Tokens
 
 class TorchRerankRunner(InspectsTokens):
     cpu_batch_tokens = CPU_BATCH_TOKENS
+    pads = PACKED_BATCHES_COST_PADDED
 
     def __init__(self, spec: ModelSpec, source: str) -> None:
         import torch
@@ -85,7 +87,6 @@ class TorchRerankRunner(InspectsTokens):
             self._packed = packed_runner(
                 spec, first.auto_model, unsupported=classifier_unsupported, build=PackedClassifier
             )
-        self.pads = self._packed is None
 
         self.num_labels = int(model.num_labels)
         activation = getattr(model, "activation_fn", None)
