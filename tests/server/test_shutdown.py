@@ -15,8 +15,7 @@ from tests.support import start_server
 
 async def test_sigterm_under_load_completes_every_accepted_request(tmp_path, reference_model) -> None:  # type: ignore[no-untyped-def]
     server = start_server(tmp_path)
-    # Seconds of work: a packed batch of real tokens takes dozens of short texts at once, so few would
-    # be over before the signal could land.
+    # Seconds of work, so the signal lands while most of it is still queued or running.
     texts = [f"request {i}: " + "the quick brown fox jumps over the lazy dog " * (4 + i % 20) for i in range(160)]
     try:
         async with httpx.AsyncClient(base_url=server.url, timeout=120) as client:
