@@ -117,6 +117,8 @@ class Batcher(Generic[P, R]):
         self._tokens_per_second = 0.0  # smoothed, for Retry-After
         self._request_items = 1.0  # smoothed size of the requests submitted, for full()
         self._request_tokens = 1.0
+        self._arrival_gap = 0.0  # smoothed seconds between requests: whether waiting for company pays
+        self._last_arrival: float | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -214,6 +216,9 @@ class Batcher(Generic[P, R]):
         loop = asyncio.get_running_loop()
         request = _Request(loop.create_future(), [None] * count, count, timeline=timeline)
         now = self._clock.time()
+        if self._last_arrival is not None:
+            self._arrival_gap = 0.8 * self._arrival_gap + 0.2 * (now - self._last_arrival)
+        self._last_arrival = now
         if timeline is not None:
             timeline.queued = now
         for index, (payload, cost) in enumerate(zip(payloads, costs)):
@@ -267,7 +272,9 @@ class Batcher(Generic[P, R]):
             while not self._sorted:
                 self._update_idle()
                 await self._wait_for_wakeup(None)
-            if max_wait > 0:
+            # An idle worker waits up to max_wait for a fuller batch, unless requests have lately come
+            # further apart than that: a lone client's request would only wait for nobody.
+            if max_wait > 0 and self._arrival_gap < max_wait:
                 deadline = self._oldest().enqueued + max_wait
                 while self._sorted and not self._batch_ready() and not self._closing and self._clock.time() < deadline:
                     await self._wait_for_wakeup(deadline)

@@ -15,7 +15,12 @@ class BatchingConfig(BaseModel):
         "the items' own lengths where it packs. Unset: 16384, on CPU the runner's own (4096 torch, 1536 ONNX).",
     )
     max_batch_size: int = Field(128, gt=0, description="Items per batch.")
-    max_wait_ms: float = Field(2.0, ge=0, description="How long an idle worker waits for a fuller batch.")
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0,
+        description="How long an idle worker waits for a fuller batch (not when requests have lately come "
+        "further apart than this: a lone client's request would wait for nobody).",
+    )
     min_fill: float = Field(
         0.8, ge=0, le=1, description="Least share of real (unpadded) tokens in a batch before it is split by length."
     )

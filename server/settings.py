@@ -46,7 +46,10 @@ class Settings(BaseSettings):
     )
     max_batch_size: int = Field(_BATCHING.max_batch_size, gt=0, description="Texts (or pairs) per batch.")
     max_wait_ms: float = Field(
-        _BATCHING.max_wait_ms, ge=0, description="How long an idle worker waits for a fuller batch."
+        _BATCHING.max_wait_ms,
+        ge=0,
+        description="How long an idle worker waits for a fuller batch; not when requests have lately come "
+        "further apart than this (a lone client waits for nobody).",
     )
     max_queue_tokens: int = Field(
         _BATCHING.max_queue_tokens, gt=0, description="Tokens waiting per model before new requests get 429."

@@ -277,6 +277,34 @@ async def test_items_arriving_within_max_wait_join_the_same_batch() -> None:
     assert runner.batches == [[("a", 5), ("b", 5)]]
 
 
+async def test_when_requests_come_further_apart_than_max_wait_a_lone_one_does_not_wait() -> None:
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_wait_ms=125) as batcher:
+        waited = []
+        for name in "abcdefgh":  # one client, a request a second: nobody will come to share a batch
+            task = spawn(submit(batcher, (name, 5)))
+            await settle()
+            waited.append(bool(clock.pending))  # a timer is pending only while an item waits for company
+            clock.advance(0.125)
+            assert await task == outputs(name)
+            clock.advance(1.0)
+        # The first requests wait as before (no gaps known yet); once the gaps are known, none waits.
+        assert waited[0] and not any(waited[-3:])
+        # Requests come close together again: a lone one then waits for company as before.
+        burst = []
+        for i in range(25):
+            burst.append(spawn(submit(batcher, (f"burst{i}", 5))))
+            await settle()
+            clock.advance(0.001)
+        clock.advance(0.2)
+        await asyncio.gather(*burst)
+        task = spawn(submit(batcher, ("q", 5)))
+        await settle()
+        assert clock.pending == [clock.now + 0.125]
+        clock.advance(0.125)
+        assert await task == outputs("q")
+
+
 async def test_a_full_batch_does_not_wait() -> None:
     clock, runner = FakeClock(), RecordingRunner()
     async with running(runner, clock=clock, max_wait_ms=2000, max_batch_size=4) as batcher:
