@@ -2,12 +2,14 @@
 
 It runs on a reranker's runner (a sequence-classification model is what a cross-encoder is): the same
 forward, given single texts; what differs is reading the logits. As TEI's /predict does: softmax over
-the labels, or the sigmoid for a one-label model, or the raw logits when asked."""
+the labels, or the sigmoid for a one-label model, or the raw logits when asked. The activations here
+are the ones rerankers' scores use too."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -16,6 +18,19 @@ from models.prompts import prompt_text
 from models.types import ModelInfo, Tokens
 
 TextOrPair = str | tuple[str, str]
+Function = Literal["softmax", "sigmoid", "none"]
+"""What turns logits into scores (huggingface_hub's `function_to_apply`); "none" keeps the logits."""
+
+
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """A numerically stable sigmoid, float32: 1 / (1 + exp(-x)) = exp(-log(1 + exp(-x)))."""
+    return np.exp(-np.logaddexp(0.0, -logits)).astype(np.float32)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis, float32."""
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return (shifted / shifted.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
 @dataclass(slots=True)
@@ -42,14 +57,14 @@ class Classifier:
         return out  # type: ignore[return-value]
 
     @staticmethod
-    def scores(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
-        """(inputs, labels) float32: softmax probabilities, a one-label model's sigmoid, or the logits."""
+    def scores(raw: np.ndarray, function: Function | None = None) -> np.ndarray:
+        """(inputs, labels) float32 scores by `function`; by default, as TEI: softmax probabilities, or a
+        one-label model's sigmoid."""
         logits = np.asarray(raw, dtype=np.float32)
         if logits.ndim == 1:
             logits = logits[:, None]
-        if raw_scores:
+        if function is None:
+            function = "sigmoid" if logits.shape[1] == 1 else "softmax"
+        if function == "none":
             return logits
-        if logits.shape[1] == 1:
-            return np.exp(-np.logaddexp(0.0, -logits)).astype(np.float32)
-        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-        return (shifted / shifted.sum(axis=1, keepdims=True)).astype(np.float32)
+        return sigmoid(logits) if function == "sigmoid" else softmax(logits)

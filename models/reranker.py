@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from models.backend import RerankRunner
+from models.classifier import sigmoid
 from models.prompts import prompt_text
 from models.types import ModelInfo, Tokens
 
@@ -57,5 +58,4 @@ def relevance(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
         raise ValueError(f"reranker logits must be 1- or 2-dimensional, not shape {raw.shape}")
     if raw_scores:
         return np.ascontiguousarray(logits, dtype=np.float32)
-    # A numerically stable sigmoid: 1 / (1 + exp(-x)) = exp(-log(1 + exp(-x))).
-    return np.exp(-np.logaddexp(0.0, -logits)).astype(np.float32)
+    return sigmoid(logits)

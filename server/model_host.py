@@ -376,7 +376,7 @@ class ModelHost:
         chars = sum(len(x) if isinstance(x, str) else len(x[0]) + len(x[1]) for x in inputs)
         tokens = await self._tokenize(tokenize, chars, call.admit)
         raw = await self._run(served, tokens, within=call.within)
-        return Predictions(classifier.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
+        return Predictions(classifier.scores(np.stack(raw), options.function), sum(len(t) for t in tokens))
 
     async def off_loop(self, work: Callable[[], T], chars: int) -> T:
         """Tokenizer work: on the event loop when small (cheaper than a thread hop), in a thread when large."""

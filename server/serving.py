@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from models.classifier import Function
 from models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
@@ -45,7 +46,8 @@ class RerankOptions:
 @dataclass(frozen=True, slots=True)
 class ClassifyOptions:
     truncate: bool = True
-    raw_scores: bool = False
+    function: Function | None = None
+    """What turns logits into scores (models.classifier); None: softmax, or a one-label model's sigmoid."""
     prompt_name: str | None = None
 
 

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import numpy as np
@@ -85,16 +85,16 @@ def check_count(request: Request, count: int) -> None:
         raise ApiError(status, f"too many inputs: {count}; the limit is {limit} per request", param="input")
 
 
-def call_of(request: Request) -> Call:
-    """The request's deadline and token admission, as every model call takes them."""
-    return Call(within=deadline_seconds(request), admit=admission(request))
+async def call_model(request: Request, work: Callable[[Call], Awaitable[T]]) -> T:
+    """A model call with the request's deadline and token admission, run within that deadline."""
+    call = Call(within=deadline_seconds(request), admit=admission(request))
+    return await run_within_deadline(request, work(call), call.within)
 
 
 async def embed(request: Request, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> Embeddings:
     """The one embedding path of every shape."""
     check_count(request, len(inputs))
-    call = call_of(request)
-    return await run_within_deadline(request, served.embed(inputs, options, call), call.within)
+    return await call_model(request, lambda call: served.embed(inputs, options, call))
 
 
 def deadline_in(seconds: float) -> float:

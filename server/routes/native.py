@@ -8,7 +8,7 @@ from starlette.responses import Response
 
 from models.types import Embeddings
 from server.responses import json_response
-from server.routes.common import call_of, check_count, embed, encoded, run_within_deadline, target_model
+from server.routes.common import call_model, check_count, embed, encoded, target_model
 from server.schemas.native import (
     BatchEmbedRequest,
     BatchEmbedResponse,
@@ -64,9 +64,8 @@ async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     served = target_model(request, body.model, "embed")
     texts = body.texts()
     check_count(request, len(texts))
-    call = call_of(request)
     options = Options(truncate=body.truncate, prompt_name=body.prompt_name)
-    result = await run_within_deadline(request, served.embed_sparse(texts, options, call), call.within)
+    result = await call_model(request, lambda call: served.embed_sparse(texts, options, call))
     return json_response(
         [
             [{"index": int(i), "value": float(v)} for i, v in zip(vector.indices, vector.values)]

@@ -10,7 +10,7 @@ from models.types import Scores
 from server.errors import ApiError
 from server.logs import request_id
 from server.responses import json_response
-from server.routes.common import call_of, run_within_deadline, target_model
+from server.routes.common import call_model, target_model
 from server.schemas.native import NativeError
 from server.schemas.openai import OpenAIError
 from server.schemas.rerank import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
@@ -30,8 +30,7 @@ async def rerank_documents(
     if len(documents) > limit:
         raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)
     options = Options(truncate=body.truncate, raw_scores=body.raw_scores, prompt_name=body.prompt_name)
-    call = call_of(request)
-    scores = await run_within_deadline(request, served.rerank(body.query, documents, options, call), call.within)
+    scores = await call_model(request, lambda call: served.rerank(body.query, documents, options, call))
     return served.spec.id, scores
 
 

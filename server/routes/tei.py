@@ -20,13 +20,12 @@ from server import __version__
 from server.errors import ApiError
 from server.responses import json_response
 from server.routes.common import (
-    call_of,
+    call_model,
     check_count,
     embed,
     gateway_of,
     host_of,
     named,
-    run_within_deadline,
     served_model,
     target_model,
 )
@@ -168,30 +167,20 @@ async def _classify(request: Request, body: PredictRequest, *, nested: bool) -> 
     served = target_model(request, body.model, "classify")
     check_count(request, len(inputs))
     parameters = body.parameters
-    function = parameters.function_to_apply if parameters else None
+    function = parameters.function_to_apply if parameters else None  # it wins over raw_scores
     options = ClassifyOptions(
-        truncate=body.truncate, raw_scores=body.raw_scores or function is not None, prompt_name=body.prompt_name
+        truncate=body.truncate,
+        function=function or ("none" if body.raw_scores else None),
+        prompt_name=body.prompt_name,
     )
-    call = call_of(request)
-    result = await run_within_deadline(request, served.classify(inputs, options, call), call.within)
-    values = _applied(result.values, function)
+    result = await call_model(request, lambda call: served.classify(inputs, options, call))
     labels = host_of(request).info(served.spec.id).labels  # type: ignore[union-attr]
     top_k = parameters.top_k if parameters else None
     answers = [
         [{"score": float(row[i]), "label": labels[i]} for i in np.argsort(-row, kind="stable")[:top_k]]
-        for row in values
+        for row in result.values
     ]
     return json_response(answers if batched or nested else answers[0])
-
-
-def _applied(logits_or_scores: np.ndarray, function: str | None) -> np.ndarray:
-    """huggingface_hub's `function_to_apply` on logits (None: the scores as the model gave them)."""
-    if function is None or function == "none":
-        return logits_or_scores
-    if function == "sigmoid":
-        return np.exp(-np.logaddexp(0.0, -logits_or_scores))
-    shifted = np.exp(logits_or_scores - logits_or_scores.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 @router.post("/embed_all", response_model=list[list[list[float]]], responses=_ERRORS)
@@ -201,8 +190,7 @@ async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
     texts = body.texts()
     check_count(request, len(texts))
     options = EmbedOptions(truncate=body.truncate, prompt_name=body.prompt_name)
-    call = call_of(request)
-    result = await run_within_deadline(request, served.embed_tokens(texts, options, call), call.within)
+    result = await call_model(request, lambda call: served.embed_tokens(texts, options, call))
     return json_response([vectors.tolist() for vectors in result.vectors])
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
+from models.classifier import Function
 from server.schemas.fields import JsonBool, NonEmptyText, NonNegativeInt, PositiveInt
 
 
@@ -108,7 +109,7 @@ class ClassificationParameters(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     top_k: PositiveInt | None = None
-    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = None
+    function_to_apply: Function | None = None
 
 
 PredictInput = (
