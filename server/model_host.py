@@ -353,10 +353,9 @@ class ModelHost:
         embedder = served.embedder
         if not embedder.info.token_embeddings:
             raise InvalidInput(f"model {served.spec.id!r} gives no token embeddings", param="model")
-        if served.token_batcher is None:
-            runner = embedder.runner
-            limits = self.batching[served.spec.id].for_device(runner.info.device, runner.cpu_batch_tokens)
-            batcher = self._batcher(f"{served.spec.id}/tokens", runner.run_tokens, limits, runner.pads)  # type: ignore[attr-defined]
+        if served.token_batcher is None:  # the model's own limits, as its embeddings batcher has them
+            main = served.batcher
+            batcher = self._batcher(f"{served.spec.id}/tokens", embedder.runner.run_tokens, main.config, main.padded)  # type: ignore[attr-defined]
             served.token_batcher = batcher
             await batcher.start()
 
