@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from models.backend import backend_entry, build_runner
 from models.classifier import Classifier
 from models.embedder import Embedder
-from models.fingerprint import folder_fingerprint
 from models.memory import rss_bytes
 from models.reranker import Reranker
 from models.sources import resolve_source
@@ -28,8 +27,6 @@ class LoadedModel:
     model: Embedder | Reranker | Classifier
     load_seconds: float
     memory_bytes: int
-    fingerprint: str | None = None
-    """The folder's content digest (models.fingerprint); None for a source that is not a local folder."""
 
 
 def load_model(
@@ -60,10 +57,7 @@ def load_model(
     else:
         model.runner.run(model.tokenize(_WARMUP_TEXTS))
     done = time.perf_counter()
-    fingerprint_started = time.perf_counter()
-    fingerprint = folder_fingerprint(source)
-    fingerprint_seconds = time.perf_counter() - fingerprint_started
-    loaded = LoadedModel(spec, model, time.perf_counter() - started, max(0, rss_bytes() - rss_before), fingerprint)
+    loaded = LoadedModel(spec, model, done - started, max(0, rss_bytes() - rss_before))
     info = model.info
     log.info(
         "model loaded",
@@ -72,7 +66,6 @@ def load_model(
             "import_seconds": round(import_seconds, 3),
             "weights_seconds": round(warm_started - weights_started, 3),
             "warmup_seconds": round(done - warm_started, 3),  # compiling included, when compiled
-            "fingerprint_seconds": round(fingerprint_seconds, 3),
             "source": source,
             "backend": info.backend,
             "device": info.device,

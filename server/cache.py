@@ -23,7 +23,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.types import Tokens
+from models.fingerprint import folder_fingerprint
+from models.sources import resolve_source
+from models.types import ModelInfo, Tokens
 
 log = logging.getLogger("embedserve.cache")
 
@@ -31,9 +33,14 @@ ENTRY_OVERHEAD = 200
 """Bytes an entry costs beyond its vector: the key, the array object, the LRU's links (measured ~190)."""
 
 
-def identity(fingerprint: str, *, backend: str, dtype: str, device: str, kind: str, max_length: int) -> bytes:
-    """What a model's outputs depend on besides its inputs."""
-    return f"{fingerprint}:{backend}:{dtype}:{device}:{kind}:{max_length}".encode()
+def identity(source: str, info: ModelInfo, kind: str) -> bytes | None:
+    """What a model's outputs depend on besides its inputs: its folder's content digest (read once, at
+    load, and only where a cache will use it: ~1 s a GB), backend, dtype, device, kind and token limit.
+    None for a source that is not a local folder (a hub id), which is not cached."""
+    fingerprint = folder_fingerprint(resolve_source(source))
+    if fingerprint is None:
+        return None
+    return f"{fingerprint}:{info.backend}:{info.dtype}:{info.device}:{kind}:{info.max_length}".encode()
 
 
 def item_key(model_identity: bytes, tokens: Tokens) -> bytes:

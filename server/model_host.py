@@ -62,7 +62,8 @@ class LocalModel:
     token_batcher: Batcher[Tokens, np.ndarray] | None = None
     """Token embeddings (TEI's /embed_all), likewise; made by the first request that asks."""
     identity: bytes | None = None
-    """What its outputs depend on besides its inputs (server.cache); None: not cached (no local folder)."""
+    """What its outputs depend on besides its inputs (server.cache); None: not cached (cache off, or no local
+    folder)."""
 
     @property
     def prompts(self) -> dict[str, str]:
@@ -183,16 +184,8 @@ class ModelHost:
                 runner = loaded.model.runner
                 config = limits.for_device(runner.info.device, runner.cpu_batch_tokens)
                 served = LocalModel(spec, loaded, self._batcher(spec.id, runner.run, config, runner.pads), self)
-                if loaded.fingerprint is not None:
-                    info = runner.info
-                    served.identity = identity(
-                        loaded.fingerprint,
-                        backend=info.backend,
-                        dtype=info.dtype,
-                        device=info.device,
-                        kind=spec.kind,
-                        max_length=info.max_length,
-                    )
+                if self.cache is not None:
+                    served.identity = await asyncio.to_thread(identity, spec.source, runner.info, spec.kind)
                 if runner.info.sparse:
                     served.sparse_batcher = self._batcher(
                         f"{spec.id}/sparse",
