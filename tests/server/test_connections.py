@@ -112,5 +112,9 @@ def test_requests_on_the_wire_when_the_server_stops_are_answered_not_reset() -> 
                 answers.append(b"reset")
     finally:
         server.stop()
+    # Each request is answered and then its connection is closed (read_until_closed fails on one kept open).
+    # A request the loop had read before the shutdown ran may be answered before it, so without
+    # "connection: close"; one read after it says so. Either way the client has its answer, not a reset.
     for answer in answers:
-        assert answer.startswith(b"HTTP/1.1 200") and b"connection: close" in answer.lower(), answer[:200]
+        assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+        assert answer.count(b"HTTP/1.1 ") == 1, answer[:200]
