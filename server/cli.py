@@ -156,7 +156,7 @@ def serve(args: argparse.Namespace) -> None:
     from models.preflight import problems
     from server.app import create_app
     from server.config_errors import ConfigError
-    from server.logs import configure_logging
+    from server.logs import configure_logging, flush_logs
     from server.malloc import fix_mmap_threshold
 
     try:
@@ -168,6 +168,7 @@ def serve(args: argparse.Namespace) -> None:
             raise ConfigError("; ".join(found))
         sock = listening_socket(settings.host, settings.port)
     except (ValueError, OSError, yaml.YAMLError) as exc:  # ConfigError and pydantic's errors are ValueErrors
+        flush_logs()
         sys.exit(f"embedserve: configuration error: {exc}")
     if any(spec.backend == "torch" for spec in host.registry.specs):  # before they load
         fix_mmap_threshold(settings.malloc_mmap_threshold)
@@ -183,6 +184,7 @@ def serve(args: argparse.Namespace) -> None:
         host.on_load_failure = stop
     server.run(sockets=[sock])
     if failed:
+        flush_logs()
         print(
             f"embedserve: model {failed[0]!r} failed to load: {host.errors.get(failed[0])} "
             "(--keep-serving-failed-models serves the others)",
