@@ -18,16 +18,38 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
 import orjson
 
-from bench.procfs import machine_busy_seconds, own_cpu_seconds, process_cpu_seconds
+from bench.procfs import machine_busy_seconds, own_cpu_seconds, tree_cpu_seconds
 from bench.workloads import WORKLOADS, generate
 
 _EMBEDDING_KEY = b'"embedding":'  # once per returned vector; `"object":"embedding"` does not match
+
+
+@dataclass(frozen=True)
+class BodyFormat:
+    """How a server's embeddings route is asked (model, texts -> JSON body) and how many vectors an answer holds."""
+
+    encode: Callable[[str, list[str]], bytes]
+    count: Callable[[bytes], int]
+
+
+BODY_FORMATS = {
+    # OpenAI's contract: `input` a bare string for one text, a list for several.
+    "openai": BodyFormat(
+        lambda model, texts: orjson.dumps({"model": model, "input": texts[0] if len(texts) == 1 else texts}),
+        lambda body: body.count(_EMBEDDING_KEY),
+    ),
+    # A batchable `encode(sentences: list[str])` as BentoML serves it: `{"sentences": [...]}` -> `[[...], ...]`.
+    "sentences": BodyFormat(
+        lambda model, texts: orjson.dumps({"sentences": texts}),
+        lambda body: body.count(b"[") - 1,
+    ),
+}
 
 
 @dataclass
@@ -53,6 +75,8 @@ class Load:
     verify: bool
     retry_429: tuple[float, float] | None = None
     """Impatient clients: after a 429, retry after a random delay in this range, whatever Retry-After says."""
+    body: str = "openai"
+    """The request and answer shape, a key of BODY_FORMATS."""
 
 
 def loopback_target(url: str) -> tuple[str, int, str]:
@@ -64,14 +88,16 @@ def loopback_target(url: str) -> tuple[str, int, str]:
     return host, parts.port or 80, parts.path or "/v1/embeddings"
 
 
-def build_requests(host: str, port: int, path: str, model: str, texts: list[str], items: int) -> list[bytes]:
-    """Complete HTTP/1.1 requests, `items` consecutive texts each (a bare string when items == 1)."""
+def build_requests(
+    host: str, port: int, path: str, model: str, texts: list[str], items: int, body: str = "openai"
+) -> list[bytes]:
+    """Complete HTTP/1.1 requests, `items` consecutive texts each, in the body format named."""
     head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: "
+    encode = BODY_FORMATS[body].encode
     requests = []
     for start in range(0, len(texts) - items + 1, items):
-        chunk = texts[start : start + items]
-        body = orjson.dumps({"model": model, "input": chunk[0] if items == 1 else chunk})
-        requests.append(f"{head}{len(body)}\r\n\r\n".encode() + body)
+        payload = encode(model, texts[start : start + items])
+        requests.append(f"{head}{len(payload)}\r\n\r\n".encode() + payload)
     if not requests:
         raise ValueError("fewer texts than items per request")
     return requests
@@ -86,6 +112,7 @@ def _header_value(head: bytes, name: bytes) -> bytes | None:
 
 
 async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float, stats: _Stats) -> None:
+    count = BODY_FORMATS[load.body].count
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     try:
@@ -128,7 +155,7 @@ async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float
                 elif status == 429:  # back off as a well-behaved client would, capped to keep the run moving
                     await asyncio.sleep(min(float(_header_value(head, b"retry-after") or 1), 1.0))
                 continue
-            if load.verify and body.count(_EMBEDDING_KEY) != load.items:
+            if load.verify and count(body) != load.items:
                 stats.errors["bad_body"] += 1
                 continue
             stats.latencies.append(done - start)
@@ -153,12 +180,12 @@ async def run_load(load: Load, requests: list[bytes], server_pid: int | None = N
     tasks = [asyncio.ensure_future(_client(load, cycle, t0, t_end, stats)) for _ in range(load.concurrency)]
     await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
     wall0, cpu0, machine0 = time.perf_counter(), own_cpu_seconds(), machine_busy_seconds()
-    server0 = process_cpu_seconds(server_pid) if server_pid else None
+    server0 = tree_cpu_seconds(server_pid) if server_pid else None
     _, pending = await asyncio.wait(tasks, timeout=t_end + load.request_timeout - time.perf_counter())
     wall = time.perf_counter() - wall0
     cpu = own_cpu_seconds() - cpu0
     machine = machine_busy_seconds() - machine0
-    server1 = process_cpu_seconds(server_pid) if server_pid else None
+    server1 = tree_cpu_seconds(server_pid) if server_pid else None
     server = server1 - server0 if server0 is not None and server1 is not None else None
     for task in pending:
         task.cancel()
@@ -207,7 +234,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--pool", type=int, default=4096, help="distinct texts, cycled through")
-    p.add_argument("--server-pid", type=int, help="also report this process's CPU use over the measured window")
+    p.add_argument(
+        "--server-pid", type=int, help="also report this process's CPU use (children included) over the measured window"
+    )
+    p.add_argument("--body", choices=BODY_FORMATS, default="openai", help="request/answer shape of the route")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip counting embeddings in each body")
     p.add_argument(
         "--retry-429",
@@ -234,8 +264,10 @@ def main(argv: list[str] | None = None) -> None:
         args.request_timeout,
         args.verify,
         tuple(float(x) for x in args.retry_429.split(":")) if args.retry_429 else None,  # type: ignore[arg-type]
+        args.body,
     )
-    requests = build_requests(host, port, path, args.model, generate(args.workload, args.pool, args.seed), args.items)
+    texts = generate(args.workload, args.pool, args.seed)
+    requests = build_requests(host, port, path, args.model, texts, args.items, args.body)
     try:
         import uvloop
     except ImportError:

@@ -30,6 +30,29 @@ def process_cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / _CLK_TCK
 
 
+def process_tree(pid: int) -> list[int]:
+    """`pid` and every live descendant (by parent pid): a server may run its model in child processes."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_bytes().rsplit(b")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(stat.parent.name))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(current := todo.pop())
+        todo += children.get(current, [])
+    return tree
+
+
+def tree_cpu_seconds(pid: int) -> float | None:
+    """User+system CPU seconds of a process and its live descendants; None when the process is gone."""
+    if (own := process_cpu_seconds(pid)) is None:
+        return None
+    return own + sum(process_cpu_seconds(child) or 0.0 for child in process_tree(pid)[1:])
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds all cores spent busy since boot: user, nice, system, irq, softirq (not idle, iowait, steal)."""
     fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]

@@ -88,7 +88,8 @@ def render(result: dict) -> str:
     notes = []
     for contender in result["contenders"]:
         if contender.get("error"):
-            notes.append(f"- {contender['name']}: {contender['error'].splitlines()[0]} (log: {contender['log']})")
+            log = f" (log: {contender['log']})" if contender.get("log") else ""
+            notes.append(f"- {contender['name']}: {contender['error'].splitlines()[0]}{log}")
             continue
         for run in contender["runs"]:
             lines.append(_run_row(contender["name"], run, result["ceiling"], contender["peak_rss_mb"]))

@@ -142,6 +142,7 @@ def drive(server: Server, sc: Scenario, args: argparse.Namespace) -> dict:
     argv = _module(
         "bench.loadgen",
         url=f"http://127.0.0.1:{server.port}{server.spec.embeddings_path}",
+        body=server.spec.body,
         model=args.model_id,
         workload=sc.workload,
         concurrency=sc.concurrency,
@@ -177,7 +178,11 @@ def cache_counts(port: int) -> dict[str, float]:
 def bench_contender(name: str, plan: list[Scenario], args: argparse.Namespace, model_dir: str) -> dict:
     env = dict(kv.split("=", 1) for kv in args.server_env)
     port = free_port()
-    spec = contender(name, port, args.model_id, model_dir, args.server_arg, env, args.onnx_dir)
+    try:
+        spec = contender(name, port, args.model_id, model_dir, args.server_arg, env, args.onnx_dir)
+    except (ValueError, RuntimeError) as exc:  # a peer not installed: the others still run
+        print(f"  {name} skipped: {exc}", file=sys.stderr)
+        return {"name": name, "argv": [], "env": {}, "runs": [], "error": str(exc)}
     record: dict = {"name": name, "argv": spec.argv, "env": spec.env, "runs": []}
     with Server(spec, port) as server:
         record["log"] = server.log.name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import signal
@@ -13,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench.procfs import status_kb
+from bench.procfs import process_tree, status_kb
 
 REPO = Path(__file__).resolve().parent.parent
 CONTENDERS = ("embedserve", "embedserve-cached", "embedserve-onnx", "embedserve-onnx-int8", "infinity", "naive")
@@ -34,6 +35,10 @@ class Contender:
     env: dict[str, str] = field(default_factory=dict)
     embeddings_path: str = "/v1/embeddings"
     ready_path: str = "/health/ready"
+    body: str = "openai"
+    """The embeddings route's request/answer shape, a key of bench.loadgen.BODY_FORMATS."""
+    cwd: Path | None = None
+    """Where to start it (default: the repository)."""
 
 
 def free_port() -> int:
@@ -91,14 +96,14 @@ def contender(
 
 
 class Server:
-    """A running contender; use as a context manager so it is always stopped."""
+    """A running contender (and whatever processes it starts); use as a context manager so all are stopped."""
 
-    def __init__(self, spec: Contender, port: int, cwd: Path = REPO) -> None:
+    def __init__(self, spec: Contender, port: int, cwd: Path | None = None) -> None:
         self.spec, self.port = spec, port
         self.log = tempfile.NamedTemporaryFile(prefix=f"bench-{spec.name}-", suffix=".log", delete=False)
         self.proc = subprocess.Popen(
             spec.argv,
-            cwd=cwd,
+            cwd=cwd or spec.cwd or REPO,
             env={**os.environ, **OFFLINE_ENV, **spec.env},
             stdin=subprocess.DEVNULL,
             stdout=self.log,
@@ -138,28 +143,63 @@ class Server:
             conn.close()
 
     def peak_rss_mb(self) -> float | None:
-        kb = status_kb(self.pid, "VmHWM")
-        return round(kb / 1024, 1) if kb is not None else None
+        """Each process's peak resident memory, summed over the server's processes (LitServe, BentoML run
+        several): an upper bound of their peak together, exact for a single process."""
+        return self._tree_mb("VmHWM")
 
     def rss_mb(self) -> float | None:
-        kb = status_kb(self.pid, "VmRSS")
-        return round(kb / 1024, 1) if kb is not None else None
+        """Resident memory now, summed over the server's processes."""
+        return self._tree_mb("VmRSS")
+
+    def _tree_mb(self, key: str) -> float | None:
+        if (own := status_kb(self.pid, key)) is None:
+            return None
+        kb = own + sum(status_kb(pid, key) or 0 for pid in process_tree(self.pid)[1:])
+        return round(kb / 1024, 1)
 
     def log_tail(self, lines: int = 20) -> str:
         self.log.flush()
         return "\n".join(Path(self.log.name).read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self, grace: float = 15.0) -> int | None:
-        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code."""
+        """SIGTERM, then SIGKILL after `grace` seconds; returns the exit code. Child processes still alive
+        once the server has exited are killed too (LitServe's SIGTERM leaves its workers running)."""
         if self.proc.poll() is None:
+            children = [(pid, _started(pid)) for pid in process_tree(self.pid)[1:]]
             self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(grace)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+            _kill_survivors(children)
         self.log.close()
         return self.proc.returncode
+
+
+def _started(pid: int) -> int | None:
+    """A running process's start time (clock ticks after boot): with its pid, an identity pid reuse cannot
+    fake. None when it is gone or a zombie."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()
+        return None if fields[0] == b"Z" else int(fields[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _kill_survivors(processes: list[tuple[int, int | None]], grace: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL, the (pid, start time) processes still running after their server exited."""
+
+    def alive() -> list[int]:
+        return [pid for pid, started in processes if started is not None and _started(pid) == started]
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
 
 def ensure_onnx_export(model_dir: str, out: Path) -> Path:
