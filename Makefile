@@ -46,13 +46,33 @@ test-images: install
 bench: install bench-peers
 	$(BIN)/python -m bench
 
-# Infinity (the peer we measure against) in its own venv: its pins clash with ours.
-bench-peers: bench/.venv-infinity/.installed
+# The peers we measure against, each in its own venv (their pins clash with ours and each other's); torch first
+# and pinned there too. One stamp per venv, so a test can make just the one it needs (see bench/README.md).
+bench-peers: bench/.venv-infinity/.installed bench/.venv-infinity/.installed-onnx bench/.venv-litserve/.installed \
+	bench/.venv-bentoml/.installed
 
 bench/.venv-infinity/.installed:
 	$(PYTHON) -m venv bench/.venv-infinity
 	bench/.venv-infinity/bin/pip install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
 	bench/.venv-infinity/bin/pip install -q "infinity-emb[server,torch]==0.0.78"
+	touch $@
+
+# Infinity's ONNX engine (`infinity-onnx`): its optimum extra, pinned to the releases bench/servers.py works around.
+bench/.venv-infinity/.installed-onnx: bench/.venv-infinity/.installed
+	bench/.venv-infinity/bin/pip install -q "infinity-emb[server,torch,optimum]==0.0.78" optimum==2.1.0 \
+		optimum-onnx==0.1.0 onnxruntime==1.32.0
+	touch $@
+
+bench/.venv-litserve/.installed:
+	$(PYTHON) -m venv bench/.venv-litserve
+	bench/.venv-litserve/bin/pip install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	bench/.venv-litserve/bin/pip install -q litserve==0.2.19 sentence-transformers==5.7.0 transformers==5.24.0
+	touch $@
+
+bench/.venv-bentoml/.installed:
+	$(PYTHON) -m venv bench/.venv-bentoml
+	bench/.venv-bentoml/bin/pip install -q torch==$(TORCH_VERSION) $(TORCH_PIP_ARGS)
+	bench/.venv-bentoml/bin/pip install -q bentoml==1.4.40 sentence-transformers==5.7.0 transformers==5.24.0
 	touch $@
 
 clean:

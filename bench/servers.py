@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,12 +18,18 @@ from pathlib import Path
 from bench.procfs import process_tree, status_kb
 
 REPO = Path(__file__).resolve().parent.parent
-CONTENDERS = ("embedserve", "embedserve-cached", "embedserve-onnx", "embedserve-onnx-int8", "infinity", "naive")
+PEERS = ("infinity", "infinity-onnx", "litserve", "bentoml")
+CONTENDERS = ("embedserve", "embedserve-cached", "embedserve-onnx", "embedserve-onnx-int8", *PEERS, "naive")
 NO_CACHE = {"EMBEDSERVE_CACHE_BYTES": "0"}
 """embedserve's contenders run without the response cache (its peers have none, and the workloads cycle
 through their texts); `embedserve-cached` is the same server with it on, for the `zipf` workload."""
-# Infinity runs from its own virtual environment (its pins clash with ours): `make bench-peers` makes it.
+# Each peer runs from its own virtual environment (their pins clash with ours and each other's):
+# `make bench-peers` makes them. Their server scripts are in bench/peers/ and import nothing of ours.
 INFINITY_VENV = REPO / "bench" / ".venv-infinity"
+LITSERVE_VENV = REPO / "bench" / ".venv-litserve"
+BENTOML_VENV = REPO / "bench" / ".venv-bentoml"
+PEERS_DIR = REPO / "bench" / "peers"
+CACHE = REPO / "bench" / ".cache"
 ONNX_BACKENDS = {"embedserve-onnx": "onnx", "embedserve-onnx-int8": "onnx-int8"}
 # No hub traffic from anything the bench starts: the model is always a local folder.
 OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
@@ -66,14 +73,19 @@ def contender(
         models_file.write_text(entry)
         argv = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return Contender(name, [*argv, "--models", str(models_file), *server_args], {**NO_CACHE, **server_env})
-    if name == "infinity":
-        executable = INFINITY_VENV / "bin" / "infinity_emb"
-        if not executable.exists():
-            raise ValueError(f"infinity is not installed in {INFINITY_VENV}: run `make bench-peers`")
-        argv = [str(executable), "v2", "--model-id", model_dir, "--served-model-name", model_id, "--port", str(port)]
-        argv += ["--host", "127.0.0.1", "--engine", "torch", "--device", "cpu", "--no-bettertransformer"]
-        env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
-        return Contender(name, argv, env, embeddings_path="/embeddings", ready_path="/health")
+    if name in ("infinity", "infinity-onnx"):
+        return _infinity(name, port, model_id, model_dir)
+    if name == "litserve":
+        argv = [_peer_executable(name, LITSERVE_VENV, "python"), str(PEERS_DIR / "litserve_server.py")]
+        argv += ["--model-dir", model_dir, "--host", "127.0.0.1", "--port", str(port)]
+        return Contender(name, argv, ready_path="/health")
+    if name == "bentoml":
+        argv = [_peer_executable(name, BENTOML_VENV, "bentoml"), "serve", "bentoml_service:SentenceTransformers"]
+        argv += ["--host", "127.0.0.1", "--port", str(port)]
+        env = {"EMBED_MODEL_DIR": model_dir, "BENTOML_DO_NOT_TRACK": "1", "DO_NOT_TRACK": "1"}
+        return Contender(
+            name, argv, env, embeddings_path="/encode", ready_path="/readyz", body="sentences", cwd=PEERS_DIR
+        )
     if name in ("embedserve", "embedserve-cached"):
         argv = [
             sys.executable,
@@ -93,6 +105,64 @@ def contender(
         argv = [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--model-dir", model_dir]
         return Contender(name, argv)
     raise ValueError(f"unknown contender {name!r}; choose from {', '.join(CONTENDERS)}")
+
+
+def _peer_executable(name: str, venv: Path, executable: str) -> str:
+    """A program in a peer's venv, or a ValueError saying how to make the venv."""
+    path = venv / "bin" / executable
+    if not path.exists():
+        raise ValueError(f"{name} is not installed in {venv}: run `make bench-peers`")
+    return str(path)
+
+
+def _infinity(name: str, port: int, model_id: str, model_dir: str) -> Contender:
+    """Infinity, torch engine (`infinity`) or ONNX through optimum (`infinity-onnx`), on the CPU, offline."""
+    executable = _peer_executable(name, INFINITY_VENV, "infinity_emb")
+    cwd = None
+    if name == "infinity-onnx":
+        # Infinity finds the graph by globbing a local folder and hands optimum the path it found, while
+        # optimum-onnx matches bare file names: only `--model-id .` (run inside the folder) gives it one.
+        cwd = ensure_infinity_onnx_folder(model_dir, CACHE / f"{model_id}-infinity-onnx")
+        # Its ONNX embedder pools with [CLS] unless told otherwise; MiniLM pools by mean.
+        engine = ["--engine", "optimum", "--pooling-method", "mean"]
+        model_dir = "."
+    else:
+        engine = ["--engine", "torch", "--no-bettertransformer"]
+    argv = [executable, "v2", "--model-id", model_dir, "--served-model-name", model_id, "--port", str(port)]
+    argv += ["--host", "127.0.0.1", "--device", "cpu", *engine]
+    env = {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1"}
+    return Contender(name, argv, env, embeddings_path="/embeddings", ready_path="/health", cwd=cwd)
+
+
+def ensure_infinity_onnx_folder(model_dir: str, out: Path) -> Path:
+    """The model folder (linked) plus `model.onnx` exported by optimum in Infinity's venv, made once in `out`.
+
+    Infinity's ONNX engine needs an .onnx file in the folder and exports none itself; the export is
+    optimum's plain one (`last_hidden_state` out, fp32), which Infinity pools and normalizes."""
+    if (out / "model.onnx").is_file():
+        return out
+    cli = INFINITY_VENV / "bin" / "optimum-cli"
+    if not cli.exists():
+        raise ValueError(f"infinity-onnx needs optimum in {INFINITY_VENV}: run `make bench-peers`")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f"{out.name}-", dir=out.parent))  # beside `out`: renamed into place
+    try:
+        argv = [str(cli), "export", "onnx", "--model", model_dir, "--task", "feature-extraction"]
+        argv += ["--library-name", "transformers", str(staging / "export")]
+        print(f"exporting {model_dir} to ONNX for Infinity in {out} ...", file=sys.stderr, flush=True)
+        done = subprocess.run(argv, env={**os.environ, **OFFLINE_ENV}, timeout=600, capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"optimum's ONNX export failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        folder = staging / "folder"
+        folder.mkdir()
+        for entry in Path(model_dir).iterdir():
+            (folder / entry.name).symlink_to(entry.resolve())
+        (staging / "export" / "model.onnx").replace(folder / "model.onnx")
+        shutil.rmtree(out, ignore_errors=True)  # a half-made folder from an interrupted run
+        folder.replace(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return out
 
 
 class Server:

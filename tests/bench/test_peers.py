@@ -1,16 +1,77 @@
-"""What the bench needs of a peer: the load generator's body formats, and a server wrapper that counts and
-stops every process a server starts."""
+"""The bench's peers (LitServe, BentoML, Infinity's ONNX engine), each from its own venv: started as the bench
+starts them, they answer the model's own embeddings in the shape the load generator sends and counts.
+
+The peer tests are in the slow tier (each makes its venv on demand, minutes, and starts a real server); the
+load generator's body formats and the server wrapper's stop are checked in the fast tier."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 
+import httpx
+import numpy as np
 import orjson
+import pytest
 
 from bench.loadgen import BODY_FORMATS, build_requests
 from bench.procfs import process_tree, status_kb
-from bench.servers import Contender, Server, free_port
+from bench.servers import REPO, Contender, Server, contender, free_port
+from tests.support import cosine_rows
+
+# Each peer's venv, as a Makefile target of its own (`make bench-peers` makes them all).
+STAMPS = {
+    "litserve": "bench/.venv-litserve/.installed",
+    "bentoml": "bench/.venv-bentoml/.installed",
+    "infinity-onnx": "bench/.venv-infinity/.installed-onnx",
+}
+TEXTS = ["How do embeddings work?", "a longer passage about the weather in the mountains " * 8]
+
+
+def ensure_venv(peer: str) -> None:
+    """Makes the peer's venv if missing; skips, saying why, only if that fails."""
+    if (REPO / STAMPS[peer]).exists():
+        return
+    try:
+        done = subprocess.run(["make", STAMPS[peer]], cwd=REPO, capture_output=True, text=True, timeout=1200)
+    except subprocess.TimeoutExpired:
+        pytest.skip(f"{peer} could not be installed within 20 minutes")
+    if done.returncode != 0:
+        pytest.skip(f"{peer} could not be installed: {done.stderr[-600:]}")
+
+
+def vectors(body_format: str, answer: object) -> np.ndarray:
+    """The vectors of an answer in either body format."""
+    if body_format == "openai":
+        return np.array([item["embedding"] for item in answer["data"]])  # type: ignore[index]
+    return np.array(answer)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("peer", list(STAMPS))
+def test_peer_answers_the_models_own_embeddings(peer: str, minilm_dir: str, reference_model) -> None:  # type: ignore[no-untyped-def]
+    ensure_venv(peer)
+    port = free_port()
+    spec = contender(peer, port, "all-MiniLM-L6-v2", minilm_dir, [], {})
+    expected = reference_model.encode(TEXTS, normalize_embeddings=True)
+    with Server(spec, port) as server:
+        server.wait_ready(timeout=300)
+        family = process_tree(server.pid)
+        for text, want in zip(TEXTS, expected):
+            payload = BODY_FORMATS[spec.body].encode("all-MiniLM-L6-v2", [text])
+            answer = httpx.post(
+                f"http://127.0.0.1:{port}{spec.embeddings_path}",
+                content=payload,
+                headers={"content-type": "application/json"},
+                timeout=60,
+            )
+            assert answer.status_code == 200, answer.text
+            assert BODY_FORMATS[spec.body].count(answer.content) == 1
+            got = vectors(spec.body, answer.json())
+            assert got.shape == (1, 384)
+            assert cosine_rows(got, want[None, :]).min() > 0.999
+    assert not [pid for pid in family if _running(pid)], f"{peer} left processes behind: {server.log_tail()}"
 
 
 def test_body_formats_say_what_each_route_takes_and_count_its_vectors() -> None:
