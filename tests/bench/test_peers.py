@@ -49,6 +49,7 @@ def vectors(body_format: str, answer: object) -> np.ndarray:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # a cold venv (torch, the peer, its dependencies) takes minutes to make
 @pytest.mark.parametrize("peer", list(STAMPS))
 def test_peer_answers_the_models_own_embeddings(peer: str, minilm_dir: str, reference_model) -> None:  # type: ignore[no-untyped-def]
     ensure_venv(peer)
