@@ -198,12 +198,13 @@ class _FakeTimer:
 
 
 def metric(server: Any, name: str, **labels: str) -> float:
-    """The value of one sample of the server's /metrics (0 when it has none yet): `name` as exposed
-    (with `_total` for counters), the labels it must carry."""
+    """A sample of the server's /metrics (0 when it has none yet): `name` as exposed (with `_total` for
+    counters), summed over the samples that carry `labels` (one, when they name it fully)."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    for family in text_string_to_metric_families(server.http.get("/metrics").text):
-        for sample in family.samples:
-            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
-                return float(sample.value)
-    return 0.0
+    return sum(
+        float(sample.value)
+        for family in text_string_to_metric_families(server.http.get("/metrics").text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
