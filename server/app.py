@@ -12,10 +12,11 @@ from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
 from server import __version__, tracing
-from server.admission import AdmissionMiddleware, Door
+from server.admission import INFERENCE_ROUTES, AdmissionMiddleware, Door
 from server.auth import Authenticator
 from server.cache import LocalCache, ResultCache, SharedCache
 from server.errors import ApiError, install_error_handlers
+from server.fast_routes import install_fast_routes
 from server.guard import GuardMiddleware, Limits
 from server.metrics import Metrics
 from server.middleware import RequestContextMiddleware
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
+    install_fast_routes(app, routers, INFERENCE_ROUTES)  # the hot paths, in front of their FastAPI routes
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}
     door = Door(
         host,
