@@ -155,6 +155,7 @@ def serve(args: argparse.Namespace) -> None:
 
     from models.preflight import problems
     from server.app import create_app
+    from server.collector import freeze_loaded_objects
     from server.config_errors import ConfigError
     from server.logs import configure_logging, flush_logs
     from server.malloc import fix_mmap_threshold
@@ -173,6 +174,7 @@ def serve(args: argparse.Namespace) -> None:
     if any(spec.backend == "torch" for spec in host.registry.specs):  # before they load
         fix_mmap_threshold(settings.malloc_mmap_threshold)
     server = _draining_server_class()(uvicorn_config(app, settings, sock.getsockname()[1]))
+    host.on_loaded = freeze_loaded_objects
     failed: list[str] = []
     if not settings.keep_serving_failed_models:
 

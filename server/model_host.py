@@ -165,6 +165,9 @@ class ModelHost:
         self.on_load_failure: Callable[[str], None] | None = None
         """Called (on the event loop) with a model's id when it fails to load; the CLI stops the server
         unless told to keep serving the others."""
+        self.on_loaded: Callable[[], None] | None = None
+        """Called (on the event loop) once every model has loaded or failed; the CLI freezes what is
+        loaded for the garbage collector (server/collector.py)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -215,6 +218,8 @@ class ModelHost:
             "models loaded" if len(ready) == len(self.status) else "models loaded, some failed",
             extra={"ready": ready, "failed": sorted(self.errors), "seconds": round(time.monotonic() - started, 3)},
         )
+        if self.on_loaded is not None:
+            self.on_loaded()
 
     def _batcher(
         self, name: str, run: Callable[[list[Tokens]], Sequence[Any]], config: BatchingConfig, padded: bool

@@ -4,6 +4,7 @@ Processes of their own: the exit status is the point."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -107,3 +108,19 @@ def test_tracing_asked_for_without_its_extra_names_the_extra() -> None:
     assert result.returncode == 1
     assert "OTEL_EXPORTER_OTLP_ENDPOINT is set but OpenTelemetry's OTLP exporter is not installed" in result.stderr
     assert "pip install 'embedserve[tracing]'" in result.stderr
+
+
+def test_once_its_models_are_in_the_server_freezes_them_for_the_garbage_collector(
+    tmp_path: Path, minilm_dir: str
+) -> None:
+    server = start_server(tmp_path, "--model", f"m={minilm_dir}")
+    try:
+        server.wait_until(lambda: "objects frozen for the collector" in server.log())
+    finally:
+        stop_server(server)
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    messages = [line["msg"] for line in lines]
+    frozen = lines[messages.index("objects frozen for the collector")]
+    # torch and the model are hundreds of thousands of objects that full collections no longer walk
+    assert frozen["objects"] > 100_000
+    assert messages.index("models loaded") < messages.index("objects frozen for the collector")
