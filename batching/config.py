@@ -34,13 +34,19 @@ class BatchingConfig(BaseModel):
     workers: int = Field(
         1,
         gt=0,
-        description="Batches run at once (threads sharing the model; on CPU they split torch's intra-op threads).",
+        description="Batches run at once (threads sharing the model; on CPU they split torch's intra-op threads). "
+        "Unset: the runner's own on CPU (2 for torch, 1 for ONNX), 1 elsewhere.",
     )
 
-    def for_device(self, device: str, cpu_batch_tokens: int) -> BatchingConfig:
+    def for_device(self, device: str, cpu_batch_tokens: int, cpu_workers: int = 1) -> BatchingConfig:
         """The limits for a model on `device`: on CPU, an unset token budget becomes the runner's own
-        `cpu_batch_tokens` (what its speed and memory want there); accelerators keep the default,
-        since they need big batches to fill."""
-        if device == "cpu" and "max_batch_tokens" not in self.model_fields_set:
-            return self.model_copy(update={"max_batch_tokens": cpu_batch_tokens})
-        return self
+        `cpu_batch_tokens` (what its speed and memory want there) and unset workers its `cpu_workers`;
+        accelerators keep the defaults, since they need big batches to fill."""
+        if device != "cpu":
+            return self
+        update: dict[str, int] = {}
+        if "max_batch_tokens" not in self.model_fields_set:
+            update["max_batch_tokens"] = cpu_batch_tokens
+        if "workers" not in self.model_fields_set:
+            update["workers"] = cpu_workers
+        return self.model_copy(update=update) if update else self

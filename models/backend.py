@@ -31,6 +31,8 @@ class Runner(Protocol):
     (packed: the sum of the items' lengths). The batcher budgets a batch by the cost that applies."""
     cpu_batch_tokens: int
     """The batch-token budget this runner wants on a CPU where the operator set none."""
+    cpu_workers: int
+    """Batches this runner wants run at once on a CPU where the operator set none."""
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray: ...
 

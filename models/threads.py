@@ -9,8 +9,8 @@ region waiting for a descheduled member; on 2 cores, two single-thread batches s
 15-20% faster than one two-thread batch at a time, while a lone request on one thread was ~4 ms
 slower.
 
-Not the default (BatchingConfig.workers is 1): in the bench two workers raised peak memory
-with two batches' activations at once, past the peer's.
+Torch runners on CPU run two batches at once unless told otherwise (torch_loading.CPU_WORKERS,
+with its measurements); the cost is a second batch's activations in memory.
 
 torch keeps the OpenMP and MKL thread counts per thread once a thread has run a parallel op, so
 each worker sets its own before each batch (only when it changes: the call is cheap, not free).

@@ -185,7 +185,7 @@ class ModelHost:
                     load_model, spec, max_batch_tokens=limits.max_batch_tokens, max_batch_size=limits.max_batch_size
                 )
                 runner = loaded.model.runner
-                config = limits.for_device(runner.info.device, runner.cpu_batch_tokens)
+                config = limits.for_device(runner.info.device, runner.cpu_batch_tokens, runner.cpu_workers)
                 served = LocalModel(spec, loaded, self._batcher(spec.id, runner.run, config, runner.pads), self)
                 if self.cache is not None:
                     served.identity = await asyncio.to_thread(identity, spec.source, runner.info, spec.kind)

@@ -57,10 +57,11 @@ class Settings(BaseSettings):
     max_queue_items: int = Field(
         _BATCHING.max_queue_items, gt=0, description="Texts waiting per model before new requests get 429."
     )
-    batch_workers: int = Field(
-        _BATCHING.workers,
+    batch_workers: int | None = Field(
+        None,
         gt=0,
-        description="Batches run at once per model; on CPU they split torch's intra-op threads.",
+        description="Batches run at once per model; on CPU they split torch's intra-op threads. "
+        "Default: 2 for torch on CPU, else 1.",
     )
 
     max_inputs: int = Field(2048, gt=0, description="Inputs per embedding request.")
@@ -176,10 +177,9 @@ class Settings(BaseSettings):
         return secret
 
     def batching(self) -> BatchingConfig:
-        budget = {} if self.max_batch_tokens is None else {"max_batch_tokens": self.max_batch_tokens}
+        chosen = {"max_batch_tokens": self.max_batch_tokens, "workers": self.batch_workers}
         return BatchingConfig(
-            **budget,
-            workers=self.batch_workers,
+            **{name: value for name, value in chosen.items() if value is not None},
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
             max_queue_tokens=self.max_queue_tokens,

@@ -37,6 +37,7 @@ def _settings(source: str) -> dict[str, Any]:
 class _HashingRunner:
     pads = False  # it computes on each item's own tokens
     cpu_batch_tokens = 4096
+    cpu_workers = 1
 
     def __init__(self, spec: ModelSpec, source: str, *, dimension: int) -> None:
         settings = _settings(source)
