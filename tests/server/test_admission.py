@@ -19,7 +19,8 @@ MODEL = "all-MiniLM-L6-v2"
 
 @pytest.fixture(scope="module")
 def small_queue() -> Iterator[AppServer]:
-    running = start_app(None, "--max-queue-items", "4", "--max-batch-size", "1")
+    # One batch at a time, which the tests hold: the queue behind it then fills.
+    running = start_app(None, "--max-queue-items", "4", "--max-batch-size", "1", "--batch-workers", "1")
     yield running
     running.stop()
 
