@@ -62,6 +62,50 @@ def _vs_torch(contenders: list[dict]) -> list[str]:
     return [*lines, ""]
 
 
+def _is_ours(name: str) -> bool:
+    return name.startswith("embedserve") and name != "embedserve-cached"  # the cache is not a contender's engine
+
+
+def _is_peer(name: str) -> bool:
+    return not name.startswith("embedserve") and name != "naive"
+
+
+def _vs_best_peer(contenders: list[dict]) -> list[str]:
+    """Per load, the fastest embedserve contender against the fastest peer of the same run: items/s, p99."""
+    ok = [c for c in contenders if not c.get("error")]
+    ours, peers = [c for c in ok if _is_ours(c["name"])], [c for c in ok if _is_peer(c["name"])]
+    if not ours or not peers:
+        return []
+
+    def best(group: list[dict], key: tuple) -> tuple[str, dict] | None:
+        runs = [(c["name"], r) for c in group for r in c["runs"] if _key(r) == key]
+        return max(runs, key=lambda pair: pair[1]["items_per_s"], default=None)
+
+    lines = [
+        "Fastest embedserve contender against the fastest peer, per load (same run):",
+        "",
+        "| workload | clients × items | embedserve | items/s | p99 ms | peer | items/s | p99 ms | ÷ peer |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|",
+    ]
+    keys = list(dict.fromkeys(_key(r) for c in ours for r in c["runs"]))
+    for key in keys:
+        mine, theirs = best(ours, key), best(peers, key)
+        if mine is None or theirs is None:
+            continue
+        (name, run), (peer, other) = mine, theirs
+        ratio = f"{run['items_per_s'] / other['items_per_s']:.2f}×" if other["items_per_s"] else "∞"
+        p99 = (run["latency_ms"] or {}).get("p99"), (other["latency_ms"] or {}).get("p99")
+        lines.append(
+            f"| {key[0]} | {key[1]} × {key[2]} | {name} | {_fmt(run['items_per_s'])} | {_fmt(p99[0], 1)} "
+            f"| {peer} | {_fmt(other['items_per_s'])} | {_fmt(p99[1], 1)} | {ratio} |"
+        )
+    return [*lines, ""]
+
+
+def _key(run: dict) -> tuple[str, int, int]:
+    return run["workload"], run["concurrency"], run["items_per_request"]
+
+
 def render(result: dict) -> str:
     meta = result["meta"]
     s = result["settings"]
@@ -97,4 +141,5 @@ def render(result: dict) -> str:
             f"- {contender['name']}: ready in {contender['ready_s']:.1f} s; `{' '.join(contender['argv'][1:])}`"
             + (f" env {contender['env']}" if contender["env"] else "")
         )
-    return "\n".join([*lines, "", *_vs_torch(result["contenders"]), *notes, ""])
+    contenders = result["contenders"]
+    return "\n".join([*lines, "", *_vs_torch(contenders), *_vs_best_peer(contenders), *notes, ""])
