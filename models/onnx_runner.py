@@ -37,7 +37,7 @@ class _OnnxRunner(InspectsTokens):
     _onnx: _OnnxSession
     pads = True
     cpu_batch_tokens = CPU_BATCH_TOKENS
-    cpu_workers = 1  # a second batch at once gained nothing on short and cost 10% on mixed (torch_loading.CPU_WORKERS)
+    cpu_workers = 1  # a second batch at once gained nothing on short and cost 10% on mixed (threads.CPU_WORKERS)
 
     def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> None:
         return None

@@ -23,7 +23,6 @@ from models.torch_loading import (
     PACKED_BATCHES_COST_PADDED,
     WARM_TEXT,
     compiled_forward,
-    cpu_workers,
     first_module_limit,
     load_st_model,
     packed_runner,
@@ -50,7 +49,7 @@ class TorchEmbeddingRunner(InspectsTokens):
         self._modules = modules[:-1] if normalized else modules
         self._device = torch.device(device)
         self._threads = cpu_thread_share(self._device)
-        self.cpu_workers = cpu_workers(torch.get_num_threads())
+        self.cpu_workers = self._threads.batches
 
         first = modules[0]
         hf_tokenizer = model.tokenizer

@@ -25,19 +25,6 @@ attention on a padded grid per length group, and budgeting it by real tokens mea
 108.8 against 121.9 items/s (short 411 against 402, within noise; A B B A, AMD EPYC, 2 cores), since its
 batches grew past the size a CPU gains from."""
 
-CPU_WORKERS = 2
-"""Batches at once on a CPU where the operator set none, each on its share of the intra-op threads
-(models/threads.py): one batch's Python (packing, pooling) and the event loop's work overlap the other's
-forward. Measured A B A B (AMD EPYC, 2 cores, MiniLM, 32 clients x 1 text): short +14-28%, mixed
-+12-21% items/s against one, peak RSS +10 / +65 MB. ONNX Runtime gained nothing there (short within
-noise, mixed -10%), so its runner keeps one."""
-
-
-def cpu_workers(threads: int) -> int:
-    """CPU_WORKERS, but no more batches than intra-op threads to share among them."""
-    return max(1, min(CPU_WORKERS, threads))
-
-
 CPU_BATCH_TOKENS = 4096
 """Padded tokens per batch on a CPU where the operator set none. A CPU gains no throughput past a few
 thousand tokens per forward pass (measured on MiniLM-L6: 4096 tokens ran at 4.3k tokens/s, 8192 at

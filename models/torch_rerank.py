@@ -29,7 +29,6 @@ from models.torch_loading import (
     PACKED_BATCHES_COST_PADDED,
     WARM_TEXT,
     compiled_forward,
-    cpu_workers,
     first_module_limit,
     load_st_model,
     packed_runner,
@@ -66,7 +65,7 @@ class TorchRerankRunner(InspectsTokens):
         self._modules = modules
         self._device = torch.device(device)
         self._threads = cpu_thread_share(self._device)
-        self.cpu_workers = cpu_workers(torch.get_num_threads())
+        self.cpu_workers = self._threads.batches
 
         hf_tokenizer = self._hf_tokenizer = model.tokenizer
         # CrossEncoder's own limit is the tokenizer's model_max_length capped at max_position_embeddings.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from batching.config import BatchingConfig
 from models.onnx_runner import CPU_BATCH_TOKENS as ONNX_CPU_BATCH_TOKENS
-from models.torch_loading import CPU_BATCH_TOKENS, CPU_WORKERS, cpu_workers
+from models.torch_loading import CPU_BATCH_TOKENS
 
 
 def test_an_unset_token_budget_is_the_runners_own_on_cpu() -> None:
@@ -29,8 +29,3 @@ def test_unset_workers_are_the_runners_own_on_cpu_and_one_elsewhere() -> None:
     assert BatchingConfig().for_device("cpu", 4096, cpu_workers=2).workers == 2
     assert BatchingConfig().for_device("cuda", 4096, cpu_workers=2).workers == 1
     assert BatchingConfig(workers=3).for_device("cpu", 4096, cpu_workers=2).workers == 3
-
-
-def test_torch_runs_two_batches_at_once_on_cpu_but_never_more_than_its_threads() -> None:
-    assert cpu_workers(16) == CPU_WORKERS == 2
-    assert cpu_workers(1) == 1

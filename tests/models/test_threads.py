@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from models.threads import CROWDED_SECONDS, ThreadShare
+from models.threads import CPU_WORKERS, CROWDED_SECONDS, ThreadShare
 from tests.support import FakeClock
 
 
@@ -60,3 +60,8 @@ def test_every_worker_sets_its_own_team_size() -> None:
     assert sorted(seen) in ([1, 2], [1, 1])  # the later one took a share; the first kept its team
     with share.batch() as next_one:
         assert next_one == 1 and torch.get_num_threads() == 1
+
+
+def test_torch_runs_two_batches_at_once_on_cpu_but_never_more_than_its_threads() -> None:
+    assert ThreadShare(16).batches == CPU_WORKERS == 2
+    assert ThreadShare(1).batches == 1
