@@ -6,7 +6,9 @@ No registry is reachable here, so each image is built on a Debian bookworm root 
 goes into them; podman keeps the images' layers itself, so a second run rebuilds only what changed.
 
 Podman runs with deploy/podman/containers.conf (runc, ulimits this machine allows); the arm64 image runs on
-emulated aarch64 (qemu-user-static through binfmt_misc) presenting an Oracle A1's CPU, Neoverse-N1.
+emulated aarch64 (qemu-user-static through binfmt_misc) presenting an Oracle A1's CPU, Neoverse-N1. Compose services
+find each other by name only with the network backend's DNS: Debian's podman 4.3 uses CNI, whose bridge resolves no
+names without the dnsname plugin (a package of its own, not among podman's dependencies); netavark needs aardvark-dns.
 Where a tool or privilege is missing, `Unavailable` carries the command and its error line: the tests skip with it.
 """
 
@@ -33,7 +35,25 @@ CACHE = Path(os.environ.get("EMBEDSERVE_IMAGE_CACHE", Path.home() / ".cache" / "
 CONTAINERS_CONF = ROOT / "deploy" / "podman" / "containers.conf"
 BASE_SCRIPT = ROOT / "deploy" / "podman" / "base-root.sh"
 CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
-APT_PACKAGES = ["podman", "buildah", "runc", "crun", "debootstrap", "qemu-user-static", "binfmt-support"]
+APT_PACKAGES = [
+    "podman",
+    "buildah",
+    "runc",
+    "crun",
+    "debootstrap",
+    "qemu-user-static",
+    "binfmt-support",
+    "golang-github-containernetworking-plugin-dnsname",
+]
+# Name resolution in a podman network, by network backend: the package that gives it and where podman looks for it
+# (containers.conf's default cni_plugin_dirs and helper_binaries_dir). Without it `redis` and `embedserve` do not
+# resolve inside the compose network, and each replica falls back to limits of its own.
+CNI_PLUGIN_DIRS = ("/usr/local/libexec/cni", "/usr/libexec/cni", "/usr/local/lib/cni", "/usr/lib/cni", "/opt/cni/bin")
+PODMAN_HELPER_DIRS = ("/usr/local/libexec/podman", "/usr/local/lib/podman", "/usr/libexec/podman", "/usr/lib/podman")
+NETWORK_DNS = {
+    "cni": ("golang-github-containernetworking-plugin-dnsname", [Path(d, "dnsname") for d in CNI_PLUGIN_DIRS]),
+    "netavark": ("aardvark-dns", [Path(d, "aardvark-dns") for d in PODMAN_HELPER_DIRS]),
+}
 # The CPU of an Oracle A1 (Ampere Altra): qemu presents it, so ONNX Runtime picks the kernels an A1 would.
 A1_CPU = "neoverse-n1"
 # Under emulation, `import onnxruntime` segfaults while the host's CPU topology is visible (cpuinfo reads it).
@@ -83,20 +103,39 @@ def record(step: str, seconds: float, **details: object) -> None:
     print(f"[images] {step}: {seconds:.1f} s {details or ''}", file=sys.stderr)
 
 
+def apt_install(packages: list[str]) -> subprocess.CompletedProcess[str]:
+    """apt-get install of Debian's packages (after an apt-get update when the first try fails)."""
+    sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
+    command = [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]
+    result = run(command, check=False, timeout=900)
+    if result.returncode != 0:
+        run([*sudo, "apt-get", "update", "-q"], check=False, timeout=600)
+        result = run(command, check=False, timeout=900)
+    return result
+
+
+def network_backend() -> str:
+    """The network backend podman uses here: cni or netavark (chosen by podman on a fresh store)."""
+    return podman("info", "--format", "{{.Host.NetworkBackend}}", check=False).stdout.strip()
+
+
+def network_dns_missing(backend: str) -> str | None:
+    """The package that gives BACKEND's networks name resolution, when it is not installed; None when it is."""
+    if backend not in NETWORK_DNS:
+        return None
+    package, places = NETWORK_DNS[backend]
+    return None if any(place.exists() for place in places) else package
+
+
 def ensure_tools() -> None:
     """podman and friends from Debian's packages (installed when missing), and a podman that can start a container."""
     missing = [
         tool for tool in ("podman", "buildah", "runc", "debootstrap", "qemu-aarch64-static") if not shutil.which(tool)
     ]
     if missing:
-        sudo = [] if os.geteuid() == 0 else ["sudo", "-n"]
-        command = [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", *APT_PACKAGES]
-        result = run(command, check=False, timeout=900)
+        result = apt_install(APT_PACKAGES)
         if result.returncode != 0:
-            run([*sudo, "apt-get", "update", "-q"], check=False, timeout=600)
-            result = run(command, check=False, timeout=900)
-        if result.returncode != 0:
-            raise Unavailable(f"{shlex.join(command)}: {error_line(result)}")
+            raise Unavailable(f"apt-get install {shlex.join(APT_PACKAGES)}: {error_line(result)}")
     if os.geteuid() != 0:
         raise Unavailable(
             f"the base roots need root (debootstrap, podman import of a root-owned tree); running as uid {os.geteuid()}"
@@ -104,6 +143,10 @@ def ensure_tools() -> None:
     info = podman("info", "--format", "{{.Store.GraphDriverName}}", check=False)
     if info.returncode != 0:
         raise Unavailable(f"podman info: {error_line(info)}")
+    # A podman installed before (by hand, or by this step when it lacked the DNS plugin) may resolve no names.
+    # Only the compose test needs them: where this install fails, that test says so, naming the package.
+    if dns := network_dns_missing(network_backend()):
+        apt_install([dns])
 
 
 def ensure_aarch64_emulation() -> None:

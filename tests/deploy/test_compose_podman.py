@@ -4,7 +4,9 @@ The compose file is used as users use it; tests/deploy/compose.podman.yml on top
 registry is reachable: Redis and Prometheus come from Debian's packages, deploy/podman/*.Containerfile), moves the
 host ports to free ones and adds a second embedserve replica. Checks: Prometheus scrapes embedserve (its `up` is 1
 and embedserve's own metrics are in Prometheus), and the two replicas share one Redis rate limit: a global burst of
-3 spent across both leaves the 4th request, on either, a 429.
+3 spent across both leaves the 4th request, on either, a 429. Both need the compose network's DNS (`redis`,
+`embedserve` by name): right after `up` the fixture looks the names up inside the containers and, where they do not
+resolve, fails at once saying so and which package the network backend lacks.
 """
 
 from __future__ import annotations
@@ -59,6 +61,60 @@ def _keep_health_checks_running(stop: threading.Event) -> threading.Thread:
     return thread
 
 
+# Who must find whom by name in the compose network: Redis from each replica (shared limits), embedserve from
+# Prometheus (its scrape target, deploy/prometheus/prometheus.yml).
+LOOKUPS = [("embedserve", "redis"), ("embedserve-2", "redis"), ("prometheus", "embedserve")]
+
+
+def _service_container(service: str) -> str:
+    names = images.podman(
+        "ps",
+        "--filter",
+        f"label=io.podman.compose.project={PROJECT}",
+        "--filter",
+        f"label=com.docker.compose.service={service}",
+        "--format",
+        "{{.Names}}",
+    ).stdout.split()
+    assert names, f"no running container of the compose service {service}"
+    return names[0]
+
+
+def _assert_names_resolve(timeout: float = 20) -> None:
+    """`getent hosts NAME` inside each container (glibc's resolver, as redis-py's getaddrinfo and the image's tools
+    use): one line naming the cause where the network has no DNS, rather than a scrape that never comes up and
+    limits each replica keeps to itself, minutes later."""
+    deadline = time.monotonic() + timeout
+    while True:
+        failed = []
+        for service, name in LOOKUPS:
+            try:
+                result = images.podman(
+                    "exec", _service_container(service), "getent", "hosts", name, check=False, timeout=60
+                )
+            except subprocess.TimeoutExpired:
+                failed.append(f"{name!r} in {service}: no answer in 60 s")
+                continue
+            if result.returncode != 0:  # 2: not found
+                why = "not found" if result.returncode == 2 else images.error_line(result)
+                failed.append(f"{name!r} in {service}: {why}")
+        if not failed or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    if failed:
+        backend = images.network_backend()
+        network = images.podman(
+            "network", "ls", "--filter", f"label=io.podman.compose.project={PROJECT}", "--format", "{{.Name}}"
+        ).stdout.strip()
+        dns = images.podman("network", "inspect", network, "--format", "{{.DNSEnabled}}", check=False).stdout.strip()
+        package = images.NETWORK_DNS[backend][0] if backend in images.NETWORK_DNS else "its DNS plugin"
+        raise AssertionError(
+            f"container names do not resolve ({'; '.join(failed)}): no DNS in the podman network {network} "
+            f"(backend {backend}, dns_enabled {dns}); the {backend} backend resolves names only with {package} "
+            f"installed (apt-get install {package}), in networks made after it"
+        )
+
+
 @dataclass
 class Stack:
     urls: dict[str, str]
@@ -106,6 +162,7 @@ def compose_stack(amd64_image: str, tmp_path_factory: pytest.TempPathFactory):  
         "grafana": f"http://127.0.0.1:{env['GRAFANA_PUBLISHED_PORT']}",
     }
     try:
+        _assert_names_resolve()
         for name in ("embedserve", "embedserve-2"):
             _wait(
                 lambda name=name: httpx.get(f"{urls[name]}/health/ready", timeout=5).status_code == 200, f"{name} ready"
