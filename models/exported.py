@@ -3,7 +3,8 @@
 A folder holds model.onnx (and model_int8.onnx), the tokenizer files, dense_<i>.npz and CONFIG_FILE:
 the settings a torch-free runner needs to finish an embedding (pooling, Dense layers, normalize,
 token limit, prompts) and which graph files exist. FORMAT is bumped when a reader of the old format
-would misread a new folder.
+would misread a new folder. MANIFEST_FILE (`quantize.manifest`) records how the folder was made; a
+runner reads only its INT8 numerics (`int8_numerics`) from it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from models.errors import ModelLoadError
+from models.isa import weight_bits
 
 CONFIG_FILE = "embedserve.json"
+MANIFEST_FILE = "manifest.json"
 FORMAT = 1
 
 
@@ -43,3 +46,17 @@ def peek_config(folder: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def int8_numerics(folder: Path) -> tuple[str, int] | None:
+    """(the target ISA, the weights' bits) the folder's INT8 graph was built with, from its manifest;
+    None when the manifest does not say (a folder not written by `embedserve quantize`)."""
+    try:
+        quantization = json.loads((folder / MANIFEST_FILE).read_text()).get("quantization") or {}
+        numerics = (
+            str(quantization["target"]),
+            int(quantization.get("weight_bits") or weight_bits(bool(quantization["reduce_range"]))),
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return numerics

@@ -8,6 +8,7 @@ identical whichever backend serves them.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from models.errors import ModelLoadError
-from models.exported import read_config
+from models.exported import int8_numerics, read_config
+from models.isa import Isa, exact_isas, exact_on, host_isa
 from models.pooling import load_dense, sentence_embeddings
 from models.prompts import merged_prompts
 from models.reranker import scores_per_pair
@@ -24,11 +26,35 @@ from models.spec import ModelSpec
 from models.tokenizer import InspectsTokens, PairTokenizer, TextTokenizer
 from models.types import ModelInfo, Tokens
 
+log = logging.getLogger("embedserve.models")
+
 CPU_BATCH_TOKENS = 1536
 """Padded tokens per batch on a CPU where the operator set none. ONNX Runtime keeps a batch's
 activations in its arena for the life of the process, so the budget sets its resident memory under
 load: on MiniLM-L6, mixed load, 2 cores, 1536 tokens ran as fast as 2048 and 4096 (ONNX fp32 and
 INT8, within the ±10% noise) with 13 and 85 MB less peak RSS (bench/README.md, "Memory")."""
+
+
+def check_int8_cpu(folder: Path, spec: ModelSpec, isa: Isa | None = None) -> None:
+    """Refuses an INT8 graph this CPU (`isa`, default this host's) would compute below the accuracy its
+    gate accepted (`models.isa`: 8-bit weights on a CPU without VNNI), unless `spec.int8_any_cpu`,
+    which serves it with a warning."""
+    numerics = int8_numerics(folder)
+    isa = isa or host_isa()
+    if numerics is None or exact_on(isa, numerics[1]):
+        return
+    target, bits = numerics
+    what = (
+        f"{folder / 'model_int8.onnx'} was quantized for {target} ({bits}-bit weights, exact only on "
+        f"{' and '.join(exact_isas(bits))}), and this CPU is {isa} (no VNNI: its int16 sums saturate on them)"
+    )
+    if spec.int8_any_cpu:
+        log.warning("%s; serving it anyway (int8_any_cpu): expect lower accuracy than its manifest's", what)
+        return
+    raise ModelLoadError(
+        f"{what}; quantize it again with `embedserve quantize SOURCE --target portable --out DIR` (the default: "
+        f"7-bit weights, exact on every CPU), or set int8_any_cpu (EMBEDSERVE_INT8_ANY_CPU=1) to serve it anyway"
+    )
 
 
 class _OnnxRunner(InspectsTokens):
@@ -64,6 +90,8 @@ class _OnnxSession:
             raise ModelLoadError(
                 f"{folder} has no {variant} graph for backend {spec.backend!r}; run `embedserve quantize`"
             )
+        if variant == "int8":
+            check_int8_cpu(folder, spec)
         options = ort.SessionOptions()
         options.intra_op_num_threads = spec.threads or len(os.sched_getaffinity(0))
         options.inter_op_num_threads = 1

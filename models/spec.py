@@ -39,6 +39,11 @@ class ModelSpec(BaseModel):
         description="auto: BERT-family encoders (BERT, RoBERTa, XLM-R) and bidirectional Gemma3 run on "
         "real tokens only, no work on padding (torch backend, uncompiled); off: the model's own padded forward.",
     )
+    int8_any_cpu: bool = Field(
+        default=False,
+        description="Serve an INT8 graph even on a CPU whose kernels compute it below the accuracy it was "
+        "accepted with (8-bit weights on x86 without VNNI), with a warning; by default such a load is refused.",
+    )
     prompts: dict[str, str] = Field(
         default_factory=dict, description="Prompts by name, added to (and overriding) the folder's own."
     )

@@ -8,7 +8,9 @@ from each threshold to 1, so the full-set figures the decision uses clear the th
 
 The gate: an embedder's INT8 graph is written only if, over the whole evaluation set, both the mean
 cosine with fp32 and the lowest single text's cosine reach their thresholds (users feel the worst
-text, not the mean); a reranker's only if its scores' Spearman correlation with fp32 does.
+text, not the mean); a reranker's only if its scores' Spearman correlation with fp32 does. It judges
+the integers the target computes: on a host whose kernels would saturate the graph's weights (AVX2
+without VNNI, full-range weights for VNNI or ARM64), the graph's exact twin (`quantize.exact`).
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ from typing import Any
 import numpy as np
 
 from models.exported import read_config, write_config
+from models.isa import exact_isas, exact_on, host_isa, weight_bits
 from quantize import manifest as manifest_file
 from quantize.eval_texts import eval_texts, rerank_sets
+from quantize.exact import exact_twin
 from quantize.export import export
 from quantize.graph import clear_graph, externalize_weights
 from quantize.onnx_eval import ExportedModel
@@ -180,6 +184,19 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
             calibration = fp32.batches(read_calibration(options.calibration, kind), batch_size=16)
         ranked, channel_absmax = calibrate(out / "model.onnx", fp32.batches(tuning, batch_size=16), settings.op_types)
 
+    host, bits = host_isa(), weight_bits(settings.reduce_range)
+    twin = not exact_on(host, bits)  # no target computes saturated sums: 7-bit weights never saturate
+
+    def as_target(graph: Path) -> ExportedModel:
+        """The graph as the target computes it: itself where this host's kernels compute the target's
+        integers, else its exact twin (`quantize.exact`): never a saturating host's clipped sums."""
+        if twin:
+            exact = work / f"exact-{graph.name}"
+            clear_graph(exact)
+            exact_twin(graph, exact)
+            graph = exact
+        return ExportedModel(out, f"{WORK_DIR}/{graph.name}")
+
     candidate = work / "candidate.onnx"
     trials: list[dict[str, Any]] = []
     best: tuple[float, int, Path] | None = None
@@ -190,7 +207,7 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
             quantize_graph(
                 out / "model.onnx", candidate, settings, calibration=calibration, channel_absmax=channel_absmax
             )
-            measured = figures(reference_tuning, ExportedModel(out, f"{WORK_DIR}/{candidate.name}").outputs(tuning))
+            measured = figures(reference_tuning, as_target(candidate).outputs(tuning))
             trials.append({"excluded": count, **{f"tuning_{k}": round(v, 6) for k, v in measured.items()}})
             value = margin(measured, _goal)
             if best is None or value > best[0]:
@@ -206,7 +223,7 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
     int8_path = best[2]
 
     with steps.step("evaluate"):
-        quantized_all = ExportedModel(out, f"{WORK_DIR}/{int8_path.name}").outputs(items)
+        quantized_all = as_target(int8_path).outputs(items)
         if kind == "embed":
             accuracy = embed_accuracy(reference_all, quantized_all, items)
         else:
@@ -242,6 +259,10 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
         "opset": exported.manifest["export"]["opset"],
         "quantization": {
             **settings.as_dict(),
+            "weight_bits": bits,
+            "exact_on": exact_isas(bits),
+            "evaluated_on": host,
+            "evaluated_with": "exact integer twin (quantize.exact)" if twin else "this host's kernels",
             "calibration": str(options.calibration) if options.calibration else None,
             "written": written,
             "forced": bool(options.force and not passed),

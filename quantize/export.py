@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from tokenizers import Tokenizer
 
-from models.exported import CONFIG_FILE, FORMAT, write_config
+from models.exported import CONFIG_FILE, FORMAT, MANIFEST_FILE, write_config
 from models.sources import guess_kind, resolve_source
 from models.torch_loading import first_module_limit
 from quantize.graph import clear_graph, export_with_optimum, export_with_torch
@@ -141,7 +141,7 @@ def export(
 def _clear(out: Path) -> None:
     for graph in ("model.onnx", "model_int8.onnx"):
         clear_graph(out / graph)
-    for stale in [*out.glob("dense_*.npz"), out / CONFIG_FILE, out / "manifest.json"]:
+    for stale in [*out.glob("dense_*.npz"), out / CONFIG_FILE, out / MANIFEST_FILE]:
         stale.unlink(missing_ok=True)
 
 

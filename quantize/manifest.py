@@ -9,6 +9,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from models.exported import MANIFEST_FILE
+
 _LIBRARIES = ("torch", "transformers", "sentence-transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx")
 
 
@@ -27,9 +29,9 @@ def library_versions() -> dict[str, str | None]:
 
 
 def read(folder: Path) -> dict[str, Any]:
-    path = folder / "manifest.json"
+    path = folder / MANIFEST_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def write(folder: Path, manifest: dict[str, Any]) -> None:
-    (folder / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    (folder / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

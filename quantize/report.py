@@ -182,3 +182,14 @@ def speed(backends: dict[str, Callable[[], int]], seconds: float) -> dict[str, A
     if rates.get("torch"):
         figures["vs_torch"] = {name: round(rate / rates["torch"], 3) for name, rate in rates.items()}
     return figures
+
+
+EXPECTED_SPEED: dict[str, str] = {
+    "avx512_vnni": "INT8 1.70x ONNX fp32 on mixed, 2.89x on short (MiniLM, AMD EPYC with AVX-512 VNNI, "
+    "`python -m bench`, 2026-11-29)",
+    "avx2": "INT8 0.85x ONNX fp32 on mixed, 0.90x on short (MiniLM, AMD EPYC with AVX2 only, `python -m bench`, "
+    "2026-12): serve the fp32 graph (`backend: onnx`) there",
+    "arm64": "not measured on ARM hardware (the arm64 image is checked for accuracy under qemu only)",
+}
+"""What INT8 pays per CPU kind, measured where that kind was at hand: the report prints the rows of the ISAs
+a folder runs on exactly, since this host's own figure says nothing of the others."""

@@ -40,7 +40,7 @@ def upstream_models(settings: Settings) -> list[UpstreamSpec]:
 
 def served_models(settings: Settings) -> list[tuple[ModelSpec, BatchingConfig]]:
     """The models to serve here, each with its batching limits: the models file, then `--model` flags;
-    with neither (and no upstream), the bundled default. Server-wide device/dtype/threads fill what an
+    with neither (and no upstream), the bundled default. Server-wide device/dtype/threads/int8_any_cpu fill what an
     entry leaves unset."""
     batching = settings.batching()
     served: list[tuple[ModelSpec, BatchingConfig]] = []
@@ -49,7 +49,12 @@ def served_models(settings: Settings) -> list[tuple[ModelSpec, BatchingConfig]]:
     served += [(spec_from_cli(value), batching) for value in settings.models]
     if not served and not entries:
         served = [(DEFAULT_MODEL, batching)]
-    defaults = {"device": settings.device, "dtype": settings.dtype, "threads": settings.torch_threads}
+    defaults = {
+        "device": settings.device,
+        "dtype": settings.dtype,
+        "threads": settings.torch_threads,
+        "int8_any_cpu": settings.int8_any_cpu or None,
+    }
     return [
         (
             spec.model_copy(

@@ -36,6 +36,11 @@ class Settings(BaseSettings):
         description="Weights' precision unless an entry says: auto is float16 on CUDA (bfloat16 for Gemma3), else float32.",
     )
     torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
+    int8_any_cpu: bool = Field(
+        False,
+        description="Serve INT8 folders even where this CPU computes them below their accepted accuracy "
+        "(8-bit weights without VNNI), with a warning, unless an entry says otherwise.",
+    )
 
     # The batcher's own defaults (batching.config, their one home), settable server-wide.
     max_batch_tokens: int | None = Field(

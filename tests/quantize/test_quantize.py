@@ -131,11 +131,11 @@ def test_minilm_int8_graph_is_quantized(minilm_int8: Path) -> None:
 def test_minilm_manifest_records_provenance_and_report(minilm_int8: Path, minilm_dir: str) -> None:
     m = json.loads((minilm_int8 / "manifest.json").read_text())
     assert m["source"] == minilm_dir and m["kind"] == "embed" and m["model_type"] == "bert"
-    assert m["target"] in ("avx2", "avx512_vnni", "arm64") and m["mode"] == "dynamic"
+    assert m["target"] == "portable" and m["mode"] == "dynamic"  # the default: one folder for every CPU
     assert isinstance(m["opset"], int) and m["opset"] >= 14
     q = m["quantization"]
     assert q["per_channel"] is True and q["written"] is True and q["refused"] is None
-    assert q["reduce_range"] is (m["target"] == "avx2")
+    assert q["reduce_range"] is True and q["weight_bits"] == 7 and q["exact_on"] == ["avx2", "avx512_vnni", "arm64"]
     assert isinstance(q["exclude"], list) and len(q["exclude"]) <= 9
     for name in ("torch", "transformers", "optimum", "onnxruntime", "onnx"):
         assert m["versions"][name], name
@@ -377,3 +377,33 @@ def test_an_outlier_channel_is_carried_by_smoothing(tiny_reranker_dir: Path, tmp
     assert _run_in_process(str(source), "--out", str(out), "--bench-seconds", "0", "--no-progress") == 0
     accuracy = json.loads((out / "manifest.json").read_text())["accuracy"]
     assert accuracy["spearman"] >= 0.95 and len(accuracy["worst"]) == 5
+
+
+def test_a_saturating_host_judges_full_range_weights_by_their_exact_twin(
+    tiny_bert_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On x86 without VNNI (set here, so this holds on any host) a `--target arm64` graph is judged by the
+    integers ARM computes, its exact twin's, never by the host's clipped sums (which refused good ARM
+    folders on AVX2 hosts); 7-bit weights, which the host computes exactly, by the graph itself."""
+    from quantize.build import Options, quantize_model
+    from quantize.eval_texts import eval_texts
+    from quantize.exact import exact_twin
+    from quantize.onnx_eval import ExportedModel
+    from quantize.report import cosines
+
+    monkeypatch.setattr("quantize.build.host_isa", lambda: "avx2")
+    out = tmp_path / "arm64"
+    outcome = quantize_model(tiny_bert_dir, out, Options(target="arm64", force=True, bench_seconds=0, progress=False))
+    q = outcome.manifest["quantization"]
+    assert (q["weight_bits"], q["evaluated_on"], q["exact_on"]) == (8, "avx2", ["avx512_vnni", "arm64"])
+    assert q["evaluated_with"].startswith("exact integer twin")
+    exact_twin(out / "model_int8.onnx", out / "exact.onnx")
+    texts = list(eval_texts())
+    cos = cosines(ExportedModel(out).outputs(texts), ExportedModel(out, "exact.onnx").outputs(texts))
+    assert outcome.manifest["accuracy"]["min_cosine"] == pytest.approx(float(cos.min()), abs=1e-6)
+    assert outcome.manifest["accuracy"]["mean_cosine"] == pytest.approx(float(cos.mean()), abs=1e-6)
+
+    portable = quantize_model(
+        tiny_bert_dir, tmp_path / "portable", Options(force=True, bench_seconds=0, progress=False)
+    )
+    assert portable.manifest["quantization"]["evaluated_with"] == "this host's kernels"

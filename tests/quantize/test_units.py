@@ -1,4 +1,4 @@
-"""Small pieces: ISA detection and per-target settings, the numpy pipeline against
+"""Small pieces: per-target settings, the numpy pipeline against
 sentence-transformers' own modules, rank statistics, calibration files, the built-in texts."""
 
 from __future__ import annotations
@@ -8,30 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quantize.quantize import detect_target, read_calibration, settings_for
+from quantize.quantize import read_calibration, resolve_target, settings_for
 from quantize.report import relevance, rerank_accuracy, spearman
 from quantize.texts import RERANK_SETS, SENTENCES, language, rerank_pairs
-
-AVX2_FLAGS = "flags\t\t: fpu sse sse2 avx avx2 fma bmi2\n"
-
-
-@pytest.mark.parametrize(
-    ("cpuinfo", "machine", "target"),
-    [
-        (AVX2_FLAGS, "x86_64", "avx2"),
-        ("flags\t\t: avx2 avx512f avx512bw avx512_vnni\n", "x86_64", "avx512_vnni"),
-        ("flags\t\t: avx2 avx_vnni\n", "x86_64", "avx512_vnni"),
-        ("", "aarch64", "arm64"),
-        ("", "arm64", "arm64"),
-    ],
-)
-def test_detect_target(cpuinfo: str, machine: str, target: str) -> None:
-    assert detect_target(cpuinfo, machine) == target
 
 
 def test_settings_protect_avx2_from_saturation_only() -> None:
     avx2, vnni, arm = settings_for("avx2"), settings_for("avx512_vnni"), settings_for("arm64")
     assert avx2.reduce_range and not vnni.reduce_range and not arm.reduce_range
+    assert settings_for(resolve_target("auto")).reduce_range  # the default: 7-bit, exact on every CPU
     assert all(s.per_channel and s.weight_type == "QInt8" for s in (avx2, vnni, arm))
     assert "Gather" not in avx2.op_types  # embedding tables stay fp32
     static = settings_for("avx2", "static")

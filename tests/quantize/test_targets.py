@@ -1,0 +1,133 @@
+"""INT8 on the AVX2 target, whatever CPU the suite runs on: Debian's qemu-x86_64 with `-cpu max` presents an
+x86-64 CPU with AVX2 and no AVX-512 or VNNI (checked first: that holds for qemu 7.2), so onnxruntime runs the
+vpmaddubsw kernels there that an AVX2-only EPYC runs. Under it:
+
+- the per-row graphs of tests/quantize/test_rowwise.py (batch independence, error bounds, the saturation case);
+- a `--target portable` folder (the default: 7-bit weights) of the real MiniLM holds the quantize gate's floors, each text the same alone and
+  batched;
+- a full-range (`--target arm64`) folder, which the gate judged by its exact twin, is below the floors on
+  these kernels while its twin holds them: why the server refuses it there, which it does, in one line.
+
+ARM64's own kernels run in the arm64 image under emulated Neoverse-N1 (tests/deploy/test_images.py).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.support import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
+
+FLOORS = {"mean_cosine": 0.997, "min_cosine": 0.99}  # the quantize gate's own (quantize.build.Options)
+
+
+def _qemu() -> str:
+    found = shutil.which("qemu-x86_64-static") or shutil.which("qemu-x86_64")
+    if found is None:
+        from tests.deploy import images
+
+        images.apt_install(["qemu-user-static"])
+        found = shutil.which("qemu-x86_64-static")
+    assert found, "qemu-x86_64-static is not installed, and Debian's qemu-user-static did not install"
+    return found
+
+
+def on_avx2(*args: str, timeout: float = 1800, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """This venv's python with `args`, on an emulated AVX2 CPU."""
+    command = [_qemu(), "-cpu", "max", sys.executable, *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+
+
+@pytest.fixture(scope="module")
+def avx2() -> None:
+    probe = (
+        "from models.isa import cpu_flags, host_isa; f = cpu_flags(); print(host_isa(), 'AVX2' in f, 'AVX512F' in f)"
+    )
+    result = on_avx2("-c", probe, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["avx2", "True", "False"], f"qemu -cpu max is not an AVX2-only CPU: {result.stdout}"
+
+
+def test_per_row_graphs_on_avx2(avx2: None) -> None:
+    result = on_avx2("-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/quantize/test_rowwise.py")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert "8 passed" in result.stdout
+
+
+def evaluate(folder: str, graphs: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Each graph of `folder` against its fp32 graph over quantize's evaluation set, on this CPU: the
+    gate's figures, and how far a text alone is from the same text batched (max |diff|)."""
+    from quantize.eval_texts import eval_texts
+    from quantize.onnx_eval import ExportedModel
+    from quantize.report import cosines
+
+    texts = list(eval_texts())
+    reference = ExportedModel(Path(folder)).outputs(texts)
+    figures = {}
+    for graph in graphs:
+        model = ExportedModel(Path(folder), graph)
+        batched = model.outputs(texts)
+        cos = cosines(reference, batched)
+        alone = np.concatenate([model.outputs([t]) for t in texts[::12]])
+        figures[graph] = {
+            "mean_cosine": float(cos.mean()),
+            "min_cosine": float(cos.min()),
+            "alone_vs_batched": float(np.abs(alone - batched[::12]).max()),
+        }
+    return figures
+
+
+def _quantize(source: str, out: Path, target: str) -> Path:
+    command = [str(Path(sys.executable).parent / "embedserve"), "quantize", source, "--out", str(out)]
+    result = subprocess.run(
+        [*command, "--target", target, "--bench-seconds", "0", "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out
+
+
+def test_minilm_int8_on_avx2(avx2: None, minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from quantize.exact import exact_twin
+
+    root = tmp_path_factory.mktemp("targets")
+    narrow = _quantize(minilm_dir, root / "portable", "portable")
+    full = _quantize(minilm_dir, root / "arm64", "arm64")
+    manifest = json.loads((full / "manifest.json").read_text())["quantization"]
+    assert manifest["weight_bits"] == 8 and manifest["exact_on"] == ["avx512_vnni", "arm64"]
+    exact_twin(full / "model_int8.onnx", full / "exact.onnx")
+
+    script = (
+        "import json, sys; from tests.quantize.test_targets import evaluate; "
+        "print(json.dumps({f: evaluate(f, sys.argv[2:] if f == sys.argv[1] else ['model_int8.onnx']) "
+        f"for f in ({str(full)!r}, {str(narrow)!r})}}))"
+    )
+    result = on_avx2("-c", script, str(full), "model_int8.onnx", "exact.onnx")
+    assert result.returncode == 0, result.stderr[-3000:]
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    print(json.dumps(figures, indent=1))  # the report the slow tier's log keeps
+
+    seven_bit = figures[str(narrow)]["model_int8.onnx"]
+    assert all(seven_bit[k] >= floor for k, floor in FLOORS.items()), seven_bit
+    assert seven_bit["alone_vs_batched"] == 0.0  # the same float32 bits, as on the host
+    twin = figures[str(full)]["exact.onnx"]
+    assert all(twin[k] >= floor for k, floor in FLOORS.items()), twin
+    clipped = figures[str(full)]["model_int8.onnx"]
+    assert any(clipped[k] < floor for k, floor in FLOORS.items()), clipped  # vpmaddubsw saturates 8-bit weights
+
+    refused = on_avx2("-m", "server", "serve", "--model", f"minilm-int8={full}", "--port", "0", timeout=600)
+    assert refused.returncode == 3, refused.stderr[-3000:]
+    last = refused.stderr.strip().splitlines()[-1]
+    assert "quantized for arm64" in last and "this CPU is avx2" in last and "--target portable" in last, last
