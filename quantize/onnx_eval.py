@@ -7,7 +7,7 @@ tokenizers (`models.tokenizer`), and the numpy pipeline of `quantize.pipeline`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,10 @@ from tokenizers import Tokenizer
 from models.exported import read_config
 from models.tokenizer import PairTokenizer, TextTokenizer
 from quantize.pipeline import finish, load_pipeline
+
+MAX_BATCH_TOKENS = 8192
+"""Padded tokens per evaluation batch: a batch's activations (attention scores grow with its length squared)
+stay in onnxruntime's arena for the session's life."""
 
 
 def session(path: Path, *, threads: int | None = None) -> Any:
@@ -67,14 +71,39 @@ class ExportedModel:
         assert self.texts is not None, "not an embedder"
         return self.texts.pad(self.texts.encode(texts))
 
-    def tokenize_pairs(self, pairs: Sequence[tuple[str, str]]) -> dict[str, np.ndarray]:
-        assert self.pairs is not None, "not a reranker"
-        return self.pairs.pad([t for q, d in pairs for t in self.pairs.encode_pairs(q, [d])])
+    def _sorted_batches(self, items: Sequence[Any], batch_size: int) -> tuple[list[int], list[dict[str, np.ndarray]]]:
+        """Padded model inputs for texts (embedders) or (query, document) pairs (rerankers) in order of
+        token length, at most `batch_size` items and MAX_BATCH_TOKENS padded tokens a batch, and that order.
+        In the set's own order a long-context model padded a batch of 19 texts to 2048 tokens: gigabytes of
+        attention scores, whose first allocation took 10 s of a 12 s evaluation."""
+        if self.pairs is None:
+            assert self.texts is not None
+            tokens, pad = self.texts.encode(items), self.texts.pad
+        else:
+            tokens = [t for q, d in items for t in self.pairs.encode_pairs(q, [d])]
+            pad = self.pairs.pad
+        order = sorted(range(len(tokens)), key=lambda i: len(tokens[i]))
+        groups: list[list[int]] = [[]]
+        for i in order:
+            group = groups[-1]
+            if group and (len(group) == batch_size or len(tokens[i]) * (len(group) + 1) > MAX_BATCH_TOKENS):
+                groups.append(group := [])
+            group.append(i)
+        return order, [pad([tokens[i] for i in group]) for group in groups if group]
 
     def batches(self, items: Sequence[Any], *, batch_size: int = 32) -> list[dict[str, np.ndarray]]:
-        """Padded model inputs for texts (embedders) or (query, document) pairs (rerankers)."""
-        tokenize = self.tokenize if self.pairs is None else self.tokenize_pairs
-        return [tokenize(items[i : i + batch_size]) for i in range(0, len(items), batch_size)]
+        """Padded model inputs for texts or pairs, batched by length (calibration takes them as a set)."""
+        return self._sorted_batches(items, batch_size)[1]
+
+    def _in_order(
+        self, items: Sequence[Any], batch_size: int, run: Callable[[dict[str, np.ndarray]], np.ndarray]
+    ) -> np.ndarray:
+        """`run` over the length-sorted batches, its rows put back in the items' order."""
+        order, batches = self._sorted_batches(items, batch_size)
+        rows = np.concatenate([run(a) for a in batches])
+        out = np.empty_like(rows)
+        out[order] = rows
+        return out
 
     def hidden(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
         """last_hidden_state [batch, seq, hidden] for padded arrays."""
@@ -84,14 +113,12 @@ class ExportedModel:
         """Sentence embeddings, as the folder's pipeline defines them."""
         assert self.pipeline is not None, "not an embedder"
         pipeline = self.pipeline
-        return np.concatenate(
-            [finish(self._run(a), a["attention_mask"], pipeline) for a in self.batches(texts, batch_size=batch_size)]
-        )
+        return self._in_order(texts, batch_size, lambda a: finish(self._run(a), a["attention_mask"], pipeline))
 
     def score(self, pairs: Sequence[tuple[str, str]], *, batch_size: int = 32) -> np.ndarray:
         """Raw logits [n, num_labels] for (query, document) pairs."""
         assert self.pairs is not None, "not a reranker"
-        return np.concatenate([self._run(a) for a in self.batches(pairs, batch_size=batch_size)]).astype(np.float32)
+        return self._in_order(pairs, batch_size, self._run).astype(np.float32)
 
     def outputs(self, items: Sequence[Any], *, batch_size: int = 32) -> np.ndarray:
         """What accuracy is judged on: sentence embeddings, or logits."""
