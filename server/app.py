@@ -11,7 +11,7 @@ from batching.config import BatchingConfig
 from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
-from server import __version__, tracing
+from server import __version__, calls, tracing
 from server.admission import INFERENCE_ROUTES, AdmissionMiddleware, Door
 from server.auth import Authenticator
 from server.cache import LocalCache, ResultCache, SharedCache
@@ -25,7 +25,6 @@ from server.models_file import ModelEntry, load_models_file
 from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
 from server.routes import backends, cohere, generation, native, openai, ops, rerank, tei
 from server.routes.backends import ADMIN_PATHS
-from server.routes.common import parse_deadline
 from server.settings import Settings
 from server.upstream.config import UpstreamSpec
 from server.upstream.gateway import Gateway
@@ -174,9 +173,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def door_deadline(headers: Iterable[tuple[bytes, bytes]], settings: Settings) -> float | None:
     """The deadline a request asks for, read off its headers before its body (None: a bad value, which
     its route answers with a 400)."""
-    asked = next((value for name, value in headers if name == b"x-request-timeout"), None)
     try:
-        return parse_deadline(asked.decode("latin-1") if asked is not None else None, settings)
+        return calls.deadline(headers, settings)
     except ApiError:
         return None
 

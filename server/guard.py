@@ -1,7 +1,7 @@
 """Authentication and request-rate limits, before a request reaches a route (pure ASGI).
 
-It also leaves the route a token admission check (`scope["state"]["admit_tokens"]`): embedding
-work is limited in input tokens per minute, which are known only once the request is tokenized.
+It also gives the request's call (server.calls) its caller and token admission check: embedding work
+is limited in input tokens per minute, which are known only once the request is tokenized.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from server import calls
 from server.auth import Authenticator, AuthError, Caller
 from server.errors import ApiError, error_body
 from server.metrics import Metrics
@@ -91,14 +92,14 @@ class GuardMiddleware:
         else:
             caller = Caller(f"ip:{client}")
 
-        state = scope.setdefault("state", {})
-        state["caller"] = caller.identity
+        call = calls.current()
+        call.caller = caller.identity
         decision = await self._admit_request(caller)
         if decision is not None and not decision.allowed:
             self.metrics.rejections.labels("", "rate").inc()
             await _reply(send, path, _rate_limited(decision, "requests"))
             return
-        state["admit_tokens"] = self._token_admission(caller)
+        call.admit = self._token_admission(caller)
         if decision is None:
             await self.app(scope, receive, send)
             return

@@ -17,10 +17,11 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 
-from server import tracing
+from server import calls, tracing
 from server.errors import error_body
 from server.logs import request_id
 from server.metrics import Metrics
+from server.serving import Call
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -74,6 +75,7 @@ class RequestContextMiddleware:
                 declared_length = value
         rid = rid or new_request_id()
         token = request_id.set(rid)
+        call, call_token = calls.begin()
         rid_header = (b"x-request-id", rid.encode())
         status = 500
         started_response = False
@@ -129,11 +131,12 @@ class RequestContextMiddleware:
                 else:
                     await self.app(scope, limited_receive, send_with_id)
             finally:
-                self._record(scope, path, status, time.perf_counter() - started)
+                self._record(scope, call, path, status, time.perf_counter() - started)
                 request_id.reset(token)
+                calls.end(call_token)
                 if span is not None:
                     span.set_attribute("http.response.status_code", status)
-                    span.set_attribute("embedserve.model", scope.get("state", {}).get("model", ""))
+                    span.set_attribute("embedserve.model", call.model)
                     span.set_attribute("embedserve.request_id", rid)
 
     async def _reject_too_large(self, path: str, send: Callable[[Message], Awaitable[None]]) -> None:
@@ -147,9 +150,9 @@ class RequestContextMiddleware:
         )
         await send({"type": "http.response.body", "body": body})
 
-    def _record(self, scope: Scope, path: str, status: int, seconds: float) -> None:
+    def _record(self, scope: Scope, call: Call, path: str, status: int, seconds: float) -> None:
         route = path if path in self.routes else "other"
-        model = scope.get("state", {}).get("model", "")
+        model = call.model
         m = self.metrics
         m.requests.labels(model, route, str(status)).inc()
         m.duration.labels(model, route).observe(seconds)
@@ -166,7 +169,7 @@ class RequestContextMiddleware:
                     "status": status,
                     "ms": round(seconds * 1000, 2),
                     "model": model or None,
-                    "caller": scope.get("state", {}).get("caller"),
+                    "caller": call.caller,
                     "client": (scope.get("client") or ("", 0))[0],
                 },
             )

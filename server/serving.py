@@ -51,13 +51,19 @@ class ClassifyOptions:
     prompt_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Call:
-    """What a request brings to any model: its deadline (seconds from now) and its token admission."""
+    """What a request brings to any model: its deadline (seconds from now) and its token admission;
+    and what the server records of it: who called, and which model served. One per request
+    (server.calls), passed down to the model; models read it, never change it."""
 
-    within: float | None
+    within: float | None = None
     """None: no deadline (the server's own work, e.g. calibration)."""
     admit: Admission | None = None
+    caller: str | None = None
+    """Who made the request (server.auth's identity), for the access log."""
+    model: str = ""
+    """The id of the model that serves it: labels the request's metrics, trace and access log."""
 
 
 class ServedModel(Protocol):

@@ -13,11 +13,12 @@ from starlette.requests import Request
 from models.errors import UnknownModel
 from models.output_types import CALIBRATED, OutputType, encode
 from models.types import Embeddings
+from server import calls
 from server.disconnect import unless_disconnected
 from server.errors import ApiError, is_openai_path
-from server.model_host import LocalModel, ModelHost
-from server.serving import Admission, Call, EmbedOptions, Inputs, ServedModel
-from server.settings import Settings
+from server.local_model import LocalModel
+from server.model_host import ModelHost
+from server.serving import Call, EmbedOptions, Inputs, ServedModel
 from server.upstream.gateway import Gateway
 
 T = TypeVar("T")
@@ -43,7 +44,7 @@ def named(request: Request, name: str | None) -> str | None:
 def served_model(request: Request, name: str | None, kind: str = "embed") -> LocalModel:
     """A model served here (not an upstream one): for what only a local model has (its tokenizer)."""
     served = host_of(request).get(named(request, name), kind)
-    request.state.model = served.spec.id  # labels this request's metrics and access log
+    calls.current().model = served.spec.id
     return served
 
 
@@ -58,7 +59,7 @@ def target_model(request: Request, name: str | None, kind: str) -> ServedModel:
         remote = gateway.serving(kind)
         upstream = remote[0] if len(remote) == 1 and not host_of(request).registry.ids(kind) else None
     if upstream is not None:
-        request.state.model = upstream.spec.id
+        calls.current().model = upstream.spec.id
         return upstream
     try:
         return served_model(request, name, kind)
@@ -86,8 +87,9 @@ def check_count(request: Request, count: int) -> None:
 
 
 async def call_model(request: Request, work: Callable[[Call], Awaitable[T]]) -> T:
-    """A model call with the request's deadline and token admission, run within that deadline."""
-    call = Call(within=deadline_seconds(request), admit=admission(request))
+    """A model call with the request's call (its deadline and token admission), run within that deadline."""
+    call = calls.current()
+    call.within = deadline_seconds(request)
     return await run_within_deadline(request, work(call), call.within)
 
 
@@ -102,27 +104,9 @@ def deadline_in(seconds: float) -> float:
     return asyncio.get_running_loop().time() + seconds
 
 
-def admission(request: Request) -> Admission | None:
-    """The caller's token admission check that the guard middleware left for the route."""
-    return getattr(request.state, "admit_tokens", None)
-
-
 def deadline_seconds(request: Request) -> float:
     """The request's deadline: `X-Request-Timeout` (seconds), capped, or the server's default."""
-    return parse_deadline(request.headers.get("x-request-timeout"), request.app.state.settings)
-
-
-def parse_deadline(asked: str | None, settings: Settings) -> float:
-    """Seconds from an `X-Request-Timeout` value (400 unless a positive number), capped; None: the default."""
-    if asked is None:
-        return settings.request_timeout
-    try:
-        seconds = float(asked)
-    except ValueError:
-        seconds = float("nan")
-    if not seconds > 0:
-        raise ApiError(400, "X-Request-Timeout must be a positive number of seconds", param="X-Request-Timeout")
-    return min(seconds, settings.max_request_timeout)
+    return calls.deadline(request.scope["headers"], request.app.state.settings)
 
 
 async def run_within_deadline(request: Request, work: Awaitable[T], seconds: float | None = None) -> T:
@@ -144,8 +128,7 @@ async def run_within_deadline(request: Request, work: Awaitable[T], seconds: flo
             headers={"Retry-After": "1", "Connection": "close"},
         ) from None
     except TimeoutError:
-        model = getattr(request.state, "model", "")
-        host_of(request).metrics.rejections.labels(model, "deadline").inc()
+        host_of(request).metrics.rejections.labels(calls.current().model, "deadline").inc()
         raise ApiError(
             504, f"the request did not finish within its deadline of {seconds:g} s", code="deadline_exceeded"
         ) from None

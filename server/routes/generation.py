@@ -11,6 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.background import BackgroundTask
 from starlette.responses import Response, StreamingResponse
 
+from server import calls
 from server.errors import ApiError
 from server.routes.common import deadline_in, deadline_seconds, gateway_of, run_within_deadline
 from server.schemas.openai import OpenAIError
@@ -63,7 +64,7 @@ async def _relay(request: Request, capability: str) -> Response:
             param="model",
             code="model_not_found",
         )
-    request.state.model = upstream.spec.id
+    calls.current().model = upstream.spec.id
     remote = upstream.spec.remote_name
     content = body if name == remote else orjson.dumps({**payload, "model": remote})
     headers = {"accept": request.headers.get("accept", "*/*")}

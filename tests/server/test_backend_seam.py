@@ -82,7 +82,7 @@ def test_every_rerank_shape_serves_it(hashing: AppServer) -> None:
 
 def test_a_backend_that_does_not_pad_is_budgeted_by_its_real_tokens(hashing: AppServer) -> None:
     served = hashing.app.state.host.get("words", "embed")
-    assert served.batcher.padded is False and served.loaded.model.runner.pads is False
+    assert served.batcher.padded is False and served.runner.pads is False
     no_sparse = hashing.http.post("/embed_sparse", json={"inputs": "x"}, headers={"X-Model": "words"})
     assert no_sparse.status_code == 400 and "no sparse head" in no_sparse.json()["error"]
 
