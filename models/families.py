@@ -5,7 +5,8 @@ A family is a set of transformers `model_type`s that share an architecture. What
 - `float16`: its activations fit float16 (Gemma3's overflow: float32 or bfloat16 only);
 - `position_offset`: position ids that start after the padding index (RoBERTa-style), so the
   usable length is `max_position_embeddings - offset`;
-- `onnx_fusions`: the onnxruntime transformer optimizer's model type for its fusions (quantize), if any;
+- `onnx_fusions`: the onnxruntime transformer optimizer's model type for its fusions (quantize), if any:
+  encoders only, as its decoder fusions expect causal, KV-cached graphs;
 - `sparse_head`: whether a folder of the family may carry bge-m3's `sparse_linear.pt`.
 Every family compiles (torch.compile) and exports to ONNX; an unknown `model_type` gets the
 padded forward, no fusions and float16 allowed.
