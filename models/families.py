@@ -6,8 +6,7 @@ A family is a set of transformers `model_type`s that share an architecture. What
 - `position_offset`: position ids that start after the padding index (RoBERTa-style), so the
   usable length is `max_position_embeddings - offset`;
 - `onnx_fusions`: the onnxruntime transformer optimizer's model type for its fusions (quantize), if any:
-  encoders only, as its decoder fusions expect causal, KV-cached graphs;
-- `sparse_head`: whether a folder of the family may carry bge-m3's `sparse_linear.pt`.
+  encoders only, as its decoder fusions expect causal, KV-cached graphs.
 Every family compiles (torch.compile) and exports to ONNX; an unknown `model_type` gets the
 padded forward, no fusions and float16 allowed.
 """
@@ -26,7 +25,6 @@ class Family:
     float16: bool = True
     position_offset: int = 0
     onnx_fusions: str | None = None
-    sparse_head: bool = False
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -37,7 +35,6 @@ FAMILIES: tuple[Family, ...] = (
         packs=True,
         position_offset=2,
         onnx_fusions="bert",
-        sparse_head=True,
     ),
     Family("gemma3", ("gemma3", "gemma3_text"), packs=True, float16=False),
     Family("bert-like", ("distilbert", "electra", "mpnet", "ernie"), onnx_fusions="bert"),
