@@ -1,12 +1,20 @@
 """What each model family supports, in one place: runners, quantize and tests read it here.
 
 A family is a set of transformers `model_type`s that share an architecture. What a family states:
-- `packs`: runs on real tokens only (models.packed_encoder), no work on padding;
+- `name`: what messages call it;
+- `model_types`: the transformers `model_type`s it covers, each in one family only;
+- `packed`: the class name of the models.packed_encoder runner that runs it on real tokens only, no
+  work on padding (None: the padded forward only); that runner still refuses a model of the family
+  whose variant it cannot run (causal attention, relative positions) with the reason;
+- `classifiers`: its transformers sequence-classification classes (cross-encoders) that run packed:
+  the packed encoder, then the model's own head;
+- `classifier_pooler`: those heads read the model's pooler (BERT: first token, dense, tanh), not the
+  hidden states (RoBERTa's head takes the first token itself);
 - `float16`: its activations fit float16 (Gemma3's overflow: float32 or bfloat16 only);
 - `position_offset`: position ids that start after the padding index (RoBERTa-style), so the
   usable length is `max_position_embeddings - offset`;
-- `onnx_fusions`: the onnxruntime transformer optimizer's model type for its fusions (quantize), if any;
-- `sparse_head`: whether a folder of the family may carry bge-m3's `sparse_linear.pt`.
+- `onnx_fusions`: the onnxruntime transformer optimizer's model type for its fusions (quantize), if any:
+  encoders only, as its decoder fusions expect causal, KV-cached graphs.
 Every family compiles (torch.compile) and exports to ONNX; an unknown `model_type` gets the
 padded forward, no fusions and float16 allowed.
 """
@@ -21,24 +29,36 @@ from typing import Any
 class Family:
     name: str
     model_types: tuple[str, ...]
-    packs: bool = False
+    packed: str | None = None
+    classifiers: tuple[str, ...] = ()
+    classifier_pooler: bool = False
     float16: bool = True
     position_offset: int = 0
     onnx_fusions: str | None = None
-    sparse_head: bool = False
 
 
 FAMILIES: tuple[Family, ...] = (
-    Family("bert", ("bert",), packs=True, onnx_fusions="bert"),
+    Family(
+        "bert",
+        ("bert",),
+        packed="PackedEncoder",
+        classifiers=("BertForSequenceClassification",),
+        classifier_pooler=True,
+        onnx_fusions="bert",
+    ),
     Family(
         "roberta",
         ("roberta", "xlm-roberta", "camembert"),
-        packs=True,
+        packed="PackedEncoder",
+        classifiers=(
+            "RobertaForSequenceClassification",
+            "XLMRobertaForSequenceClassification",
+            "CamembertForSequenceClassification",
+        ),
         position_offset=2,
         onnx_fusions="bert",
-        sparse_head=True,
     ),
-    Family("gemma3", ("gemma3", "gemma3_text"), packs=True, float16=False),
+    Family("gemma3", ("gemma3", "gemma3_text"), packed="PackedGemma3", float16=False),
     Family("bert-like", ("distilbert", "electra", "mpnet", "ernie"), onnx_fusions="bert"),
 )
 

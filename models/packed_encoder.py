@@ -22,9 +22,6 @@ import numpy as np
 
 from models.families import FAMILIES, family_of
 
-_BERT_LAYOUT = " and ".join(f.name for f in FAMILIES if f.packs and f.name != "gemma3")
-"""The families whose encoders are post-LayerNorm with absolute positions and BertLayer modules."""
-
 
 @dataclass(frozen=True, slots=True)
 class AttentionGroup:
@@ -154,10 +151,15 @@ class _PackedModel:
 
         self._torch = torch
 
-    @staticmethod
-    def unsupported(model: Any) -> str | None:
-        """Why `model` cannot run packed as this family, or None when it can."""
+    @classmethod
+    def unsupported(cls, model: Any) -> str | None:
+        """Why `model` cannot run packed on this runner, or None when it can."""
         raise NotImplementedError
+
+    @classmethod
+    def runs_family_of(cls, model: Any) -> bool:
+        """Whether `model`'s family (`Family.packed`) names this runner."""
+        return family_of(getattr(getattr(model, "config", None), "model_type", None)).packed == cls.__name__
 
     def pack(self, arrays: dict[str, np.ndarray]) -> PackedBatch:
         return pack(arrays, roberta_positions=self.roberta_positions, padding_idx=self.padding_idx, hidden=self.hidden)
@@ -232,13 +234,14 @@ class PackedEncoder(_PackedModel):
         self.roberta_positions = family_of(config.model_type).position_offset > 0
         self.padding_idx = getattr(self._embeddings, "padding_idx", None) or config.pad_token_id or 0
 
-    @staticmethod
-    def unsupported(model: Any) -> str | None:
+    @classmethod
+    def unsupported(cls, model: Any) -> str | None:
         config = getattr(model, "config", None)
-        model_type = getattr(config, "model_type", None)
-        family = family_of(model_type)
-        if not family.packs or family.name == "gemma3":
-            return f"model type {model_type!r} does not run packed: the BertLayer layout is {_BERT_LAYOUT}'s"
+        if not cls.runs_family_of(model):
+            # Post-LayerNorm encoders with absolute positions and BertLayer modules.
+            bert_layout = " and ".join(f.name for f in FAMILIES if f.packed == cls.__name__)
+            model_type = getattr(config, "model_type", None)
+            return f"model type {model_type!r} does not run packed: the BertLayer layout is {bert_layout}'s"
         if getattr(config, "position_embedding_type", "absolute") != "absolute":
             return f"position embeddings are {config.position_embedding_type!r}, not absolute"
         if getattr(config, "is_decoder", False) or getattr(config, "add_cross_attention", False):
@@ -289,10 +292,10 @@ class PackedGemma3(_PackedModel):
         self.hidden = config.hidden_size
         self.padding_idx = config.pad_token_id or 0
 
-    @staticmethod
-    def unsupported(model: Any) -> str | None:
+    @classmethod
+    def unsupported(cls, model: Any) -> str | None:
         config = getattr(model, "config", None)
-        if getattr(config, "model_type", None) != "gemma3_text" or not hasattr(model, "layers"):
+        if not cls.runs_family_of(model) or not hasattr(model, "layers"):  # not a Gemma3TextModel
             return "not a Gemma3 text model"
         if not getattr(config, "use_bidirectional_attention", False):
             return "Gemma3 with causal attention"
@@ -324,30 +327,30 @@ class PackedGemma3(_PackedModel):
         return model.norm(hidden)
 
 
-def _family(model: Any) -> type[_PackedModel]:
-    """Gemma3's packed runner for its family, the BERT-layout one for the other families that pack."""
-    if family_of(getattr(getattr(model, "config", None), "model_type", None)).name == "gemma3":
-        return PackedGemma3
-    return PackedEncoder
+RUNNERS: dict[str, type[_PackedModel]] = {runner.__name__: runner for runner in (PackedEncoder, PackedGemma3)}
+"""The packed runners by the class names `Family.packed` gives."""
+
+
+def _runner(model: Any) -> type[_PackedModel]:
+    """The runner `model`'s family names; PackedEncoder for a family that does not pack, whose
+    refusal names the families that do."""
+    packed = family_of(getattr(getattr(model, "config", None), "model_type", None)).packed
+    return RUNNERS[packed] if packed else PackedEncoder
 
 
 def packing_unsupported(model: Any) -> str | None:
     """Why `model` (a transformers encoder) cannot run packed, or None when it can."""
-    return _family(model).unsupported(model)
+    return _runner(model).unsupported(model)
 
 
 def packed_model(model: Any) -> _PackedModel:
     """The packed runner for a transformers encoder (ValueError with the reason when there is none)."""
-    return _family(model)(model)
+    return _runner(model)(model)
 
 
-# Sequence-classification models whose head reads the first ([CLS]) token of the last hidden state.
-_CLASSIFIERS = {
-    "BertForSequenceClassification": "pooler",
-    "RobertaForSequenceClassification": "head",
-    "XLMRobertaForSequenceClassification": "head",
-    "CamembertForSequenceClassification": "head",
-}
+_CLASSIFIERS = {name: family for family in FAMILIES for name in family.classifiers}
+"""Sequence-classification classes whose head reads the first token of the last hidden state
+(`Family.classifiers`), with the family that lists them."""
 
 
 def classifier_unsupported(model: Any) -> str | None:
@@ -355,7 +358,7 @@ def classifier_unsupported(model: Any) -> str | None:
     name = type(model).__name__
     if name not in _CLASSIFIERS:
         return f"{name} is not one of {', '.join(_CLASSIFIERS)}"
-    return PackedEncoder.unsupported(model.base_model)
+    return packing_unsupported(model.base_model)
 
 
 class PackedClassifier:
@@ -367,8 +370,8 @@ class PackedClassifier:
         if reason is not None:
             raise ValueError(f"cannot run this model packed: {reason}")
         self._model = model
-        self._encoder = PackedEncoder(model.base_model)
-        self._bert_pooler = _CLASSIFIERS[type(model).__name__] == "pooler"
+        self._encoder = packed_model(model.base_model)
+        self._pooler = _CLASSIFIERS[type(model).__name__].classifier_pooler
 
     def pack(self, arrays: dict[str, np.ndarray]) -> PackedBatch:
         return self._encoder.pack(arrays)
@@ -377,6 +380,6 @@ class PackedClassifier:
         """Logits, [rows, labels] (call under inference_mode)."""
         hidden = self._encoder(batch, device)
         model = self._model
-        if self._bert_pooler:  # BertForSequenceClassification: pooler (first token) -> dropout -> classifier
+        if self._pooler:  # BertForSequenceClassification: pooler (first token) -> dropout -> classifier
             return model.classifier(model.dropout(model.base_model.pooler(hidden)))
         return model.classifier(hidden)  # RobertaClassificationHead takes the first token itself

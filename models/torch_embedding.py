@@ -166,7 +166,8 @@ class TorchEmbeddingRunner(InspectsTokens):
 
 
 def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any:
-    """bge-m3's `sparse_linear.pt` (a Linear(hidden, 1) state dict) when the folder has one."""
+    """bge-m3's `sparse_linear.pt` (a Linear(hidden, 1) state dict) when the folder has one, whatever
+    the family: it reads only the last hidden state, which every runner gives."""
     import torch
 
     path = Path(source) / "sparse_linear.pt"

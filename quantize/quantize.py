@@ -49,6 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from models.families import family_of
 from models.isa import ISAS, Isa
 
 Target = Literal["portable"] | Isa
@@ -278,10 +279,9 @@ def calibrate(
 
 
 def optimizer_model_type(model_type: str) -> str | None:
-    """onnxruntime.transformers.optimizer's fusions for this family, if it has them (BERT-like
-    encoders only; its decoder fusions expect causal, KV-cached graphs)."""
-    bert_like = {"bert", "roberta", "xlm-roberta", "camembert", "distilbert", "electra", "mpnet", "ernie"}
-    return "bert" if model_type in bert_like else None
+    """onnxruntime.transformers.optimizer's fusions for this model's family (`Family.onnx_fusions`),
+    if it has them: the families state it, so a family added there is fused here without a second list."""
+    return family_of(model_type).onnx_fusions
 
 
 def optimize_graph(src: Path, dst: Path, model_type: str) -> dict[str, Any]:

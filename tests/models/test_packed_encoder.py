@@ -8,7 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-from models.packed_encoder import PackedClassifier, attention_groups, pack, packed_model, packing_unsupported
+from models.families import FAMILIES, Family
+from models.packed_encoder import (
+    PackedClassifier,
+    attention_groups,
+    classifier_unsupported,
+    pack,
+    packed_model,
+    packing_unsupported,
+)
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence " * 40, "x"]
@@ -108,6 +116,21 @@ def test_other_models_are_refused_with_the_reason(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="cannot run this model packed"):
         packed_model(causal)
     assert "does not run packed" in (packing_unsupported(torch.nn.Linear(2, 2)) or "")
+
+
+def test_whether_a_model_packs_is_its_familys_word(tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import models.packed_encoder
+
+    _, hf_model = _encoder(tiny_bert_dir)
+    assert packing_unsupported(hf_model) is None
+    monkeypatch.setattr(models.packed_encoder, "family_of", lambda model_type: Family(model_type, (model_type,)))
+    assert "does not run packed" in (packing_unsupported(hf_model) or "")
+
+
+def test_classifiers_the_families_do_not_list_are_refused_naming_those_they_do() -> None:
+    reason = classifier_unsupported(torch.nn.Linear(2, 2)) or ""
+    assert reason.startswith("Linear is not one of")
+    assert all(name in reason for family in FAMILIES for name in family.classifiers)
 
 
 @pytest.mark.parametrize("folder", ["tiny_reranker_dir", "tiny_bert_reranker_dir", "tiny_bert_reranker_2_dir"])

@@ -72,6 +72,20 @@ def test_optimizer_families() -> None:
 
     assert optimizer_model_type("bert") == optimizer_model_type("xlm-roberta") == "bert"
     assert optimizer_model_type("gemma3_text") is None
+    assert optimizer_model_type("t5") is None  # an unknown family gets no fusions
+
+
+def test_optimizer_fusions_are_the_familys_word(monkeypatch: pytest.MonkeyPatch) -> None:
+    """quantize keeps no list of its own: every model type fuses as its family says, and a family that
+    changed its mind would be fused (or not) accordingly."""
+    import quantize.quantize
+    from models.families import FAMILIES, Family
+    from quantize.quantize import optimizer_model_type
+
+    for family in FAMILIES:
+        assert {optimizer_model_type(t) for t in family.model_types} == {family.onnx_fusions}, family.name
+    monkeypatch.setattr(quantize.quantize, "family_of", lambda _: Family("bert", ("bert",), onnx_fusions="other"))
+    assert optimizer_model_type("bert") == "other"
 
 
 def test_evaluation_set_covers_languages_code_short_and_long() -> None:
