@@ -185,23 +185,23 @@ def runner_throughput(key: str, folder: Path, args: argparse.Namespace, lengths:
         else:
             os.environ[LENGTHS_ENV] = previous
     loaded = time.perf_counter()
-    compiled = runner.warm(
+    report = runner.warm(
         max_batch_tokens=args.batch * args.seq, max_batch_size=max(args.batch, BatchingConfig().max_batch_size)
     )
     warmed = time.perf_counter()
-    sample = runner.tokenize([TEXT * args.seq])[0]  # truncated to the limit
+    sample = runner.tokenizer.encode([TEXT * args.seq])[0]  # truncated to the limit
     item = Tokens(sample.ids[: args.seq], sample.type_ids[: args.seq] if sample.type_ids else None)
     batch = [item] * args.batch
     result = {
         "dtype": runner.info.dtype,
-        "compiled": compiled is not None and bool(compiled.warmed),
-        "length_buckets": len(compiled.buckets) if compiled is not None else 0,
+        "compiled": report is not None and report.warmed > 0,
+        "length_buckets": len(report.lengths) if report is not None else 0,
         "load_s": round(loaded - started, 2),
         "compile_s": round(warmed - loaded, 2),
         **_rate(lambda: runner.run(batch), args.batch * args.seq, args.seconds, args.device),
     }
-    if compiled is not None:
-        result["eager_batches"] = compiled.eager_batches  # any > 0: a batch missed the warmed buckets
+    if report is not None:
+        result["eager_batches"] = runner._compiled.eager_batches  # any > 0: a batch missed the warmed buckets
     return result, runner
 
 
@@ -209,7 +209,7 @@ def parity_batches(runner: Any) -> list[list]:
     """Mixed-length texts in batches of 13 (odd row counts, lengths across several buckets)."""
     from bench.workloads import generate
 
-    tokens = sorted(runner.tokenize(generate("mixed", 64, seed=1)), key=len)
+    tokens = sorted(runner.tokenizer.encode(generate("mixed", 64, seed=1)), key=len)
     return [tokens[start : start + 13] for start in range(0, len(tokens), 13)]
 
 
@@ -235,7 +235,7 @@ def mean_tokens(runner: Any, pool: int = 4096, seed: int = 0) -> float:
     """Real tokens per text of the bench's mixed workload, as this model's tokenizer cuts them."""
     from bench.workloads import generate
 
-    return float(np.mean([len(t) for t in runner.tokenize(generate("mixed", pool, seed=seed))]))
+    return float(np.mean([len(t) for t in runner.tokenizer.encode(generate("mixed", pool, seed=seed))]))
 
 
 def server_run(key: str, folder: Path, args: argparse.Namespace, tokens_per_item: float, lengths: str) -> dict:

@@ -1,48 +1,82 @@
-"""The one interface between the server's batcher and whatever runs a model, and the registry of
-backends that implement it.
+"""The one interface between the server and whatever runs a model, and the registry of backends
+that implement it.
 
-A runner turns inputs into `Tokens` (cheap, any thread) and runs a list of `Tokens` as one batch
-(the batcher's worker thread). The batcher only ever sees `Tokens` and their lengths; what a runner
-can do beyond embedding or scoring is declared in its `ModelInfo` (e.g. `sparse`), never probed.
+A runner runs a batch of already tokenized items (`Tokens`) and nothing else: the server tokenizes
+every request with the runner's `tokenizer` (the model's own, as the runner loaded it), on its own
+threads, before the batcher sees it, and TEI's /tokenize and /decode go through it too. The batcher
+only ever sees `Tokens` and their lengths. What a runner computes besides its main output (sparse
+lexical weights, each token's vector) it declares in `outputs`, never probed for.
 
 Adding a backend (OpenVINO, TensorRT, ...): write one module with a runner class per kind it serves,
-implementing `EmbeddingRunner` and/or `RerankRunner` below, then `register()` a `BackendEntry` for it
-(here, for the built-in ones, or from your own code before the server starts). Specs name it as
-`backend:`; preflight, loading and the batcher's budgets read the entry and the runner. models/README.md
-walks through it.
+implementing `Runner` below, then `register()` a `BackendEntry` for it (here, for the built-in ones,
+or from your own code before the server starts). Specs name it as `backend:`; preflight, loading and
+the batcher's budgets read the entry and the runner. models/README.md walks through it.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from types import MappingProxyType
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from models.types import ModelInfo, SparseVector, Tokens, TokenSpan
+from models.types import ModelInfo, Tokens, TokenSpan
+
+BatchCost = Literal["padded", "tokens"]
+"""What one batch costs a runner, which the batcher budgets: "padded", the longest item x the items
+(it computes on padding), or "tokens", the items' own lengths (it computes on real tokens only)."""
+
+SPARSE = "sparse"
+"""An output: per item, its lexical weights (a `SparseVector`; bge-m3's sparse head)."""
+TOKENS = "tokens"
+"""An output: per item, each token's vector, float32 (len(item), hidden), special tokens included."""
+NO_OUTPUTS: Mapping[str, Callable[[Sequence[Tokens]], Sequence[Any]]] = MappingProxyType({})
+"""A runner's `outputs` where it has none besides `run`'s."""
 
 
-class Runner(Protocol):
-    info: ModelInfo
-    pads: bool
-    """Whether `run` computes on padding (its cost is longest item x items) or on real tokens only
-    (packed: the sum of the items' lengths). The batcher budgets a batch by the cost that applies."""
-    cpu_batch_tokens: int
-    """The batch-token budget this runner wants on a CPU where the operator set none."""
-    cpu_workers: int
-    """Batches this runner wants run at once on a CPU where the operator set none."""
+@dataclass(frozen=True, slots=True)
+class CpuDefaults:
+    """What a runner wants on a CPU where the operator set nothing: the tokens of one batch, and how
+    many batches run at once."""
 
-    def run(self, batch: Sequence[Tokens]) -> np.ndarray: ...
+    batch_tokens: int
+    workers: int = 1
 
-    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> Any:
-        """Prepares every shape it will be given (compiling, where it compiles) before it is served;
-        what it prepared, for the start-up log, or None."""
+
+@dataclass(frozen=True, slots=True)
+class WarmReport:
+    """What a runner prepared before it was served, for the start-up log."""
+
+    backend: str
+    """What prepared it (a torch.compile backend)."""
+    lengths: tuple[int, ...]
+    """The sequence lengths it prepares for."""
+    warmed: int
+    """How many of them are ready."""
+    seconds: float
+
+
+class ModelTokenizer(Protocol):
+    """The model's tokenizer as the server uses it (models.tokenizer has ones for any `tokenizers`
+    tokenizer). Embedders need `encode` and `encode_ids`; rerankers `encode_pairs`; classifiers `encode`
+    and `encode_pairs`."""
+
+    max_length: int
+
+    def encode(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        """`prompt + text` for each text, special tokens added, cut at the model's limit unless `truncate`
+        is off (then InvalidInput)."""
         ...
 
-    def close(self) -> None:
-        """Frees what the runner holds (sessions, device memory); it is not run again."""
+    def encode_ids(self, sequences: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
+        """Token-id inputs as the content: the model's special tokens are added around them."""
+        ...
+
+    def encode_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
+        """One item per (query, document) pair, as the model's own tokenizer encodes a pair."""
         ...
 
     def describe(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[TokenSpan]]:
@@ -50,51 +84,33 @@ class Runner(Protocol):
         ...
 
     def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
-        """Texts back from token ids (TEI's /decode)."""
+        """Texts back from token ids (TEI's /decode); InvalidInput where they cannot be."""
         ...
 
 
-class EmbeddingRunner(Runner, Protocol):
-    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
-        """Tokenizes `prompt + text` for each text."""
-        ...
+class Runner(Protocol):
+    """A loaded model. Its constructor takes `(spec, source)`: a `ModelSpec` and the resolved folder."""
 
-    def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
-        """Token-id inputs as the content: the model's special tokens are added around them."""
-        ...
+    info: ModelInfo
+    tokenizer: ModelTokenizer
+    cost: BatchCost
+    cpu: CpuDefaults
+    outputs: Mapping[str, Callable[[Sequence[Tokens]], Sequence[Any]]]
+    """Its outputs besides `run`'s, by name (SPARSE, TOKENS): each runs a batch like `run`, one result per
+    item. Empty where it has none."""
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
-        """Embeds one batch: float32 array of shape (len(batch), dimension), not normalized."""
+        """One batch. Embedders: float32 (len(batch), dimension), not normalized. Rerankers and classifiers:
+        raw logits, float32 (len(batch),) for one label, (len(batch), labels) otherwise."""
         ...
 
-
-class SparseRunner(EmbeddingRunner, Protocol):
-    """An embedding runner whose `info.sparse` is true also gives lexical weights."""
-
-    def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]: ...
-
-
-class TokenEmbeddingRunner(EmbeddingRunner, Protocol):
-    """An embedding runner whose `info.token_embeddings` is true also gives each token's vector."""
-
-    def run_tokens(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
-        """Per item, its last hidden state: float32 (len(item), hidden), special tokens included."""
+    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> WarmReport | None:
+        """Prepares every shape it will be given (compiling, where it compiles) before it is served,
+        within the batcher's limits; what it prepared, or None where it prepares nothing."""
         ...
 
-
-class RerankRunner(Runner, Protocol):
-    """Cross-encoders; a sequence classifier (kind "classify") is the same runner, given single texts."""
-
-    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
-        """Single texts, for classification."""
-        ...
-
-    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
-        """One item per (query, document) pair, as the model's own tokenizer encodes a pair."""
-        ...
-
-    def run(self, batch: Sequence[Tokens]) -> np.ndarray:
-        """Raw logits, float32: shape (len(batch),) for one label, (len(batch), labels) otherwise."""
+    def close(self) -> None:
+        """Frees what the runner holds (sessions, device memory); it is not run again."""
         ...
 
 

@@ -13,7 +13,7 @@ from typing import Literal
 
 import numpy as np
 
-from models.backend import RerankRunner
+from models.backend import Runner
 from models.prompts import prompt_text
 from models.types import ModelInfo, Tokens
 
@@ -35,7 +35,7 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 @dataclass(slots=True)
 class Classifier:
-    runner: RerankRunner
+    runner: Runner
 
     @property
     def info(self) -> ModelInfo:
@@ -46,14 +46,15 @@ class Classifier:
     ) -> list[Tokens]:
         """Texts with the named (or default) prompt; pairs as the model's tokenizer encodes a pair."""
         prefix = prompt_text(self.info, prompt_name)
+        tokenizer = self.runner.tokenizer
         texts = [i for i, item in enumerate(inputs) if isinstance(item, str)]
         out: list[Tokens | None] = [None] * len(inputs)
-        for i, tokens in zip(texts, self.runner.tokenize([inputs[i] for i in texts], prompt=prefix, truncate=truncate)):
+        for i, tokens in zip(texts, tokenizer.encode([inputs[i] for i in texts], prompt=prefix, truncate=truncate)):
             out[i] = tokens
         for i, item in enumerate(inputs):
             if not isinstance(item, str):
                 first, second = item
-                out[i] = self.runner.tokenize_pairs(prefix + first, [second], truncate=truncate)[0]
+                out[i] = tokenizer.encode_pairs(prefix + first, [second], truncate=truncate)[0]
         return out  # type: ignore[return-value]
 
     @staticmethod

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from models.backend import WarmReport
 from models.shapes import bucket, length_buckets, padded_rows, warm_shapes
 from models.transfer import to_device
 from models.types import Tokens
@@ -133,7 +134,7 @@ class CompiledForward:
         *,
         max_batch_tokens: int,
         max_batch_size: int,
-    ) -> None:
+    ) -> WarmReport:
         """Compiles every bucket (and runs its largest batch), so serving never compiles.
 
         `sample` (a real tokenized text) is repeated to each bucket's length; the values do not
@@ -158,6 +159,9 @@ class CompiledForward:
                 extra={"backend": self.backend, "error": f"{type(exc).__name__}: {exc}"},
             )
         self.warm_seconds = time.perf_counter() - started
+        return WarmReport(
+            f"{self.backend} ({self.lengths} lengths)", tuple(self.buckets), len(self.warmed), self.warm_seconds
+        )
 
 
 def _stretched(sample: Tokens, length: int) -> Tokens:

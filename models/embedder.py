@@ -1,4 +1,5 @@
-"""An embedding model as the server uses it: tokenize, run (via the batcher), finish per request."""
+"""An embedding model as the server uses it: tokenize (with the runner's tokenizer), run (via the
+batcher), finish per request."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.backend import EmbeddingRunner
+from models.backend import Runner
 from models.errors import InvalidInput
 from models.pooling import l2_normalize
 from models.prompts import prompt_text
@@ -16,7 +17,7 @@ from models.types import ModelInfo, Tokens
 
 @dataclass(slots=True)
 class Embedder:
-    runner: EmbeddingRunner
+    runner: Runner
 
     @property
     def info(self) -> ModelInfo:
@@ -35,10 +36,10 @@ class Embedder:
         """Texts get the named (or default) prompt; token-id inputs are taken as they are."""
         if inputs and isinstance(inputs[0], str):
             prefix = self.prompt(prompt_name)
-            return self.runner.tokenize(inputs, prompt=prefix, truncate=truncate)  # type: ignore[arg-type]
+            return self.runner.tokenizer.encode(inputs, prompt=prefix, truncate=truncate)  # type: ignore[arg-type]
         if prompt_name is not None:
             raise InvalidInput("prompt_name applies to text inputs, not token ids", param="prompt_name")
-        return self.runner.tokenize_ids(inputs, truncate=truncate)  # type: ignore[arg-type]
+        return self.runner.tokenizer.encode_ids(inputs, truncate=truncate)  # type: ignore[arg-type]
 
     def check_dimensions(self, dimensions: int | None) -> None:
         """A request's `dimensions` must fit the model: checked before any work is done."""

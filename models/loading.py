@@ -47,13 +47,11 @@ def load_model(
     weights_started = time.perf_counter()
     model = _build(spec, source)
     warm_started = time.perf_counter()
-    compiled = None
+    warmed = None
     if max_batch_tokens is not None and max_batch_size is not None:
-        compiled = model.runner.warm(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
+        warmed = model.runner.warm(max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size)
     if isinstance(model, Reranker):
         model.runner.run(model.tokenize(_WARMUP_QUERY, _WARMUP_TEXTS))
-    elif isinstance(model, Classifier):
-        model.runner.run(model.tokenize(_WARMUP_TEXTS))
     else:
         model.runner.run(model.tokenize(_WARMUP_TEXTS))
     done = time.perf_counter()
@@ -76,12 +74,12 @@ def load_model(
             "memory_mb": round(loaded.memory_bytes / 2**20, 1),
             **(
                 {
-                    "compiled_lengths": len(compiled.warmed),
-                    "compile_backend": str(compiled.backend),
-                    "compile_lengths": compiled.lengths,
-                    "compile_seconds": round(compiled.warm_seconds, 3),
+                    "compiled_lengths": warmed.warmed,
+                    "compile_backend": warmed.backend,
+                    "compile_lengths": list(warmed.lengths),
+                    "compile_seconds": round(warmed.seconds, 3),
                 }
-                if compiled is not None
+                if warmed is not None
                 else {}
             ),
         },

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
+from models.backend import NO_OUTPUTS, TOKENS, BatchCost, CpuDefaults
 from models.errors import ModelLoadError
 from models.exported import int8_numerics, read_config
 from models.isa import Isa, exact_isas, exact_on, host_isa
@@ -23,7 +24,7 @@ from models.pooling import load_dense, sentence_embeddings
 from models.prompts import merged_prompts
 from models.reranker import scores_per_pair
 from models.spec import ModelSpec
-from models.tokenizer import InspectsTokens, PairTokenizer, TextTokenizer
+from models.tokenizer import PairTokenizer, TextTokenizer
 from models.types import ModelInfo, Tokens
 
 log = logging.getLogger("embedserve.models")
@@ -57,13 +58,14 @@ def check_int8_cpu(folder: Path, spec: ModelSpec, isa: Isa | None = None) -> Non
     )
 
 
-class _OnnxRunner(InspectsTokens):
+class _OnnxRunner:
     """What both ONNX runners share: the padded forward of one session, no compile step."""
 
     _onnx: _OnnxSession
-    pads = True
-    cpu_batch_tokens = CPU_BATCH_TOKENS
-    cpu_workers = 1  # a second batch at once gained nothing on short and cost 10% on mixed (threads.CPU_WORKERS)
+    cost: BatchCost = "padded"
+    # A second batch at once gained nothing on short and cost 10% on mixed (threads.CPU_WORKERS).
+    cpu = CpuDefaults(CPU_BATCH_TOKENS, workers=1)
+    outputs = NO_OUTPUTS
 
     def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> None:
         return None
@@ -127,7 +129,7 @@ class _OnnxSession:
     def feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
 
-    def info(self, spec: ModelSpec, *, dimension: int, normalized: bool, token_embeddings: bool = False) -> ModelInfo:
+    def info(self, spec: ModelSpec, *, dimension: int, normalized: bool) -> ModelInfo:
         config = self.config
         return ModelInfo(
             id=spec.id,
@@ -138,7 +140,6 @@ class _OnnxSession:
             device=self.device,
             dtype=self.dtype,
             normalized=normalized,
-            token_embeddings=token_embeddings,
             prompts=merged_prompts(config.get("prompts"), spec.prompts),
             default_prompt=spec.default_prompt or config.get("default_prompt"),
         )
@@ -160,15 +161,8 @@ class OnnxEmbeddingRunner(_OnnxRunner):
             with_type_ids=bool(config["with_type_ids"]),
             copy=False,
         )
-        self.info = onnx.info(
-            spec, dimension=int(config["dimension"]), normalized=bool(config["normalize"]), token_embeddings=True
-        )
-
-    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
-        return self.tokenizer.encode(texts, prompt=prompt, truncate=truncate)
-
-    def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
-        return self.tokenizer.encode_ids(ids, truncate=truncate)
+        self.info = onnx.info(spec, dimension=int(config["dimension"]), normalized=bool(config["normalize"]))
+        self.outputs = {TOKENS: self.run_tokens}
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)
@@ -195,9 +189,6 @@ class OnnxRerankRunner(_OnnxRunner):
             copy=False,
         )
         self.info = onnx.info(spec, dimension=self.num_labels, normalized=False)
-
-    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
-        return self.tokenizer.encode_pairs(query, documents, truncate=truncate)
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.backend import RerankRunner
+from models.backend import Runner
 from models.classifier import sigmoid
 from models.prompts import prompt_text
 from models.types import ModelInfo, Tokens
@@ -21,7 +21,7 @@ def scores_per_pair(logits: np.ndarray, num_labels: int, count: int) -> np.ndarr
 
 @dataclass(slots=True)
 class Reranker:
-    runner: RerankRunner
+    runner: Runner
 
     @property
     def info(self) -> ModelInfo:
@@ -32,7 +32,7 @@ class Reranker:
     ) -> list[Tokens]:
         """One item per document: the pair (prompt + query, document), truncated to the model's limit."""
         prefix = prompt_text(self.info, prompt_name)
-        return self.runner.tokenize_pairs(prefix + query, documents, truncate=truncate)
+        return self.runner.tokenizer.encode_pairs(prefix + query, documents, truncate=truncate)
 
     @staticmethod
     def scores(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
@@ -40,7 +40,7 @@ class Reranker:
 
 
 def relevance(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:
-    """One float32 score per pair from `TorchRerankRunner.run`'s logits.
+    """One float32 score per pair from a reranker runner's logits.
 
     One label (bge-reranker, ms-marco cross-encoders): sigmoid of the logit, or the logit itself
     with `raw_scores`. Several labels: the softmax probability of the last label (the "relevant"

@@ -201,6 +201,7 @@ class PairTokenizer(_Inspection):
         self.pad_id = pad_id
         self.with_type_ids = with_type_ids
         self.truncation_side = truncation_side
+        self._single: TextTokenizer | None = None
         self._layout = self._pair_template()
         self.num_special_tokens = sum(len(part[0]) for part in self._layout[:3])
         if max_length < self.num_special_tokens + 2:
@@ -301,17 +302,17 @@ class PairTokenizer(_Inspection):
             out.append(Tokens(ids, types if self.with_type_ids else None, truncated))
         return out
 
+    def encode(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
+        """Single texts, for a sequence classifier (its tokenizer made on first use: rerankers never need it)."""
+        if self._single is None:
+            self._single = TextTokenizer(
+                self._tok,
+                max_length=self.max_length,
+                pad_id=self.pad_id,
+                vocab_size=self._tok.get_vocab_size(with_added_tokens=True),
+                with_type_ids=self.with_type_ids,
+            )
+        return self._single.encode(texts, prompt=prompt, truncate=truncate)
+
     # Padding is the same as for single texts: it needs only pad_id and with_type_ids.
     pad = TextTokenizer.pad
-
-
-class InspectsTokens:
-    """For runners: TEI's /tokenize and /decode through the runner's own tokenizer."""
-
-    tokenizer: _Inspection
-
-    def describe(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[TokenSpan]]:
-        return self.tokenizer.describe(texts, add_special_tokens=add_special_tokens)
-
-    def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool = True) -> list[str]:
-        return self.tokenizer.decode(sequences, skip_special_tokens=skip_special_tokens)

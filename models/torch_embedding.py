@@ -13,14 +13,15 @@ from typing import Any
 
 import numpy as np
 
+from models.backend import SPARSE, TOKENS, CpuDefaults, WarmReport
 from models.packed_encoder import packed_model, packing_unsupported
 from models.prompts import merged_prompts
 from models.spec import ModelSpec
 from models.threads import cpu_thread_share
-from models.tokenizer import InspectsTokens, TextTokenizer
+from models.tokenizer import TextTokenizer
 from models.torch_loading import (
     CPU_BATCH_TOKENS,
-    PACKED_BATCHES_COST_PADDED,
+    PACKED_BATCHES_COST,
     WARM_TEXT,
     compiled_forward,
     first_module_limit,
@@ -33,9 +34,8 @@ from models.transfer import to_device, to_host
 from models.types import ModelInfo, SparseVector, Tokens
 
 
-class TorchEmbeddingRunner(InspectsTokens):
-    cpu_batch_tokens = CPU_BATCH_TOKENS
-    pads = PACKED_BATCHES_COST_PADDED
+class TorchEmbeddingRunner:
+    cost = PACKED_BATCHES_COST
 
     def __init__(self, spec: ModelSpec, source: str) -> None:
         import torch
@@ -49,7 +49,7 @@ class TorchEmbeddingRunner(InspectsTokens):
         self._modules = modules[:-1] if normalized else modules
         self._device = torch.device(device)
         self._threads = cpu_thread_share(self._device)
-        self.cpu_workers = self._threads.batches
+        self.cpu = CpuDefaults(CPU_BATCH_TOKENS, self._threads.batches)
 
         first = modules[0]
         hf_tokenizer = model.tokenizer
@@ -63,6 +63,9 @@ class TorchEmbeddingRunner(InspectsTokens):
             with_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
         )
         self._sparse_head = _sparse_head(source, first, dtype, self._device)
+        self.outputs: dict[str, Any] = {TOKENS: self.run_tokens}
+        if self._sparse_head is not None:
+            self.outputs[SPARSE] = self.run_sparse
         # bge-m3 leaves these out of its lexical weights (FlagEmbedding's `unused_tokens`).
         self._unused_ids = np.array(
             sorted(
@@ -92,27 +95,19 @@ class TorchEmbeddingRunner(InspectsTokens):
             device=str(self._device),
             dtype=dtype,
             normalized=normalized,
-            sparse=self._sparse_head is not None,
-            token_embeddings=True,
             prompts=merged_prompts(model.prompts, spec.prompts),
             default_prompt=spec.default_prompt or model.default_prompt_name,
         )
 
-    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
-        return self.tokenizer.encode(texts, prompt=prompt, truncate=truncate)
-
-    def tokenize_ids(self, ids: Sequence[Sequence[int]], *, truncate: bool = True) -> list[Tokens]:
-        return self.tokenizer.encode_ids(ids, truncate=truncate)
-
-    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> Any:
+    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> WarmReport | None:
         """Compiles every length bucket now, at start-up, for batches within the batcher's limits
-        (default: its defaults on accelerators); a no-op when not compiling. The compiled forward, or None."""
-        if self._compiled is not None:
-            sample = self.tokenize([WARM_TEXT])[0]
-            self._compiled.warm(
-                self.tokenizer, sample, self._device, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size
-            )
-        return self._compiled
+        (default: its defaults on accelerators); a no-op when not compiling."""
+        if self._compiled is None:
+            return None
+        sample = self.tokenizer.encode([WARM_TEXT])[0]
+        return self._compiled.warm(
+            self.tokenizer, sample, self._device, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size
+        )
 
     def close(self) -> None:
         release_modules(self)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from models.backend import BatchCost
 from models.errors import ModelLoadError
 from models.families import family_of, position_limit
 from models.spec import ModelSpec
@@ -19,7 +20,7 @@ WARM_TEXT = "A longer sentence warms up the kernels for a few more positions of 
 
 _DTYPES = {"float32", "float16", "bfloat16"}
 
-PACKED_BATCHES_COST_PADDED = True
+PACKED_BATCHES_COST: BatchCost = "padded"
 """Torch runners are budgeted by padded tokens even where they run packed: the packed forward still runs
 attention on a padded grid per length group, and budgeting it by real tokens measured worse: mixed 32x1
 108.8 against 121.9 items/s (short 411 against 402, within noise; A B B A, AMD EPYC, 2 cores), since its

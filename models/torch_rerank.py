@@ -17,16 +17,17 @@ from typing import Any
 
 import numpy as np
 
+from models.backend import NO_OUTPUTS, CpuDefaults, WarmReport
 from models.errors import ModelLoadError
 from models.packed_encoder import PackedClassifier, classifier_unsupported
 from models.prompts import merged_prompts
 from models.reranker import scores_per_pair
 from models.spec import ModelSpec
 from models.threads import cpu_thread_share
-from models.tokenizer import InspectsTokens, PairTokenizer, TextTokenizer
+from models.tokenizer import PairTokenizer
 from models.torch_loading import (
     CPU_BATCH_TOKENS,
-    PACKED_BATCHES_COST_PADDED,
+    PACKED_BATCHES_COST,
     WARM_TEXT,
     compiled_forward,
     first_module_limit,
@@ -38,9 +39,9 @@ from models.transfer import to_device, to_host
 from models.types import ModelInfo, Tokens
 
 
-class TorchRerankRunner(InspectsTokens):
-    cpu_batch_tokens = CPU_BATCH_TOKENS
-    pads = PACKED_BATCHES_COST_PADDED
+class TorchRerankRunner:
+    cost = PACKED_BATCHES_COST
+    outputs = NO_OUTPUTS
 
     def __init__(self, spec: ModelSpec, source: str) -> None:
         import torch
@@ -65,9 +66,9 @@ class TorchRerankRunner(InspectsTokens):
         self._modules = modules
         self._device = torch.device(device)
         self._threads = cpu_thread_share(self._device)
-        self.cpu_workers = self._threads.batches
+        self.cpu = CpuDefaults(CPU_BATCH_TOKENS, self._threads.batches)
 
-        hf_tokenizer = self._hf_tokenizer = model.tokenizer
+        hf_tokenizer = model.tokenizer
         # CrossEncoder's own limit is the tokenizer's model_max_length capped at max_position_embeddings.
         max_length = min(x for x in (spec.max_length, model.max_seq_length, first_module_limit(first)) if x)
         model.max_seq_length = max_length
@@ -90,10 +91,6 @@ class TorchRerankRunner(InspectsTokens):
             )
 
         self.num_labels = int(model.num_labels)
-        activation = getattr(model, "activation_fn", None)
-        self.folder_activation = type(activation).__name__ if activation is not None else "Identity"
-        """The activation `CrossEncoder.predict` applies by default (from the folder's config): for
-        reference only; `relevance` applies the sigmoid/softmax convention whatever the folder says."""
         prompts = merged_prompts(model.prompts, spec.prompts)
         self.info = ModelInfo(
             id=spec.id,
@@ -108,35 +105,18 @@ class TorchRerankRunner(InspectsTokens):
             default_prompt=spec.default_prompt or model.default_prompt_name,
             labels=_labels(getattr(first.auto_model, "config", None), self.num_labels),
         )
-        self._single: TextTokenizer | None = None
-
-    def tokenize(self, texts: Sequence[str], *, prompt: str = "", truncate: bool = True) -> list[Tokens]:
-        """Single texts, for a sequence classifier (made on first use: rerankers never need it)."""
-        if self._single is None:
-            hf = self._hf_tokenizer
-            self._single = TextTokenizer(
-                hf.backend_tokenizer,
-                max_length=self.info.max_length,
-                pad_id=self.tokenizer.pad_id,
-                vocab_size=len(hf),
-                with_type_ids=self.tokenizer.with_type_ids,
-            )
-        return self._single.encode(texts, prompt=prompt, truncate=truncate)
-
-    def tokenize_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
-        return self.tokenizer.encode_pairs(query, documents, truncate=truncate)
 
     def close(self) -> None:
         release_modules(self)
 
-    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> Any:
+    def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> WarmReport | None:
         """Compiles every length bucket now, at start-up (see TorchEmbeddingRunner.warm)."""
-        if self._compiled is not None:
-            sample = self.tokenizer.encode_pairs(WARM_TEXT, [WARM_TEXT])[0]
-            self._compiled.warm(
-                self.tokenizer, sample, self._device, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size
-            )
-        return self._compiled
+        if self._compiled is None:
+            return None
+        sample = self.tokenizer.encode_pairs(WARM_TEXT, [WARM_TEXT])[0]
+        return self._compiled.warm(
+            self.tokenizer, sample, self._device, max_batch_tokens=max_batch_tokens, max_batch_size=max_batch_size
+        )
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         """Raw logits, float32: shape (len(batch),) for one label, (len(batch), num_labels) otherwise."""

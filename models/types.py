@@ -33,10 +33,6 @@ class ModelInfo:
     dtype: str
     normalized: bool
     """Whether the folder's own pipeline ends in L2 normalization."""
-    sparse: bool = False
-    """Whether the model also gives sparse lexical weights (bge-m3's sparse head)."""
-    token_embeddings: bool = False
-    """Whether the runner also gives each token's vector (TEI's /embed_all)."""
     prompts: dict[str, str] = field(default_factory=dict)
     """Named prompts (prefixes) from the folder's configuration and the model's settings."""
     default_prompt: str | None = None

@@ -19,6 +19,7 @@ import numpy as np
 from batching.batcher import Batcher
 from batching.config import BatchingConfig
 from batching.errors import QueueFull, RequestTooLarge
+from models.backend import SPARSE, TOKENS
 from models.classifier import Classifier
 from models.embedder import Embedder
 from models.errors import InvalidInput
@@ -81,18 +82,14 @@ class LocalModel:
         """What its outputs depend on besides its inputs (server.cache); None: not cached (cache off, or no
         local folder)."""
         self._shared = shared
-        self.batcher = shared.batcher(spec.id, self.runner.run, config, self.runner.pads)
-        self.sparse_batcher: Batcher[Tokens, Any] | None = None
-        """Sparse lexical weights run through their own batcher: the same model, another output."""
-        if self.info.sparse:
-            self.sparse_batcher = shared.batcher(f"{spec.id}/sparse", self.runner.run_sparse, config, self.runner.pads)  # type: ignore[attr-defined]
-        self.token_batcher: Batcher[Tokens, Any] | None = None
-        """Token embeddings (TEI's /embed_all), likewise; made by the first request that asks."""
+        self.batcher = shared.batcher(spec.id, self.runner.run, config, self.runner.cost == "padded")
+        self.output_batchers: dict[str, Batcher[Tokens, Any]] = {}
+        """The runner's other outputs (models.backend: SPARSE, TOKENS), each through its own batcher with the
+        model's limits: made by the first request that asks for that output."""
         self._calibrations: dict[int | None, asyncio.Future[np.ndarray]] = {}
 
     async def start(self) -> None:
-        for batcher in self.batchers:
-            await batcher.start()
+        await self.batcher.start()
 
     async def close(self) -> None:
         """Drains its batchers (queued and running work finishes), then frees the runner."""
@@ -101,7 +98,12 @@ class LocalModel:
 
     @property
     def batchers(self) -> list[Batcher]:
-        return [b for b in (self.batcher, self.sparse_batcher, self.token_batcher) if b is not None]
+        return [self.batcher, *self.output_batchers.values()]
+
+    @property
+    def outputs(self) -> list[str]:
+        """The outputs the model gives besides its main one (models.backend: SPARSE, TOKENS)."""
+        return list(self.runner.outputs)
 
     @property
     def info(self) -> ModelInfo:
@@ -127,27 +129,22 @@ class LocalModel:
 
     async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
         """Lexical weights per text, for models with a sparse head (bge-m3)."""
-        if self.sparse_batcher is None:
+        if SPARSE not in self.runner.outputs:
             raise InvalidInput(
                 f"model {self.spec.id!r} has no sparse head (bge-m3's sparse_linear.pt) for sparse embeddings",
                 param="model",
             )
         tokens = await self._embedder_items(self._of(Embedder), texts, options, call)
-        vectors = await self._submit(tokens, call, self.sparse_batcher)
+        vectors = await self._submit(tokens, call, await self._output_batcher(SPARSE))
         return SparseEmbeddings(vectors, sum(len(t) for t in tokens))
 
     async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
         """Each token's vector, for models whose runner gives them (TEI's /embed_all)."""
         embedder = self._of(Embedder)
-        if not embedder.info.token_embeddings:
+        if TOKENS not in self.runner.outputs:
             raise InvalidInput(f"model {self.spec.id!r} gives no token embeddings", param="model")
-        if self.token_batcher is None:  # the model's own limits, as its embeddings batcher has them
-            main = self.batcher
-            batcher = self._shared.batcher(f"{self.spec.id}/tokens", self.runner.run_tokens, main.config, main.padded)  # type: ignore[attr-defined]
-            self.token_batcher = batcher
-            await batcher.start()
         tokens = await self._embedder_items(embedder, texts, options, call)
-        vectors = await self._submit(tokens, call, self.token_batcher)
+        vectors = await self._submit(tokens, call, await self._output_batcher(TOKENS))
         return TokenEmbeddings(vectors, sum(len(t) for t in tokens))
 
     async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores:
@@ -183,13 +180,13 @@ class LocalModel:
         texts = [prefix + text for text in texts] if prefix else texts
 
         def describe() -> list[list[TokenSpan]]:
-            return self.runner.describe(texts, add_special_tokens=add_special_tokens)
+            return self.runner.tokenizer.describe(texts, add_special_tokens=add_special_tokens)
 
         return await self._shared.off_loop(describe, sum(len(t) for t in texts))
 
     async def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]:
         def decode() -> list[str]:
-            return self.runner.decode(sequences, skip_special_tokens=skip_special_tokens)
+            return self.runner.tokenizer.decode(sequences, skip_special_tokens=skip_special_tokens)
 
         return await self._shared.off_loop(decode, sum(len(ids) for ids in sequences) * 4)
 
@@ -210,6 +207,16 @@ class LocalModel:
         return calibration_ranges(result.vectors)
 
     # -- the item pipeline -----------------------------------------------------------------
+
+    async def _output_batcher(self, output: str) -> Batcher[Tokens, Any]:
+        batcher = self.output_batchers.get(output)
+        if batcher is None:  # the model's own limits, as its main batcher has them
+            main = self.batcher
+            name = f"{self.spec.id}/{output}"
+            batcher = self._shared.batcher(name, self.runner.outputs[output], main.config, main.padded)
+            self.output_batchers[output] = batcher
+            await batcher.start()
+        return batcher
 
     def _of(self, kind: type[T]) -> T:
         model = self.model

@@ -69,7 +69,7 @@ class ModelHost:
                     load_model, spec, max_batch_tokens=limits.max_batch_tokens, max_batch_size=limits.max_batch_size
                 )
                 runner = loaded.model.runner
-                config = limits.for_device(runner.info.device, runner.cpu_batch_tokens, runner.cpu_workers)
+                config = limits.for_device(runner.info.device, runner.cpu.batch_tokens, runner.cpu.workers)
                 known = None
                 if self.cache is not None:
                     known = await asyncio.to_thread(identity, spec.source, runner.info, spec.kind)
@@ -132,6 +132,11 @@ class ModelHost:
     def info(self, model_id: str) -> ModelInfo | None:
         served = self._served.get(model_id)
         return served.info if served is not None else None
+
+    def outputs(self, model_id: str) -> list[str]:
+        """A loaded model's outputs besides its main one; none while it loads."""
+        served = self._served.get(model_id)
+        return served.outputs if served is not None else []
 
     def get(self, name: str | None, kind: str) -> LocalModel:
         """The loaded model a request names (UnknownModel if none; ModelNotReady while it loads or

@@ -14,14 +14,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from models.classifier import Function
+from models.classifier import Function, TextOrPair
 from models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
 """Texts, or token-id sequences (their content: the model's special tokens are added around them)."""
-
-TextOrPair = str | tuple[str, str]
-"""A classifier's input: one text, or a pair of texts."""
 
 Admission = Callable[[int], Awaitable[None]]
 """Called with a request's input token count before its work is queued or sent; raises to refuse it."""

@@ -7,6 +7,7 @@ import time
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
 
+from models.backend import SPARSE
 from models.output_types import encode
 from models.spec import ModelSpec
 from server.errors import ApiError
@@ -62,7 +63,7 @@ def _local_card(host: ModelHost, spec: ModelSpec) -> dict:
         "backend": spec.backend,
         "device": info.device if info else None,
         "dtype": info.dtype if info else None,
-        "sparse": info.sparse if info else False,
+        "sparse": SPARSE in host.outputs(spec.id),
         "prompts": sorted(info.prompts) if info else [],
         "default_prompt": info.default_prompt if info else None,
         "error": host.errors.get(spec.id),

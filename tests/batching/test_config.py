@@ -26,6 +26,6 @@ def test_a_budget_someone_set_is_kept_on_every_device() -> None:
 
 
 def test_unset_workers_are_the_runners_own_on_cpu_and_one_elsewhere() -> None:
-    assert BatchingConfig().for_device("cpu", 4096, cpu_workers=2).workers == 2
-    assert BatchingConfig().for_device("cuda", 4096, cpu_workers=2).workers == 1
-    assert BatchingConfig(workers=3).for_device("cpu", 4096, cpu_workers=2).workers == 3
+    assert BatchingConfig().for_device("cpu", 4096, 2).workers == 2
+    assert BatchingConfig().for_device("cuda", 4096, 2).workers == 1
+    assert BatchingConfig(workers=3).for_device("cpu", 4096, 2).workers == 3

@@ -95,7 +95,7 @@ def test_load_compiles_one_graph_per_length_bucket(runners) -> None:  # type: ig
 
 def test_compiled_embeddings_equal_the_uncompiled_ones(runners) -> None:  # type: ignore[no-untyped-def]
     compiled, plain, _ = runners
-    tokens = compiled.tokenize(TEXTS)
+    tokens = compiled.tokenizer.encode(TEXTS)
     assert max(len(t) for t in tokens) == MAX_LENGTH and min(len(t) for t in tokens) <= 16
     with no_recompiles():
         for batch in _batches(tokens):
@@ -118,7 +118,7 @@ def test_dynamic_lengths_compile_one_graph_for_every_bucket(tiny_xlmr_dir: Path)
     compiled, plain, graphs = _compiled_and_plain(tiny_xlmr_dir, lengths="dynamic")
     assert compiled._compiled.warmed == {16, 32} and graphs == 1
     with no_recompiles():
-        for batch in _batches(compiled.tokenize(TEXTS)):
+        for batch in _batches(compiled.tokenizer.encode(TEXTS)):
             np.testing.assert_allclose(compiled.run(batch), plain.run(batch), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match=LENGTHS_ENV):
         CompiledForward(compiled._modules, "sentence_embedding", max_length=16, lengths="sometimes")
@@ -129,7 +129,7 @@ def test_padding_to_a_bucket_changes_no_embedding(family: str, request: pytest.F
     """Pooling (mean, CLS) reads the attention mask, so extra pad positions are ignored."""
     folder = request.getfixturevalue(f"tiny_{family}_dir")
     runner = TorchEmbeddingRunner(ModelSpec(id="m", source=str(folder), device="cpu"), str(folder))
-    batch = runner.tokenize(TEXTS[:9])
+    batch = runner.tokenizer.encode(TEXTS[:9])
     longest = max(len(t) for t in batch)
 
     def embed(width: int | None) -> np.ndarray:
@@ -149,7 +149,7 @@ def test_an_unwarmed_bucket_runs_uncompiled_without_compiling(tiny_bert_dir: Pat
     spec = ModelSpec(id="m", source=str(tiny_bert_dir), device="cpu", max_length=MAX_LENGTH, compile="on")
     runner = TorchEmbeddingRunner(spec, str(tiny_bert_dir))  # not warmed
     before = _graphs()
-    out = runner.run(runner.tokenize(TEXTS[:3]))
+    out = runner.run(runner.tokenizer.encode(TEXTS[:3]))
     assert out.shape == (3, runner.info.dimension)
     assert _graphs() == before and runner._compiled.eager_batches == 1
 
@@ -167,7 +167,7 @@ def test_a_failed_compile_serves_uncompiled_unless_compile_was_asked_for(tiny_be
         raise RuntimeError("no compiler here")
 
     runner = TorchEmbeddingRunner(ModelSpec(id="m", source=str(tiny_bert_dir), device="cpu"), str(tiny_bert_dir))
-    sample = runner.tokenize(["warm up"])[0]
+    sample = runner.tokenizer.encode(["warm up"])[0]
     lenient = CompiledForward(runner._modules, "sentence_embedding", max_length=MAX_LENGTH, backend=broken)
     lenient.warm(runner.tokenizer, sample, torch.device("cpu"), max_batch_tokens=64, max_batch_size=4)
     assert not lenient.warmed
@@ -200,7 +200,7 @@ def test_inductor_compiles_the_gemma_chain(tiny_gemma3_dir: Path, monkeypatch) -
     plain = TorchEmbeddingRunner(spec, str(tiny_gemma3_dir))
     with no_recompiles():
         for rows in (1, 3, 6):
-            batch = runner.tokenize(TEXTS[10 : 10 + rows])
+            batch = runner.tokenizer.encode(TEXTS[10 : 10 + rows])
             np.testing.assert_allclose(runner.run(batch), plain.run(batch), rtol=0, atol=1e-4)
 
 
@@ -230,7 +230,7 @@ def test_cuda_serves_in_half_precision_within_tolerance(family: str, dtype: str,
     assert runner._compiled is not None and runner._compiled.warmed == set(length_buckets(MAX_LENGTH))
     reference = TorchEmbeddingRunner(spec.model_copy(update={"device": "cpu", "dtype": "float32"}), str(folder))
     with no_recompiles():
-        for batch in _batches(runner.tokenize(TEXTS)):
+        for batch in _batches(runner.tokenizer.encode(TEXTS)):
             got, want = runner.run(batch), reference.run(batch)
             assert got.dtype == np.float32
             assert _cosines(got, want).min() > 0.999
@@ -244,7 +244,7 @@ def test_a_cuda_batch_waits_for_the_device_once(tiny_gemma3_dir: Path, monkeypat
     monkeypatch.delenv(BACKEND_ENV, raising=False)
     spec = ModelSpec(id="m", source=str(tiny_gemma3_dir), max_length=MAX_LENGTH)
     runner = load_model(spec, max_batch_tokens=256, max_batch_size=16).model.runner
-    batches = [runner.tokenize(TEXTS[i : i + 5]) for i in (0, 20, 40)]
+    batches = [runner.tokenizer.encode(TEXTS[i : i + 5]) for i in (0, 20, 40)]
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("warn")
     try:

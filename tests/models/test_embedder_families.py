@@ -115,4 +115,4 @@ def test_models_file_prompts_override_and_set_the_default(tiny_bert_dir: Path) -
     loaded = load_model(spec)
     assert loaded.model.info.prompts["query"] == "search_query: "
     assert loaded.model.prompt(None) == "search_query: "
-    assert loaded.model.tokenize(["x"]) == loaded.model.runner.tokenize(["x"], prompt="search_query: ")
+    assert loaded.model.tokenize(["x"]) == loaded.model.runner.tokenizer.encode(["x"], prompt="search_query: ")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from models.backend import SPARSE
 from models.embedder import Embedder
 from models.loading import load_model
 from models.spec import ModelSpec
@@ -48,13 +49,13 @@ def flag_embedding_weights(folder: Path, texts: list[str], max_length: int) -> l
 
 
 def test_the_sparse_head_is_found_in_the_folder(bge_m3: Embedder, tiny_xlmr_dir: Path) -> None:
-    assert bge_m3.info.sparse is True
+    assert SPARSE in bge_m3.runner.outputs
     plain = load_model(ModelSpec(id="xlmr", source=str(tiny_xlmr_dir), device="cpu")).model
-    assert plain.info.sparse is False
+    assert SPARSE not in plain.runner.outputs
 
 
 def test_weights_equal_flag_embeddings_recipe_in_a_padded_batch(bge_m3: Embedder, tiny_bge_m3_dir: Path) -> None:
-    vectors = bge_m3.runner.run_sparse(bge_m3.tokenize(TEXTS))
+    vectors = bge_m3.runner.outputs[SPARSE](bge_m3.tokenize(TEXTS))
     expected = flag_embedding_weights(tiny_bge_m3_dir, TEXTS, bge_m3.info.max_length)
     for vector, reference in zip(vectors, expected):
         assert vector.indices.tolist() == sorted(reference)
@@ -63,5 +64,5 @@ def test_weights_equal_flag_embeddings_recipe_in_a_padded_batch(bge_m3: Embedder
 
 
 def test_a_repeated_token_keeps_its_largest_weight_once(bge_m3: Embedder) -> None:
-    (vector,) = bge_m3.runner.run_sparse(bge_m3.tokenize(["short short short"]))
+    (vector,) = bge_m3.runner.outputs[SPARSE](bge_m3.tokenize(["short short short"]))
     assert len(set(vector.indices.tolist())) == len(vector.indices)

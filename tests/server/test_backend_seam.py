@@ -35,7 +35,7 @@ def expected(texts: list[str], prompt: str = "") -> np.ndarray:
     """What the hashing embedder gives, computed here without the server."""
     runner = HashingEmbeddingRunner(ModelSpec(id="x", source="/nonexistent", backend="hashing"), "/nonexistent")
     table = np.random.default_rng(0).standard_normal((4096, 24)).astype(np.float32)
-    rows = np.stack([table[runner.word_ids(prompt + text)].mean(axis=0) for text in texts])
+    rows = np.stack([table[runner.tokenizer.word_ids(prompt + text)].mean(axis=0) for text in texts])
     return rows / np.linalg.norm(rows, axis=1, keepdims=True)
 
 
@@ -82,7 +82,7 @@ def test_every_rerank_shape_serves_it(hashing: AppServer) -> None:
 
 def test_a_backend_that_does_not_pad_is_budgeted_by_its_real_tokens(hashing: AppServer) -> None:
     served = hashing.app.state.host.get("words", "embed")
-    assert served.batcher.padded is False and served.runner.pads is False
+    assert served.batcher.padded is False and served.runner.cost == "tokens"
     no_sparse = hashing.http.post("/embed_sparse", json={"inputs": "x"}, headers={"X-Model": "words"})
     assert no_sparse.status_code == 400 and "no sparse head" in no_sparse.json()["error"]
 
