@@ -282,6 +282,12 @@ class ModelHost:
         served = self._served.get(model_id)
         return served.info if served is not None else None
 
+    def limits(self, model_id: str) -> BatchingConfig:
+        """The batching limits a model runs under: its batcher's once loaded (adjusted for its device,
+        `BatchingConfig.for_device`), the configured ones while it loads."""
+        served = self._served.get(model_id)
+        return served.batcher.config if served is not None else self.batching[model_id]
+
     def get(self, name: str | None, kind: str) -> LocalModel:
         """The loaded model a request names (UnknownModel if none; ModelNotReady while it loads or
         after it failed)."""

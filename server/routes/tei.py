@@ -252,7 +252,6 @@ async def info(request: Request) -> Response:
     spec = specs[0]
     loaded = host.info(spec.id)
     settings = request.app.state.settings
-    batching = host.batching[spec.id]
     return json_response(
         {
             "model_id": spec.id,
@@ -261,7 +260,7 @@ async def info(request: Request) -> Response:
             "model_type": _model_type(spec.kind, loaded.labels if loaded else ()),
             "max_concurrent_requests": settings.connection_limit(),
             "max_input_length": loaded.max_length if loaded else spec.max_length,
-            "max_batch_tokens": batching.max_batch_tokens,
+            "max_batch_tokens": host.limits(spec.id).max_batch_tokens,
             "max_batch_requests": None,
             "max_client_batch_size": settings.max_inputs,
             "auto_truncate": True,
