@@ -17,12 +17,13 @@ model and the request's size: this is the cheap first cut, not the only one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from server.errors import ApiError, error_response
 from server.metrics import Metrics
 from server.model_host import ModelHost
+from server.routes.inference import Inference
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -32,21 +33,6 @@ Headers = Iterable[tuple[bytes, bytes]]
 DOOR_PASSED = "embedserve.door_passed"
 """Set in a request's scope by our HTTP protocol once its Door let the request in."""
 
-# The routes that queue model work, by the kind of model they run.
-INFERENCE_ROUTES = {
-    "/v1/embeddings": "embed",
-    "/embed": "embed",
-    "/batch-embed": "embed",
-    "/embed_sparse": "embed",
-    "/v2/embed": "embed",
-    "/similarity": "embed",
-    "/embed_all": "embed",
-    "/v1/rerank": "rerank",
-    "/v2/rerank": "rerank",
-    "/rerank": "rerank",
-    "/predict": "classify",
-}
-
 
 class Door:
     """Decides whether a request is refused for overload, from its method, path and headers alone."""
@@ -55,21 +41,24 @@ class Door:
         self,
         host: ModelHost,
         *,
+        routes: Mapping[str, Inference],
         remote_kinds: Callable[[], set[str]],
         deadline: Callable[[Headers], float | None],
         metrics: Metrics,
     ) -> None:
         self.host = host
+        self.routes = routes
+        """The POST routes that queue model work, as they declare themselves (server/routes/inference.py)."""
         self.remote_kinds = remote_kinds
         self.deadline = deadline
         self.metrics = metrics
 
     def refusal(self, method: str, path: str, headers: Headers) -> ApiError | None:
-        kind = INFERENCE_ROUTES.get(path) if method == "POST" else None
+        route = self.routes.get(path) if method == "POST" else None
         # Upstream models do not queue here: while one could take the request, it is not refused here.
-        if kind is None or kind in self.remote_kinds():
+        if route is None or route.kinds & self.remote_kinds():
             return None
-        retry = self.host.saturated(kind, self.deadline(headers))
+        retry = self.host.saturated(route.kinds, self.deadline(headers))
         if retry is None:
             return None
         self.metrics.rejections.labels("", "overload").inc()

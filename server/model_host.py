@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -245,13 +245,13 @@ class ModelHost:
         if self.cache is not None:
             await self.cache.close()
 
-    def saturated(self, kind: str, within: float | None) -> float | None:
-        """Whether every loaded model of `kind` would refuse a request now (its queue at its bound, or
+    def saturated(self, kinds: Collection[str], within: float | None) -> float | None:
+        """Whether every loaded model of `kinds` would refuse a request now (its queue at its bound, or
         its queued work longer than `within` seconds): the Retry-After to give, else None. Cheap: it
         is asked before a request's body is read."""
         retries = []
         for served in self._served.values():
-            if served.spec.kind != kind:
+            if served.spec.kind not in kinds:
                 continue
             retry = served.batcher.full(within)
             if retry is None:

@@ -15,6 +15,9 @@ from tests.inprocess import AppServer, start_app
 from tests.support import read_one_response
 
 MODEL = "all-MiniLM-L6-v2"
+JSON = {"content-type": "application/json"}
+# The routes that queue work on an embedding model's own batcher (TEI's base route among them).
+EMBEDDING_ROUTES = ["/v1/embeddings", "/embed", "/batch-embed", "/v2/embed", "/similarity", "/"]
 
 
 @pytest.fixture(scope="module")
@@ -75,12 +78,13 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             queued = asyncio.create_task(client.post("/v1/embeddings", json={"input": ["q1", "q2", "q3", "q4"]}))
             while small_queue.app.state.host.get(MODEL, "embed").batcher.queued_items < 4:
                 await asyncio.sleep(0.01)
-            # The queue is at its bound: a body that is not even JSON is refused as overload, not as a 400.
-            garbage = await client.post(
-                "/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}
-            )
-            assert garbage.status_code == 429, garbage.text
-            assert garbage.json()["error"]["code"] == "overloaded" and int(garbage.headers["retry-after"]) >= 1
+            # The queue is at its bound: a body that is not even JSON is refused as overload, not as a 400,
+            # on every route that would queue on it, in the route's own error shape.
+            garbage = {path: await client.post(path, content=b"{not json", headers=JSON) for path in EMBEDDING_ROUTES}
+            assert {path: r.status_code for path, r in garbage.items()} == dict.fromkeys(EMBEDDING_ROUTES, 429)
+            assert all(int(r.headers["retry-after"]) >= 1 for r in garbage.values())
+            assert garbage["/v1/embeddings"].json()["error"]["code"] == "overloaded"
+            assert garbage["/"].json()["error_type"] == "Overloaded"
             native = await client.post("/embed", json={"text": "one more"})
             assert native.status_code == 429 and native.json()["error_type"] == "Overloaded"
             # Routes of other kinds, and everything not queueing model work, are not refused.
@@ -98,4 +102,4 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             assert ((await asyncio.to_thread(read_one_response, sock)).lower()).startswith(b"http/1.1 200")
             sock.close()
         assert (await client.post("/embed", json={"text": "after"})).status_code == 200
-    assert rejections(small_queue) == before + 3
+    assert rejections(small_queue) == before + len(EMBEDDING_ROUTES) + 2
