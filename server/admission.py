@@ -58,7 +58,7 @@ class Door:
         # Upstream models do not queue here: while one could take the request, it is not refused here.
         if route is None or route.kinds & self.remote_kinds():
             return None
-        retry = self.host.saturated(route.kinds, self.deadline(headers))
+        retry = self.host.saturated(route.kinds, route.batcher, self.deadline(headers))
         if retry is None:
             return None
         self.metrics.rejections.labels("", "overload").inc()

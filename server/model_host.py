@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -47,6 +47,9 @@ from server.serving import Admission, Call, ClassifyOptions, EmbedOptions, Input
 
 log = logging.getLogger("embedserve.host")
 T = TypeVar("T")
+
+BatcherRole = Literal["main", "sparse", "tokens"]
+"""A model's batchers: its main output (embeddings, scores, logits), sparse weights, token embeddings."""
 
 
 @dataclass(slots=True)
@@ -108,6 +111,15 @@ class LocalModel:
             return self.loaded.model.runner.decode(sequences, skip_special_tokens=skip_special_tokens)
 
         return await self.host.off_loop(decode, sum(len(ids) for ids in sequences) * 4)
+
+    def batcher_for(self, role: BatcherRole) -> Batcher | None:
+        """The batcher of `role`; None where the model has none (no sparse head, no token embeddings
+        asked for yet)."""
+        if role == "sparse":
+            return self.sparse_batcher
+        if role == "tokens":
+            return self.token_batcher
+        return self.batcher
 
     @property
     def batchers(self) -> list[Batcher]:
@@ -245,15 +257,17 @@ class ModelHost:
         if self.cache is not None:
             await self.cache.close()
 
-    def saturated(self, kinds: Collection[str], within: float | None) -> float | None:
-        """Whether every loaded model of `kinds` would refuse a request now (its queue at its bound, or
-        its queued work longer than `within` seconds): the Retry-After to give, else None. Cheap: it
-        is asked before a request's body is read."""
+    def saturated(self, kinds: Collection[str], role: BatcherRole, within: float | None) -> float | None:
+        """Whether every loaded model of `kinds` would refuse a request now on its batcher of `role` (its
+        queue at its bound, or its queued work longer than `within` seconds): the Retry-After to give,
+        else None. A model without that batcher is not saturated. Cheap: it is asked before a request's
+        body is read."""
         retries = []
         for served in self._served.values():
             if served.spec.kind not in kinds:
                 continue
-            retry = served.batcher.full(within)
+            batcher = served.batcher_for(role)
+            retry = batcher.full(within) if batcher is not None else None
             if retry is None:
                 return None
             retries.append(retry)

@@ -1,8 +1,8 @@
 """Inference routes declare themselves: `@inference(...)` beside a route's definition says which kinds of
-model it queues work for.
+model it queues work for, and on which of their batchers.
 
 The app reads the declarations when it is built (`inference_routes`): each declared POST route is
-refused at the overload door when those models are saturated (server/admission.py), and is served by
+refused at the overload door when those batchers are saturated (server/admission.py), and is served by
 a FastRoute in front of its FastAPI route (server/fast_routes.py). A route that queues no model work
 declares nothing.
 """
@@ -16,28 +16,30 @@ from typing import Any, TypeVar
 from fastapi.routing import APIRoute, APIRouter
 
 from models.spec import ModelKind
+from server.model_host import BatcherRole
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 
 
 @dataclass(frozen=True, slots=True)
 class Inference:
-    """The models an inference route may queue on: those of `kinds`."""
+    """Where an inference route may queue: on the `batcher` of models of `kinds`."""
 
     kinds: frozenset[ModelKind]
+    batcher: BatcherRole = "main"
 
 
 _DECLARED: dict[Callable[..., Any], Inference] = {}
 
 
-def inference(*kinds: ModelKind) -> Callable[[Endpoint], Endpoint]:
+def inference(*kinds: ModelKind, batcher: BatcherRole = "main") -> Callable[[Endpoint], Endpoint]:
     """Declares an endpoint an inference route queueing on models of `kinds` (several where its body
-    decides, as TEI's base route's does)."""
+    decides, as TEI's base route's does), on their `batcher`."""
     if not kinds:
         raise TypeError("an inference route queues on at least one kind of model")
 
     def declare(endpoint: Endpoint) -> Endpoint:
-        _DECLARED[endpoint] = Inference(frozenset(kinds))
+        _DECLARED[endpoint] = Inference(frozenset(kinds), batcher)
         return endpoint
 
     return declare

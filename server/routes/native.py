@@ -62,7 +62,7 @@ async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
 
 
 @router.post("/embed_sparse", response_model=list[list[SparseValue]], responses=_ERRORS)
-@inference("embed")
+@inference("embed", batcher="sparse")
 async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     """Sparse lexical weights (bge-m3's sparse head), one list of `{index: token id, value}` per text."""
     served = target_model(request, body.model, "embed")

@@ -188,7 +188,7 @@ async def _classify(request: Request, body: PredictRequest, *, nested: bool) -> 
 
 
 @router.post("/embed_all", response_model=list[list[list[float]]], responses=_ERRORS)
-@inference("embed")
+@inference("embed", batcher="tokens")
 async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
     """Every token's vector (the last hidden state, special tokens included), per text."""
     served = target_model(request, body.model, "embed")

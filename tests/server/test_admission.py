@@ -87,6 +87,11 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             assert garbage["/"].json()["error_type"] == "Overloaded"
             native = await client.post("/embed", json={"text": "one more"})
             assert native.status_code == 429 and native.json()["error_type"] == "Overloaded"
+            # Sparse weights and token embeddings queue on batchers of their own, which are not saturated:
+            # their requests pass the door (and this body is then a 400).
+            for path in ("/embed_sparse", "/embed_all"):
+                passed = await client.post(path, content=b"{not json", headers=JSON)
+                assert passed.status_code == 400, (path, passed.text)
             # Routes of other kinds, and everything not queueing model work, are not refused.
             assert (await client.get("/v1/models")).status_code == 200
             # Over a socket the protocol refuses as soon as the head is parsed, skips the body, and
@@ -103,3 +108,41 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             sock.close()
         assert (await client.post("/embed", json={"text": "after"})).status_code == 200
     assert rejections(small_queue) == before + len(EMBEDDING_ROUTES) + 2
+
+
+class Saturated:
+    """A batcher that would refuse any request now, for 7 s."""
+
+    def full(self, within: float | None = None) -> float:
+        return 7.0
+
+
+class Idle:
+    """A batcher with room."""
+
+    def full(self, within: float | None = None) -> None:
+        return None
+
+
+async def test_sparse_and_token_embeddings_are_admitted_against_their_own_batchers(
+    small_queue: AppServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = small_queue.app.state.host.get(MODEL, "embed")
+    async with small_queue.async_http() as client:
+
+        async def statuses() -> dict[str, int]:
+            answers = {
+                path: await client.post(path, content=b"{not json", headers=JSON)
+                for path in ("/embed", "/embed_sparse", "/embed_all")
+            }
+            assert all(r.headers["retry-after"] == "7" for r in answers.values() if r.status_code == 429)
+            return {path: r.status_code for path, r in answers.items()}
+
+        monkeypatch.setattr(served, "sparse_batcher", Saturated())
+        assert await statuses() == {"/embed": 400, "/embed_sparse": 429, "/embed_all": 400}
+        monkeypatch.setattr(served, "sparse_batcher", Idle())
+        monkeypatch.setattr(served, "token_batcher", Saturated())
+        assert await statuses() == {"/embed": 400, "/embed_sparse": 400, "/embed_all": 429}
+        monkeypatch.setattr(served, "token_batcher", Idle())
+        monkeypatch.setattr(served, "batcher", Saturated())
+        assert await statuses() == {"/embed": 429, "/embed_sparse": 400, "/embed_all": 400}
