@@ -17,17 +17,15 @@ model and the request's size: this is the cheap first cut, not the only one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
-from server.errors import ApiError, error_response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.errors import ApiError, send_error
 from server.metrics import Metrics
 from server.model_host import ModelHost
 from server.routes.inference import Inference
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = Iterable[tuple[bytes, bytes]]
 
 DOOR_PASSED = "embedserve.door_passed"
@@ -73,7 +71,7 @@ class Door:
 class AdmissionMiddleware:
     """The door for ASGI servers other than ours (pure ASGI, inside authentication and rate limits)."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, door: Door) -> None:
+    def __init__(self, app: ASGIApp, *, door: Door) -> None:
         self.app = app
         self.door = door
 
@@ -81,6 +79,6 @@ class AdmissionMiddleware:
         if scope["type"] == "http" and not scope.get(DOOR_PASSED):
             error = self.door.refusal(scope["method"], scope["path"], scope["headers"])
             if error is not None:
-                await error_response(scope["path"], error)(scope, receive, send)
+                await send_error(send, scope["path"], error)
                 return
         await self.app(scope, receive, send)
