@@ -381,6 +381,7 @@ class Batcher(Generic[P, R]):
             self._observer.on_queue(len(self._sorted), self._queued_tokens)
 
     def _retry_after(self) -> float:
-        if self._tokens_per_second <= 0:
-            return 1.0
-        return max(1.0, self._queued_tokens / self._tokens_per_second)
+        """For a full queue: how long the work queued now takes (`expected_wait`, all workers together),
+        at least 1 s; 1 s before any batch has been measured."""
+        wait = self.expected_wait()
+        return 1.0 if wait is None else max(1.0, wait)

@@ -17,35 +17,19 @@ model and the request's size: this is the cheap first cut, not the only one.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping
 
-from server.errors import ApiError, error_response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.errors import ApiError, send_error
 from server.metrics import Metrics
 from server.model_host import ModelHost
+from server.routes.inference import Inference
 
-Scope = dict[str, Any]
-Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
 Headers = Iterable[tuple[bytes, bytes]]
 
 DOOR_PASSED = "embedserve.door_passed"
 """Set in a request's scope by our HTTP protocol once its Door let the request in."""
-
-# The routes that queue model work, by the kind of model they run.
-INFERENCE_ROUTES = {
-    "/v1/embeddings": "embed",
-    "/embed": "embed",
-    "/batch-embed": "embed",
-    "/embed_sparse": "embed",
-    "/v2/embed": "embed",
-    "/similarity": "embed",
-    "/embed_all": "embed",
-    "/v1/rerank": "rerank",
-    "/v2/rerank": "rerank",
-    "/rerank": "rerank",
-    "/predict": "classify",
-}
 
 
 class Door:
@@ -55,21 +39,24 @@ class Door:
         self,
         host: ModelHost,
         *,
+        routes: Mapping[str, Inference],
         remote_kinds: Callable[[], set[str]],
         deadline: Callable[[Headers], float | None],
         metrics: Metrics,
     ) -> None:
         self.host = host
+        self.routes = routes
+        """The POST routes that queue model work, as they declare themselves (server/routes/inference.py)."""
         self.remote_kinds = remote_kinds
         self.deadline = deadline
         self.metrics = metrics
 
     def refusal(self, method: str, path: str, headers: Headers) -> ApiError | None:
-        kind = INFERENCE_ROUTES.get(path) if method == "POST" else None
+        route = self.routes.get(path) if method == "POST" else None
         # Upstream models do not queue here: while one could take the request, it is not refused here.
-        if kind is None or kind in self.remote_kinds():
+        if route is None or route.kinds & self.remote_kinds():
             return None
-        retry = self.host.saturated(kind, self.deadline(headers))
+        retry = self.host.saturated(route.kinds, route.batcher, self.deadline(headers))
         if retry is None:
             return None
         self.metrics.rejections.labels("", "overload").inc()
@@ -84,7 +71,7 @@ class Door:
 class AdmissionMiddleware:
     """The door for ASGI servers other than ours (pure ASGI, inside authentication and rate limits)."""
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]], *, door: Door) -> None:
+    def __init__(self, app: ASGIApp, *, door: Door) -> None:
         self.app = app
         self.door = door
 
@@ -92,6 +79,6 @@ class AdmissionMiddleware:
         if scope["type"] == "http" and not scope.get(DOOR_PASSED):
             error = self.door.refusal(scope["method"], scope["path"], scope["headers"])
             if error is not None:
-                await error_response(scope["path"], error)(scope, receive, send)
+                await send_error(send, scope["path"], error)
                 return
         await self.app(scope, receive, send)

@@ -12,7 +12,7 @@ from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
 from server import __version__, calls, tracing
-from server.admission import INFERENCE_ROUTES, AdmissionMiddleware, Door
+from server.admission import AdmissionMiddleware, Door
 from server.auth import Authenticator
 from server.cache import LocalCache, ResultCache, SharedCache
 from server.errors import ApiError, install_error_handlers
@@ -25,6 +25,7 @@ from server.models_file import ModelEntry, load_models_file
 from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
 from server.routes import backends, cohere, generation, native, openai, ops, rerank, tei
 from server.routes.backends import ADMIN_PATHS
+from server.routes.inference import inference_routes
 from server.settings import Settings
 from server.upstream.config import UpstreamSpec
 from server.upstream.gateway import Gateway
@@ -132,10 +133,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     for router in routers:
         app.include_router(router)
-    install_fast_routes(app, routers, INFERENCE_ROUTES)  # the hot paths, in front of their FastAPI routes
+    inference = inference_routes(routers)
+    install_fast_routes(app, routers, inference)  # the hot paths, in front of their FastAPI routes
     routes = {route.path for router in routers for route in router.routes if hasattr(route, "path")}
     door = Door(
         host,
+        routes=inference,
         remote_kinds=lambda: {kind for kind in ("embed", "rerank") if gateway.serving(kind)},
         deadline=lambda headers: door_deadline(headers, settings),
         metrics=metrics,

@@ -1,7 +1,12 @@
-"""API errors and their two wire shapes.
+"""API errors, and the one place that renders them for the wire, in three shapes by route:
 
 /v1 routes answer in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`;
-native routes answer in TEI's shape, `{"error": message, "error_type": type}`.
+/v2 routes in Cohere's, `{"id": request id, "message"}`;
+native routes in TEI's, `{"error": message, "error_type": type}`.
+
+Every error answer's body and headers come from `rendered`, whoever sends it: the exception handlers
+(`error_response`), the pure-ASGI middlewares (`send_error`) and the HTTP protocol itself
+(server/protocol.py), so an error reads the same whichever layer refused the request.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
+from starlette.types import Send
 
 from batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
 from models.errors import InputTooLong, InvalidInput, ModelError, ModelNotReady, UnknownModel
@@ -72,18 +78,39 @@ def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/")
 
 
-def error_body(path: str, status: int, message: str, *, param: str | None = None, code: str | None = None) -> bytes:
+def _error_body(path: str, error: ApiError) -> bytes:
     if path.startswith("/v2/"):  # Cohere's v2 shape: what cohere.ClientV2 reads as the error's message
-        return orjson.dumps({"id": request_id.get(), "message": message})
+        return orjson.dumps({"id": request_id.get(), "message": error.message})
     if is_openai_path(path):
-        kind = _OPENAI_TYPES.get(status, "server_error")
-        return orjson.dumps({"error": {"message": message, "type": kind, "param": param, "code": code}})
-    return orjson.dumps({"error": message, "error_type": _NATIVE_TYPES.get(status, "Backend")})
+        kind = _OPENAI_TYPES.get(error.status, "server_error")
+        return orjson.dumps(
+            {"error": {"message": error.message, "type": kind, "param": error.param, "code": error.code}}
+        )
+    return orjson.dumps({"error": error.message, "error_type": _NATIVE_TYPES.get(error.status, "Backend")})
+
+
+def rendered(path: str, error: ApiError) -> tuple[bytes, list[tuple[bytes, bytes]]]:
+    """An error's body in `path`'s shape, and its headers: the error's own, then content-length and
+    content-type (the order Starlette's Response gives them)."""
+    body = _error_body(path, error)
+    headers = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items()]
+    headers += [(b"content-length", str(len(body)).encode("latin-1")), (b"content-type", b"application/json")]
+    return body, headers
 
 
 def error_response(path: str, error: ApiError) -> Response:
-    body = error_body(path, error.status, error.message, param=error.param, code=error.code)
-    return Response(body, status_code=error.status, media_type="application/json", headers=error.headers)
+    """An error as a Response: what exception handlers return."""
+    body, headers = rendered(path, error)
+    response = Response(body, status_code=error.status)
+    response.raw_headers = headers
+    return response
+
+
+async def send_error(send: Send, path: str, error: ApiError) -> None:
+    """Answers with an error from a pure-ASGI layer, before any route."""
+    body, headers = rendered(path, error)
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 _METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")

@@ -10,18 +10,14 @@ import fnmatch
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import calls
 from server.auth import Authenticator, AuthError, Caller
-from server.errors import ApiError, error_body
+from server.errors import ApiError, send_error
 from server.metrics import Metrics
 from server.ratelimit import BucketStore, Decision
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 log = logging.getLogger("embedserve.guard")
 
@@ -50,7 +46,7 @@ class Limits:
 class GuardMiddleware:
     def __init__(
         self,
-        app: Callable[[Scope, Receive, Send], Awaitable[None]],
+        app: ASGIApp,
         *,
         authenticator: Authenticator,
         public_paths: Sequence[str],
@@ -85,7 +81,7 @@ class GuardMiddleware:
             except AuthError as exc:
                 self.metrics.rejections.labels("", "auth").inc()
                 challenge = f'Bearer realm="embedserve", error="invalid_token", error_description={quoted(str(exc))}'
-                await _reply(
+                await send_error(
                     send, path, ApiError(401, str(exc), code="invalid_api_key", headers={"WWW-Authenticate": challenge})
                 )
                 return
@@ -97,7 +93,7 @@ class GuardMiddleware:
         decision = await self._admit_request(caller)
         if decision is not None and not decision.allowed:
             self.metrics.rejections.labels("", "rate").inc()
-            await _reply(send, path, _rate_limited(decision, "requests"))
+            await send_error(send, path, _rate_limited(decision, "requests"))
             return
         call.admit = self._token_admission(caller)
         if decision is None:
@@ -175,11 +171,3 @@ def _rate_limited(decision: Decision, what: str) -> ApiError:
     retry = max(1, round(decision.retry_after + 0.49))
     headers = {"Retry-After": str(retry), **{k.decode(): v.decode() for k, v in _rate_headers(decision)}}
     return ApiError(429, f"rate limit exceeded ({what}); retry in {retry} s", code="rate_limited", headers=headers)
-
-
-async def _reply(send: Send, path: str, error: ApiError) -> None:
-    body = error_body(path, error.status, error.message, param=error.param, code=error.code)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode("latin-1")) for k, v in error.headers.items()]
-    await send({"type": "http.response.start", "status": error.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

@@ -12,7 +12,7 @@ import asyncio
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import numpy as np
 
@@ -44,6 +44,10 @@ from server.serving import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOp
 
 T = TypeVar("T")
 Model = Embedder | Reranker | Classifier
+
+BatcherRole = Literal["main", "sparse", "tokens"]
+"""A model's batchers: its main output's (embeddings, scores, logits), and one per other output
+(models.backend: SPARSE, TOKENS)."""
 
 
 @dataclass(slots=True)
@@ -99,6 +103,11 @@ class LocalModel:
     @property
     def batchers(self) -> list[Batcher]:
         return [self.batcher, *self.output_batchers.values()]
+
+    def batcher_for(self, role: BatcherRole) -> Batcher | None:
+        """The batcher of `role`; None where there is none (no sparse head, or no request asked for
+        that output yet)."""
+        return self.batcher if role == "main" else self.output_batchers.get(role)
 
     @property
     def outputs(self) -> list[str]:

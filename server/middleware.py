@@ -12,20 +12,15 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from server import calls, tracing
-from server.errors import error_body
+from server.errors import ApiError, send_error
 from server.logs import request_id
 from server.metrics import Metrics
 from server.serving import Call
-
-Scope = dict[str, Any]
-Message = dict[str, Any]
-ASGIApp = Callable[[Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]
 
 access = logging.getLogger("embedserve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
@@ -58,9 +53,7 @@ class RequestContextMiddleware:
         self.access_log_probes = access_log_probes
         self.routes = routes
 
-    async def __call__(
-        self, scope: Scope, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]
-    ) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -139,16 +132,9 @@ class RequestContextMiddleware:
                     span.set_attribute("embedserve.model", call.model)
                     span.set_attribute("embedserve.request_id", rid)
 
-    async def _reject_too_large(self, path: str, send: Callable[[Message], Awaitable[None]]) -> None:
-        body = error_body(path, 413, f"the request body is larger than the limit of {self.max_body_bytes} bytes")
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+    async def _reject_too_large(self, path: str, send: Send) -> None:
+        message = f"the request body is larger than the limit of {self.max_body_bytes} bytes"
+        await send_error(send, path, ApiError(413, message))
 
     def _record(self, scope: Scope, call: Call, path: str, status: int, seconds: float) -> None:
         route = path if path in self.routes else "other"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
 from batching.config import BatchingConfig
@@ -16,7 +16,7 @@ from models.loading import load_model
 from models.registry import ModelRegistry
 from models.types import ModelInfo
 from server.cache import ResultCache, identity
-from server.local_model import LocalModel, Shared
+from server.local_model import BatcherRole, LocalModel, Shared
 from server.metrics import Metrics
 
 log = logging.getLogger("embedserve.host")
@@ -113,15 +113,17 @@ class ModelHost:
         if self.cache is not None:
             await self.cache.close()
 
-    def saturated(self, kind: str, within: float | None) -> float | None:
-        """Whether every loaded model of `kind` would refuse a request now (its queue at its bound, or
-        its queued work longer than `within` seconds): the Retry-After to give, else None. Cheap: it
-        is asked before a request's body is read."""
+    def saturated(self, kinds: Collection[str], role: BatcherRole, within: float | None) -> float | None:
+        """Whether every loaded model of `kinds` would refuse a request now on its batcher of `role` (its
+        queue at its bound, or its queued work longer than `within` seconds): the Retry-After to give,
+        else None. A model without that batcher is not saturated. Cheap: it is asked before a request's
+        body is read."""
         retries = []
         for served in self._served.values():
-            if served.spec.kind != kind:
+            if served.spec.kind not in kinds:
                 continue
-            retry = served.batcher.full(within)
+            batcher = served.batcher_for(role)
+            retry = batcher.full(within) if batcher is not None else None
             if retry is None:
                 return None
             retries.append(retry)
@@ -137,6 +139,12 @@ class ModelHost:
         """A loaded model's outputs besides its main one; none while it loads."""
         served = self._served.get(model_id)
         return served.outputs if served is not None else []
+
+    def limits(self, model_id: str) -> BatchingConfig:
+        """The batching limits a model runs under: its batcher's once loaded (adjusted for its device,
+        `BatchingConfig.for_device`), the configured ones while it loads."""
+        served = self._served.get(model_id)
+        return served.batcher.config if served is not None else self.batching[model_id]
 
     def get(self, name: str | None, kind: str) -> LocalModel:
         """The loaded model a request names (UnknownModel if none; ModelNotReady while it loads or

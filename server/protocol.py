@@ -22,7 +22,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from server.admission import DOOR_PASSED
-from server.errors import ApiError, error_body
+from server.errors import ApiError, rendered
 from server.middleware import new_request_id
 
 # How long an idle keep-alive connection being shut down waits for bytes already sent to it.
@@ -32,18 +32,13 @@ SHUTDOWN_READ_GRACE = 0.1
 def raw_error(path: str, error: ApiError, *, close: bool) -> bytes:
     """An error answered by the protocol itself, before any ASGI app sees the request: the whole
     HTTP/1.1 response, in the route's error shape, with a request id like every other answer."""
-    body = error_body(path, error.status, error.message, param=error.param, code=error.code)
-    headers = {
-        "content-type": "application/json",
-        "content-length": str(len(body)),
-        **{name.lower(): value for name, value in error.headers.items()},
-        "x-request-id": new_request_id(),
-    }
-    if close:
-        headers["connection"] = "close"
-    head = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n"
-    head += "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return (head + "\r\n").encode("latin-1") + body
+    body, headers = rendered(path, error)
+    headers.append((b"x-request-id", new_request_id().encode("latin-1")))
+    if close:  # whatever the error said of the connection
+        headers = [header for header in headers if header[0] != b"connection"] + [(b"connection", b"close")]
+    head = f"HTTP/1.1 {error.status} {HTTPStatus(error.status).phrase}\r\n".encode("latin-1")
+    head += b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return head + b"\r\n" + body
 
 
 class _Refused:

@@ -10,6 +10,7 @@ from server.errors import ApiError
 from server.logs import request_id
 from server.responses import json_response
 from server.routes.common import embed, encoded, target_model
+from server.routes.inference import inference
 from server.routes.rerank import best_first, rerank_documents
 from server.schemas.cohere import CohereError, V2EmbedRequest, V2EmbedResponse, V2RerankRequest, V2RerankResponse
 from server.schemas.rerank import RerankOptions
@@ -41,6 +42,7 @@ def prompt_for(served: ServedModel, input_type: str | None) -> str | None:
 
 
 @router.post("/embed", response_model=V2EmbedResponse, responses=_ERRORS)
+@inference("embed")
 async def embed_v2(body: V2EmbedRequest, request: Request) -> Response:
     """Embeddings keyed by type (`embedding_types`): float, base64, int8, uint8, binary, ubinary."""
     if body.input_type == "image":
@@ -76,6 +78,7 @@ async def embed_v2(body: V2EmbedRequest, request: Request) -> Response:
 
 
 @router.post("/rerank", response_model=V2RerankResponse, responses=_ERRORS)
+@inference("rerank")
 async def rerank_v2(body: V2RerankRequest, request: Request) -> Response:
     """The documents' relevance to the query, best first."""
     options = RerankOptions(model=body.model, query=body.query)

@@ -9,6 +9,7 @@ from starlette.responses import Response
 from models.types import Embeddings
 from server.responses import json_response
 from server.routes.common import call_model, check_count, embed, encoded, target_model
+from server.routes.inference import inference
 from server.schemas.native import (
     BatchEmbedRequest,
     BatchEmbedResponse,
@@ -41,6 +42,7 @@ async def _embed_texts(
 
 
 @router.post("/embed", response_model=EmbedResponse | list[list[float]] | list[str], responses=_ERRORS)
+@inference("embed")
 async def embed_one(body: EmbedBody, request: Request) -> Response:
     """`{"text"}` gets `{"embedding", "model", "dim", "tokens"}`; TEI's `{"inputs"}` gets TEI's list of vectors."""
     if isinstance(body, TeiEmbedRequest):
@@ -52,6 +54,7 @@ async def embed_one(body: EmbedBody, request: Request) -> Response:
 
 
 @router.post("/batch-embed", response_model=BatchEmbedResponse, responses=_ERRORS)
+@inference("embed")
 async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
     model, result, rows = await _embed_texts(request, body, body.texts)
     count, dim = result.vectors.shape
@@ -59,6 +62,7 @@ async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
 
 
 @router.post("/embed_sparse", response_model=list[list[SparseValue]], responses=_ERRORS)
+@inference("embed", batcher="sparse")
 async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     """Sparse lexical weights (bge-m3's sparse head), one list of `{index: token id, value}` per text."""
     served = target_model(request, body.model, "embed")

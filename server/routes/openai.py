@@ -14,6 +14,7 @@ from server.errors import ApiError
 from server.model_host import ModelHost
 from server.responses import json_response
 from server.routes.common import embed, encoded, gateway_of, host_of, target_model
+from server.routes.inference import inference
 from server.schemas.openai import EmbeddingsRequest, EmbeddingsResponse, ModelCard, ModelList, OpenAIError
 from server.serving import EmbedOptions
 from server.upstream.client import UpstreamModel
@@ -25,6 +26,7 @@ _STARTED = int(time.time())
 
 
 @router.post("/embeddings", response_model=EmbeddingsResponse, responses=_ERRORS)
+@inference("embed")
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes.
     A model served upstream answers in the same shape."""

@@ -11,6 +11,7 @@ from server.errors import ApiError
 from server.logs import request_id
 from server.responses import json_response
 from server.routes.common import call_model, target_model
+from server.routes.inference import inference
 from server.schemas.native import NativeError
 from server.schemas.openai import OpenAIError
 from server.schemas.rerank import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
@@ -41,6 +42,7 @@ def best_first(scores: np.ndarray, top_n: int | None = None) -> list[int]:
 
 
 @router.post("/v1/rerank", response_model=RerankResponse, responses={s: {"model": OpenAIError} for s in _STATUSES})
+@inference("rerank")
 async def rerank(body: RerankRequest, request: Request) -> Response:
     """Scores each document against the query, best first (Cohere / Jina / Infinity shape)."""
     texts = body.texts()
@@ -63,6 +65,7 @@ async def rerank(body: RerankRequest, request: Request) -> Response:
 
 
 @router.post("/rerank", response_model=list[TeiRank], responses={s: {"model": NativeError} for s in (*_STATUSES, 422)})
+@inference("rerank")
 async def rerank_tei(body: TeiRerankRequest, request: Request) -> Response:
     """TEI's /rerank: `[{"index", "score", "text"?}]`, best first."""
     model, scores = await rerank_documents(request, body, body.texts, "texts")

@@ -29,6 +29,7 @@ from server.routes.common import (
     served_model,
     target_model,
 )
+from server.routes.inference import inference
 from server.routes.native import embed_one
 from server.routes.rerank import rerank_tei
 from server.schemas.native import NativeError, TeiEmbedRequest
@@ -51,6 +52,7 @@ _ERRORS = {status: {"model": NativeError} for status in (400, 404, 413, 422, 429
 
 
 @router.post("/similarity", response_model=list[float], responses=_ERRORS)
+@inference("embed")
 async def similarity(body: SimilarityRequest, request: Request) -> Response:
     """The cosine similarity of each of `inputs.sentences` to `inputs.source_sentence`."""
     served = target_model(request, body.model, "embed")
@@ -130,6 +132,7 @@ def _root_kind(request: Request, body: Any) -> str:
     responses=_ERRORS,
     openapi_extra=_ROOT_SCHEMA,
 )
+@inference("embed", "rerank", "classify")
 async def tei_root(request: Request, body: Annotated[Any, Body()]) -> Response:
     """TEI's base route: `{"inputs": {"source_sentence", "sentences"}}` is a similarity, `{"query",
     "texts"}` a rerank, `{"inputs": ...}` an embedding, or a classification when the model named (or the
@@ -156,6 +159,7 @@ async def tei_root(request: Request, body: Annotated[Any, Body()]) -> Response:
 
 
 @router.post("/predict", response_model=list[Prediction] | list[list[Prediction]], responses=_ERRORS)
+@inference("classify")
 async def predict(body: PredictRequest, request: Request) -> Response:
     """Label scores of a sequence-classification model, best first: one list for a text or a pair, a
     list per input for a batch. Probabilities by softmax (sigmoid for one label) unless `raw_scores`."""
@@ -184,6 +188,7 @@ async def _classify(request: Request, body: PredictRequest, *, nested: bool) -> 
 
 
 @router.post("/embed_all", response_model=list[list[list[float]]], responses=_ERRORS)
+@inference("embed", batcher="tokens")
 async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
     """Every token's vector (the last hidden state, special tokens included), per text."""
     served = target_model(request, body.model, "embed")
@@ -252,7 +257,6 @@ async def info(request: Request) -> Response:
     spec = specs[0]
     loaded = host.info(spec.id)
     settings = request.app.state.settings
-    batching = host.batching[spec.id]
     return json_response(
         {
             "model_id": spec.id,
@@ -261,7 +265,7 @@ async def info(request: Request) -> Response:
             "model_type": _model_type(spec.kind, loaded.labels if loaded else ()),
             "max_concurrent_requests": settings.connection_limit(),
             "max_input_length": loaded.max_length if loaded else spec.max_length,
-            "max_batch_tokens": batching.max_batch_tokens,
+            "max_batch_tokens": host.limits(spec.id).max_batch_tokens,
             "max_batch_requests": None,
             "max_client_batch_size": settings.max_inputs,
             "auto_truncate": True,

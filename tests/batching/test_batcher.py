@@ -658,6 +658,27 @@ async def test_retry_after_reflects_measured_throughput() -> None:
         await waiting
 
 
+async def test_retry_after_with_two_workers_is_the_expected_wait_of_both_together() -> None:
+    # 1000 tokens in ~0.1 s on one worker: two workers clear 30,000 queued tokens in ~1.5 s, not ~3 s.
+    runner = RecordingRunner(delay=0.1)
+    async with running(runner, workers=2, max_queue_tokens=30_000, max_batch_tokens=100_000) as batcher:
+        await submit(batcher, *[(i, 100) for i in range(10)])  # one batch: the measured rate
+        runner.hold()
+        busy = [spawn(submit(batcher, ("first", 1)))]
+        await until(lambda: len(runner.batches) == 2)
+        busy.append(spawn(submit(batcher, ("second", 1))))
+        await until(lambda: len(runner.batches) == 3)  # both workers held: what comes next waits
+        waiting = await queued(batcher, ("big", 29_999))
+        wait = batcher.expected_wait()
+        assert wait is not None and 1 < wait < 2
+        with pytest.raises(QueueFull) as full:
+            await submit(batcher, ("more", 2))
+        assert full.value.retry_after == pytest.approx(wait)
+        assert batcher.full() == pytest.approx(wait)  # what the door gives, likewise
+        runner.release()
+        await asyncio.gather(*busy, waiting)
+
+
 # -- edge cases ------------------------------------------------------------------------------
 
 

@@ -15,6 +15,9 @@ from tests.inprocess import AppServer, start_app
 from tests.support import read_one_response
 
 MODEL = "all-MiniLM-L6-v2"
+JSON = {"content-type": "application/json"}
+# The routes that queue work on an embedding model's own batcher (TEI's base route among them).
+EMBEDDING_ROUTES = ["/v1/embeddings", "/embed", "/batch-embed", "/v2/embed", "/similarity", "/"]
 
 
 @pytest.fixture(scope="module")
@@ -75,22 +78,33 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             queued = asyncio.create_task(client.post("/v1/embeddings", json={"input": ["q1", "q2", "q3", "q4"]}))
             while small_queue.app.state.host.get(MODEL, "embed").batcher.queued_items < 4:
                 await asyncio.sleep(0.01)
-            # The queue is at its bound: a body that is not even JSON is refused as overload, not as a 400.
-            garbage = await client.post(
-                "/v1/embeddings", content=b"{not json", headers={"content-type": "application/json"}
-            )
-            assert garbage.status_code == 429, garbage.text
-            assert garbage.json()["error"]["code"] == "overloaded" and int(garbage.headers["retry-after"]) >= 1
+            # The queue is at its bound: a body that is not even JSON is refused as overload, not as a 400,
+            # on every route that would queue on it, in the route's own error shape.
+            garbage = {path: await client.post(path, content=b"{not json", headers=JSON) for path in EMBEDDING_ROUTES}
+            assert {path: r.status_code for path, r in garbage.items()} == dict.fromkeys(EMBEDDING_ROUTES, 429)
+            assert all(int(r.headers["retry-after"]) >= 1 for r in garbage.values())
+            assert garbage["/v1/embeddings"].json()["error"]["code"] == "overloaded"
+            assert garbage["/"].json()["error_type"] == "Overloaded"
             native = await client.post("/embed", json={"text": "one more"})
             assert native.status_code == 429 and native.json()["error_type"] == "Overloaded"
+            # Sparse weights and token embeddings queue on batchers of their own, which are not saturated:
+            # their requests pass the door (and this body is then a 400).
+            for path in ("/embed_sparse", "/embed_all"):
+                passed = await client.post(path, content=b"{not json", headers=JSON)
+                assert passed.status_code == 400, (path, passed.text)
             # Routes of other kinds, and everything not queueing model work, are not refused.
             assert (await client.get("/v1/models")).status_code == 200
             # Over a socket the protocol refuses as soon as the head is parsed, skips the body, and
             # keeps the connection for the next request.
             sock = await asyncio.to_thread(socket.create_connection, socket_address(small_queue), 60)
             await asyncio.to_thread(sock.sendall, raw_request(b"{not json" * 1000))
-            first = (await asyncio.to_thread(read_one_response, sock)).lower()
-            assert first.startswith(b"http/1.1 429") and b"retry-after:" in first and b'"overloaded"' in first
+            first = await asyncio.to_thread(read_one_response, sock)
+            assert first.lower().startswith(b"http/1.1 429") and b"retry-after:" in first.lower()
+            # The same refusal as the app's own: body, and headers in the same order (but the request id's value).
+            head, _, body = first.partition(b"\r\n\r\n")
+            in_process = garbage["/v1/embeddings"]
+            assert body == in_process.content
+            assert [line.split(b": ")[0] for line in head.split(b"\r\n")[1:]] == [n for n, _ in in_process.headers.raw]
             gate.open.set()
             assert (await running).status_code == 200
             assert (await queued).status_code == 200
@@ -98,4 +112,41 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             assert ((await asyncio.to_thread(read_one_response, sock)).lower()).startswith(b"http/1.1 200")
             sock.close()
         assert (await client.post("/embed", json={"text": "after"})).status_code == 200
-    assert rejections(small_queue) == before + 3
+    assert rejections(small_queue) == before + len(EMBEDDING_ROUTES) + 2
+
+
+class Saturated:
+    """A batcher that would refuse any request now, for 7 s."""
+
+    def full(self, within: float | None = None) -> float:
+        return 7.0
+
+
+class Idle:
+    """A batcher with room."""
+
+    def full(self, within: float | None = None) -> None:
+        return None
+
+
+async def test_sparse_and_token_embeddings_are_admitted_against_their_own_batchers(
+    small_queue: AppServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = small_queue.app.state.host.get(MODEL, "embed")
+    async with small_queue.async_http() as client:
+
+        async def statuses() -> dict[str, int]:
+            answers = {
+                path: await client.post(path, content=b"{not json", headers=JSON)
+                for path in ("/embed", "/embed_sparse", "/embed_all")
+            }
+            assert all(r.headers["retry-after"] == "7" for r in answers.values() if r.status_code == 429)
+            return {path: r.status_code for path, r in answers.items()}
+
+        monkeypatch.setattr(served, "output_batchers", {"sparse": Saturated()})
+        assert await statuses() == {"/embed": 400, "/embed_sparse": 429, "/embed_all": 400}
+        monkeypatch.setattr(served, "output_batchers", {"sparse": Idle(), "tokens": Saturated()})
+        assert await statuses() == {"/embed": 400, "/embed_sparse": 400, "/embed_all": 429}
+        monkeypatch.setattr(served, "output_batchers", {"sparse": Idle(), "tokens": Idle()})
+        monkeypatch.setattr(served, "batcher", Saturated())
+        assert await statuses() == {"/embed": 429, "/embed_sparse": 400, "/embed_all": 400}

@@ -13,13 +13,27 @@ from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from server.admission import INFERENCE_ROUTES
 from server.app import create_app
 from server.cli import parse_serve, settings_from
 from server.fast_routes import HANDED_ON, FastRoute, install_fast_routes
 from tests.inprocess import AppServer
 
 NAMES = '{"dimension": 16}'
+# Every route that queues model work: each is refused at the door when its models are saturated, and fast.
+INFERENCE_PATHS = {
+    "/v1/embeddings",
+    "/embed",
+    "/batch-embed",
+    "/embed_sparse",
+    "/v2/embed",
+    "/similarity",
+    "/embed_all",
+    "/",
+    "/v1/rerank",
+    "/v2/rerank",
+    "/rerank",
+    "/predict",
+}
 
 
 def hashing_app(folder: Path, *, fast: bool) -> AppServer:
@@ -60,7 +74,8 @@ def answer(server: AppServer, path: str, body: bytes, content_type: str | None =
 def test_every_inference_route_has_a_fast_route_in_front_and_the_schema_still_documents_its_body(apps) -> None:
     fast, _ = apps
     fronted = {route.path for route in fast.app.router.routes if isinstance(route, FastRoute)}
-    assert fronted == set(INFERENCE_ROUTES)
+    assert fronted == INFERENCE_PATHS
+    assert set(fast.app.state.door.routes) == INFERENCE_PATHS  # one declaration gives both
     schema = fast.http.get("/openapi.json").json()
     body = schema["paths"]["/v1/embeddings"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/EmbeddingsRequest"}
@@ -76,6 +91,9 @@ def test_every_inference_route_has_a_fast_route_in_front_and_the_schema_still_do
         ("/v1/rerank", b'{"query": "fox", "documents": ["a fox", "a dog"], "model": "pairs"}'),
         ("/rerank", b'{"query": "fox", "texts": ["a fox", "a dog"], "model": "pairs"}'),
         ("/similarity", b'{"inputs": {"source_sentence": "fox", "sentences": ["a fox"]}, "model": "words"}'),
+        ("/", b'{"inputs": ["a fox", "a dog"], "model": "words"}'),
+        ("/", b'{"query": "fox", "texts": ["a fox", "a dog"], "model": "pairs"}'),
+        ("/", b'{"inputs": {"source_sentence": "fox", "sentences": ["a fox"]}, "model": "words"}'),
     ],
 )
 def test_a_well_formed_body_gets_what_fastapi_gives(apps, path: str, body: bytes) -> None:

@@ -72,3 +72,11 @@ def test_info_describes_the_chosen_model_in_teis_fields(served: AppServer) -> No
     assert served.http.get("/info?model=rr").json()["model_type"] == {"reranker": labels}
     several = served.http.get("/info")
     assert several.status_code == 400 and "name one with ?model= or X-Model" in several.json()["error"]
+
+
+def test_info_reports_the_batch_token_budget_the_models_batcher_uses(served: AppServer) -> None:
+    # Unset, the budget is the runner's own on CPU (4096 for torch), not the configured 16384.
+    for model, kind in (("all-MiniLM-L6-v2", "embed"), ("rr", "rerank")):
+        batcher = served.app.state.host.get(model, kind).batcher
+        info = served.http.get("/info", params={"model": model}).json()
+        assert info["max_batch_tokens"] == batcher.config.max_batch_tokens
