@@ -43,9 +43,9 @@ class Embedder:
 
     def check_dimensions(self, dimensions: int | None) -> None:
         """A request's `dimensions` must fit the model: checked before any work is done."""
-        if dimensions is not None and not 0 < dimensions <= self.info.dimension:
+        if dimensions is not None and not 0 < dimensions <= self.info.width:
             raise InvalidInput(
-                f"dimensions {dimensions} is larger than the {self.info.dimension} dimensions of model {self.info.id!r}"
+                f"dimensions {dimensions} is larger than the {self.info.width} dimensions of model {self.info.id!r}"
                 if dimensions > 0
                 else "dimensions must be at least 1",
                 param="dimensions",

@@ -68,7 +68,7 @@ def load_model(
             "backend": info.backend,
             "device": info.device,
             "dtype": info.dtype,
-            "dimension": info.dimension,
+            "dimension": info.width,
             "max_length": info.max_length,
             "load_seconds": round(loaded.load_seconds, 3),
             "memory_mb": round(loaded.memory_bytes / 2**20, 1),

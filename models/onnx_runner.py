@@ -129,12 +129,12 @@ class _OnnxSession:
     def feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
 
-    def info(self, spec: ModelSpec, *, dimension: int, normalized: bool) -> ModelInfo:
+    def info(self, spec: ModelSpec, *, width: int, normalized: bool) -> ModelInfo:
         config = self.config
         return ModelInfo(
             id=spec.id,
             kind=spec.kind,
-            dimension=dimension,
+            width=width,
             max_length=self.max_length,
             backend=spec.backend,
             device=self.device,
@@ -161,7 +161,7 @@ class OnnxEmbeddingRunner(_OnnxRunner):
             with_type_ids=bool(config["with_type_ids"]),
             copy=False,
         )
-        self.info = onnx.info(spec, dimension=int(config["dimension"]), normalized=bool(config["normalize"]))
+        self.info = onnx.info(spec, width=int(config["dimension"]), normalized=bool(config["normalize"]))
         self.outputs = {TOKENS: self.run_tokens}
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
@@ -188,7 +188,7 @@ class OnnxRerankRunner(_OnnxRunner):
             truncation_side=config.get("truncation_side", "right"),
             copy=False,
         )
-        self.info = onnx.info(spec, dimension=self.num_labels, normalized=False)
+        self.info = onnx.info(spec, width=self.num_labels, normalized=False)
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)

@@ -89,7 +89,7 @@ class TorchEmbeddingRunner:
         self.info = ModelInfo(
             id=spec.id,
             kind=spec.kind,
-            dimension=int(model.get_embedding_dimension()),
+            width=int(model.get_embedding_dimension()),
             max_length=max_length,
             backend="torch",
             device=str(self._device),

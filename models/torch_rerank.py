@@ -95,7 +95,7 @@ class TorchRerankRunner:
         self.info = ModelInfo(
             id=spec.id,
             kind=spec.kind,
-            dimension=self.num_labels,
+            width=self.num_labels,
             max_length=max_length,
             backend="torch",
             device=str(self._device),

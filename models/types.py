@@ -26,7 +26,9 @@ class ModelInfo:
 
     id: str
     kind: str
-    dimension: int
+    width: int
+    """What one item's output holds: an embedding's dimensions; a reranker's or classifier's logits (its
+    label count)."""
     max_length: int
     backend: str
     device: str

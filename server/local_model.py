@@ -124,7 +124,7 @@ class LocalModel:
 
     @property
     def dimension(self) -> int:
-        return self.info.dimension
+        return self.info.width
 
     # -- requests --------------------------------------------------------------------------
 
@@ -328,7 +328,7 @@ class LocalModel:
     def _row_shape(self) -> tuple[int, ...]:
         """The shape of one item's output: an embedding's dimension, or a classifier's logits (a scalar for
         a one-label reranker)."""
-        dimension = self.info.dimension
+        dimension = self.info.width
         return () if self.spec.kind != "embed" and dimension == 1 else (dimension,)
 
 

@@ -120,7 +120,7 @@ class _HashingRunner:
         return ModelInfo(
             id=spec.id,
             kind=spec.kind,
-            dimension=dimension,
+            width=dimension,
             max_length=self.max_length,
             backend=spec.backend,
             device="cpu",

@@ -41,7 +41,7 @@ def named(request: Request, name: str | None) -> str | None:
     return name if name is not None else request.headers.get(MODEL_HEADER) or None
 
 
-def served_model(request: Request, name: str | None, kind: str = "embed") -> LocalModel:
+def local_model(request: Request, name: str | None, kind: str = "embed") -> LocalModel:
     """A model served here (not an upstream one): for what only a local model has (its tokenizer)."""
     served = host_of(request).get(named(request, name), kind)
     calls.current().model = served.spec.id
@@ -62,7 +62,7 @@ def target_model(request: Request, name: str | None, kind: str) -> ServedModel:
         calls.current().model = upstream.spec.id
         return upstream
     try:
-        return served_model(request, name, kind)
+        return local_model(request, name, kind)
     except UnknownModel as exc:
         served = [*exc.served, *(m.spec.id for m in gateway.serving(kind))]
         raise UnknownModel(name, served, kind, served_as=exc.served_as) from None

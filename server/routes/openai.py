@@ -60,7 +60,7 @@ def _local_card(host: ModelHost, spec: ModelSpec) -> dict:
         "kind": spec.kind,
         "aliases": list(spec.aliases),
         "status": host.status[spec.id],
-        "dimension": info.dimension if info else None,
+        "dimension": info.width if info else None,
         "max_length": info.max_length if info else spec.max_length,
         "backend": spec.backend,
         "device": info.device if info else None,

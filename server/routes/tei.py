@@ -25,8 +25,8 @@ from server.routes.common import (
     embed,
     gateway_of,
     host_of,
+    local_model,
     named,
-    served_model,
     target_model,
 )
 from server.routes.inference import inference
@@ -210,7 +210,7 @@ def _any_model(request: Request, name: str | None) -> ServedModel:
             raise ApiError(
                 400, f"{len(specs)} models are served here ({ids}): name one with `model` or X-Model", param="model"
             )
-        return served_model(request, specs[0].id, specs[0].kind)
+        return local_model(request, specs[0].id, specs[0].kind)
     spec = host.registry.find(name)
     return target_model(request, name, spec.kind if spec is not None else "embed")
 

@@ -100,7 +100,7 @@ def test_compiled_embeddings_equal_the_uncompiled_ones(runners) -> None:  # type
     with no_recompiles():
         for batch in _batches(tokens):
             got, want = compiled.run(batch), plain.run(batch)
-            assert got.shape == want.shape == (len(batch), compiled.info.dimension)
+            assert got.shape == want.shape == (len(batch), compiled.info.width)
             np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
     assert compiled._compiled.eager_batches == 0
 
@@ -150,7 +150,7 @@ def test_an_unwarmed_bucket_runs_uncompiled_without_compiling(tiny_bert_dir: Pat
     runner = TorchEmbeddingRunner(spec, str(tiny_bert_dir))  # not warmed
     before = _graphs()
     out = runner.run(runner.tokenizer.encode(TEXTS[:3]))
-    assert out.shape == (3, runner.info.dimension)
+    assert out.shape == (3, runner.info.width)
     assert _graphs() == before and runner._compiled.eager_batches == 1
 
 

@@ -46,7 +46,7 @@ def embed(loaded: LoadedModel, texts: list[str], **options) -> np.ndarray:  # ty
 def test_info_comes_from_the_folder(family: tuple[str, Path], loaded: LoadedModel) -> None:
     shape = FAMILIES[family[0]]
     info = loaded.model.info
-    assert info.dimension == shape.dimension
+    assert info.width == shape.dimension
     assert info.normalized is shape.normalized
     assert set(info.prompts) == {name for name, text in (shape.prompts or {}).items() if text}
 
@@ -74,7 +74,7 @@ def test_unknown_prompt_is_refused_with_the_known_ones(family: tuple[str, Path],
 
 
 def test_matryoshka_dimensions_truncate_then_renormalize(loaded: LoadedModel, reference) -> None:  # type: ignore[no-untyped-def]
-    half = loaded.model.info.dimension // 2
+    half = loaded.model.info.width // 2
     got = embed(loaded, TEXTS, dimensions=half)
     full = reference.encode(TEXTS, normalize_embeddings=True)[:, :half]
     assert got.shape == (len(TEXTS), half)

@@ -66,7 +66,7 @@ def reranker_case(request: pytest.FixtureRequest, onnx_exports):  # type: ignore
 def test_onnx_embeddings_equal_sentence_transformers(embedder_case) -> None:  # type: ignore[no-untyped-def]
     model, reference, shape = embedder_case
     assert isinstance(model, Embedder)
-    assert model.info.backend == "onnx" and model.info.dtype == "float32" and model.info.dimension == shape.dimension
+    assert model.info.backend == "onnx" and model.info.dtype == "float32" and model.info.width == shape.dimension
     got = model.finish(model.runner.run(model.tokenize(TEXTS)))
     expected = reference.encode(TEXTS, normalize_embeddings=True)
     assert cosine_rows(got, expected).min() >= 0.9999

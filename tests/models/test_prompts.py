@@ -13,7 +13,7 @@ def info(prompts: dict[str, str], default: str | None = None) -> ModelInfo:
     return ModelInfo(
         id="gemma",
         kind="embed",
-        dimension=8,
+        width=8,
         max_length=32,
         backend="torch",
         device="cpu",
