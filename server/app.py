@@ -11,24 +11,26 @@ from batching.config import BatchingConfig
 from models.registry import ModelRegistry
 from models.sources import DEFAULT_MODEL, spec_from_cli
 from models.spec import ModelSpec
-from server import __version__, calls, tracing
-from server.admission import AdmissionMiddleware, Door
-from server.auth import Authenticator
-from server.cache import LocalCache, ResultCache, SharedCache
-from server.errors import ApiError, install_error_handlers
-from server.fast_routes import install_fast_routes
-from server.guard import GuardMiddleware, Limits
-from server.metrics import Metrics
-from server.middleware import RequestContextMiddleware
-from server.model_host import ModelHost
-from server.models_file import ModelEntry, load_models_file
-from server.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
-from server.routes import backends, cohere, generation, native, openai, ops, rerank, tei
-from server.routes.backends import ADMIN_PATHS
-from server.routes.inference import inference_routes
-from server.settings import Settings
-from server.upstream.config import UpstreamSpec
-from server.upstream.gateway import Gateway
+from server import __version__
+from server.api import cohere, generation, native, openai, ops, rerank, tei, upstream_admin
+from server.api.inference import inference_routes
+from server.api.upstream_admin import ADMIN_PATHS
+from server.config.models_file import ModelEntry, load_models_file
+from server.config.settings import Settings
+from server.http import calls
+from server.http.admission import AdmissionMiddleware, Door
+from server.http.auth import Authenticator
+from server.http.errors import ApiError, install_error_handlers
+from server.http.fast_routes import install_fast_routes
+from server.http.guard import GuardMiddleware, Limits
+from server.http.middleware import RequestContextMiddleware
+from server.http.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
+from server.serving.cache import LocalCache, ResultCache, SharedCache
+from server.serving.model_host import ModelHost
+from server.serving.upstream.config import UpstreamSpec
+from server.serving.upstream.gateway import Gateway
+from server.telemetry import tracing
+from server.telemetry.metrics import Metrics
 
 
 def upstream_models(settings: Settings) -> list[UpstreamSpec]:
@@ -112,7 +114,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         description="Text embeddings over HTTP: OpenAI-compatible and native routes, micro-batched.",
         lifespan=lifespan,
         # FastAPI's own OpenTelemetry (spans, metrics and logs per request through the global providers):
-        # off. Our server span and its tokenize/queue/forward children (server/tracing.py) say more, and
+        # off. Our server span and its tokenize/queue/forward children (server/telemetry/tracing.py) say more, and
         # the per-request cost on the hot routes is ours to keep small.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
@@ -128,7 +130,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         rerank.router,
         tei.router,
         generation.router,
-        backends.router,
+        upstream_admin.router,
         ops.router,
     )
     for router in routers:

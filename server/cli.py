@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization runs in
 
 def _setting_help(field: str, extra: str = "") -> str:
     """An option's help from the setting it overrides: what it does, its default, its variable."""
-    from server.settings import Settings
+    from server.config.settings import Settings
 
     info = Settings.model_fields[field]
     default = info.get_default(call_default_factory=True)
@@ -93,8 +93,8 @@ def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     Raises ConfigError naming each bad variable, never its value."""
     from pydantic import ValidationError
 
-    from server.config_errors import settings_error
-    from server.settings import Settings
+    from server.config.errors import settings_error
+    from server.config.settings import Settings
 
     try:
         return Settings(**{k: v for k, v in vars(args).items() if k != "command" and v is not None})
@@ -111,7 +111,7 @@ def parse_serve(argv: Sequence[str]) -> argparse.Namespace:
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound before any model loads: a port in use fails at once, in one line."""
-    from server.config_errors import ConfigError
+    from server.config.errors import ConfigError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -132,7 +132,7 @@ def uvicorn_config(app, settings, port: int):  # type: ignore[no-untyped-def]
     stop that answers requests already on the wire, the overload door), the shutdown grace."""
     import uvicorn
 
-    from server.protocol import protocol_class
+    from server.http.protocol import protocol_class
 
     return uvicorn.Config(
         app,
@@ -156,9 +156,9 @@ def serve(args: argparse.Namespace) -> None:
     from models.preflight import problems
     from server.app import create_app
     from server.collector import freeze_loaded_objects
-    from server.config_errors import ConfigError
-    from server.logs import configure_logging, flush_logs
+    from server.config.errors import ConfigError
     from server.malloc import fix_mmap_threshold
+    from server.telemetry.logs import configure_logging, flush_logs
 
     try:
         settings = settings_from(args)

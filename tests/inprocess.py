@@ -29,7 +29,7 @@ import uvicorn
 
 from server.app import create_app
 from server.cli import parse_serve, settings_from, uvicorn_config
-from server.logs import JsonFormatter
+from server.telemetry.logs import JsonFormatter
 from tests.support import free_port
 
 URL = "http://embedserve.test"

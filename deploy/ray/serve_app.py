@@ -9,7 +9,7 @@ requests over them. From the repository root (`pip install -e '.[torch,ray]'`):
     serve run deploy.ray.serve_app:build num_gpus=1 max_replicas=2 models_file=/models/models.yaml
     serve deploy deploy/ray/serve.yaml          # the same, on a running cluster, from a config file
 
-Any other `key=value` is an embedserve setting (server/settings.py), e.g. `torch_threads=2`.
+Any other `key=value` is an embedserve setting (server/config/settings.py), e.g. `torch_threads=2`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from ray import serve
 from ray.serve import Application
 
 from server.app import create_app
-from server.settings import Settings
+from server.config.settings import Settings
 
 
 def wait_for_models(app: FastAPI) -> FastAPI:

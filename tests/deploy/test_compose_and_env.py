@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from server.settings import Settings
+from server.config.settings import Settings
 from tests.support import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -10,9 +10,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from server.metrics import Metrics
-from server.models_file import load_models_file
-from server.settings import Settings
+from server.config.models_file import load_models_file
+from server.config.settings import Settings
+from server.telemetry.metrics import Metrics
 from tests.support import ROOT
 
 K8S = ROOT / "deploy" / "k8s"

@@ -179,7 +179,7 @@ def test_a_failed_compile_serves_uncompiled_unless_compile_was_asked_for(tiny_be
 
 
 def test_compile_setting_in_a_models_file(tmp_path: Path) -> None:
-    from server.models_file import load_models_file
+    from server.config.models_file import load_models_file
 
     models_file = tmp_path / "models.yaml"
     models_file.write_text("models:\n  - {id: a, source: s, compile: on}\n  - {id: b, source: s, compile: off}\n")

@@ -12,7 +12,7 @@ import yaml
 
 from server.app import create_app
 from server.cli import parse_serve, settings_from
-from server.config_errors import ConfigError
+from server.config.errors import ConfigError
 from tests.inprocess import environment
 from tests.support import ROOT
 

@@ -1,4 +1,4 @@
-"""The inference routes' fast path (server/fast_routes.py): a well-formed body is served without FastAPI's
+"""The inference routes' fast path (server/http/fast_routes.py): a well-formed body is served without FastAPI's
 route machinery, by the same endpoint; anything else is handed to the FastAPI route, and answered
 exactly as FastAPI alone answers it."""
 
@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from server.app import create_app
 from server.cli import parse_serve, settings_from
-from server.fast_routes import HANDED_ON, FastRoute, install_fast_routes
+from server.http.fast_routes import HANDED_ON, FastRoute, install_fast_routes
 from tests.inprocess import AppServer
 
 NAMES = '{"dimension": 16}'

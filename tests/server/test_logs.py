@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from server.logs import BufferedHandler, JsonFormatter, request_id
+from server.telemetry.logs import BufferedHandler, JsonFormatter, request_id
 
 
 class CountingStream(io.StringIO):

@@ -10,9 +10,9 @@ import pytest
 
 from batching.config import BatchingConfig
 from server.app import served_models
-from server.config_errors import ConfigError
-from server.models_file import load_models_file
-from server.settings import Settings
+from server.config.errors import ConfigError
+from server.config.models_file import load_models_file
+from server.config.settings import Settings
 from tests.support import ROOT
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from server.app import create_app
-from server.settings import Settings
+from server.config.settings import Settings
 
 PINNED = Path(__file__).parent / "contract" / "openapi.json"
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 import yaml
 
-from server.ratelimit import MemoryStore
+from server.http.ratelimit import MemoryStore
 from tests.inprocess import AppServer, start_app
 from tests.support import FakeClock
 

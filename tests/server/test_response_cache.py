@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from models.fingerprint import folder_fingerprint
-from server.cache import ENTRY_OVERHEAD, LocalCache
+from server.serving.cache import ENTRY_OVERHEAD, LocalCache
 from tests.inprocess import AppServer, start_app
 from tests.support import free_port, metric
 

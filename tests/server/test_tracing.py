@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from server import tracing
+from server.telemetry import tracing
 from tests.inprocess import AppServer, start_app
 from tests.server.upstream.standins import serve_in_thread
 

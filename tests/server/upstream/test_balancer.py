@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
-from server.upstream.balancer import Balancer
-from server.upstream.config import EndpointSpec
+from server.serving.upstream.balancer import Balancer
+from server.serving.upstream.config import EndpointSpec
 from tests.support import FakeClock
 
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from server.config_errors import ConfigError
-from server.models_file import ModelEntry, load_models_file
-from server.upstream.config import UpstreamSpec
+from server.config.errors import ConfigError
+from server.config.models_file import ModelEntry, load_models_file
+from server.serving.upstream.config import UpstreamSpec
 
 
 def write(tmp_path: Path, text: str) -> Path:

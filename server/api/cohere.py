@@ -1,0 +1,87 @@
+"""Cohere's v2 routes: POST /v2/embed and POST /v2/rerank, thin translations onto the same embedding and
+reranking paths as every other shape. Errors come as `{"id", "message"}`, which cohere.ClientV2 reads."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
+from server.api.cohere_schemas import CohereError, V2EmbedRequest, V2EmbedResponse, V2RerankRequest, V2RerankResponse
+from server.api.common import embed, encoded, target_model
+from server.api.inference import inference
+from server.api.rerank import best_first, rerank_documents
+from server.api.rerank_schemas import RerankOptions
+from server.http.errors import ApiError
+from server.http.responses import json_response
+from server.serving.seam import EmbedOptions, ServedModel
+from server.telemetry.logs import request_id
+
+router = APIRouter(prefix="/v2", tags=["Cohere v2"])
+
+_ERRORS = {status: {"model": CohereError} for status in (400, 404, 413, 429, 500, 502, 503, 504)}
+
+# Cohere's input types and the prompt names a model may have for each, in order of preference.
+_PROMPTS_FOR = {
+    "search_query": ("query", "search_query", "Retrieval-query"),
+    "search_document": ("document", "passage", "search_document", "Retrieval-document"),
+    "classification": ("classification", "Classification"),  # EmbeddingGemma capitalizes its task names
+    "clustering": ("clustering", "Clustering"),
+}
+
+
+def _meta(**billed: int) -> dict:
+    return {"api_version": {"version": "2"}, "billed_units": billed}
+
+
+def prompt_for(served: ServedModel, input_type: str | None) -> str | None:
+    """The model's prompt for a Cohere input type; None where it has none (upstreams have none here)."""
+    if input_type is None:
+        return None
+    prompts = served.prompts
+    return next((name for name in _PROMPTS_FOR[input_type] if name in prompts), None)
+
+
+@router.post("/embed", response_model=V2EmbedResponse, responses=_ERRORS)
+@inference("embed")
+async def embed_v2(body: V2EmbedRequest, request: Request) -> Response:
+    """Embeddings keyed by type (`embedding_types`): float, base64, int8, uint8, binary, ubinary."""
+    if body.input_type == "image":
+        raise ApiError(400, "image inputs are not supported: this server embeds text", param="input_type")
+    if body.truncate == "START":
+        raise ApiError(400, "truncate START is not supported: use END (the default) or NONE", param="truncate")
+    if body.max_tokens is not None:
+        raise ApiError(400, "max_tokens is not supported: texts are cut at the model's own limit", param="max_tokens")
+    try:
+        texts = body.all_texts()
+    except ValueError as exc:
+        raise ApiError(400, str(exc), param="texts") from None
+    served = target_model(request, body.model, "embed")
+    options = EmbedOptions(
+        truncate=body.truncate == "END",
+        dimensions=body.output_dimension,
+        prompt_name=prompt_for(served, body.input_type),
+    )
+    result = await embed(request, served, texts, options)
+    embeddings = {
+        kind: await encoded(served, result.vectors, kind, dimensions=body.output_dimension)
+        for kind in dict.fromkeys(body.embedding_types)
+    }
+    return json_response(
+        {
+            "id": request_id.get(),
+            "response_type": "embeddings_by_type",
+            "embeddings": embeddings,
+            "texts": texts,
+            "meta": _meta(input_tokens=result.tokens),
+        }
+    )
+
+
+@router.post("/rerank", response_model=V2RerankResponse, responses=_ERRORS)
+@inference("rerank")
+async def rerank_v2(body: V2RerankRequest, request: Request) -> Response:
+    """The documents' relevance to the query, best first."""
+    options = RerankOptions(model=body.model, query=body.query)
+    _, scores = await rerank_documents(request, options, body.documents, "documents")
+    results = [{"index": i, "relevance_score": float(scores.values[i])} for i in best_first(scores.values, body.top_n)]
+    return json_response({"id": request_id.get(), "results": results, "meta": _meta(search_units=1)})

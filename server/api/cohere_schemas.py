@@ -1,0 +1,120 @@
+"""Cohere's v2 request and response bodies (/v2/embed, /v2/rerank), as `cohere.ClientV2` sends and reads them."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from models.output_types import OutputType
+from server.api.fields import NonEmptyText, PositiveInt
+
+InputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
+
+
+class TextContent(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["text"]
+    text: NonEmptyText
+
+
+class EmbedInput(BaseModel):
+    """One of `inputs`: a list of content parts (text only here)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    content: Annotated[list[TextContent], Field(min_length=1)]
+
+    def text(self) -> str:
+        return " ".join(part.text for part in self.content)
+
+
+class V2EmbedRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="A served embedding model id or alias; optional when one is served.")
+    input_type: InputType | None = Field(
+        None,
+        description="search_query and search_document pick the model's `query` and `document` (or `passage`) "
+        "prompts; classification and clustering the prompts of those names; none where the model has none.",
+    )
+    texts: Annotated[list[NonEmptyText], Field(min_length=1)] | None = None
+    inputs: Annotated[list[EmbedInput], Field(min_length=1)] | None = None
+    embedding_types: Annotated[list[OutputType], Field(min_length=1)] = Field(
+        default_factory=lambda: ["float"],
+        description="float, base64 (float32 bytes), int8/uint8 (calibrated per model), binary/ubinary (packed sign bits).",
+    )
+    truncate: Literal["NONE", "END", "START"] = Field(
+        "END",
+        description="END cuts over-long texts at the model's limit; NONE makes them a 400; START is not supported.",
+    )
+    output_dimension: PositiveInt | None = Field(None, description="Truncate to this size, then renormalize.")
+    max_tokens: PositiveInt | None = Field(None, description="Not supported: texts are cut at the model's own limit.")
+
+    def all_texts(self) -> list[str]:
+        """The texts to embed, from `texts` or `inputs` (exactly one of them; ValueError otherwise)."""
+        if (self.texts is None) == (self.inputs is None):
+            raise ValueError("send exactly one of `texts` or `inputs`")
+        return list(self.texts) if self.texts is not None else [item.text() for item in self.inputs or []]
+
+
+class V2RerankRequest(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str | None = Field(None, description="A served reranker id or alias; optional when one is served.")
+    query: NonEmptyText
+    documents: Annotated[list[NonEmptyText], Field(min_length=1)]
+    top_n: PositiveInt | None = Field(None, description="Return only the best this many; default: all.")
+    max_tokens_per_doc: PositiveInt | None = Field(
+        None, description="Accepted for compatibility: pairs are cut at the model's own limit."
+    )
+
+
+class BilledUnits(BaseModel):
+    input_tokens: int | None = None
+    search_units: int | None = None
+
+
+class ApiVersion(BaseModel):
+    version: str
+
+
+class Meta(BaseModel):
+    api_version: ApiVersion
+    billed_units: BilledUnits
+
+
+class EmbeddingsByType(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    float_: list[list[float]] | None = Field(None, alias="float")
+    base64: list[str] | None = None
+    int8: list[list[int]] | None = None
+    uint8: list[list[int]] | None = None
+    binary: list[list[int]] | None = None
+    ubinary: list[list[int]] | None = None
+
+
+class V2EmbedResponse(BaseModel):
+    id: str | None
+    response_type: Literal["embeddings_by_type"] = "embeddings_by_type"
+    embeddings: EmbeddingsByType
+    texts: list[str]
+    meta: Meta
+
+
+class V2RerankResult(BaseModel):
+    index: int
+    relevance_score: float
+
+
+class V2RerankResponse(BaseModel):
+    id: str | None
+    results: list[V2RerankResult]
+    meta: Meta
+
+
+class CohereError(BaseModel):
+    id: str | None = None
+    message: str

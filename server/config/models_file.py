@@ -1,0 +1,55 @@
+"""The YAML models file: a top-level `models:` list, one entry per served model.
+
+A local entry is a ModelSpec (only `id` and `source` are required) plus optional `batching:`
+limits that override the server-wide ones for that model. An entry with `kind: upstream` is a
+remote model (an UpstreamSpec: protocol, endpoints, ...) that requests are relayed to.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
+from batching.config import BatchingConfig
+from models.spec import ModelSpec
+from server.config.errors import file_error
+from server.serving.upstream.config import UpstreamSpec
+
+
+class ModelEntry(ModelSpec):
+    batching: dict[str, Any] = Field(default_factory=dict, description="Batching limits for this model.")
+
+    def spec(self) -> ModelSpec:
+        return ModelSpec(**self.model_dump(exclude={"batching"}, exclude_unset=True))
+
+    def batching_config(self, defaults: BatchingConfig) -> BatchingConfig:
+        return BatchingConfig(**{**defaults.model_dump(exclude_unset=True), **self.batching})
+
+
+def _entry_kind(value: Any) -> str:
+    kind = value.get("kind") if isinstance(value, dict) else getattr(value, "kind", None)
+    return "upstream" if kind == "upstream" else "local"
+
+
+Entry = Annotated[
+    Annotated[ModelEntry, Tag("local")] | Annotated[UpstreamSpec, Tag("upstream")], Discriminator(_entry_kind)
+]
+
+
+class ModelsFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: list[Entry] = Field(min_length=1)
+
+
+def load_models_file(path: Path | str) -> list[ModelEntry | UpstreamSpec]:
+    """Reads and validates the file; errors (ConfigError) name the file, the entry and the field."""
+    with open(path, encoding="utf-8") as f:
+        data = yaml.safe_load(f)
+    try:
+        return ModelsFile.model_validate(data).models
+    except ValidationError as exc:
+        raise file_error(path, exc, data, "models") from None

@@ -1,0 +1,56 @@
+"""Each request's `Call` (server.serving.seam): made once, as the request comes in, by the outermost
+middleware (server.http.middleware), and filled by whoever learns a part of it: the guard its caller and
+token admission, the route its deadline and the model that serves it. The route passes it down to
+the model as an argument; the middleware reads back which model served, for the request's metrics,
+trace and access log.
+
+It travels in a context variable, not in the ASGI scope: every layer between the middleware and
+the route runs in the request's own task (sync endpoints run with a copy of its context).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextvars import ContextVar, Token
+
+from server.config.settings import Settings
+from server.http.errors import ApiError
+from server.serving.seam import Call
+
+_CURRENT: ContextVar[Call | None] = ContextVar("embedserve_call", default=None)
+
+DEADLINE_HEADER = b"x-request-timeout"
+
+
+def begin() -> tuple[Call, Token[Call | None]]:
+    """A new request's call, current until `end`."""
+    call = Call()
+    return call, _CURRENT.set(call)
+
+
+def end(token: Token[Call | None]) -> None:
+    _CURRENT.reset(token)
+
+
+def current() -> Call:
+    """The request's call; a new one where no middleware began one (an endpoint called by itself)."""
+    call = _CURRENT.get()
+    if call is None:
+        call = Call()
+        _CURRENT.set(call)
+    return call
+
+
+def deadline(headers: Iterable[tuple[bytes, bytes]], settings: Settings) -> float:
+    """The request's deadline in seconds: `X-Request-Timeout`, capped at the server's maximum, or the
+    server's default. A value that is not a positive number is a 400."""
+    asked = next((value for name, value in headers if name == DEADLINE_HEADER), None)
+    if asked is None:
+        return settings.request_timeout
+    try:
+        seconds = float(asked.decode("latin-1"))
+    except ValueError:
+        seconds = float("nan")
+    if not seconds > 0:
+        raise ApiError(400, "X-Request-Timeout must be a positive number of seconds", param="X-Request-Timeout")
+    return min(seconds, settings.max_request_timeout)

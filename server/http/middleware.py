@@ -1,0 +1,162 @@
+"""One pure-ASGI middleware for what every request needs: request id, body limit and read timeout, metrics,
+access log.
+
+Pure ASGI (not BaseHTTPMiddleware) because it runs on every request and must stay cheap.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import re
+import time
+import uuid
+
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from server.http import calls
+from server.http.errors import ApiError, send_error
+from server.serving.seam import Call
+from server.telemetry import tracing
+from server.telemetry.logs import request_id
+from server.telemetry.metrics import Metrics
+
+access = logging.getLogger("embedserve.access")
+_VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+# Request ids: a random per-process prefix and a counter, unique without a uuid4 (an urandom call) per request.
+_ID_PREFIX = uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+
+
+def new_request_id() -> str:
+    return f"{_ID_PREFIX}{next(_ids):016x}"
+
+
+class RequestContextMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        metrics: Metrics,
+        max_body_bytes: int,
+        access_log: bool,
+        routes: set[str],
+        body_read_timeout: float = 30.0,
+        access_log_probes: bool = False,
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.max_body_bytes = max_body_bytes
+        self.body_read_timeout = body_read_timeout
+        self.access_log = access_log
+        self.access_log_probes = access_log_probes
+        self.routes = routes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        path: str = scope["path"]
+        rid, declared_length = None, None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                candidate = value.decode("latin-1")
+                rid = candidate if _VALID_ID.match(candidate) else None
+            elif name == b"content-length":
+                declared_length = value
+        rid = rid or new_request_id()
+        token = request_id.set(rid)
+        call, call_token = calls.begin()
+        rid_header = (b"x-request-id", rid.encode())
+        status = 500
+        started_response = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, started_response
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                started_response = True
+                message["headers"] = [*message.get("headers", ()), rid_header]
+            await send(message)
+
+        limit = self.max_body_bytes
+        received = 0
+        read_timeout = self.body_read_timeout
+        body_deadline: float | None = None  # the whole body must arrive within read_timeout of the first read
+        body_done = False
+
+        async def limited_receive() -> Message:
+            nonlocal received, body_deadline, body_done
+            if body_done:  # only the disconnect is left to wait for, as long as it takes
+                return await receive()
+            loop = asyncio.get_running_loop()
+            if body_deadline is None:
+                body_deadline = loop.time() + read_timeout
+            try:
+                async with asyncio.timeout_at(body_deadline):
+                    message = await receive()
+            except TimeoutError:
+                # A client that stalls mid-body (slow loris) must not hold its connection for ever.
+                body_done = True
+                if started_response:  # too late for a 408: the app sees the client as gone
+                    return {"type": "http.disconnect"}
+                raise HTTPException(
+                    408,
+                    f"the request body was not received within {read_timeout:g} s",
+                    headers={"Connection": "close"},
+                ) from None
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise HTTPException(413, f"the request body is larger than the limit of {limit} bytes")
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
+            return message
+
+        route = path if path in self.routes else "other"
+        with tracing.server_span(scope["method"], route, scope["headers"]) as span:
+            try:
+                if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
+                    await self._reject_too_large(path, send_with_id)
+                else:
+                    await self.app(scope, limited_receive, send_with_id)
+            finally:
+                self._record(scope, call, path, status, time.perf_counter() - started)
+                request_id.reset(token)
+                calls.end(call_token)
+                if span is not None:
+                    span.set_attribute("http.response.status_code", status)
+                    span.set_attribute("embedserve.model", call.model)
+                    span.set_attribute("embedserve.request_id", rid)
+
+    async def _reject_too_large(self, path: str, send: Send) -> None:
+        message = f"the request body is larger than the limit of {self.max_body_bytes} bytes"
+        await send_error(send, path, ApiError(413, message))
+
+    def _record(self, scope: Scope, call: Call, path: str, status: int, seconds: float) -> None:
+        route = path if path in self.routes else "other"
+        model = call.model
+        m = self.metrics
+        m.requests.labels(model, route, str(status)).inc()
+        m.duration.labels(model, route).observe(seconds)
+        # A probe's 503 (loading, draining) is the server's state, not an error: it would trip error-rate alerts.
+        probe = path.startswith("/health")
+        if status >= 400 and not probe:
+            m.errors.labels(model, route, str(status)).inc()
+        if self.access_log and (not probe or self.access_log_probes):
+            access.info(
+                "request",
+                extra={
+                    "method": scope["method"],
+                    "path": path,
+                    "status": status,
+                    "ms": round(seconds * 1000, 2),
+                    "model": model or None,
+                    "caller": call.caller,
+                    "client": (scope.get("client") or ("", 0))[0],
+                },
+            )

@@ -1,0 +1,105 @@
+"""The one seam between the routes and whatever serves a model: a model here (torch, ONNX or any
+registered runner, behind its batcher) or an upstream server. Routes name a model, get a
+`ServedModel`, and call it; they never ask where it runs.
+
+Each API shape is a thin translation onto these calls (`server/api/*`); what applies to every
+model (deadlines, admission by tokens, output types, tracing) is applied once, around them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from models.classifier import Function, TextOrPair
+from models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
+
+Inputs = Sequence[str] | Sequence[Sequence[int]]
+"""Texts, or token-id sequences (their content: the model's special tokens are added around them)."""
+
+Admission = Callable[[int], Awaitable[None]]
+"""Called with a request's input token count before its work is queued or sent; raises to refuse it."""
+
+
+@dataclass(frozen=True, slots=True)
+class EmbedOptions:
+    dimensions: int | None = None
+    normalize: bool | None = None
+    """None: the model's own choice (its folder's pipeline; upstreams: as they answer)."""
+    truncate: bool = True
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RerankOptions:
+    truncate: bool = True
+    raw_scores: bool = False
+    prompt_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifyOptions:
+    truncate: bool = True
+    function: Function | None = None
+    """What turns logits into scores (models.classifier); None: softmax, or a one-label model's sigmoid."""
+    prompt_name: str | None = None
+
+
+@dataclass(slots=True)
+class Call:
+    """What a request brings to any model: its deadline (seconds from now) and its token admission;
+    and what the server records of it: who called, and which model served. One per request
+    (server.http.calls), passed down to the model; models read it, never change it."""
+
+    within: float | None = None
+    """None: no deadline (the server's own work, e.g. calibration)."""
+    admit: Admission | None = None
+    caller: str | None = None
+    """Who made the request (server.http.auth's identity), for the access log."""
+    model: str = ""
+    """The id of the model that serves it: labels the request's metrics, trace and access log."""
+
+
+class ServedModel(Protocol):
+    spec: Any
+    """The model's settings; `spec.id` is its name, `spec.kind` what it does ("embed" or "rerank")."""
+
+    @property
+    def prompts(self) -> dict[str, str]:
+        """Named prompts the model applies itself (empty upstream: the upstream applies its own)."""
+        ...
+
+    @property
+    def dimension(self) -> int | None:
+        """Its vectors' size, where known before a request (None upstream)."""
+        ...
+
+    async def embed(self, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings: ...
+
+    async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
+        """Lexical weights; InvalidInput where the model has no sparse head."""
+        ...
+
+    async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores: ...
+
+    async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
+        """Each token's vector (TEI's /embed_all); InvalidInput where the model cannot give them."""
+        ...
+
+    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call) -> Predictions: ...
+
+    async def describe(
+        self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None
+    ) -> list[list[TokenSpan]]:
+        """Each text's tokens and the characters they cover; InvalidInput where the tokenizer is not here."""
+        ...
+
+    async def decode(self, sequences: Sequence[Sequence[int]], *, skip_special_tokens: bool) -> list[str]: ...
+
+    async def calibration(self, dimensions: int | None) -> np.ndarray:
+        """Per-dimension [min, max] of its embeddings of the built-in calibration sentences (what int8
+        and uint8 outputs are scaled by); InvalidInput where it cannot be computed here."""
+        ...
