@@ -19,10 +19,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
 
-from batching.clock import Clock, LoopClock
-from batching.config import BatchingConfig
-from batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
-from batching.forming import grow_batch
+from embedserve.batching.clock import Clock, LoopClock
+from embedserve.batching.config import BatchingConfig
+from embedserve.batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
+from embedserve.batching.forming import grow_batch
 
 P = TypeVar("P")
 R = TypeVar("R")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from batching.config import BatchingConfig
+from embedserve.batching.config import BatchingConfig
 
 
 def grow_batch(lengths: Sequence[int], anchor: int, config: BatchingConfig, *, padded: bool = True) -> tuple[int, int]:

@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from embedserve.models.torch_loading import wants_compile
 
 from bench.gpu_models import FAMILIES, build
-from models.torch_loading import wants_compile
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "A sentence that is repeated until it fills the whole sequence of the benchmark batch. "
@@ -167,11 +167,11 @@ def _raw_variant(folder: Path, args: argparse.Namespace, attention: str, compile
 
 def runner_throughput(key: str, folder: Path, args: argparse.Namespace, lengths: str) -> tuple[dict, Any]:
     """TorchEmbeddingRunner.run on full-length batches, after the start-up the server would do."""
-    from batching.config import BatchingConfig
-    from models.compiled import LENGTHS_ENV
-    from models.spec import ModelSpec
-    from models.torch_embedding import TorchEmbeddingRunner
-    from models.types import Tokens
+    from embedserve.batching.config import BatchingConfig
+    from embedserve.models.compiled import LENGTHS_ENV
+    from embedserve.models.spec import ModelSpec
+    from embedserve.models.torch_embedding import TorchEmbeddingRunner
+    from embedserve.models.types import Tokens
 
     spec = ModelSpec(id=key, source=str(folder), device=args.device, compile=args.compile)
     previous = os.environ.get(LENGTHS_ENV)
@@ -215,8 +215,8 @@ def parity_batches(runner: Any) -> list[list]:
 
 def reference_embeddings(folder: Path, args: argparse.Namespace) -> list[np.ndarray]:
     """The parity batches embedded in float32, uncompiled, on the same device."""
-    from models.spec import ModelSpec
-    from models.torch_embedding import TorchEmbeddingRunner
+    from embedserve.models.spec import ModelSpec
+    from embedserve.models.torch_embedding import TorchEmbeddingRunner
 
     spec = ModelSpec(id="reference", source=str(folder), device=args.device, dtype="float32", compile="off")
     reference = TorchEmbeddingRunner(spec, str(folder))

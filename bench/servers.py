@@ -71,7 +71,7 @@ def contender(
         models_file = Path(tempfile.mkdtemp(prefix="bench-models-")) / "models.yaml"
         entry = f"models:\n  - id: {model_id}\n    source: {onnx_dir}\n    backend: {ONNX_BACKENDS[name]}\n"
         models_file.write_text(entry)
-        argv = [sys.executable, "-m", "server", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        argv = [sys.executable, "-m", "embedserve.server", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return Contender(name, [*argv, "--models", str(models_file), *server_args], {**NO_CACHE, **server_env})
     if name in ("infinity", "infinity-onnx"):
         return _infinity(name, port, model_id, model_dir)
@@ -90,7 +90,7 @@ def contender(
         argv = [
             sys.executable,
             "-m",
-            "server",
+            "embedserve.server",
             "serve",
             "--host",
             "127.0.0.1",
@@ -277,7 +277,7 @@ def ensure_onnx_export(model_dir: str, out: Path) -> Path:
     there, unless its weights are inside the graph: folders from before quantize wrote them apart)."""
     if (out / "embedserve.json").is_file() and (out / "model.onnx.data").is_file():
         return out
-    argv = [sys.executable, "-m", "quantize", model_dir, "--out", str(out), "--bench-seconds", "0", "--no-progress"]
+    argv = [sys.executable, "-m", "embedserve.quantize", model_dir, "--out", str(out), "--bench-seconds", "0", "--no-progress"]
     print(f"exporting {model_dir} to ONNX (fp32 + INT8) in {out} ...", file=sys.stderr, flush=True)
     subprocess.run(argv, cwd=REPO, env={**os.environ, **OFFLINE_ENV}, check=True, timeout=1200)
     return out

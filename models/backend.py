@@ -22,8 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 import numpy as np
-
-from models.types import ModelInfo, Tokens, TokenSpan
+from embedserve.models.types import ModelInfo, Tokens, TokenSpan
 
 BatchCost = Literal["padded", "tokens"]
 """What one batch costs a runner, which the batcher budgets: "padded", the longest item x the items
@@ -155,16 +154,16 @@ def build_runner(backend: str, kind: str, spec: Any, source: str) -> Any:
     return backend_entry(backend).runner_class(kind)(spec, source)
 
 
-_ONNX_RUNNERS = {"embed": "models.onnx_runner:OnnxEmbeddingRunner", "rerank": "models.onnx_runner:OnnxRerankRunner"}
+_ONNX_RUNNERS = {"embed": "embedserve.models.onnx_runner:OnnxEmbeddingRunner", "rerank": "embedserve.models.onnx_runner:OnnxRerankRunner"}
 register(
     BackendEntry(
         "torch",
         ("torch", "transformers", "sentence_transformers"),
         "torch",
         {
-            "embed": "models.torch_embedding:TorchEmbeddingRunner",
-            "rerank": "models.torch_rerank:TorchRerankRunner",
-            "classify": "models.torch_rerank:TorchRerankRunner",
+            "embed": "embedserve.models.torch_embedding:TorchEmbeddingRunner",
+            "rerank": "embedserve.models.torch_rerank:TorchRerankRunner",
+            "classify": "embedserve.models.torch_rerank:TorchRerankRunner",
         },
         hint=" (or serve an ONNX folder made by `embedserve quantize`)",
     )

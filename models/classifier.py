@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-
-from models.backend import Runner
-from models.prompts import prompt_text
-from models.types import ModelInfo, Tokens
+from embedserve.models.backend import Runner
+from embedserve.models.prompts import prompt_text
+from embedserve.models.types import ModelInfo, Tokens
 
 TextOrPair = str | tuple[str, str]
 Function = Literal["softmax", "sigmoid", "none"]

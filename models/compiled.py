@@ -34,11 +34,10 @@ from typing import Any
 
 import numpy as np
 import torch
-
-from models.backend import WarmReport
-from models.shapes import bucket, length_buckets, padded_rows, warm_shapes
-from models.transfer import to_device
-from models.types import Tokens
+from embedserve.models.backend import WarmReport
+from embedserve.models.shapes import bucket, length_buckets, padded_rows, warm_shapes
+from embedserve.models.transfer import to_device
+from embedserve.models.types import Tokens
 
 log = logging.getLogger("embedserve.models")
 

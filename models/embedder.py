@@ -7,12 +7,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.backend import Runner
-from models.errors import InvalidInput
-from models.pooling import l2_normalize
-from models.prompts import prompt_text
-from models.types import ModelInfo, Tokens
+from embedserve.models.backend import Runner
+from embedserve.models.errors import InvalidInput
+from embedserve.models.pooling import l2_normalize
+from embedserve.models.prompts import prompt_text
+from embedserve.models.types import ModelInfo, Tokens
 
 
 @dataclass(slots=True)

@@ -13,8 +13,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from models.errors import ModelLoadError
-from models.isa import weight_bits
+from embedserve.models.errors import ModelLoadError
+from embedserve.models.isa import weight_bits
 
 CONFIG_FILE = "embedserve.json"
 MANIFEST_FILE = "manifest.json"

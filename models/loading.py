@@ -7,13 +7,13 @@ import logging
 import time
 from dataclasses import dataclass
 
-from models.backend import backend_entry, build_runner
-from models.classifier import Classifier
-from models.embedder import Embedder
-from models.memory import rss_bytes
-from models.reranker import Reranker
-from models.sources import resolve_source
-from models.spec import ModelSpec
+from embedserve.models.backend import backend_entry, build_runner
+from embedserve.models.classifier import Classifier
+from embedserve.models.embedder import Embedder
+from embedserve.models.memory import rss_bytes
+from embedserve.models.reranker import Reranker
+from embedserve.models.sources import resolve_source
+from embedserve.models.spec import ModelSpec
 
 log = logging.getLogger("embedserve.models")
 

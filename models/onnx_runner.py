@@ -14,18 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from embedserve.models.backend import NO_OUTPUTS, TOKENS, BatchCost, CpuDefaults
+from embedserve.models.errors import ModelLoadError
+from embedserve.models.exported import int8_numerics, read_config
+from embedserve.models.isa import Isa, exact_isas, exact_on, host_isa
+from embedserve.models.pooling import load_dense, sentence_embeddings
+from embedserve.models.prompts import merged_prompts
+from embedserve.models.reranker import scores_per_pair
+from embedserve.models.spec import ModelSpec
+from embedserve.models.tokenizer import PairTokenizer, TextTokenizer
+from embedserve.models.types import ModelInfo, Tokens
 from tokenizers import Tokenizer
-
-from models.backend import NO_OUTPUTS, TOKENS, BatchCost, CpuDefaults
-from models.errors import ModelLoadError
-from models.exported import int8_numerics, read_config
-from models.isa import Isa, exact_isas, exact_on, host_isa
-from models.pooling import load_dense, sentence_embeddings
-from models.prompts import merged_prompts
-from models.reranker import scores_per_pair
-from models.spec import ModelSpec
-from models.tokenizer import PairTokenizer, TextTokenizer
-from models.types import ModelInfo, Tokens
 
 log = logging.getLogger("embedserve.models")
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-
-from models.families import FAMILIES, family_of
+from embedserve.models.families import FAMILIES, family_of
 
 
 @dataclass(frozen=True, slots=True)

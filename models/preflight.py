@@ -7,9 +7,9 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from models.backend import backend_entry
-from models.sources import resolve_source
-from models.spec import ModelSpec
+from embedserve.models.backend import backend_entry
+from embedserve.models.sources import resolve_source
+from embedserve.models.spec import ModelSpec
 
 # Packages a missing module is installed with, where the two names differ.
 _DISTRIBUTIONS = {"sentence_transformers": "sentence-transformers"}

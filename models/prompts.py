@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from models.errors import InvalidInput
-from models.types import ModelInfo
+from embedserve.models.errors import InvalidInput
+from embedserve.models.types import ModelInfo
 
 
 def prompt_text(info: ModelInfo, name: str | None) -> str:

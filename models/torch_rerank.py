@@ -16,16 +16,15 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
-from models.backend import NO_OUTPUTS, CpuDefaults, WarmReport
-from models.errors import ModelLoadError
-from models.packed_encoder import PackedClassifier, classifier_unsupported
-from models.prompts import merged_prompts
-from models.reranker import scores_per_pair
-from models.spec import ModelSpec
-from models.threads import cpu_thread_share
-from models.tokenizer import PairTokenizer
-from models.torch_loading import (
+from embedserve.models.backend import NO_OUTPUTS, CpuDefaults, WarmReport
+from embedserve.models.errors import ModelLoadError
+from embedserve.models.packed_encoder import PackedClassifier, classifier_unsupported
+from embedserve.models.prompts import merged_prompts
+from embedserve.models.reranker import scores_per_pair
+from embedserve.models.spec import ModelSpec
+from embedserve.models.threads import cpu_thread_share
+from embedserve.models.tokenizer import PairTokenizer
+from embedserve.models.torch_loading import (
     CPU_BATCH_TOKENS,
     PACKED_BATCHES_COST,
     WARM_TEXT,
@@ -35,8 +34,8 @@ from models.torch_loading import (
     packed_runner,
     release_modules,
 )
-from models.transfer import to_device, to_host
-from models.types import ModelInfo, Tokens
+from embedserve.models.transfer import to_device, to_host
+from embedserve.models.types import ModelInfo, Tokens
 
 
 class TorchRerankRunner:

@@ -11,18 +11,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from quantize.build import Options, Outcome
+    from embedserve.quantize.build import Options, Outcome
 
 __all__ = ["export_model", "quantize_model"]
 
 
 def export_model(source: str | Path, out: Path, **kwargs: Any) -> Path:
-    from quantize.export import export_model as _export_model
+    from embedserve.quantize.export import export_model as _export_model
 
     return _export_model(source, out, **kwargs)
 
 
 def quantize_model(source: str | Path, out: Path, options: Options | None = None) -> Outcome:
-    from quantize.build import quantize_model as _quantize_model
+    from embedserve.quantize.build import quantize_model as _quantize_model
 
     return _quantize_model(source, out, options)

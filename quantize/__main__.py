@@ -1,7 +1,7 @@
-"""`python -m quantize SOURCE --out DIR [...]` (or `python -m quantize quantize ...`)."""
+"""`python -m embedserve.quantize SOURCE --out DIR [...]` (or `python -m embedserve.quantize quantize ...`)."""
 
 import sys
 
-from quantize.cli import main
+from embedserve.quantize.cli import main
 
 sys.exit(main())

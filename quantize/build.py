@@ -26,16 +26,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.exported import read_config, write_config
-from models.isa import exact_isas, exact_on, host_isa, weight_bits
-from quantize import manifest as manifest_file
-from quantize.eval_texts import eval_texts, rerank_sets
-from quantize.exact import exact_twin
-from quantize.export import export
-from quantize.graph import clear_graph, externalize_weights
-from quantize.onnx_eval import ExportedModel
-from quantize.quantize import (
+from embedserve.models.exported import read_config, write_config
+from embedserve.models.isa import exact_isas, exact_on, host_isa, weight_bits
+from embedserve.quantize import manifest as manifest_file
+from embedserve.quantize.eval_texts import eval_texts, rerank_sets
+from embedserve.quantize.exact import exact_twin
+from embedserve.quantize.export import export
+from embedserve.quantize.graph import clear_graph, externalize_weights
+from embedserve.quantize.onnx_eval import ExportedModel
+from embedserve.quantize.quantize import (
     Settings,
     calibrate,
     optimize_graph,
@@ -45,8 +44,8 @@ from quantize.quantize import (
     resolve_target,
     settings_for,
 )
-from quantize.report import cosines, embed_accuracy, relevance, rerank_accuracy, spearman, speed
-from quantize.texts import RERANK_SETS, SENTENCES
+from embedserve.quantize.report import cosines, embed_accuracy, relevance, rerank_accuracy, spearman, speed
+from embedserve.quantize.texts import RERANK_SETS, SENTENCES
 
 log = logging.getLogger("embedserve.quantize")
 

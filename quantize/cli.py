@@ -1,4 +1,4 @@
-"""`embedserve quantize` (and `python -m quantize`): export a model folder to ONNX and quantize it.
+"""`embedserve quantize` (and `python -m embedserve.quantize`): export a model folder to ONNX and quantize it.
 
 `add_parser` adds the subcommand to any argparse subparsers (server/cli.py wires it); `run`
 executes it. Exit status: 0 written, 1 export failed (no faithful ONNX graph), 3 the INT8 graph
@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from models.preflight import missing
-from quantize.quantize import TARGETS
-from quantize.report import EXPECTED_SPEED
+from embedserve.models.preflight import missing
+from embedserve.quantize.quantize import TARGETS
+from embedserve.quantize.report import EXPECTED_SPEED
 
 EXIT_OK, EXIT_EXPORT_FAILED, EXIT_USAGE, EXIT_REFUSED = 0, 1, 2, 3
 
@@ -97,8 +97,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_USAGE
-    from quantize.build import Options, quantize_model
-    from quantize.pipeline import ExportError
+    from embedserve.quantize.build import Options, quantize_model
+    from embedserve.quantize.pipeline import ExportError
 
     _show_steps()
     if args.mode == "static" and args.calibration is None:
@@ -192,12 +192,12 @@ def summary(manifest: dict) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m quantize", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m embedserve.quantize", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     add_parser(sub)
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] != "quantize":
-        argv = ["quantize", *argv]  # `python -m quantize SOURCE --out DIR` works too
+        argv = ["quantize", *argv]  # `python -m embedserve.quantize SOURCE --out DIR` works too
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     return run(args)

@@ -14,16 +14,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from embedserve.models.exported import CONFIG_FILE, FORMAT, MANIFEST_FILE, write_config
+from embedserve.models.sources import guess_kind, resolve_source
+from embedserve.models.torch_loading import first_module_limit
+from embedserve.quantize.graph import clear_graph, export_with_optimum, export_with_torch
+from embedserve.quantize.manifest import library_versions, now
+from embedserve.quantize.manifest import write as write_manifest
+from embedserve.quantize.pipeline import ExportError, read_embed_pipeline, write_dense
+from embedserve.quantize.verify import verification_pairs, verification_texts, verify_embedder, verify_reranker
 from tokenizers import Tokenizer
-
-from models.exported import CONFIG_FILE, FORMAT, MANIFEST_FILE, write_config
-from models.sources import guess_kind, resolve_source
-from models.torch_loading import first_module_limit
-from quantize.graph import clear_graph, export_with_optimum, export_with_torch
-from quantize.manifest import library_versions, now
-from quantize.manifest import write as write_manifest
-from quantize.pipeline import ExportError, read_embed_pipeline, write_dense
-from quantize.verify import verification_pairs, verification_texts, verify_embedder, verify_reranker
 
 log = logging.getLogger("embedserve.quantize")
 

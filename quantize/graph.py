@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
-from quantize.pipeline import ExportError
+from embedserve.quantize.pipeline import ExportError
 
 log = logging.getLogger("embedserve.quantize")
 

@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from models.exported import MANIFEST_FILE
+from embedserve.models.exported import MANIFEST_FILE
 
 _LIBRARIES = ("torch", "transformers", "sentence-transformers", "optimum", "optimum-onnx", "onnxruntime", "onnx")
 

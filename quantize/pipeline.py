@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.pooling import POOLING_MODES, DenseLayer, l2_normalize, load_dense, sentence_embeddings
+from embedserve.models.pooling import POOLING_MODES, DenseLayer, l2_normalize, load_dense, sentence_embeddings
 
 # torch activation class name -> the name embedserve.json uses
 ACTIVATIONS = {"Identity": "identity", "Tanh": "tanh", "ReLU": "relu", "GELU": "gelu", "Sigmoid": "sigmoid"}

@@ -48,9 +48,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-
-from models.families import family_of
-from models.isa import ISAS, Isa
+from embedserve.models.families import family_of
+from embedserve.models.isa import ISAS, Isa
 
 Target = Literal["portable"] | Isa
 """`portable`: 7-bit weights, which every CPU computes exactly (`models.isa`); an ISA: that CPU's best."""
@@ -134,7 +133,7 @@ def quantize_graph(
     """Writes the INT8 graph of `src` to `dst` with `settings` (excluded nodes stay fp32);
     dynamic mode smooths the activations `channel_absmax` names (`calibrate`)."""
     if settings.mode == "dynamic":
-        from quantize.rowwise import quantize_rowwise
+        from embedserve.quantize.rowwise import quantize_rowwise
 
         alpha = settings.extra_options.get("smoothing_alpha")
         quantize_rowwise(

@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-
-from quantize import eval_texts
-from quantize.texts import RERANK_SETS
-from quantize.texts import language as script_language
+from embedserve.quantize import eval_texts
+from embedserve.quantize.texts import RERANK_SETS
+from embedserve.quantize.texts import language as script_language
 
 WORST = 5
 

@@ -3,7 +3,7 @@ a quantized model is judged on English, Korean and Russian, not just the languag
 
 from __future__ import annotations
 
-from models.texts import SENTENCES  # noqa: E402  (their home: models, which quantize builds on)
+from embedserve.models.texts import SENTENCES  # noqa: E402  (their home: models, which quantize builds on)
 
 # (query, documents): the first document answers the query, the others are near or far misses.
 RERANK_SETS: tuple[tuple[str, tuple[str, ...]], ...] = (

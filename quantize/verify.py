@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from quantize.onnx_eval import ExportedModel
-from quantize.pipeline import ExportError
-from quantize.texts import RERANK_SETS, SENTENCES, long_text
+from embedserve.quantize.onnx_eval import ExportedModel
+from embedserve.quantize.pipeline import ExportError
+from embedserve.quantize.texts import RERANK_SETS, SENTENCES, long_text
 
 MIN_COSINE = 0.9999
 MAX_ABS_DIFF = 1e-4

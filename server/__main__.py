@@ -1,3 +1,3 @@
-from server.cli import main
+from embedserve.server.cli import main
 
 main()

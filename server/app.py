@@ -5,32 +5,31 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
+from embedserve.batching.config import BatchingConfig
+from embedserve.models.registry import ModelRegistry
+from embedserve.models.sources import DEFAULT_MODEL, spec_from_cli
+from embedserve.models.spec import ModelSpec
+from embedserve.server import __version__
+from embedserve.server.api import cohere, generation, native, openai, ops, rerank, tei, upstream_admin
+from embedserve.server.api.inference import inference_routes
+from embedserve.server.api.upstream_admin import ADMIN_PATHS
+from embedserve.server.config.models_file import ModelEntry, load_models_file
+from embedserve.server.config.settings import Settings
+from embedserve.server.http import calls
+from embedserve.server.http.admission import AdmissionMiddleware, Door
+from embedserve.server.http.auth import Authenticator
+from embedserve.server.http.errors import ApiError, install_error_handlers
+from embedserve.server.http.fast_routes import install_fast_routes
+from embedserve.server.http.guard import GuardMiddleware, Limits
+from embedserve.server.http.middleware import RequestContextMiddleware
+from embedserve.server.http.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
+from embedserve.server.serving.cache import LocalCache, ResultCache, SharedCache
+from embedserve.server.serving.model_host import ModelHost
+from embedserve.server.serving.upstream.config import UpstreamSpec
+from embedserve.server.serving.upstream.gateway import Gateway
+from embedserve.server.telemetry import tracing
+from embedserve.server.telemetry.metrics import Metrics
 from fastapi import FastAPI
-
-from batching.config import BatchingConfig
-from models.registry import ModelRegistry
-from models.sources import DEFAULT_MODEL, spec_from_cli
-from models.spec import ModelSpec
-from server import __version__
-from server.api import cohere, generation, native, openai, ops, rerank, tei, upstream_admin
-from server.api.inference import inference_routes
-from server.api.upstream_admin import ADMIN_PATHS
-from server.config.models_file import ModelEntry, load_models_file
-from server.config.settings import Settings
-from server.http import calls
-from server.http.admission import AdmissionMiddleware, Door
-from server.http.auth import Authenticator
-from server.http.errors import ApiError, install_error_handlers
-from server.http.fast_routes import install_fast_routes
-from server.http.guard import GuardMiddleware, Limits
-from server.http.middleware import RequestContextMiddleware
-from server.http.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
-from server.serving.cache import LocalCache, ResultCache, SharedCache
-from server.serving.model_host import ModelHost
-from server.serving.upstream.config import UpstreamSpec
-from server.serving.upstream.gateway import Gateway
-from server.telemetry import tracing
-from server.telemetry.metrics import Metrics
 
 
 def upstream_models(settings: Settings) -> list[UpstreamSpec]:

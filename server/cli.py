@@ -1,4 +1,4 @@
-"""`embedserve serve ...` (also `python -m server serve ...`), `embedserve quantize ...`, `embedserve bench ...`."""
+"""`embedserve serve ...` (also `python -m embedserve.server serve ...`), `embedserve quantize ...`, `embedserve bench ...`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization runs in
 
 def _setting_help(field: str, extra: str = "") -> str:
     """An option's help from the setting it overrides: what it does, its default, its variable."""
-    from server.config.settings import Settings
+    from embedserve.server.config.settings import Settings
 
     info = Settings.model_fields[field]
     default = info.get_default(call_default_factory=True)
@@ -91,10 +91,9 @@ def _draining_server_class():  # type: ignore[no-untyped-def]
 def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """`serve`'s flags over the EMBEDSERVE_ environment: the one way from a command line to Settings.
     Raises ConfigError naming each bad variable, never its value."""
+    from embedserve.server.config.errors import settings_error
+    from embedserve.server.config.settings import Settings
     from pydantic import ValidationError
-
-    from server.config.errors import settings_error
-    from server.config.settings import Settings
 
     try:
         return Settings(**{k: v for k, v in vars(args).items() if k != "command" and v is not None})
@@ -111,7 +110,7 @@ def parse_serve(argv: Sequence[str]) -> argparse.Namespace:
 
 def listening_socket(host: str, port: int) -> socket.socket:
     """The server's socket, bound before any model loads: a port in use fails at once, in one line."""
-    from server.config.errors import ConfigError
+    from embedserve.server.config.errors import ConfigError
 
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -131,8 +130,7 @@ def uvicorn_config(app, settings, port: int):  # type: ignore[no-untyped-def]
     """How uvicorn runs the app: our logging, our HTTP protocol (header deadline, connection cap, a
     stop that answers requests already on the wire, the overload door), the shutdown grace."""
     import uvicorn
-
-    from server.http.protocol import protocol_class
+    from embedserve.server.http.protocol import protocol_class
 
     return uvicorn.Config(
         app,
@@ -152,13 +150,12 @@ def serve(args: argparse.Namespace) -> None:
     packages, the port) and exits 1 with one line per problem; then serves. A model that fails to load
     stops the server with exit status 3, unless --keep-serving-failed-models."""
     import yaml
-
-    from models.preflight import problems
-    from server.app import create_app
-    from server.collector import freeze_loaded_objects
-    from server.config.errors import ConfigError
-    from server.malloc import fix_mmap_threshold
-    from server.telemetry.logs import configure_logging, flush_logs
+    from embedserve.models.preflight import problems
+    from embedserve.server.app import create_app
+    from embedserve.server.collector import freeze_loaded_objects
+    from embedserve.server.config.errors import ConfigError
+    from embedserve.server.malloc import fix_mmap_threshold
+    from embedserve.server.telemetry.logs import configure_logging, flush_logs
 
     try:
         settings = settings_from(args)
@@ -218,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     subcommands = {"serve": _serve_parser(sub)}
     sub.add_parser("bench", help="benchmark against the peers, as `python -m bench` (from a source checkout)")
-    from quantize.cli import add_parser as add_quantize_parser  # light: its heavy imports happen in run()
+    from embedserve.quantize.cli import add_parser as add_quantize_parser  # light: its heavy imports happen in run()
 
     subcommands["quantize"] = add_quantize_parser(sub)
     args, unknown = parser.parse_known_args(argv)

@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
-from models.backend import NO_OUTPUTS, BackendEntry, BatchCost, CpuDefaults, register
-from models.errors import InvalidInput
-from models.spec import ModelSpec
-from models.types import ModelInfo, Tokens, TokenSpan
+from embedserve.models.backend import NO_OUTPUTS, BackendEntry, BatchCost, CpuDefaults, register
+from embedserve.models.errors import InvalidInput
+from embedserve.models.spec import ModelSpec
+from embedserve.models.types import ModelInfo, Tokens, TokenSpan
 
 VOCAB = 4096
 CLS, SEP = 1, 2  # around every text, as BERT's tokenizer puts [CLS] and [SEP]

@@ -59,7 +59,7 @@ def start_server(
     port: int | None = None,
     ready: bool = True,
 ) -> RunningServer:
-    """Starts `python -m server serve` (or `launcher serve`) on a free port (or `port`) and waits until
+    """Starts `python -m embedserve.server serve` (or `launcher serve`) on a free port (or `port`) and waits until
     /health/ready says 200 (with `ready=False`, until /health answers: the process is up)."""
     port = port or free_port()
     log_path = tmp_dir / f"server-{port}.log"
@@ -67,7 +67,7 @@ def start_server(
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [
-                *(launcher or [sys.executable, "-m", "server"]),
+                *(launcher or [sys.executable, "-m", "embedserve.server"]),
                 "serve",
                 "--host",
                 "127.0.0.1",

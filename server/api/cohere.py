@@ -3,18 +3,23 @@ reranking paths as every other shape. Errors come as `{"id", "message"}`, which 
 
 from __future__ import annotations
 
+from embedserve.server.api.cohere_schemas import (
+    CohereError,
+    V2EmbedRequest,
+    V2EmbedResponse,
+    V2RerankRequest,
+    V2RerankResponse,
+)
+from embedserve.server.api.common import embed, encoded, target_model
+from embedserve.server.api.inference import inference
+from embedserve.server.api.rerank import best_first, rerank_documents
+from embedserve.server.api.rerank_schemas import RerankOptions
+from embedserve.server.http.errors import ApiError
+from embedserve.server.http.responses import json_response
+from embedserve.server.serving.seam import EmbedOptions, ServedModel
+from embedserve.server.telemetry.logs import request_id
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-
-from server.api.cohere_schemas import CohereError, V2EmbedRequest, V2EmbedResponse, V2RerankRequest, V2RerankResponse
-from server.api.common import embed, encoded, target_model
-from server.api.inference import inference
-from server.api.rerank import best_first, rerank_documents
-from server.api.rerank_schemas import RerankOptions
-from server.http.errors import ApiError
-from server.http.responses import json_response
-from server.serving.seam import EmbedOptions, ServedModel
-from server.telemetry.logs import request_id
 
 router = APIRouter(prefix="/v2", tags=["Cohere v2"])
 

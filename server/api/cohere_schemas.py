@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from embedserve.models.output_types import OutputType
+from embedserve.server.api.fields import NonEmptyText, PositiveInt
 from pydantic import BaseModel, ConfigDict, Field
-
-from models.output_types import OutputType
-from server.api.fields import NonEmptyText, PositiveInt
 
 InputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
 

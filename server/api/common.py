@@ -8,18 +8,17 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import numpy as np
+from embedserve.models.errors import UnknownModel
+from embedserve.models.output_types import CALIBRATED, OutputType, encode
+from embedserve.models.types import Embeddings
+from embedserve.server.http import calls
+from embedserve.server.http.disconnect import unless_disconnected
+from embedserve.server.http.errors import ApiError, is_openai_path
+from embedserve.server.serving.local_model import LocalModel
+from embedserve.server.serving.model_host import ModelHost
+from embedserve.server.serving.seam import Call, EmbedOptions, Inputs, ServedModel
+from embedserve.server.serving.upstream.gateway import Gateway
 from starlette.requests import Request
-
-from models.errors import UnknownModel
-from models.output_types import CALIBRATED, OutputType, encode
-from models.types import Embeddings
-from server.http import calls
-from server.http.disconnect import unless_disconnected
-from server.http.errors import ApiError, is_openai_path
-from server.serving.local_model import LocalModel
-from server.serving.model_host import ModelHost
-from server.serving.seam import Call, EmbedOptions, Inputs, ServedModel
-from server.serving.upstream.gateway import Gateway
 
 T = TypeVar("T")
 

@@ -13,10 +13,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from embedserve.models.spec import ModelKind
+from embedserve.server.serving.local_model import BatcherRole
 from fastapi.routing import APIRoute, APIRouter
-
-from models.spec import ModelKind
-from server.serving.local_model import BatcherRole
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 

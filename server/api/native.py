@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import numpy as np
-from fastapi import APIRouter, Request
-from starlette.responses import Response
-
-from models.types import Embeddings
-from server.api.common import call_model, check_count, embed, encoded, target_model
-from server.api.inference import inference
-from server.api.native_schemas import (
+from embedserve.models.types import Embeddings
+from embedserve.server.api.common import call_model, check_count, embed, encoded, target_model
+from embedserve.server.api.inference import inference
+from embedserve.server.api.native_schemas import (
     BatchEmbedRequest,
     BatchEmbedResponse,
     EmbedBody,
@@ -20,8 +17,10 @@ from server.api.native_schemas import (
     SparseValue,
     TeiEmbedRequest,
 )
-from server.http.responses import json_response
-from server.serving.seam import EmbedOptions as Options
+from embedserve.server.http.responses import json_response
+from embedserve.server.serving.seam import EmbedOptions as Options
+from fastapi import APIRouter, Request
+from starlette.responses import Response
 
 router = APIRouter(tags=["native"])
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from embedserve.models.output_types import OutputType
+from embedserve.server.api.fields import JsonBool, NonEmptyText, PositiveInt
 from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag
-
-from models.output_types import OutputType
-from server.api.fields import JsonBool, NonEmptyText, PositiveInt
 
 
 class EmbedOptions(BaseModel):

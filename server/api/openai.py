@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import time
 
+from embedserve.models.backend import SPARSE
+from embedserve.models.output_types import encode
+from embedserve.models.spec import ModelSpec
+from embedserve.server.api.common import embed, encoded, gateway_of, host_of, target_model
+from embedserve.server.api.inference import inference
+from embedserve.server.api.openai_schemas import (
+    EmbeddingsRequest,
+    EmbeddingsResponse,
+    ModelCard,
+    ModelList,
+    OpenAIError,
+)
+from embedserve.server.http.errors import ApiError
+from embedserve.server.http.responses import json_response
+from embedserve.server.serving.model_host import ModelHost
+from embedserve.server.serving.seam import EmbedOptions
+from embedserve.server.serving.upstream.client import UpstreamModel
 from fastapi import APIRouter, Path, Request
 from starlette.responses import Response
-
-from models.backend import SPARSE
-from models.output_types import encode
-from models.spec import ModelSpec
-from server.api.common import embed, encoded, gateway_of, host_of, target_model
-from server.api.inference import inference
-from server.api.openai_schemas import EmbeddingsRequest, EmbeddingsResponse, ModelCard, ModelList, OpenAIError
-from server.http.errors import ApiError
-from server.http.responses import json_response
-from server.serving.model_host import ModelHost
-from server.serving.seam import EmbedOptions
-from server.serving.upstream.client import UpstreamModel
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
+from embedserve.models.types import Scores
+from embedserve.server.api.common import call_model, target_model
+from embedserve.server.api.inference import inference
+from embedserve.server.api.native_schemas import NativeError
+from embedserve.server.api.openai_schemas import OpenAIError
+from embedserve.server.api.rerank_schemas import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
+from embedserve.server.http.errors import ApiError
+from embedserve.server.http.responses import json_response
+from embedserve.server.serving.seam import RerankOptions as Options
+from embedserve.server.telemetry.logs import request_id
 from fastapi import APIRouter, Request
 from starlette.responses import Response
-
-from models.types import Scores
-from server.api.common import call_model, target_model
-from server.api.inference import inference
-from server.api.native_schemas import NativeError
-from server.api.openai_schemas import OpenAIError
-from server.api.rerank_schemas import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
-from server.http.errors import ApiError
-from server.http.responses import json_response
-from server.serving.seam import RerankOptions as Options
-from server.telemetry.logs import request_id
 
 router = APIRouter(tags=["reranking"])
 

@@ -11,13 +11,8 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
-from fastapi import APIRouter, Body, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
-from starlette.responses import Response
-
-from server import __version__
-from server.api.common import (
+from embedserve.server import __version__
+from embedserve.server.api.common import (
     call_model,
     check_count,
     embed,
@@ -27,12 +22,12 @@ from server.api.common import (
     named,
     target_model,
 )
-from server.api.inference import inference
-from server.api.native import embed_one
-from server.api.native_schemas import NativeError, TeiEmbedRequest
-from server.api.rerank import rerank_tei
-from server.api.rerank_schemas import TeiRank, TeiRerankRequest
-from server.api.tei_schemas import (
+from embedserve.server.api.inference import inference
+from embedserve.server.api.native import embed_one
+from embedserve.server.api.native_schemas import NativeError, TeiEmbedRequest
+from embedserve.server.api.rerank import rerank_tei
+from embedserve.server.api.rerank_schemas import TeiRank, TeiRerankRequest
+from embedserve.server.api.tei_schemas import (
     DecodeRequest,
     EmbedAllRequest,
     Info,
@@ -42,9 +37,13 @@ from server.api.tei_schemas import (
     SimpleToken,
     TokenizeRequest,
 )
-from server.http.errors import ApiError
-from server.http.responses import json_response
-from server.serving.seam import ClassifyOptions, EmbedOptions, ServedModel
+from embedserve.server.http.errors import ApiError
+from embedserve.server.http.responses import json_response
+from embedserve.server.serving.seam import ClassifyOptions, EmbedOptions, ServedModel
+from fastapi import APIRouter, Body, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from starlette.responses import Response
 
 router = APIRouter(tags=["TEI"])
 

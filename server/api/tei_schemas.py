@@ -5,10 +5,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from embedserve.models.classifier import Function
+from embedserve.server.api.fields import JsonBool, NonEmptyText, NonNegativeInt, PositiveInt
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
-
-from models.classifier import Function
-from server.api.fields import JsonBool, NonEmptyText, NonNegativeInt, PositiveInt
 
 
 class SimilarityInputs(BaseModel):

@@ -11,12 +11,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
+from embedserve.batching.config import BatchingConfig
+from embedserve.models.spec import ModelSpec
+from embedserve.server.config.errors import file_error
+from embedserve.server.serving.upstream.config import UpstreamSpec
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
-
-from batching.config import BatchingConfig
-from models.spec import ModelSpec
-from server.config.errors import file_error
-from server.serving.upstream.config import UpstreamSpec
 
 
 class ModelEntry(ModelSpec):

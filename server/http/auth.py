@@ -12,10 +12,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from embedserve.server.config.errors import file_error
+from embedserve.server.config.settings import MIN_API_KEY_CHARS
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
-
-from server.config.errors import file_error
-from server.config.settings import MIN_API_KEY_CHARS
 
 
 class CallerLimits(BaseModel):

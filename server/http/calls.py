@@ -13,9 +13,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 
-from server.config.settings import Settings
-from server.http.errors import ApiError
-from server.serving.seam import Call
+from embedserve.server.config.settings import Settings
+from embedserve.server.http.errors import ApiError
+from embedserve.server.serving.seam import Call
 
 _CURRENT: ContextVar[Call | None] = ContextVar("embedserve_call", default=None)
 

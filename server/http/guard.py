@@ -11,13 +11,12 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 
+from embedserve.server.http import calls
+from embedserve.server.http.auth import Authenticator, AuthError, Caller
+from embedserve.server.http.errors import ApiError, send_error
+from embedserve.server.http.ratelimit import BucketStore, Decision
+from embedserve.server.telemetry.metrics import Metrics
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from server.http import calls
-from server.http.auth import Authenticator, AuthError, Caller
-from server.http.errors import ApiError, send_error
-from server.http.ratelimit import BucketStore, Decision
-from server.telemetry.metrics import Metrics
 
 log = logging.getLogger("embedserve.guard")
 

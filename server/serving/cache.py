@@ -22,10 +22,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
-
-from models.fingerprint import folder_fingerprint
-from models.sources import resolve_source
-from models.types import ModelInfo, Tokens
+from embedserve.models.fingerprint import folder_fingerprint
+from embedserve.models.sources import resolve_source
+from embedserve.models.types import ModelInfo, Tokens
 
 log = logging.getLogger("embedserve.cache")
 

@@ -15,19 +15,18 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import numpy as np
-
-from batching.batcher import Batcher
-from batching.config import BatchingConfig
-from batching.errors import QueueFull, RequestTooLarge
-from models.backend import SPARSE, TOKENS
-from models.classifier import Classifier
-from models.embedder import Embedder
-from models.errors import InvalidInput
-from models.output_types import calibration_ranges
-from models.reranker import Reranker
-from models.spec import ModelSpec
-from models.texts import SENTENCES
-from models.types import (
+from embedserve.batching.batcher import Batcher
+from embedserve.batching.config import BatchingConfig
+from embedserve.batching.errors import QueueFull, RequestTooLarge
+from embedserve.models.backend import SPARSE, TOKENS
+from embedserve.models.classifier import Classifier
+from embedserve.models.embedder import Embedder
+from embedserve.models.errors import InvalidInput
+from embedserve.models.output_types import calibration_ranges
+from embedserve.models.reranker import Reranker
+from embedserve.models.spec import ModelSpec
+from embedserve.models.texts import SENTENCES
+from embedserve.models.types import (
     Embeddings,
     ModelInfo,
     Predictions,
@@ -37,10 +36,10 @@ from models.types import (
     Tokens,
     TokenSpan,
 )
-from server.serving.cache import ResultCache, item_key
-from server.serving.seam import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
-from server.telemetry import tracing
-from server.telemetry.metrics import Metrics
+from embedserve.server.serving.cache import ResultCache, item_key
+from embedserve.server.serving.seam import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
+from embedserve.server.telemetry import tracing
+from embedserve.server.telemetry.metrics import Metrics
 
 T = TypeVar("T")
 Model = Embedder | Reranker | Classifier

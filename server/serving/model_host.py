@@ -10,14 +10,14 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
-from batching.config import BatchingConfig
-from models.errors import ModelNotReady
-from models.loading import load_model
-from models.registry import ModelRegistry
-from models.types import ModelInfo
-from server.serving.cache import ResultCache, identity
-from server.serving.local_model import BatcherRole, LocalModel, Shared
-from server.telemetry.metrics import Metrics
+from embedserve.batching.config import BatchingConfig
+from embedserve.models.errors import ModelNotReady
+from embedserve.models.loading import load_model
+from embedserve.models.registry import ModelRegistry
+from embedserve.models.types import ModelInfo
+from embedserve.server.serving.cache import ResultCache, identity
+from embedserve.server.serving.local_model import BatcherRole, LocalModel, Shared
+from embedserve.server.telemetry.metrics import Metrics
 
 log = logging.getLogger("embedserve.host")
 

@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
-
-from models.classifier import Function, TextOrPair
-from models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
+from embedserve.models.classifier import Function, TextOrPair
+from embedserve.models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
 """Texts, or token-id sequences (their content: the model's special tokens are added around them)."""

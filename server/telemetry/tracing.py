@@ -17,8 +17,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from batching.batcher import Timeline
-from server.config.errors import ConfigError
+from embedserve.batching.batcher import Timeline
+from embedserve.server.config.errors import ConfigError
 
 _tracer: Any = None
 _provider: Any = None

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from batching.config import BatchingConfig
-from models.onnx_runner import CPU_BATCH_TOKENS as ONNX_CPU_BATCH_TOKENS
-from models.torch_loading import CPU_BATCH_TOKENS
+from embedserve.batching.config import BatchingConfig
+from embedserve.models.onnx_runner import CPU_BATCH_TOKENS as ONNX_CPU_BATCH_TOKENS
+from embedserve.models.torch_loading import CPU_BATCH_TOKENS
 
 
 def test_an_unset_token_budget_is_the_runners_own_on_cpu() -> None:

@@ -11,9 +11,8 @@ from __future__ import annotations
 import random
 
 import pytest
-
-from batching.config import BatchingConfig
-from batching.forming import grow_batch
+from embedserve.batching.config import BatchingConfig
+from embedserve.batching.forming import grow_batch
 
 
 def config(**overrides: float) -> BatchingConfig:

@@ -18,15 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from embedserve.models.compiled import BACKEND_ENV, LENGTHS_ENV, CompiledForward
+from embedserve.models.loading import load_model
+from embedserve.models.shapes import length_buckets
+from embedserve.models.spec import ModelSpec
+from embedserve.models.torch_embedding import TorchEmbeddingRunner
+from embedserve.models.torch_loading import wants_compile
+from embedserve.models.torch_rerank import TorchRerankRunner
 from torch._dynamo.utils import counters
 
-from models.compiled import BACKEND_ENV, LENGTHS_ENV, CompiledForward
-from models.loading import load_model
-from models.shapes import length_buckets
-from models.spec import ModelSpec
-from models.torch_embedding import TorchEmbeddingRunner
-from models.torch_loading import wants_compile
-from models.torch_rerank import TorchRerankRunner
 from tests.fixtures.tiny_models import CORPUS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -179,7 +179,7 @@ def test_a_failed_compile_serves_uncompiled_unless_compile_was_asked_for(tiny_be
 
 
 def test_compile_setting_in_a_models_file(tmp_path: Path) -> None:
-    from server.config.models_file import load_models_file
+    from embedserve.server.config.models_file import load_models_file
 
     models_file = tmp_path / "models.yaml"
     models_file.write_text("models:\n  - {id: a, source: s, compile: on}\n  - {id: b, source: s, compile: off}\n")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
-from models.families import FAMILIES, Family, family_of, position_limit
+from embedserve.models.families import FAMILIES, Family, family_of, position_limit
 
 
 def test_each_model_type_and_name_belongs_to_one_family() -> None:
@@ -27,7 +27,7 @@ def test_an_unknown_model_type_gets_the_plain_family() -> None:
 
 
 def test_every_family_that_packs_names_a_packed_runner() -> None:
-    from models.packed_encoder import RUNNERS
+    from embedserve.models.packed_encoder import RUNNERS
 
     assert {family.packed for family in FAMILIES if family.packed} <= set(RUNNERS)
 

@@ -4,8 +4,7 @@ here, never from the host's own, so every row holds on every machine."""
 from __future__ import annotations
 
 import pytest
-
-from models.isa import cpu_flags, exact_isas, exact_on, host_isa, weight_bits
+from embedserve.models.isa import cpu_flags, exact_isas, exact_on, host_isa, weight_bits
 
 
 @pytest.mark.parametrize(

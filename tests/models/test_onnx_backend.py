@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from embedserve.models.embedder import Embedder
+from embedserve.models.errors import ModelLoadError
+from embedserve.models.loading import load_model
+from embedserve.models.reranker import Reranker
+from embedserve.models.sources import guess_backend, guess_kind, spec_from_cli
+from embedserve.models.spec import ModelSpec
 
-from models.embedder import Embedder
-from models.errors import ModelLoadError
-from models.loading import load_model
-from models.reranker import Reranker
-from models.sources import guess_backend, guess_kind, spec_from_cli
-from models.spec import ModelSpec
 from tests.fixtures.tiny_models import BERT, GEMMA3, SAMPLE_TEXTS, XLMR
 from tests.support import cosine_rows
 
@@ -30,7 +30,7 @@ QUERY = "Where do students find answers?"
 @pytest.fixture(scope="session")
 def onnx_exports(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     """family -> (original folder, exported folder), built lazily once per session."""
-    from quantize.export import export_model
+    from embedserve.quantize.export import export_model
 
     cache: dict[str, tuple[Path, Path]] = {}
 

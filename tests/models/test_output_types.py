@@ -7,8 +7,7 @@ import base64
 
 import numpy as np
 import pytest
-
-from models.output_types import calibration_ranges, encode
+from embedserve.models.output_types import calibration_ranges, encode
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +58,7 @@ def test_binary_needs_no_ranges_and_calibrated_types_do(vectors: np.ndarray) -> 
 
 
 def test_hamming_ranking_of_binary_minilm_vectors_keeps_most_cosine_neighbours(reference_model) -> None:  # type: ignore[no-untyped-def]
-    from models.texts import SENTENCES
+    from embedserve.models.texts import SENTENCES
 
     corpus = [f"{a} {b}" for a in SENTENCES for b in SENTENCES[:12]]  # 444 real, varied passages
     floats = reference_model.encode(corpus, normalize_embeddings=True, batch_size=64)

@@ -7,9 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-from models.families import FAMILIES, Family
-from models.packed_encoder import (
+from embedserve.models.families import FAMILIES, Family
+from embedserve.models.packed_encoder import (
     PackedClassifier,
     attention_groups,
     classifier_unsupported,
@@ -17,6 +16,7 @@ from models.packed_encoder import (
     packed_model,
     packing_unsupported,
 )
+
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence " * 40, "x"]
@@ -119,11 +119,11 @@ def test_other_models_are_refused_with_the_reason(tmp_path: Path) -> None:
 
 
 def test_whether_a_model_packs_is_its_familys_word(tiny_bert_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import models.packed_encoder
+    from embedserve.models import packed_encoder
 
     _, hf_model = _encoder(tiny_bert_dir)
     assert packing_unsupported(hf_model) is None
-    monkeypatch.setattr(models.packed_encoder, "family_of", lambda model_type: Family(model_type, (model_type,)))
+    monkeypatch.setattr(packed_encoder, "family_of", lambda model_type: Family(model_type, (model_type,)))
     assert "does not run packed" in (packing_unsupported(hf_model) or "")
 
 

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from models.pooling import POOLING_MODES, pool
+from embedserve.models.pooling import POOLING_MODES, pool
 
 
 @pytest.mark.parametrize("mode", POOLING_MODES)
@@ -25,8 +24,7 @@ def test_numpy_pooling_equals_sentence_transformers(mode: str) -> None:
 @pytest.mark.parametrize("activation", ["identity", "tanh", "relu", "gelu", "sigmoid"])
 def test_numpy_activations_equal_torch(activation: str) -> None:
     import torch
-
-    from models.pooling import ACTIVATIONS
+    from embedserve.models.pooling import ACTIVATIONS
 
     x = np.linspace(-4, 4, 41, dtype=np.float32)
     torch_fn = {

@@ -5,9 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from models.preflight import looks_like_path, missing, problems
-from models.spec import ModelSpec
+from embedserve.models.preflight import looks_like_path, missing, problems
+from embedserve.models.spec import ModelSpec
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from models.errors import InvalidInput
-from models.prompts import prompt_text
-from models.types import ModelInfo
+from embedserve.models.errors import InvalidInput
+from embedserve.models.prompts import prompt_text
+from embedserve.models.types import ModelInfo
 
 
 def info(prompts: dict[str, str], default: str | None = None) -> ModelInfo:

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import pytest
-
-from models.errors import UnknownModel
-from models.registry import ModelRegistry
-from models.spec import ModelSpec
+from embedserve.models.errors import UnknownModel
+from embedserve.models.registry import ModelRegistry
+from embedserve.models.spec import ModelSpec
 
 MINILM = ModelSpec(id="minilm", source="/m/minilm", aliases=("sentence-transformers/all-MiniLM-L6-v2", "small"))
 BGE = ModelSpec(id="bge-m3", source="/m/bge-m3")

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from models.shapes import MIN_ROWS, bucket, length_buckets, padded_rows, warm_shapes
+from embedserve.models.shapes import MIN_ROWS, bucket, length_buckets, padded_rows, warm_shapes
 
 
 @pytest.mark.parametrize("max_length", [1, 10, 16, 100, 128, 130, 256, 510, 512, 2048, 8192])

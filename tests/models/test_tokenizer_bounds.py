@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import pytest
-
-from models.tokenizer import CHARS_PER_TOKEN_BOUND, PairTokenizer, TextTokenizer
+from embedserve.models.tokenizer import CHARS_PER_TOKEN_BOUND, PairTokenizer, TextTokenizer
 
 LONG = "The library finds answers quickly, Студенты находят ответ. " * 40_000  # ~2.4 MB
 # The reference tokenizer builds every pair of overflow windows when both texts overflow (quadratic),

@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from models.transfer import to_device, to_host  # noqa: E402
+from embedserve.models.transfer import to_device, to_host  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

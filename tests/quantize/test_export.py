@@ -48,7 +48,7 @@ _exports: dict[tuple[str, str], Path] = {}
 
 def exported(request: pytest.FixtureRequest, family: str, exporter: str = "auto") -> tuple[Path, Path]:
     """(source folder, export folder), exported once per session per family and exporter."""
-    from quantize.export import export_model
+    from embedserve.quantize.export import export_model
 
     fixture = {**EMBEDDERS, **RERANKERS}[family]
     source: Path = request.getfixturevalue(fixture)
@@ -157,11 +157,10 @@ def test_gemma3_graph_attends_both_ways(request: pytest.FixtureRequest, tmp_path
     """EmbeddingGemma is bidirectional: the exported graph must let the first token see the last.
     A causal control (same weights, causal attention) shows the probe can tell the difference, and
     the exporter's verification refuses a causal graph in a bidirectional folder."""
+    from embedserve.quantize.export import export_model
+    from embedserve.quantize.pipeline import ExportError
+    from embedserve.quantize.verify import verify_embedder
     from sentence_transformers import SentenceTransformer
-
-    from quantize.export import export_model
-    from quantize.pipeline import ExportError
-    from quantize.verify import verify_embedder
 
     _, folder = exported(request, "gemma3")
     ids = [2, 40, 41, 42, 43, 44, 1]
@@ -233,11 +232,10 @@ def _save(tmp_path: Path, modules: list[Any]) -> Path:
 
 def test_dense_with_bias_and_activation_round_trips(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     import torch
+    from embedserve.quantize.export import export_model
+    from embedserve.quantize.onnx_eval import ExportedModel
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
-
-    from quantize.export import export_model
-    from quantize.onnx_eval import ExportedModel
 
     source = request.getfixturevalue("tiny_bert_dir")
     torch.manual_seed(3)
@@ -261,10 +259,9 @@ def test_dense_with_bias_and_activation_round_trips(request: pytest.FixtureReque
 
 
 def test_unsupported_module_is_refused_not_dropped(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from embedserve.quantize.export import export_model
+    from embedserve.quantize.pipeline import ExportError
     from sentence_transformers.sentence_transformer.modules import LayerNorm, Pooling, Transformer
-
-    from quantize.export import export_model
-    from quantize.pipeline import ExportError
 
     source = request.getfixturevalue("tiny_bert_dir")
     folder = _save(tmp_path / "src", [Transformer(str(source)), Pooling(32), LayerNorm(32)])
@@ -274,7 +271,7 @@ def test_unsupported_module_is_refused_not_dropped(request: pytest.FixtureReques
 
 def test_hub_layout_folder_exports(tmp_path: Path) -> None:
     """Published folders (legacy module types and pooling keys) export the same way."""
-    from quantize.export import export_model
+    from embedserve.quantize.export import export_model
 
     out = export_model(bert_embedder(tmp_path / "src", layout="hub"), tmp_path / "out")
     config = json.loads((out / "embedserve.json").read_text())
@@ -286,10 +283,10 @@ def test_failed_verification_tries_both_exporters_and_leaves_nothing(
 ) -> None:
     """An unreachable parity bar makes every exporter fail: the error names both, and the folder
     holds no graph or config a server could load."""
-    from quantize.export import export_model
-    from quantize.pipeline import ExportError
+    from embedserve.quantize.export import export_model
+    from embedserve.quantize.pipeline import ExportError
 
-    monkeypatch.setattr("quantize.verify.MIN_COSINE", 1.5)
+    monkeypatch.setattr("embedserve.quantize.verify.MIN_COSINE", 1.5)
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="optimum: .*torch: "):
         export_model(request.getfixturevalue("tiny_bert_dir"), out)

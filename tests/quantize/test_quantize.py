@@ -1,5 +1,5 @@
 """INT8 on the real all-MiniLM-L6-v2 with the default settings, and the tool's decisions and
-records on tiny models (in process, and end to end through `python -m quantize`)."""
+records on tiny models (in process, and end to end through `python -m embedserve.quantize`)."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def minilm_int8(minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from quantize.build import Options, quantize_model
+    from embedserve.quantize.build import Options, quantize_model
 
     out = tmp_path_factory.mktemp("minilm-int8")
     outcome = quantize_model(minilm_dir, out, Options(bench_seconds=1.5, progress=False))
@@ -42,7 +42,7 @@ def _embed(folder: Path, file: str, texts: list[str]) -> np.ndarray:
 
 
 def test_minilm_int8_stays_close_to_fp32(minilm_int8: Path) -> None:
-    from quantize.texts import SENTENCES
+    from embedserve.quantize.texts import SENTENCES
 
     texts = list(SENTENCES)
     fp32, int8 = _embed(minilm_int8, "model.onnx", texts), _embed(minilm_int8, "model_int8.onnx", texts)
@@ -62,9 +62,9 @@ def test_minilm_int8_stays_close_to_fp32(minilm_int8: Path) -> None:
 def test_minilm_int8_meets_the_floor_on_the_evaluation_set(minilm_int8: Path) -> None:
     """The gate's figures, recomputed here from the folder: every text of the evaluation set within
     0.99 of fp32, the mean within 0.997, and retrieval over the set keeping its neighbours."""
-    from quantize.eval_texts import eval_texts
-    from quantize.onnx_eval import ExportedModel
-    from quantize.report import cosines, retrieval_agreement
+    from embedserve.quantize.eval_texts import eval_texts
+    from embedserve.quantize.onnx_eval import ExportedModel
+    from embedserve.quantize.report import cosines, retrieval_agreement
 
     texts = list(eval_texts())
     fp32 = ExportedModel(minilm_int8).embed(texts)
@@ -87,8 +87,8 @@ def test_minilm_int8_vector_does_not_depend_on_its_batch(minilm_int8: Path) -> N
     """A text embeds to the same vector alone, in any batch and at any position (float32 round-off),
     batched with short, long (past 256 tokens, truncated) and outlier-heavy texts. Per-tensor
     dynamic INT8 moved the Korean sentence here to cosine 0.98 of itself."""
-    from quantize.eval_texts import CODE, SHORT, TOPICS, eval_texts, language
-    from quantize.onnx_eval import ExportedModel
+    from embedserve.quantize.eval_texts import CODE, SHORT, TOPICS, eval_texts, language
+    from embedserve.quantize.onnx_eval import ExportedModel
 
     korean = "이 식당의 김치찌개는 정말 맛있어요. 다음에 또 오고 싶어요."
     long = [t for t in eval_texts() if language(t) == "long"]
@@ -148,7 +148,7 @@ def test_minilm_manifest_records_provenance_and_report(minilm_int8: Path, minilm
 def _cli(*args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(REPO)}
     return subprocess.run(
-        [sys.executable, "-m", "quantize", *args],
+        [sys.executable, "-m", "embedserve.quantize", *args],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -182,7 +182,7 @@ def test_cli_refuses_below_threshold_and_force_writes(tiny_bert_dir: Path, tmp_p
 
 
 def _run_in_process(*argv: str) -> int:
-    from quantize.cli import main
+    from embedserve.quantize.cli import main
 
     return main(list(argv))
 
@@ -317,7 +317,7 @@ def test_optimize_skips_families_without_fusions(tiny_gemma3_dir: Path, tmp_path
 def test_add_parser_wires_into_another_cli() -> None:
     import argparse
 
-    from quantize.cli import add_parser, run
+    from embedserve.quantize.cli import add_parser, run
 
     parser = argparse.ArgumentParser(prog="embedserve")
     add_parser(parser.add_subparsers(dest="command", required=True))
@@ -385,13 +385,13 @@ def test_a_saturating_host_judges_full_range_weights_by_their_exact_twin(
     """On x86 without VNNI (set here, so this holds on any host) a `--target arm64` graph is judged by the
     integers ARM computes, its exact twin's, never by the host's clipped sums (which refused good ARM
     folders on AVX2 hosts); 7-bit weights, which the host computes exactly, by the graph itself."""
-    from quantize.build import Options, quantize_model
-    from quantize.eval_texts import eval_texts
-    from quantize.exact import exact_twin
-    from quantize.onnx_eval import ExportedModel
-    from quantize.report import cosines
+    from embedserve.quantize.build import Options, quantize_model
+    from embedserve.quantize.eval_texts import eval_texts
+    from embedserve.quantize.exact import exact_twin
+    from embedserve.quantize.onnx_eval import ExportedModel
+    from embedserve.quantize.report import cosines
 
-    monkeypatch.setattr("quantize.build.host_isa", lambda: "avx2")
+    monkeypatch.setattr("embedserve.quantize.build.host_isa", lambda: "avx2")
     out = tmp_path / "arm64"
     outcome = quantize_model(tiny_bert_dir, out, Options(target="arm64", force=True, bench_seconds=0, progress=False))
     q = outcome.manifest["quantization"]

@@ -70,9 +70,9 @@ def test_rows_are_quantized_alone(
     """Each row alone, close to float32 as the target computes it (the exact twin, on any host); this
     host's kernels give the same bits where `models.isa` says they are exact, and clipped sums (the
     saturation the server refuses such graphs for) where it says they are not."""
-    from models.isa import exact_on, host_isa, weight_bits
-    from quantize.exact import exact_twin
-    from quantize.rowwise import quantize_rowwise
+    from embedserve.models.isa import exact_on, host_isa, weight_bits
+    from embedserve.quantize.exact import exact_twin
+    from embedserve.quantize.rowwise import quantize_rowwise
 
     src = _graph(tmp_path / "fp32.onnx", *weights, op=op, opset=opset)
     done = quantize_rowwise(src, tmp_path / "int8.onnx", reduce_range=reduce_range)
@@ -106,7 +106,7 @@ def test_rows_are_quantized_alone(
 
 
 def test_weights_per_column_and_reduce_range() -> None:
-    from quantize.rowwise import quantize_weight
+    from embedserve.quantize.rowwise import quantize_weight
 
     w = np.array([[1.0, -0.011], [-2.0, 0.02], [0.5, 0.0]], dtype=np.float32)
     codes, scale = quantize_weight(w, reduce_range=False)
@@ -119,9 +119,8 @@ def test_weights_per_column_and_reduce_range() -> None:
 def test_excluded_and_shared_inputs(weights: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     """Excluded nodes stay fp32; nodes that read one activation share one quantization of it."""
     import onnx
+    from embedserve.quantize.rowwise import quantize_rowwise
     from onnx import TensorProto, helper, numpy_helper
-
-    from quantize.rowwise import quantize_rowwise
 
     w, b = weights
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", K])

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from quantize.quantize import read_calibration, resolve_target, settings_for
-from quantize.report import relevance, rerank_accuracy, spearman
-from quantize.texts import RERANK_SETS, SENTENCES, language, rerank_pairs
+from embedserve.quantize.quantize import read_calibration, resolve_target, settings_for
+from embedserve.quantize.report import relevance, rerank_accuracy, spearman
+from embedserve.quantize.texts import RERANK_SETS, SENTENCES, language, rerank_pairs
 
 
 def test_settings_protect_avx2_from_saturation_only() -> None:
@@ -68,7 +67,7 @@ def test_built_in_sets_are_multilingual() -> None:
 
 
 def test_optimizer_families() -> None:
-    from quantize.quantize import optimizer_model_type
+    from embedserve.quantize.quantize import optimizer_model_type
 
     assert optimizer_model_type("bert") == optimizer_model_type("xlm-roberta") == "bert"
     assert optimizer_model_type("gemma3_text") is None
@@ -78,18 +77,18 @@ def test_optimizer_families() -> None:
 def test_optimizer_fusions_are_the_familys_word(monkeypatch: pytest.MonkeyPatch) -> None:
     """quantize keeps no list of its own: every model type fuses as its family says, and a family that
     changed its mind would be fused (or not) accordingly."""
-    import quantize.quantize
-    from models.families import FAMILIES, Family
-    from quantize.quantize import optimizer_model_type
+    from embedserve.models.families import FAMILIES, Family
+    from embedserve.quantize import quantize as quantize_module
+    from embedserve.quantize.quantize import optimizer_model_type
 
     for family in FAMILIES:
         assert {optimizer_model_type(t) for t in family.model_types} == {family.onnx_fusions}, family.name
-    monkeypatch.setattr(quantize.quantize, "family_of", lambda _: Family("bert", ("bert",), onnx_fusions="other"))
+    monkeypatch.setattr(quantize_module, "family_of", lambda _: Family("bert", ("bert",), onnx_fusions="other"))
     assert optimizer_model_type("bert") == "other"
 
 
 def test_evaluation_set_covers_languages_code_short_and_long() -> None:
-    from quantize.eval_texts import LANGUAGES, TOPICS, eval_texts, language, rerank_sets
+    from embedserve.quantize.eval_texts import LANGUAGES, TOPICS, eval_texts, language, rerank_sets
 
     texts = eval_texts()
     assert len(texts) >= 300 and len(set(texts)) == len(texts)
@@ -105,7 +104,7 @@ def test_evaluation_set_covers_languages_code_short_and_long() -> None:
 
 
 def test_retrieval_agreement_and_worst_texts() -> None:
-    from quantize.report import embed_accuracy, retrieval_agreement
+    from embedserve.quantize.report import embed_accuracy, retrieval_agreement
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(40, 16))

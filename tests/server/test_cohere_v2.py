@@ -10,7 +10,8 @@ import pytest
 
 cohere = pytest.importorskip("cohere")
 
-from models.texts import SENTENCES  # noqa: E402
+from embedserve.models.texts import SENTENCES  # noqa: E402
+
 from tests.inprocess import AppServer  # noqa: E402
 
 TEXTS = ["How do embeddings work?", "Библиотека открыта до восьми.", "짧은 문장", "a longer passage " * 30]

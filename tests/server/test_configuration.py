@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from embedserve.server.app import create_app
+from embedserve.server.cli import parse_serve, settings_from
+from embedserve.server.config.errors import ConfigError
 
-from server.app import create_app
-from server.cli import parse_serve, settings_from
-from server.config.errors import ConfigError
 from tests.inprocess import environment
 from tests.support import ROOT
 
@@ -69,7 +69,7 @@ def test_a_keys_file_entry_is_named_by_its_name_and_field_not_its_key(tmp_path: 
 
 def test_serve_exits_at_once_with_one_line_and_no_secret() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--port", "0"],
+        [sys.executable, "-m", "embedserve.server", "serve", "--port", "0"],
         cwd=ROOT,
         env={"PATH": "/usr/bin:/bin", "EMBEDSERVE_API_KEYS": "hunter2,another-long-key"},
         capture_output=True,

@@ -15,16 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from embedserve.models.isa import Isa
 
-from models.isa import Isa
 from tests.inprocess import AppServer, start_app
 
 
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> dict[str, Path]:
     """The tiny BERT quantized for both kinds of weights (random weights: forced past the gate)."""
-    from quantize import quantize_model
-    from quantize.build import Options
+    from embedserve.quantize import quantize_model
+    from embedserve.quantize.build import Options
 
     root = tmp_path_factory.mktemp("int8-targets")
     made = {}
@@ -40,7 +40,7 @@ def folders(tmp_path_factory: pytest.TempPathFactory, tiny_bert_dir: Path) -> di
 @pytest.fixture
 def on_cpu(monkeypatch: pytest.MonkeyPatch) -> Iterator[object]:
     def set_cpu(isa: Isa) -> None:
-        monkeypatch.setattr("models.onnx_runner.host_isa", lambda: isa)
+        monkeypatch.setattr("embedserve.models.onnx_runner.host_isa", lambda: isa)
 
     yield set_cpu
 

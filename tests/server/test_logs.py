@@ -10,8 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from server.telemetry.logs import BufferedHandler, JsonFormatter, request_id
+from embedserve.server.telemetry.logs import BufferedHandler, JsonFormatter, request_id
 
 
 class CountingStream(io.StringIO):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import sys
 
 import pytest
-
-from server.malloc import fix_mmap_threshold
+from embedserve.server.malloc import fix_mmap_threshold
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")

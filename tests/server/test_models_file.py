@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from embedserve.batching.config import BatchingConfig
+from embedserve.server.app import served_models
+from embedserve.server.config.errors import ConfigError
+from embedserve.server.config.models_file import load_models_file
+from embedserve.server.config.settings import Settings
 
-from batching.config import BatchingConfig
-from server.app import served_models
-from server.config.errors import ConfigError
-from server.config.models_file import load_models_file
-from server.config.settings import Settings
 from tests.support import ROOT
 
 
@@ -85,7 +85,7 @@ def test_a_bad_file_stops_the_cli_with_a_clear_message(tmp_path: Path, content: 
     path = tmp_path / "bad.yaml"
     path.write_text(content)
     result = subprocess.run(
-        [sys.executable, "-m", "server", "serve", "--models", str(path), "--port", "0"],
+        [sys.executable, "-m", "embedserve.server", "serve", "--models", str(path), "--port", "0"],
         cwd=ROOT,
         capture_output=True,
         text=True,

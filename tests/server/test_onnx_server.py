@@ -23,7 +23,7 @@ class NoTorch(importlib.abc.MetaPathFinder):
         if name.split('.')[0] in ('torch', 'transformers', 'sentence_transformers', 'optimum'):
             raise ImportError(f'{name} is blocked: an ONNX server must not need it')
 sys.meta_path.insert(0, NoTorch())
-from server.cli import main
+from embedserve.server.cli import main
 main()
 """
 QUERY = "Where do students find answers?"

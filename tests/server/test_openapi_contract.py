@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server.app import create_app
-from server.config.settings import Settings
+from embedserve.server.app import create_app
+from embedserve.server.config.settings import Settings
 
 PINNED = Path(__file__).parent / "contract" / "openapi.json"
 

@@ -22,7 +22,7 @@ class Without(importlib.abc.MetaPathFinder):
         if any(name == blocked or name.startswith(blocked + '.') for blocked in BLOCKED):
             raise ImportError(f'No module named {name!r}', name=name)
 sys.meta_path.insert(0, Without())
-from server.cli import main
+from embedserve.server.cli import main
 main()
 """
 
@@ -30,7 +30,7 @@ main()
 def embedserve(
     *args: str, without: str = "", timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", WITHOUT, without, *args] if without else [sys.executable, "-m", "server", *args]
+    command = [sys.executable, "-c", WITHOUT, without, *args] if without else [sys.executable, "-m", "embedserve.server", *args]
     environment = {**os.environ, **(env or {})}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
 

@@ -6,7 +6,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
-from server.serving.upstream.config import Balance, EndpointSpec
+from embedserve.server.serving.upstream.config import Balance, EndpointSpec
 
 
 @dataclass(slots=True)

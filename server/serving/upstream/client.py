@@ -14,16 +14,15 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import orjson
-
-from models.errors import InvalidInput
-from models.pooling import l2_normalize
-from models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
-from server.serving.seam import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
-from server.serving.upstream.balancer import Balancer, Endpoint
-from server.serving.upstream.config import EndpointSpec, UpstreamSpec
-from server.serving.upstream.protocols import PROTOCOLS, Answer, BadAnswer, Unsupported
-from server.telemetry import tracing
-from server.telemetry.metrics import Metrics
+from embedserve.models.errors import InvalidInput
+from embedserve.models.pooling import l2_normalize
+from embedserve.models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
+from embedserve.server.serving.seam import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
+from embedserve.server.serving.upstream.balancer import Balancer, Endpoint
+from embedserve.server.serving.upstream.config import EndpointSpec, UpstreamSpec
+from embedserve.server.serving.upstream.protocols import PROTOCOLS, Answer, BadAnswer, Unsupported
+from embedserve.server.telemetry import tracing
+from embedserve.server.telemetry.metrics import Metrics
 
 log = logging.getLogger("embedserve.upstream")
 T = TypeVar("T")

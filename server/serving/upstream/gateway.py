@@ -7,10 +7,10 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from server.serving.upstream.client import UpstreamModel
-from server.serving.upstream.config import EndpointSpec, UpstreamSpec
-from server.serving.upstream.persist import save_endpoints
-from server.telemetry.metrics import Metrics
+from embedserve.server.serving.upstream.client import UpstreamModel
+from embedserve.server.serving.upstream.config import EndpointSpec, UpstreamSpec
+from embedserve.server.serving.upstream.persist import save_endpoints
+from embedserve.server.telemetry.metrics import Metrics
 
 log = logging.getLogger("embedserve.gateway")
 

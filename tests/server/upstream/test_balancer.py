@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections import Counter
 
-from server.serving.upstream.balancer import Balancer
-from server.serving.upstream.config import EndpointSpec
+from embedserve.server.serving.upstream.balancer import Balancer
+from embedserve.server.serving.upstream.config import EndpointSpec
+
 from tests.support import FakeClock
 
 

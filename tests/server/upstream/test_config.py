@@ -5,10 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
-from server.config.errors import ConfigError
-from server.config.models_file import ModelEntry, load_models_file
-from server.serving.upstream.config import UpstreamSpec
+from embedserve.server.config.errors import ConfigError
+from embedserve.server.config.models_file import ModelEntry, load_models_file
+from embedserve.server.serving.upstream.config import UpstreamSpec
 
 
 def write(tmp_path: Path, text: str) -> Path:

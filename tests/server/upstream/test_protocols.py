@@ -6,9 +6,8 @@ import base64
 
 import numpy as np
 import pytest
-
-from server.serving.upstream.client import fit
-from server.serving.upstream.protocols import PROTOCOLS, BadAnswer, EmbedOptions, Unsupported
+from embedserve.server.serving.upstream.client import fit
+from embedserve.server.serving.upstream.protocols import PROTOCOLS, BadAnswer, EmbedOptions, Unsupported
 
 openai, infinity, tei, ollama = (PROTOCOLS[name] for name in ("openai", "infinity", "tei", "ollama"))
 
