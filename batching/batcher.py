@@ -98,7 +98,8 @@ class Batcher(Generic[P, R]):
         self._run_batch = run_batch
         self.padded = padded
         """Whether `run_batch` computes on padding: batches are then budgeted by longest item x items,
-        else (a packed runner) by the items' own lengths."""
+        else by the items' own lengths (a runner that computes on real tokens only). Every built-in runner
+        is budgeted as padded, the packed torch forward included (models.torch_loading says why)."""
         self._clock = clock or LoopClock()
         self.config = config
         self.name = name

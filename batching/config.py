@@ -12,7 +12,7 @@ class BatchingConfig(BaseModel):
         16384,
         gt=0,
         description="Tokens per batch, as the runner computes them: longest item x item count where it pads, "
-        "the items' own lengths where it packs. Unset: 16384, on CPU the runner's own (4096 torch, 1536 ONNX).",
+        "the items' own lengths where it computes on real tokens only (no built-in runner does). Unset: 16384, on CPU the runner's own (4096 torch, 1536 ONNX).",
     )
     max_batch_size: int = Field(128, gt=0, description="Items per batch.")
     max_wait_ms: float = Field(

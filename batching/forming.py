@@ -17,8 +17,9 @@ from embedserve.batching.config import BatchingConfig
 def grow_batch(lengths: Sequence[int], anchor: int, config: BatchingConfig, *, padded: bool = True) -> tuple[int, int]:
     """The window [lo, hi) of the length-sorted `lengths` that forms the next batch around `anchor`.
 
-    For a runner that pads, a batch costs its longest item times its items; for one that packs
-    (`padded=False`) it costs the items' own tokens, and padding is no reason to stop growing."""
+    For a runner that pads, a batch costs its longest item times its items; for one that computes on
+    real tokens only (`padded=False`: no built-in runner, which all budget as padded) it costs the items'
+    own tokens, and padding is no reason to stop growing."""
     lo, hi = anchor, anchor + 1
     longest, total = lengths[anchor], lengths[anchor]
 

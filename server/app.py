@@ -53,7 +53,7 @@ def served_models(settings: Settings) -> list[tuple[ModelSpec, BatchingConfig]]:
     defaults = {
         "device": settings.device,
         "dtype": settings.dtype,
-        "threads": settings.torch_threads,
+        "threads": settings.threads,
         "int8_any_cpu": settings.int8_any_cpu or None,
     }
     return [

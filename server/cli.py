@@ -45,7 +45,7 @@ def _serve_parser(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--models", dest="models_file", metavar="FILE", help=_setting_help("models_file"))
     p.add_argument("--device", choices=["auto", "cpu", "cuda", "mps"], help=_setting_help("device"))
     p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"], help=_setting_help("dtype"))
-    p.add_argument("--torch-threads", type=int, metavar="N", help=_setting_help("torch_threads"))
+    p.add_argument("--threads", "--torch-threads", type=int, metavar="N", help=_setting_help("threads"))
     p.add_argument("--max-batch-tokens", type=int, metavar="N", help=_setting_help("max_batch_tokens"))
     p.add_argument("--max-batch-size", type=int, metavar="N", help=_setting_help("max_batch_size"))
     p.add_argument("--max-wait-ms", type=float, metavar="MS", help=_setting_help("max_wait_ms"))

@@ -4,6 +4,7 @@ models/, quantize/) under one namespace, `embedserve.*`, and nothing top-level n
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -61,8 +62,13 @@ sys.exit(1 if failed else 0)
 
 
 def test_the_wheel_holds_only_the_embedserve_namespace(tmp_path: Path) -> None:
+    source = tmp_path / "source"  # a copy: setuptools builds in the source tree
+    for folder in FOLDERS:
+        shutil.copytree(ROOT / folder, source / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path)]
-    result = subprocess.run([*build, str(ROOT)], capture_output=True, text=True, timeout=300)
+    result = subprocess.run([*build, str(source)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     (wheel,) = tmp_path.glob("embedserve-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

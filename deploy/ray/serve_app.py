@@ -9,7 +9,7 @@ requests over them. From the repository root (`pip install -e '.[torch,ray]'`):
     serve run deploy.ray.serve_app:build num_gpus=1 max_replicas=2 models_file=/models/models.yaml
     serve deploy deploy/ray/serve.yaml          # the same, on a running cluster, from a config file
 
-Any other `key=value` is an embedserve setting (server/config/settings.py), e.g. `torch_threads=2`.
+Any other `key=value` is an embedserve setting (server/config/settings.py), e.g. `threads=2`.
 """
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ def build(args: dict[str, str]) -> Application:
     `num_gpus`, `min_replicas`, `max_replicas`, `target_ongoing_requests`; every other key is a setting."""
     settings = {key: value for key, value in args.items() if key not in _DEPLOYMENT_OPTIONS}
     actor = {"num_cpus": float(args.get("num_cpus", 2)), "num_gpus": float(args.get("num_gpus", 0))}
-    settings.setdefault("torch_threads", str(max(1, int(actor["num_cpus"]))))  # torch would count the node's cores
+    settings.setdefault("threads", str(max(1, int(actor["num_cpus"]))))  # the runtime would count the node's cores
     autoscaling = {
         "min_replicas": int(args.get("min_replicas", 1)),
         "max_replicas": int(args.get("max_replicas", 4)),

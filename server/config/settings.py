@@ -7,7 +7,7 @@ from typing import Annotated
 
 from embedserve.batching.config import BatchingConfig
 from embedserve.models.spec import Device, DType
-from pydantic import Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_API_KEY_CHARS = 8
@@ -34,7 +34,13 @@ class Settings(BaseSettings):
         "auto",
         description="Weights' precision unless an entry says: auto is float16 on CUDA (bfloat16 for Gemma3), else float32.",
     )
-    torch_threads: int | None = Field(None, gt=0, description="Intra-op threads; default: the machine's cores.")
+    threads: int | None = Field(
+        None,
+        gt=0,
+        # Its old name, torch_threads, still works (it always set ONNX Runtime's threads too).
+        validation_alias=AliasChoices("threads", "EMBEDSERVE_THREADS", "torch_threads", "EMBEDSERVE_TORCH_THREADS"),
+        description="Intra-op threads of each model's runtime (torch or ONNX Runtime); default: the machine's cores.",
+    )
     int8_any_cpu: bool = Field(
         False,
         description="Serve INT8 folders even where this CPU computes them below their accepted accuracy "

@@ -21,6 +21,10 @@ from embedserve.server.telemetry.metrics import Metrics
 
 log = logging.getLogger("embedserve.host")
 
+TOKENIZE_THREADS = 2
+"""Threads that tokenize large requests off the event loop, for all models: the tokenizers library releases
+the GIL, and more would only take cores from the models' own threads."""
+
 
 class ModelHost:
     def __init__(
@@ -42,7 +46,7 @@ class ModelHost:
         self._served: dict[str, LocalModel] = {}
         self.cache = cache
         self._shared = Shared(
-            metrics, cache, ThreadPoolExecutor(2, thread_name_prefix="tokenize"), tokenize_inline_chars
+            metrics, cache, ThreadPoolExecutor(TOKENIZE_THREADS, thread_name_prefix="tokenize"), tokenize_inline_chars
         )
         self._loader: asyncio.Task[None] | None = None
         self.draining = False

@@ -64,7 +64,7 @@ class Call:
 
 class ServedModel(Protocol):
     spec: Any
-    """The model's settings; `spec.id` is its name, `spec.kind` what it does ("embed" or "rerank")."""
+    """The model's settings; `spec.id` is its name, `spec.kind` what it does ("embed", "rerank" or "classify")."""
 
     @property
     def prompts(self) -> dict[str, str]:

@@ -12,6 +12,7 @@ import yaml
 from embedserve.server.app import create_app
 from embedserve.server.cli import parse_serve, settings_from
 from embedserve.server.config.errors import ConfigError
+from embedserve.server.config.settings import Settings
 
 from tests.inprocess import environment
 from tests.support import ROOT
@@ -82,3 +83,15 @@ def test_serve_exits_at_once_with_one_line_and_no_secret() -> None:
         == "embedserve: configuration error: EMBEDSERVE_API_KEYS: key 1 of 2 is shorter than 8 characters"
     )
     assert "hunter2" not in result.stderr + result.stdout
+
+
+def test_threads_is_named_for_every_runtime_and_its_old_torch_name_still_works(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert Settings(threads=3).threads == 3
+    assert Settings(torch_threads=2).threads == 2
+    monkeypatch.setenv("EMBEDSERVE_TORCH_THREADS", "5")
+    assert Settings().threads == 5
+    monkeypatch.setenv("EMBEDSERVE_THREADS", "4")
+    monkeypatch.delenv("EMBEDSERVE_TORCH_THREADS")
+    assert Settings().threads == 4
+    assert settings_from(parse_serve(["--torch-threads", "2"])).threads == 2
+    assert settings_from(parse_serve(["--threads", "1"])).threads == 1

@@ -74,7 +74,7 @@ def test_process_and_python_metrics_are_exported(server: AppServer) -> None:
 def test_start_up_says_what_loads_from_where_how_long_each_step_took_and_readiness_says_what_waits(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from embedserve.server.serving.seam import model_host
+    from embedserve.server.serving import model_host
 
     gate, real = threading.Event(), model_host.load_model
 

@@ -30,7 +30,11 @@ main()
 def embedserve(
     *args: str, without: str = "", timeout: float = 120, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    command = [sys.executable, "-c", WITHOUT, without, *args] if without else [sys.executable, "-m", "embedserve.server", *args]
+    command = (
+        [sys.executable, "-c", WITHOUT, without, *args]
+        if without
+        else [sys.executable, "-m", "embedserve.server", *args]
+    )
     environment = {**os.environ, **(env or {})}
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=environment)
 
