@@ -34,7 +34,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
     models = tmp_path_factory.mktemp("projection") / "models.yaml"
     models.write_text(
         f"models:\n"
-        f"  - {{id: projected, source: {SOURCE}, backend: projection}}\n"
+        f"  - {{id: projected, source: {SOURCE}, backend: projection, max_length: 64, prompts: {{query: 'query: '}}}}\n"
         f"  - {{id: crossed, source: {SOURCE}, backend: projection, kind: rerank}}\n"
     )
     running = start_app(None, "--models", str(models))
@@ -45,7 +45,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer]:
 @pytest.fixture(scope="module")
 def embedder() -> ProjectionEmbeddingRunner:
     """The module's embedder, made here without the server."""
-    return ProjectionEmbeddingRunner(ModelSpec(id="direct", source=SOURCE, backend="projection"), SOURCE)
+    spec = ModelSpec(id="direct", source=SOURCE, backend="projection", max_length=64, prompts={"query": "query: "})
+    return ProjectionEmbeddingRunner(spec, SOURCE)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,27 @@ def test_embeddings_are_the_modules_vectors_normalized(
     counts = [len(wordpiece.encode(text).ids) for text in TEXTS]
     assert counts[0] != counts[1]
     assert answer["usage"] == {"prompt_tokens": sum(counts), "total_tokens": sum(counts)}
+
+
+def test_the_models_file_settings_reach_it_through_its_model_info(
+    server: AppServer, embedder: ProjectionEmbeddingRunner, wordpiece: Tokenizer
+) -> None:
+    """The server reads a model's prompts and token limit from the runner's ModelInfo and tokenizer only:
+    the runner applies the spec's `prompts` and `max_length`."""
+    asked = server.http.post(
+        "/v2/embed",
+        json={"model": "projected", "texts": TEXTS, "input_type": "search_query", "embedding_types": ["float"]},
+    ).json()
+    direct = embedder.run(embedder.tokenizer.encode(TEXTS, prompt="query: "))
+    assert np.allclose(asked["embeddings"]["float"], unit(direct), atol=1e-6)
+    plain = server.http.post("/v1/embeddings", json={"model": "projected", "input": TEXTS}).json()
+    assert not np.allclose([d["embedding"] for d in plain["data"]], asked["embeddings"]["float"], atol=1e-3)
+    long = " ".join(["word"] * 200)
+    assert len(wordpiece.encode(long).ids) == 128  # the folder's tokenizer.json cuts at 128 itself
+    answer = server.http.post("/v1/embeddings", json={"model": "projected", "input": long}).json()
+    assert answer["usage"]["prompt_tokens"] == 64
+    refused = server.http.post("/v1/embeddings", json={"model": "projected", "input": long, "truncate": False})
+    assert refused.status_code == 400 and "limit of 64 tokens" in refused.text, refused.text
 
 
 def test_tokenize_shows_the_real_wordpiece_tokens(server: AppServer, wordpiece: Tokenizer) -> None:
