@@ -33,9 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from embedserve.models.torch_loading import wants_compile
 
 from bench.gpu_models import FAMILIES, build
+from embedserve.models.torch_loading import wants_compile
 
 REPO = Path(__file__).resolve().parents[1]
 TEXT = "A sentence that is repeated until it fills the whole sequence of the benchmark batch. "

@@ -277,7 +277,17 @@ def ensure_onnx_export(model_dir: str, out: Path) -> Path:
     there, unless its weights are inside the graph: folders from before quantize wrote them apart)."""
     if (out / "embedserve.json").is_file() and (out / "model.onnx.data").is_file():
         return out
-    argv = [sys.executable, "-m", "embedserve.quantize", model_dir, "--out", str(out), "--bench-seconds", "0", "--no-progress"]
+    argv = [
+        sys.executable,
+        "-m",
+        "embedserve.quantize",
+        model_dir,
+        "--out",
+        str(out),
+        "--bench-seconds",
+        "0",
+        "--no-progress",
+    ]
     print(f"exporting {model_dir} to ONNX (fp32 + INT8) in {out} ...", file=sys.stderr, flush=True)
     subprocess.run(argv, cwd=REPO, env={**os.environ, **OFFLINE_ENV}, check=True, timeout=1200)
     return out

@@ -22,6 +22,7 @@ from types import MappingProxyType
 from typing import Any, Literal, Protocol
 
 import numpy as np
+
 from embedserve.models.types import ModelInfo, Tokens, TokenSpan
 
 BatchCost = Literal["padded", "tokens"]
@@ -154,7 +155,10 @@ def build_runner(backend: str, kind: str, spec: Any, source: str) -> Any:
     return backend_entry(backend).runner_class(kind)(spec, source)
 
 
-_ONNX_RUNNERS = {"embed": "embedserve.models.onnx_runner:OnnxEmbeddingRunner", "rerank": "embedserve.models.onnx_runner:OnnxRerankRunner"}
+_ONNX_RUNNERS = {
+    "embed": "embedserve.models.onnx_runner:OnnxEmbeddingRunner",
+    "rerank": "embedserve.models.onnx_runner:OnnxRerankRunner",
+}
 register(
     BackendEntry(
         "torch",

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+
 from embedserve.models.backend import Runner
 from embedserve.models.prompts import prompt_text
 from embedserve.models.types import ModelInfo, Tokens

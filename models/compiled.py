@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from embedserve.models.backend import WarmReport
 from embedserve.models.shapes import bucket, length_buckets, padded_rows, warm_shapes
 from embedserve.models.transfer import to_device

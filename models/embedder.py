@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from embedserve.models.backend import Runner
 from embedserve.models.errors import InvalidInput
 from embedserve.models.pooling import l2_normalize

@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
+
 from embedserve.models.backend import NO_OUTPUTS, TOKENS, BatchCost, CpuDefaults
 from embedserve.models.errors import ModelLoadError
 from embedserve.models.exported import int8_numerics, read_config
@@ -24,7 +26,6 @@ from embedserve.models.reranker import scores_per_pair
 from embedserve.models.spec import ModelSpec
 from embedserve.models.tokenizer import PairTokenizer, TextTokenizer
 from embedserve.models.types import ModelInfo, Tokens
-from tokenizers import Tokenizer
 
 log = logging.getLogger("embedserve.models")
 

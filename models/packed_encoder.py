@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
 from embedserve.models.families import FAMILIES, family_of
 
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from embedserve.models.backend import Runner
 from embedserve.models.classifier import sigmoid
 from embedserve.models.prompts import prompt_text

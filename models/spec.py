@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from embedserve.models.backend import BACKENDS
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from embedserve.models.backend import BACKENDS
 
 ModelKind = Literal["embed", "rerank", "classify"]
 Device = Literal["auto", "cpu", "cuda", "mps"]

@@ -10,9 +10,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
+
 from embedserve.models.errors import InputTooLong, InvalidInput
 from embedserve.models.types import Tokens, TokenSpan
-from tokenizers import Tokenizer
 
 CHARS_PER_TOKEN_BOUND = 32
 """Texts longer than this many characters per token of the model's limit are cut before tokenizing.

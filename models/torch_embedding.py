@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from embedserve.models.backend import SPARSE, TOKENS, CpuDefaults, WarmReport
 from embedserve.models.packed_encoder import packed_model, packing_unsupported
 from embedserve.models.prompts import merged_prompts

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
 from embedserve.models.backend import NO_OUTPUTS, CpuDefaults, WarmReport
 from embedserve.models.errors import ModelLoadError
 from embedserve.models.packed_encoder import PackedClassifier, classifier_unsupported

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from embedserve.models.exported import read_config, write_config
 from embedserve.models.isa import exact_isas, exact_on, host_isa, weight_bits
 from embedserve.quantize import manifest as manifest_file

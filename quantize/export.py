@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from tokenizers import Tokenizer
+
 from embedserve.models.exported import CONFIG_FILE, FORMAT, MANIFEST_FILE, write_config
 from embedserve.models.sources import guess_kind, resolve_source
 from embedserve.models.torch_loading import first_module_limit
@@ -22,7 +24,6 @@ from embedserve.quantize.manifest import library_versions, now
 from embedserve.quantize.manifest import write as write_manifest
 from embedserve.quantize.pipeline import ExportError, read_embed_pipeline, write_dense
 from embedserve.quantize.verify import verification_pairs, verification_texts, verify_embedder, verify_reranker
-from tokenizers import Tokenizer
 
 log = logging.getLogger("embedserve.quantize")
 

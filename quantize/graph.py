@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import onnx
+
 from embedserve.quantize.pipeline import ExportError
 
 log = logging.getLogger("embedserve.quantize")

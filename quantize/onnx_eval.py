@@ -12,10 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
+
 from embedserve.models.exported import read_config
 from embedserve.models.tokenizer import PairTokenizer, TextTokenizer
 from embedserve.quantize.pipeline import finish, load_pipeline
-from tokenizers import Tokenizer
 
 MAX_BATCH_TOKENS = 8192
 """Padded tokens per evaluation batch: a batch's activations (attention scores grow with its length squared)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from embedserve.models.pooling import POOLING_MODES, DenseLayer, l2_normalize, load_dense, sentence_embeddings
 
 # torch activation class name -> the name embedserve.json uses

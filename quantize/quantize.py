@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+
 from embedserve.models.families import family_of
 from embedserve.models.isa import ISAS, Isa
 

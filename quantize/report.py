@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
 from embedserve.quantize import eval_texts
 from embedserve.quantize.texts import RERANK_SETS
 from embedserve.quantize.texts import language as script_language

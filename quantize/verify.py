@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from embedserve.quantize.onnx_eval import ExportedModel
 from embedserve.quantize.pipeline import ExportError
 from embedserve.quantize.texts import RERANK_SETS, SENTENCES, long_text

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 
+from fastapi import FastAPI
+
 from embedserve.batching.config import BatchingConfig
 from embedserve.models.registry import ModelRegistry
 from embedserve.models.sources import DEFAULT_MODEL, spec_from_cli
@@ -29,7 +31,6 @@ from embedserve.server.serving.upstream.config import UpstreamSpec
 from embedserve.server.serving.upstream.gateway import Gateway
 from embedserve.server.telemetry import tracing
 from embedserve.server.telemetry.metrics import Metrics
-from fastapi import FastAPI
 
 
 def upstream_models(settings: Settings) -> list[UpstreamSpec]:

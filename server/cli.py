@@ -91,9 +91,10 @@ def _draining_server_class():  # type: ignore[no-untyped-def]
 def settings_from(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     """`serve`'s flags over the EMBEDSERVE_ environment: the one way from a command line to Settings.
     Raises ConfigError naming each bad variable, never its value."""
+    from pydantic import ValidationError
+
     from embedserve.server.config.errors import settings_error
     from embedserve.server.config.settings import Settings
-    from pydantic import ValidationError
 
     try:
         return Settings(**{k: v for k, v in vars(args).items() if k != "command" and v is not None})
@@ -130,6 +131,7 @@ def uvicorn_config(app, settings, port: int):  # type: ignore[no-untyped-def]
     """How uvicorn runs the app: our logging, our HTTP protocol (header deadline, connection cap, a
     stop that answers requests already on the wire, the overload door), the shutdown grace."""
     import uvicorn
+
     from embedserve.server.http.protocol import protocol_class
 
     return uvicorn.Config(
@@ -150,6 +152,7 @@ def serve(args: argparse.Namespace) -> None:
     packages, the port) and exits 1 with one line per problem; then serves. A model that fails to load
     stops the server with exit status 3, unless --keep-serving-failed-models."""
     import yaml
+
     from embedserve.models.preflight import problems
     from embedserve.server.app import create_app
     from embedserve.server.collector import freeze_loaded_objects

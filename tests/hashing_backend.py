@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from embedserve.models.backend import NO_OUTPUTS, BackendEntry, BatchCost, CpuDefaults, register
 from embedserve.models.errors import InvalidInput
 from embedserve.models.spec import ModelSpec

@@ -26,10 +26,10 @@ from typing import Any
 
 import httpx
 import uvicorn
+
 from embedserve.server.app import create_app
 from embedserve.server.cli import parse_serve, settings_from, uvicorn_config
 from embedserve.server.telemetry.logs import JsonFormatter
-
 from tests.support import free_port
 
 URL = "http://embedserve.test"

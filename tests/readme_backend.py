@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tokenizers import Tokenizer
+
 from embedserve.models.backend import NO_OUTPUTS, TOKENS, BackendEntry, CpuDefaults, register
 from embedserve.models.tokenizer import PairTokenizer, TextTokenizer
 from embedserve.models.types import ModelInfo, Tokens
-from tokenizers import Tokenizer
 
 WIDTH = 32
 SEED = 0

@@ -19,11 +19,12 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from embedserve.server.app import create_app
-from embedserve.server.config.settings import Settings
 from fastapi import FastAPI
 from ray import serve
 from ray.serve import Application
+
+from embedserve.server.app import create_app
+from embedserve.server.config.settings import Settings
 
 
 def wait_for_models(app: FastAPI) -> FastAPI:

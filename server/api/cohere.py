@@ -3,6 +3,9 @@ reranking paths as every other shape. Errors come as `{"id", "message"}`, which 
 
 from __future__ import annotations
 
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
 from embedserve.server.api.cohere_schemas import (
     CohereError,
     V2EmbedRequest,
@@ -18,8 +21,6 @@ from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
 from embedserve.server.serving.seam import EmbedOptions, ServedModel
 from embedserve.server.telemetry.logs import request_id
-from fastapi import APIRouter, Request
-from starlette.responses import Response
 
 router = APIRouter(prefix="/v2", tags=["Cohere v2"])
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from embedserve.models.output_types import OutputType
 from embedserve.server.api.fields import NonEmptyText, PositiveInt
-from pydantic import BaseModel, ConfigDict, Field
 
 InputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
 

@@ -8,6 +8,8 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import numpy as np
+from starlette.requests import Request
+
 from embedserve.models.errors import UnknownModel
 from embedserve.models.output_types import CALIBRATED, OutputType, encode
 from embedserve.models.types import Embeddings
@@ -18,7 +20,6 @@ from embedserve.server.serving.local_model import LocalModel
 from embedserve.server.serving.model_host import ModelHost
 from embedserve.server.serving.seam import Call, EmbedOptions, Inputs, ServedModel
 from embedserve.server.serving.upstream.gateway import Gateway
-from starlette.requests import Request
 
 T = TypeVar("T")
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
+from fastapi import APIRouter, Request
+from starlette.background import BackgroundTask
+from starlette.responses import Response, StreamingResponse
+
 from embedserve.server.api.common import deadline_in, deadline_seconds, gateway_of, run_within_deadline
 from embedserve.server.api.openai_schemas import OpenAIError
 from embedserve.server.http import calls
 from embedserve.server.http.errors import ApiError
-from fastapi import APIRouter, Request
-from starlette.background import BackgroundTask
-from starlette.responses import Response, StreamingResponse
 
 router = APIRouter(prefix="/v1", tags=["generation (relayed upstream)"])
 

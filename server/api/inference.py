@@ -13,9 +13,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from fastapi.routing import APIRoute, APIRouter
+
 from embedserve.models.spec import ModelKind
 from embedserve.server.serving.local_model import BatcherRole
-from fastapi.routing import APIRoute, APIRouter
 
 Endpoint = TypeVar("Endpoint", bound=Callable[..., Any])
 

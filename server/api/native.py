@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
 from embedserve.models.types import Embeddings
 from embedserve.server.api.common import call_model, check_count, embed, encoded, target_model
 from embedserve.server.api.inference import inference
@@ -19,8 +22,6 @@ from embedserve.server.api.native_schemas import (
 )
 from embedserve.server.http.responses import json_response
 from embedserve.server.serving.seam import EmbedOptions as Options
-from fastapi import APIRouter, Request
-from starlette.responses import Response
 
 router = APIRouter(tags=["native"])
 

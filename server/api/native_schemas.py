@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag
+
 from embedserve.models.output_types import OutputType
 from embedserve.server.api.fields import JsonBool, NonEmptyText, PositiveInt
-from pydantic import AliasChoices, BaseModel, ConfigDict, Discriminator, Field, Tag
 
 
 class EmbedOptions(BaseModel):

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import time
 
+from fastapi import APIRouter, Path, Request
+from starlette.responses import Response
+
 from embedserve.models.backend import SPARSE
 from embedserve.models.output_types import encode
 from embedserve.models.spec import ModelSpec
@@ -21,8 +24,6 @@ from embedserve.server.http.responses import json_response
 from embedserve.server.serving.model_host import ModelHost
 from embedserve.server.serving.seam import EmbedOptions
 from embedserve.server.serving.upstream.client import UpstreamModel
-from fastapi import APIRouter, Path, Request
-from starlette.responses import Response
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 

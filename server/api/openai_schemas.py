@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from embedserve.models.output_types import OutputType
 from embedserve.server.api.fields import JsonBool, NonEmptyText, NonNegativeInt, PositiveInt
-from pydantic import BaseModel, ConfigDict, Field
 
 TokenIds = Annotated[list[NonNegativeInt], Field(min_length=1)]
 

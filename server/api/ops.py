@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import time
 
-from embedserve.server.api.common import host_of
-from embedserve.server.http.responses import json_response
 from fastapi import APIRouter, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import PlainTextResponse, Response
+
+from embedserve.server.api.common import host_of
+from embedserve.server.http.responses import json_response
 
 router = APIRouter(tags=["operations"])
 

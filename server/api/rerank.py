@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
+from fastapi import APIRouter, Request
+from starlette.responses import Response
+
 from embedserve.models.types import Scores
 from embedserve.server.api.common import call_model, target_model
 from embedserve.server.api.inference import inference
@@ -13,8 +16,6 @@ from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
 from embedserve.server.serving.seam import RerankOptions as Options
 from embedserve.server.telemetry.logs import request_id
-from fastapi import APIRouter, Request
-from starlette.responses import Response
 
 router = APIRouter(tags=["reranking"])
 

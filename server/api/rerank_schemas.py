@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from embedserve.server.api.fields import JsonBool, NonEmptyText, PositiveInt
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
+
+from embedserve.server.api.fields import JsonBool, NonEmptyText, PositiveInt
 
 
 class DocumentObject(BaseModel):

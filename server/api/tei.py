@@ -11,6 +11,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 import numpy as np
+from fastapi import APIRouter, Body, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
+from starlette.responses import Response
+
 from embedserve.server import __version__
 from embedserve.server.api.common import (
     call_model,
@@ -40,10 +45,6 @@ from embedserve.server.api.tei_schemas import (
 from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
 from embedserve.server.serving.seam import ClassifyOptions, EmbedOptions, ServedModel
-from fastapi import APIRouter, Body, Request
-from fastapi.exceptions import RequestValidationError
-from pydantic import Discriminator, Tag, TypeAdapter, ValidationError
-from starlette.responses import Response
 
 router = APIRouter(tags=["TEI"])
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
+
 from embedserve.models.classifier import Function
 from embedserve.server.api.fields import JsonBool, NonEmptyText, NonNegativeInt, PositiveInt
-from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 
 class SimilarityInputs(BaseModel):

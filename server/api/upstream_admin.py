@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import hmac
 
+from fastapi import APIRouter, Depends, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
+
 from embedserve.server.api.common import gateway_of
 from embedserve.server.api.openai_schemas import OpenAIError
 from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
 from embedserve.server.serving.upstream.config import EndpointSpec
 from embedserve.server.serving.upstream.gateway import EndpointConflict
-from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from starlette.responses import Response
 
 ADMIN_PATHS = ("/v1/backends", "/v1/backends/*")
 """Left alone by the callers' auth and rate limits: these routes check the admin key themselves."""

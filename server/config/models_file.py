@@ -11,11 +11,12 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
+
 from embedserve.batching.config import BatchingConfig
 from embedserve.models.spec import ModelSpec
 from embedserve.server.config.errors import file_error
 from embedserve.server.serving.upstream.config import UpstreamSpec
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 
 class ModelEntry(ModelSpec):

@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-from embedserve.batching.config import BatchingConfig
-from embedserve.models.spec import Device, DType
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from embedserve.batching.config import BatchingConfig
+from embedserve.models.spec import Device, DType
 
 MIN_API_KEY_CHARS = 8
 MIN_JWT_SECRET_BYTES = 32  # HS256 wants a key at least as long as its 256-bit hash (RFC 7518 3.2)

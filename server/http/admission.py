@@ -19,11 +19,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
+from starlette.types import ASGIApp, Receive, Scope, Send
+
 from embedserve.server.api.inference import Inference
 from embedserve.server.http.errors import ApiError, send_error
 from embedserve.server.serving.model_host import ModelHost
 from embedserve.server.telemetry.metrics import Metrics
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 Headers = Iterable[tuple[bytes, bytes]]
 

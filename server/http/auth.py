@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
 from embedserve.server.config.errors import file_error
 from embedserve.server.config.settings import MIN_API_KEY_CHARS
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 
 class CallerLimits(BaseModel):

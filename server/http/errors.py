@@ -14,16 +14,17 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from embedserve.batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
-from embedserve.models.errors import InputTooLong, InvalidInput, ModelError, ModelNotReady, UnknownModel
-from embedserve.server.http.disconnect import ClientDisconnected
-from embedserve.server.serving.upstream.client import UpstreamError
-from embedserve.server.telemetry.logs import request_id
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 from starlette.types import Send
+
+from embedserve.batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
+from embedserve.models.errors import InputTooLong, InvalidInput, ModelError, ModelNotReady, UnknownModel
+from embedserve.server.http.disconnect import ClientDisconnected
+from embedserve.server.serving.upstream.client import UpstreamError
+from embedserve.server.telemetry.logs import request_id
 
 # OpenAI error types by status; native error types by status.
 _OPENAI_TYPES = {

@@ -11,12 +11,13 @@ import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
 
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from embedserve.server.http import calls
 from embedserve.server.http.auth import Authenticator, AuthError, Caller
 from embedserve.server.http.errors import ApiError, send_error
 from embedserve.server.http.ratelimit import BucketStore, Decision
 from embedserve.server.telemetry.metrics import Metrics
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 log = logging.getLogger("embedserve.guard")
 

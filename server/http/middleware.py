@@ -13,14 +13,15 @@ import re
 import time
 import uuid
 
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from embedserve.server.http import calls
 from embedserve.server.http.errors import ApiError, send_error
 from embedserve.server.serving.seam import Call
 from embedserve.server.telemetry import tracing
 from embedserve.server.telemetry.logs import request_id
 from embedserve.server.telemetry.metrics import Metrics
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 access = logging.getLogger("embedserve.access")
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")

@@ -19,10 +19,11 @@ from http import HTTPStatus
 from typing import Any
 
 import httptools
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
 from embedserve.server.http.admission import DOOR_PASSED
 from embedserve.server.http.errors import ApiError, rendered
 from embedserve.server.http.middleware import new_request_id
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 # How long an idle keep-alive connection being shut down waits for bytes already sent to it.
 SHUTDOWN_READ_GRACE = 0.1

@@ -22,6 +22,7 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 import numpy as np
+
 from embedserve.models.fingerprint import folder_fingerprint
 from embedserve.models.sources import resolve_source
 from embedserve.models.types import ModelInfo, Tokens

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 import numpy as np
+
 from embedserve.batching.batcher import Batcher
 from embedserve.batching.config import BatchingConfig
 from embedserve.batching.errors import QueueFull, RequestTooLarge

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from embedserve.models.memory import rss_bytes
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -13,6 +12,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 from prometheus_client.core import GaugeMetricFamily
+
+from embedserve.models.memory import rss_bytes
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)

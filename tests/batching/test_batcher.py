@@ -17,10 +17,10 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+
 from embedserve.batching.batcher import Batcher
 from embedserve.batching.config import BatchingConfig
 from embedserve.batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
-
 from tests.support import FakeClock
 
 pytestmark = pytest.mark.timeout(60)  # a hang fails the test instead of the run

@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 
 import pytest
+
 from embedserve.batching.config import BatchingConfig
 from embedserve.batching.forming import grow_batch
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from embedserve.server.config.settings import Settings
 
+from embedserve.server.config.settings import Settings
 from tests.support import ROOT
 
 DEPLOY = ROOT / "deploy"

@@ -9,10 +9,10 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
+
 from embedserve.server.config.models_file import load_models_file
 from embedserve.server.config.settings import Settings
 from embedserve.server.telemetry.metrics import Metrics
-
 from tests.support import ROOT
 
 K8S = ROOT / "deploy" / "k8s"

@@ -18,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch._dynamo.utils import counters
+
 from embedserve.models.compiled import BACKEND_ENV, LENGTHS_ENV, CompiledForward
 from embedserve.models.loading import load_model
 from embedserve.models.shapes import length_buckets
@@ -25,8 +27,6 @@ from embedserve.models.spec import ModelSpec
 from embedserve.models.torch_embedding import TorchEmbeddingRunner
 from embedserve.models.torch_loading import wants_compile
 from embedserve.models.torch_rerank import TorchRerankRunner
-from torch._dynamo.utils import counters
-
 from tests.fixtures.tiny_models import CORPUS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from embedserve.models.errors import InvalidInput, ModelLoadError
 from embedserve.models.loading import LoadedModel, load_model
 from embedserve.models.spec import ModelSpec
-
 from tests.fixtures.tiny_models import BERT, GEMMA3, SAMPLE_TEXTS, XLMR, bert_embedder, gemma3_embedder, xlmr_embedder
 from tests.support import cosine_rows
 

@@ -4,6 +4,7 @@ here, never from the host's own, so every row holds on every machine."""
 from __future__ import annotations
 
 import pytest
+
 from embedserve.models.isa import cpu_flags, exact_isas, exact_on, host_isa, weight_bits
 
 

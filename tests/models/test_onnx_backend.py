@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from embedserve.models.embedder import Embedder
 from embedserve.models.errors import ModelLoadError
 from embedserve.models.loading import load_model
 from embedserve.models.reranker import Reranker
 from embedserve.models.sources import guess_backend, guess_kind, spec_from_cli
 from embedserve.models.spec import ModelSpec
-
 from tests.fixtures.tiny_models import BERT, GEMMA3, SAMPLE_TEXTS, XLMR
 from tests.support import cosine_rows
 

@@ -7,6 +7,7 @@ import base64
 
 import numpy as np
 import pytest
+
 from embedserve.models.output_types import calibration_ranges, encode
 
 

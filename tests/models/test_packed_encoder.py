@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from embedserve.models.families import FAMILIES, Family
 from embedserve.models.packed_encoder import (
     PackedClassifier,
@@ -16,7 +17,6 @@ from embedserve.models.packed_encoder import (
     packed_model,
     packing_unsupported,
 )
-
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence " * 40, "x"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from embedserve.models.pooling import POOLING_MODES, pool
 
 
@@ -24,6 +25,7 @@ def test_numpy_pooling_equals_sentence_transformers(mode: str) -> None:
 @pytest.mark.parametrize("activation", ["identity", "tanh", "relu", "gelu", "sigmoid"])
 def test_numpy_activations_equal_torch(activation: str) -> None:
     import torch
+
     from embedserve.models.pooling import ACTIVATIONS
 
     x = np.linspace(-4, 4, 41, dtype=np.float32)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from embedserve.models.preflight import looks_like_path, missing, problems
 from embedserve.models.spec import ModelSpec
 

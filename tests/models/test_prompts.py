@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from embedserve.models.errors import InvalidInput
 from embedserve.models.prompts import prompt_text
 from embedserve.models.types import ModelInfo

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from embedserve.models.errors import UnknownModel
 from embedserve.models.registry import ModelRegistry
 from embedserve.models.spec import ModelSpec

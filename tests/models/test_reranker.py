@@ -10,12 +10,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from embedserve.models.errors import InputTooLong, InvalidInput
 from embedserve.models.loading import LoadedModel, load_model
 from embedserve.models.reranker import Reranker, relevance
 from embedserve.models.sources import guess_kind
 from embedserve.models.spec import ModelSpec
-
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 QUERY = "Where do students find answers?"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from embedserve.models.shapes import MIN_ROWS, bucket, length_buckets, padded_rows, warm_shapes
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from embedserve.models.backend import SPARSE
 from embedserve.models.embedder import Embedder
 from embedserve.models.loading import load_model
 from embedserve.models.spec import ModelSpec
-
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short short short", "a much longer sentence about libraries " * 40]

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 import torch
-from embedserve.models.threads import CPU_WORKERS, CROWDED_SECONDS, ThreadShare
 
+from embedserve.models.threads import CPU_WORKERS, CROWDED_SECONDS, ThreadShare
 from tests.support import FakeClock
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from embedserve.models.tokenizer import CHARS_PER_TOKEN_BOUND, PairTokenizer, TextTokenizer
 
 LONG = "The library finds answers quickly, Студенты находят ответ. " * 40_000  # ~2.4 MB

@@ -157,10 +157,11 @@ def test_gemma3_graph_attends_both_ways(request: pytest.FixtureRequest, tmp_path
     """EmbeddingGemma is bidirectional: the exported graph must let the first token see the last.
     A causal control (same weights, causal attention) shows the probe can tell the difference, and
     the exporter's verification refuses a causal graph in a bidirectional folder."""
+    from sentence_transformers import SentenceTransformer
+
     from embedserve.quantize.export import export_model
     from embedserve.quantize.pipeline import ExportError
     from embedserve.quantize.verify import verify_embedder
-    from sentence_transformers import SentenceTransformer
 
     _, folder = exported(request, "gemma3")
     ids = [2, 40, 41, 42, 43, 44, 1]
@@ -232,10 +233,11 @@ def _save(tmp_path: Path, modules: list[Any]) -> Path:
 
 def test_dense_with_bias_and_activation_round_trips(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     import torch
-    from embedserve.quantize.export import export_model
-    from embedserve.quantize.onnx_eval import ExportedModel
     from sentence_transformers import SentenceTransformer
     from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+
+    from embedserve.quantize.export import export_model
+    from embedserve.quantize.onnx_eval import ExportedModel
 
     source = request.getfixturevalue("tiny_bert_dir")
     torch.manual_seed(3)
@@ -259,9 +261,10 @@ def test_dense_with_bias_and_activation_round_trips(request: pytest.FixtureReque
 
 
 def test_unsupported_module_is_refused_not_dropped(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    from sentence_transformers.sentence_transformer.modules import LayerNorm, Pooling, Transformer
+
     from embedserve.quantize.export import export_model
     from embedserve.quantize.pipeline import ExportError
-    from sentence_transformers.sentence_transformer.modules import LayerNorm, Pooling, Transformer
 
     source = request.getfixturevalue("tiny_bert_dir")
     folder = _save(tmp_path / "src", [Transformer(str(source)), Pooling(32), LayerNorm(32)])

@@ -119,8 +119,9 @@ def test_weights_per_column_and_reduce_range() -> None:
 def test_excluded_and_shared_inputs(weights: tuple[np.ndarray, np.ndarray], tmp_path: Path) -> None:
     """Excluded nodes stay fp32; nodes that read one activation share one quantization of it."""
     import onnx
-    from embedserve.quantize.rowwise import quantize_rowwise
     from onnx import TensorProto, helper, numpy_helper
+
+    from embedserve.quantize.rowwise import quantize_rowwise
 
     w, b = weights
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", K])

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from embedserve.quantize.quantize import read_calibration, resolve_target, settings_for
 from embedserve.quantize.report import relevance, rerank_accuracy, spearman
 from embedserve.quantize.texts import RERANK_SETS, SENTENCES, language, rerank_pairs

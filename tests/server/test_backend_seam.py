@@ -8,10 +8,10 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
+
 from embedserve.models.backend import BACKENDS
 from embedserve.models.preflight import problems
 from embedserve.models.spec import ModelSpec
-
 from tests.hashing_backend import ENTRY, HashingEmbeddingRunner
 from tests.inprocess import AppServer, start_app
 

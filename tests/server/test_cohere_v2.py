@@ -11,7 +11,6 @@ import pytest
 cohere = pytest.importorskip("cohere")
 
 from embedserve.models.texts import SENTENCES  # noqa: E402
-
 from tests.inprocess import AppServer  # noqa: E402
 
 TEXTS = ["How do embeddings work?", "Библиотека открыта до восьми.", "짧은 문장", "a longer passage " * 30]

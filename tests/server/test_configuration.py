@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import yaml
+
 from embedserve.server.app import create_app
 from embedserve.server.cli import parse_serve, settings_from
 from embedserve.server.config.errors import ConfigError
 from embedserve.server.config.settings import Settings
-
 from tests.inprocess import environment
 from tests.support import ROOT
 

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from embedserve.server.app import create_app
-from embedserve.server.cli import parse_serve, settings_from
-from embedserve.server.http.fast_routes import HANDED_ON, FastRoute, install_fast_routes
 from fastapi import APIRouter, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
+from embedserve.server.app import create_app
+from embedserve.server.cli import parse_serve, settings_from
+from embedserve.server.http.fast_routes import HANDED_ON, FastRoute, install_fast_routes
 from tests.inprocess import AppServer
 
 NAMES = '{"dimension": 16}'

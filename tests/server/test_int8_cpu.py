@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from embedserve.models.isa import Isa
 
+from embedserve.models.isa import Isa
 from tests.inprocess import AppServer, start_app
 
 

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from embedserve.server.telemetry.logs import BufferedHandler, JsonFormatter, request_id
 
 

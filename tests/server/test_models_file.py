@@ -7,12 +7,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from embedserve.batching.config import BatchingConfig
 from embedserve.server.app import served_models
 from embedserve.server.config.errors import ConfigError
 from embedserve.server.config.models_file import load_models_file
 from embedserve.server.config.settings import Settings
-
 from tests.support import ROOT
 
 

@@ -9,8 +9,8 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from embedserve.server.cli import main
 
+from embedserve.server.cli import main
 from tests.inprocess import AppServer, start_app
 
 

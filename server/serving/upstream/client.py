@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import httpx
 import numpy as np
 import orjson
+
 from embedserve.models.errors import InvalidInput
 from embedserve.models.pooling import l2_normalize
 from embedserve.models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan

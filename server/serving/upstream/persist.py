@@ -10,8 +10,9 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from embedserve.server.serving.upstream.config import EndpointSpec
 from ruamel.yaml import YAML
+
+from embedserve.server.serving.upstream.config import EndpointSpec
 
 
 def save_endpoints(path: Path, model_id: str, endpoints: Sequence[EndpointSpec]) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import numpy as np
+
 from embedserve.server.serving.seam import EmbedOptions, Inputs
 
 GENERATION_PATHS = {"chat": "/chat/completions", "completions": "/completions", "images": "/images/generations"}

@@ -6,7 +6,6 @@ from collections import Counter
 
 from embedserve.server.serving.upstream.balancer import Balancer
 from embedserve.server.serving.upstream.config import EndpointSpec
-
 from tests.support import FakeClock
 
 

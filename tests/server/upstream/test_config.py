@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from embedserve.server.config.errors import ConfigError
 from embedserve.server.config.models_file import ModelEntry, load_models_file
 from embedserve.server.serving.upstream.config import UpstreamSpec

@@ -6,6 +6,7 @@ import base64
 
 import numpy as np
 import pytest
+
 from embedserve.server.serving.upstream.client import fit
 from embedserve.server.serving.upstream.protocols import PROTOCOLS, BadAnswer, EmbedOptions, Unsupported
 
