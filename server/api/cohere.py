@@ -19,7 +19,7 @@ from embedserve.server.api.rerank import best_first, rerank_documents
 from embedserve.server.api.rerank_schemas import RerankOptions
 from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
-from embedserve.server.serving.seam import EmbedOptions, ServedModel
+from embedserve.server.serving.seam import EmbedParams, ServedModel
 from embedserve.server.telemetry.logs import request_id
 
 router = APIRouter(prefix="/v2", tags=["Cohere v2"])
@@ -62,7 +62,7 @@ async def embed_v2(body: V2EmbedRequest, request: Request) -> Response:
     except ValueError as exc:
         raise ApiError(400, str(exc), param="texts") from None
     served = target_model(request, body.model, "embed")
-    options = EmbedOptions(
+    options = EmbedParams(
         truncate=body.truncate == "END",
         dimensions=body.output_dimension,
         prompt_name=prompt_for(served, body.input_type),

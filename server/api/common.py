@@ -18,7 +18,7 @@ from embedserve.server.http.disconnect import unless_disconnected
 from embedserve.server.http.errors import ApiError, is_openai_path
 from embedserve.server.serving.local_model import LocalModel
 from embedserve.server.serving.model_host import ModelHost
-from embedserve.server.serving.seam import Call, EmbedOptions, Inputs, ServedModel
+from embedserve.server.serving.seam import Call, EmbedParams, Inputs, ServedModel
 from embedserve.server.serving.upstream.gateway import Gateway
 
 T = TypeVar("T")
@@ -93,7 +93,7 @@ async def call_model(request: Request, work: Callable[[Call], Awaitable[T]]) -> 
     return await run_within_deadline(request, work(call), call.within)
 
 
-async def embed(request: Request, served: ServedModel, inputs: Inputs, options: EmbedOptions) -> Embeddings:
+async def embed(request: Request, served: ServedModel, inputs: Inputs, options: EmbedParams) -> Embeddings:
     """The one embedding path of every shape."""
     check_count(request, len(inputs))
     return await call_model(request, lambda call: served.embed(inputs, options, call))

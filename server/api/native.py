@@ -21,7 +21,7 @@ from embedserve.server.api.native_schemas import (
     TeiEmbedRequest,
 )
 from embedserve.server.http.responses import json_response
-from embedserve.server.serving.seam import EmbedOptions as Options
+from embedserve.server.serving.seam import EmbedParams
 
 router = APIRouter(tags=["native"])
 
@@ -33,7 +33,7 @@ async def _embed_texts(
 ) -> tuple[str, Embeddings, np.ndarray | list]:
     """The model's id, the embeddings, and the vectors in the body's embedding_type."""
     served = target_model(request, body.model, "embed")
-    options = Options(
+    options = EmbedParams(
         truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions, prompt_name=body.prompt_name
     )
     result = await embed(request, served, texts, options)
@@ -68,7 +68,7 @@ async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     served = target_model(request, body.model, "embed")
     texts = body.texts()
     check_count(request, len(texts))
-    options = Options(truncate=body.truncate, prompt_name=body.prompt_name)
+    options = EmbedParams(truncate=body.truncate, prompt_name=body.prompt_name)
     result = await call_model(request, lambda call: served.embed_sparse(texts, options, call))
     return json_response(
         [

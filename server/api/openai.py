@@ -22,7 +22,7 @@ from embedserve.server.api.openai_schemas import (
 from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
 from embedserve.server.serving.model_host import ModelHost
-from embedserve.server.serving.seam import EmbedOptions
+from embedserve.server.serving.seam import EmbedParams
 from embedserve.server.serving.upstream.client import UpstreamModel
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -37,7 +37,7 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
     """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes.
     A model served upstream answers in the same shape."""
     served = target_model(request, body.model, "embed")
-    options = EmbedOptions(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt_name)
+    options = EmbedParams(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt_name)
     result = await embed(request, served, body.inputs(), options)
     if body.embedding_type is not None:
         if body.encoding_format != "float":

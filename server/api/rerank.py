@@ -14,7 +14,7 @@ from embedserve.server.api.openai_schemas import OpenAIError
 from embedserve.server.api.rerank_schemas import RerankOptions, RerankRequest, RerankResponse, TeiRank, TeiRerankRequest
 from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
-from embedserve.server.serving.seam import RerankOptions as Options
+from embedserve.server.serving.seam import RerankParams
 from embedserve.server.telemetry.logs import request_id
 
 router = APIRouter(tags=["reranking"])
@@ -30,7 +30,7 @@ async def rerank_documents(
     limit = request.app.state.settings.max_documents
     if len(documents) > limit:
         raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)
-    options = Options(truncate=body.truncate, raw_scores=body.raw_scores, prompt_name=body.prompt_name)
+    options = RerankParams(truncate=body.truncate, raw_scores=body.raw_scores, prompt_name=body.prompt_name)
     scores = await call_model(request, lambda call: served.rerank(body.query, documents, options, call))
     return served.spec.id, scores
 

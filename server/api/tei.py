@@ -44,7 +44,7 @@ from embedserve.server.api.tei_schemas import (
 )
 from embedserve.server.http.errors import ApiError
 from embedserve.server.http.responses import json_response
-from embedserve.server.serving.seam import ClassifyOptions, EmbedOptions, ServedModel
+from embedserve.server.serving.seam import ClassifyParams, EmbedParams, ServedModel
 
 router = APIRouter(tags=["TEI"])
 
@@ -57,7 +57,7 @@ async def similarity(body: SimilarityRequest, request: Request) -> Response:
     """The cosine similarity of each of `inputs.sentences` to `inputs.source_sentence`."""
     served = target_model(request, body.model, "embed")
     texts = [body.inputs.source_sentence, *body.inputs.sentences]
-    options = EmbedOptions(truncate=body.truncate, normalize=True, prompt_name=body.prompt_name)
+    options = EmbedParams(truncate=body.truncate, normalize=True, prompt_name=body.prompt_name)
     result = await embed(request, served, texts, options)
     source, others = result.vectors[0], result.vectors[1:]
     return json_response((others @ source / np.maximum(np.linalg.norm(others, axis=1), 1e-12)).tolist())
@@ -172,7 +172,7 @@ async def _classify(request: Request, body: PredictRequest, *, nested: bool) -> 
     check_count(request, len(inputs))
     parameters = body.parameters
     function = parameters.function_to_apply if parameters else None  # it wins over raw_scores
-    options = ClassifyOptions(
+    options = ClassifyParams(
         truncate=body.truncate,
         function=function or ("none" if body.raw_scores else None),
         prompt_name=body.prompt_name,
@@ -194,7 +194,7 @@ async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
     served = target_model(request, body.model, "embed")
     texts = body.texts()
     check_count(request, len(texts))
-    options = EmbedOptions(truncate=body.truncate, prompt_name=body.prompt_name)
+    options = EmbedParams(truncate=body.truncate, prompt_name=body.prompt_name)
     result = await call_model(request, lambda call: served.embed_tokens(texts, options, call))
     return json_response([vectors.tolist() for vectors in result.vectors])
 

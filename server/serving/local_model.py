@@ -38,7 +38,7 @@ from embedserve.models.types import (
     TokenSpan,
 )
 from embedserve.server.serving.cache import ResultCache, item_key
-from embedserve.server.serving.seam import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
+from embedserve.server.serving.seam import Call, ClassifyParams, EmbedParams, Inputs, RerankParams, TextOrPair
 from embedserve.server.telemetry import tracing
 from embedserve.server.telemetry.metrics import Metrics
 
@@ -128,7 +128,7 @@ class LocalModel:
 
     # -- requests --------------------------------------------------------------------------
 
-    async def embed(self, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings:
+    async def embed(self, inputs: Inputs, options: EmbedParams, call: Call) -> Embeddings:
         embedder = self._of(Embedder)
         embedder.check_dimensions(options.dimensions)
         tokens = await self._embedder_items(embedder, inputs, options, call)
@@ -136,7 +136,7 @@ class LocalModel:
         vectors = embedder.finish(np.stack(rows), normalize=options.normalize, dimensions=options.dimensions)
         return Embeddings(vectors, sum(len(t) for t in tokens))
 
-    async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
+    async def embed_sparse(self, texts: Sequence[str], options: EmbedParams, call: Call) -> SparseEmbeddings:
         """Lexical weights per text, for models with a sparse head (bge-m3)."""
         if SPARSE not in self.runner.outputs:
             raise InvalidInput(
@@ -147,7 +147,7 @@ class LocalModel:
         vectors = await self._submit(tokens, call, await self._output_batcher(SPARSE))
         return SparseEmbeddings(vectors, sum(len(t) for t in tokens))
 
-    async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
+    async def embed_tokens(self, texts: Sequence[str], options: EmbedParams, call: Call) -> TokenEmbeddings:
         """Each token's vector, for models whose runner gives them (TEI's /embed_all)."""
         embedder = self._of(Embedder)
         if TOKENS not in self.runner.outputs:
@@ -156,7 +156,7 @@ class LocalModel:
         vectors = await self._submit(tokens, call, await self._output_batcher(TOKENS))
         return TokenEmbeddings(vectors, sum(len(t) for t in tokens))
 
-    async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores:
+    async def rerank(self, query: str, documents: Sequence[str], options: RerankParams, call: Call) -> Scores:
         """Scores each (query, document) pair; each pair is one batcher item."""
         reranker = self._of(Reranker)
         if not documents:
@@ -169,7 +169,7 @@ class LocalModel:
         raw = await self._rows(tokens, call)
         return Scores(reranker.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
 
-    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call) -> Predictions:
+    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions:
         """Label scores per input (a text or a pair of texts)."""
         classifier = self._of(Classifier)
 
@@ -212,7 +212,7 @@ class LocalModel:
             raise
 
     async def _calibrate(self, dimensions: int | None) -> np.ndarray:
-        result = await self.embed(list(SENTENCES), EmbedOptions(dimensions=dimensions), Call(within=None))
+        result = await self.embed(list(SENTENCES), EmbedParams(dimensions=dimensions), Call(within=None))
         return calibration_ranges(result.vectors)
 
     # -- the item pipeline -----------------------------------------------------------------
@@ -234,7 +234,7 @@ class LocalModel:
         return model
 
     async def _embedder_items(
-        self, embedder: Embedder, inputs: Inputs, options: EmbedOptions, call: Call
+        self, embedder: Embedder, inputs: Inputs, options: EmbedParams, call: Call
     ) -> list[Tokens]:
         """An embedding request's items: tokenized with its prompt and truncation, then admitted."""
 

@@ -25,7 +25,7 @@ Admission = Callable[[int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
-class EmbedOptions:
+class EmbedParams:
     dimensions: int | None = None
     normalize: bool | None = None
     """None: the model's own choice (its folder's pipeline; upstreams: as they answer)."""
@@ -34,14 +34,14 @@ class EmbedOptions:
 
 
 @dataclass(frozen=True, slots=True)
-class RerankOptions:
+class RerankParams:
     truncate: bool = True
     raw_scores: bool = False
     prompt_name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
-class ClassifyOptions:
+class ClassifyParams:
     truncate: bool = True
     function: Function | None = None
     """What turns logits into scores (models.classifier); None: softmax, or a one-label model's sigmoid."""
@@ -77,19 +77,19 @@ class ServedModel(Protocol):
         """Its vectors' size, where known before a request (None upstream)."""
         ...
 
-    async def embed(self, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings: ...
+    async def embed(self, inputs: Inputs, options: EmbedParams, call: Call) -> Embeddings: ...
 
-    async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
+    async def embed_sparse(self, texts: Sequence[str], options: EmbedParams, call: Call) -> SparseEmbeddings:
         """Lexical weights; InvalidInput where the model has no sparse head."""
         ...
 
-    async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores: ...
+    async def rerank(self, query: str, documents: Sequence[str], options: RerankParams, call: Call) -> Scores: ...
 
-    async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
+    async def embed_tokens(self, texts: Sequence[str], options: EmbedParams, call: Call) -> TokenEmbeddings:
         """Each token's vector (TEI's /embed_all); InvalidInput where the model cannot give them."""
         ...
 
-    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call) -> Predictions: ...
+    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions: ...
 
     async def describe(
         self, texts: Sequence[str], *, add_special_tokens: bool, prompt_name: str | None

@@ -109,8 +109,8 @@ def test_image_config_keeps_the_healthcheck_user_and_entrypoint(amd64_image: str
 
 
 def test_amd64_image_serves_the_bundled_minilm_as_the_readme_runs_it(amd64_image: str, reference_model) -> None:  # type: ignore[no-untyped-def]
-    # docker run -d --name embedserve -p 8000:8000 -e EMBEDSERVE_TORCH_THREADS=4 embedserve
-    with images.container("embedserve-test-amd64", amd64_image, "-e", "EMBEDSERVE_TORCH_THREADS=4") as running:
+    # docker run -d --name embedserve -p 8000:8000 -e EMBEDSERVE_THREADS=4 embedserve
+    with images.container("embedserve-test-amd64", amd64_image, "-e", "EMBEDSERVE_THREADS=4") as running:
         ready = running.wait_ready()
         images.record("ready amd64", ready)
         assert running.exec("id", "-u").stdout.strip() == "10001"

@@ -66,7 +66,7 @@ def test_resources_and_threads_agree(pod: dict) -> None:
     (container,) = pod["spec"]["containers"]
     resources = container["resources"]
     assert {"cpu", "memory"} <= set(resources["requests"]) and "memory" in resources["limits"]
-    threads = next(e["value"] for e in container["env"] if e["name"] == "EMBEDSERVE_TORCH_THREADS")
+    threads = next(e["value"] for e in container["env"] if e["name"] == "EMBEDSERVE_THREADS")
     assert int(threads) == int(resources["limits"]["cpu"]), "one torch thread per CPU the pod may use"
     assert pod["spec"]["securityContext"]["runAsUser"] == 10001  # the images' USER
 

@@ -18,7 +18,7 @@ import orjson
 from embedserve.models.errors import InvalidInput
 from embedserve.models.pooling import l2_normalize
 from embedserve.models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
-from embedserve.server.serving.seam import Call, ClassifyOptions, EmbedOptions, Inputs, RerankOptions, TextOrPair
+from embedserve.server.serving.seam import Call, ClassifyParams, EmbedParams, Inputs, RerankParams, TextOrPair
 from embedserve.server.serving.upstream.balancer import Balancer, Endpoint
 from embedserve.server.serving.upstream.config import EndpointSpec, UpstreamSpec
 from embedserve.server.serving.upstream.protocols import PROTOCOLS, Answer, BadAnswer, Unsupported
@@ -108,7 +108,7 @@ class UpstreamModel:
     def dimension(self) -> int | None:
         return None
 
-    async def embed(self, inputs: Inputs, options: EmbedOptions, call: Call) -> Embeddings:
+    async def embed(self, inputs: Inputs, options: EmbedParams, call: Call) -> Embeddings:
         try:
             body = self.protocol.embed_body(inputs, self.spec.remote_name, options)
         except Unsupported as exc:
@@ -123,12 +123,12 @@ class UpstreamModel:
         )
         return Embeddings(fit(rows, options.dimensions, options.normalize), tokens)
 
-    async def embed_sparse(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> SparseEmbeddings:
+    async def embed_sparse(self, texts: Sequence[str], options: EmbedParams, call: Call) -> SparseEmbeddings:
         raise InvalidInput(
             f"model {self.spec.id!r} is served upstream, which gives no sparse embeddings", param="model"
         )
 
-    async def rerank(self, query: str, documents: Sequence[str], options: RerankOptions, call: Call) -> Scores:
+    async def rerank(self, query: str, documents: Sequence[str], options: RerankParams, call: Call) -> Scores:
         if not documents:
             return Scores(np.zeros(0, dtype=np.float32), 0)
         try:
@@ -152,10 +152,10 @@ class UpstreamModel:
             f"model {self.spec.id!r} is served upstream: {what} needs a model served here", param="model"
         )
 
-    async def embed_tokens(self, texts: Sequence[str], options: EmbedOptions, call: Call) -> TokenEmbeddings:
+    async def embed_tokens(self, texts: Sequence[str], options: EmbedParams, call: Call) -> TokenEmbeddings:
         raise self._not_here("token embeddings")
 
-    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyOptions, call: Call) -> Predictions:
+    async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions:
         raise self._not_here("classification")
 
     async def describe(

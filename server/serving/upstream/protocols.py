@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from embedserve.server.serving.seam import EmbedOptions, Inputs
+from embedserve.server.serving.seam import EmbedParams, Inputs
 
 GENERATION_PATHS = {"chat": "/chat/completions", "completions": "/completions", "images": "/images/generations"}
 
@@ -89,7 +89,7 @@ class Protocol:
     def embed_url(self, url: str) -> str:
         raise NotImplementedError
 
-    def embed_body(self, inputs: Inputs, model: str, options: EmbedOptions) -> dict[str, Any]:
+    def embed_body(self, inputs: Inputs, model: str, options: EmbedParams) -> dict[str, Any]:
         raise NotImplementedError
 
     def read_embeddings(self, payload: Any, count: int) -> Answer:
@@ -124,7 +124,7 @@ class OpenAIProtocol(Protocol):
     def embed_url(self, url: str) -> str:
         return self.base(url) + "/embeddings"
 
-    def embed_body(self, inputs: Inputs, model: str, options: EmbedOptions) -> dict[str, Any]:
+    def embed_body(self, inputs: Inputs, model: str, options: EmbedParams) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "input": list(inputs), "encoding_format": "float"}
         if options.dimensions is not None:
             body["dimensions"] = options.dimensions
@@ -172,7 +172,7 @@ class InfinityProtocol(OpenAIProtocol):
     def base(self, url: str) -> str:
         return url
 
-    def embed_body(self, inputs: Inputs, model: str, options: EmbedOptions) -> dict[str, Any]:
+    def embed_body(self, inputs: Inputs, model: str, options: EmbedParams) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "input": _texts_only(inputs, self.name), "encoding_format": "float"}
         if options.dimensions is not None:
             body["dimensions"] = options.dimensions  # Infinity's matryoshka_dim
@@ -188,7 +188,7 @@ class TEIProtocol(Protocol):
     def embed_url(self, url: str) -> str:
         return url + "/embed"
 
-    def embed_body(self, inputs: Inputs, model: str, options: EmbedOptions) -> dict[str, Any]:
+    def embed_body(self, inputs: Inputs, model: str, options: EmbedParams) -> dict[str, Any]:
         body: dict[str, Any] = {"inputs": _texts_only(inputs, self.name), "truncate": options.truncate}
         if options.normalize is not None:
             body["normalize"] = options.normalize
@@ -222,7 +222,7 @@ class OllamaProtocol(Protocol):
     def embed_url(self, url: str) -> str:
         return url + "/api/embed"
 
-    def embed_body(self, inputs: Inputs, model: str, options: EmbedOptions) -> dict[str, Any]:
+    def embed_body(self, inputs: Inputs, model: str, options: EmbedParams) -> dict[str, Any]:
         body: dict[str, Any] = {"model": model, "input": _texts_only(inputs, self.name), "truncate": options.truncate}
         if options.dimensions is not None:
             body["dimensions"] = options.dimensions
