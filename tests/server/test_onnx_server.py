@@ -45,10 +45,12 @@ def quantize(source: str, out: Path, *extra: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def int8_models(tmp_path_factory: pytest.TempPathFactory, minilm_dir: str, tiny_reranker_dir: Path) -> dict[str, Path]:
+def int8_models(
+    tmp_path_factory: pytest.TempPathFactory, minilm_int8: Path, tiny_reranker_dir: Path
+) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("int8")
     return {
-        "minilm": quantize(minilm_dir, root / "minilm"),
+        "minilm": minilm_int8,  # tests/conftest.py: `embedserve quantize` of the bundled MiniLM
         # The tiny reranker has random weights: its INT8 scores are far from fp32, so it is forced.
         "reranker": quantize(str(tiny_reranker_dir), root / "reranker", "--force"),
     }

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from embedserve.server.serving.upstream.client import fit
-from embedserve.server.serving.upstream.protocols import PROTOCOLS, BadAnswer, EmbedOptions, Unsupported
+from embedserve.server.serving.upstream.protocols import PROTOCOLS, BadAnswer, EmbedParams, Unsupported
 
 openai, infinity, tei, ollama = (PROTOCOLS[name] for name in ("openai", "infinity", "tei", "ollama"))
 
@@ -35,9 +35,9 @@ def test_each_protocol_has_its_own_routes() -> None:
 
 
 def test_openai_body_sends_extensions_only_when_asked_for() -> None:
-    plain = openai.embed_body(["a"], "m", EmbedOptions())
+    plain = openai.embed_body(["a"], "m", EmbedParams())
     assert plain == {"model": "m", "input": ["a"], "encoding_format": "float"}
-    full = openai.embed_body([[1, 2]], "m", EmbedOptions(dimensions=8, truncate=False, prompt_name="query"))
+    full = openai.embed_body([[1, 2]], "m", EmbedParams(dimensions=8, truncate=False, prompt_name="query"))
     assert full == {
         "model": "m",
         "input": [[1, 2]],
@@ -49,13 +49,13 @@ def test_openai_body_sends_extensions_only_when_asked_for() -> None:
 
 
 def test_tei_and_ollama_bodies() -> None:
-    assert tei.embed_body(["a", "b"], "m", EmbedOptions(normalize=False, dimensions=4)) == {
+    assert tei.embed_body(["a", "b"], "m", EmbedParams(normalize=False, dimensions=4)) == {
         "inputs": ["a", "b"],
         "truncate": True,
         "normalize": False,
         "dimensions": 4,
     }
-    assert ollama.embed_body(["a"], "nomic", EmbedOptions(truncate=False)) == {
+    assert ollama.embed_body(["a"], "nomic", EmbedParams(truncate=False)) == {
         "model": "nomic",
         "input": ["a"],
         "truncate": False,
@@ -71,7 +71,7 @@ def test_tei_and_ollama_bodies() -> None:
 @pytest.mark.parametrize("protocol", [tei, ollama, infinity])
 def test_token_ids_go_only_to_openai_upstreams(protocol) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(Unsupported, match="text only"):
-        protocol.embed_body([[101, 102]], "m", EmbedOptions())
+        protocol.embed_body([[101, 102]], "m", EmbedParams())
 
 
 def test_reading_openai_embeddings_in_index_order_with_usage() -> None:
