@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.inprocess import AppServer, start_app
-from tests.support import ROOT
+from tests.support import quantize_cli
 
 pytest_plugins = ["tests.fixtures.tiny_models"]
 
@@ -46,15 +44,7 @@ def minilm_int8(minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = shared / "minilm-int8"
     with FileLock(f"{out}.lock"):
         if not (out / "manifest.json").is_file():
-            command = [str(Path(sys.executable).parent / "embedserve"), "quantize", minilm_dir, "--out", str(out)]
-            result = subprocess.run(
-                [*command, "--bench-seconds", "1.5", "--no-progress"],
-                cwd=ROOT,
-                capture_output=True,
-                text=True,
-                timeout=900,
-            )
-            assert result.returncode == 0, result.stderr[-3000:]
+            quantize_cli(minilm_dir, out, bench_seconds=1.5)
     return out
 
 

@@ -208,3 +208,17 @@ def metric(server: Any, name: str, **labels: str) -> float:
         for sample in family.samples
         if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
     )
+
+
+def quantize_cli(source: str | Path, out: Path, *extra: str, bench_seconds: float = 0) -> Path:
+    """`embedserve quantize SOURCE --out DIR`, as a user runs it (no progress bars); asserts it wrote `out`."""
+    command = [str(Path(sys.executable).parent / "embedserve"), "quantize", str(source), "--out", str(out)]
+    result = subprocess.run(
+        [*command, "--bench-seconds", str(bench_seconds), "--no-progress", *extra],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out

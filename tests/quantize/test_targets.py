@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import ROOT
+from tests.support import ROOT, quantize_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
@@ -90,25 +90,12 @@ def figures(reference: np.ndarray, batched: np.ndarray, alone: np.ndarray | None
     return found
 
 
-def _quantize(source: str, out: Path, target: str) -> Path:
-    command = [str(Path(sys.executable).parent / "embedserve"), "quantize", source, "--out", str(out)]
-    result = subprocess.run(
-        [*command, "--target", target, "--bench-seconds", "0", "--no-progress"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
-
-
 def test_minilm_int8_on_avx2(avx2: None, minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> None:
     from embedserve.quantize.exact import exact_twin
 
     root = tmp_path_factory.mktemp("targets")
-    narrow = _quantize(minilm_dir, root / "portable", "portable")
-    full = _quantize(minilm_dir, root / "arm64", "arm64")
+    narrow = quantize_cli(minilm_dir, root / "portable", "--target", "portable")
+    full = quantize_cli(minilm_dir, root / "arm64", "--target", "arm64")
     manifest = json.loads((full / "manifest.json").read_text())["quantization"]
     assert manifest["weight_bits"] == 8 and manifest["exact_on"] == ["avx512_vnni", "arm64"]
     exact_twin(full / "model_int8.onnx", full / "exact.onnx")

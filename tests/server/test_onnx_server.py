@@ -6,7 +6,6 @@ else, so a stray import anywhere on the serving path fails the model load and th
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.support import ROOT, RunningServer, cosine_rows, start_server, stop_server
+from tests.support import RunningServer, cosine_rows, quantize_cli, start_server, stop_server
 
 BLOCK_TORCH = """
 import importlib.abc, sys
@@ -30,20 +29,6 @@ QUERY = "Where do students find answers?"
 DOCUMENTS = ["The library finds the answer to your question quickly.", "Студенты быстро находят ответ.", "short"]
 
 
-def quantize(source: str, out: Path, *extra: str) -> Path:
-    """`embedserve quantize SOURCE --out DIR`, as a user runs it."""
-    command = [str(Path(sys.executable).parent / "embedserve"), "quantize", source, "--out", str(out)]
-    result = subprocess.run(
-        [*command, "--bench-seconds", "0", "--no-progress", *extra],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return out
-
-
 @pytest.fixture(scope="module")
 def int8_models(
     tmp_path_factory: pytest.TempPathFactory, minilm_int8: Path, tiny_reranker_dir: Path
@@ -52,7 +37,7 @@ def int8_models(
     return {
         "minilm": minilm_int8,  # tests/conftest.py: `embedserve quantize` of the bundled MiniLM
         # The tiny reranker has random weights: its INT8 scores are far from fp32, so it is forced.
-        "reranker": quantize(str(tiny_reranker_dir), root / "reranker", "--force"),
+        "reranker": quantize_cli(str(tiny_reranker_dir), root / "reranker", "--force"),
     }
 
 
