@@ -33,6 +33,9 @@ SPARSE = "sparse"
 """An output: per item, its lexical weights (a `SparseVector`; bge-m3's sparse head)."""
 TOKENS = "tokens"
 """An output: per item, each token's vector, float32 (len(item), hidden), special tokens included."""
+MULTIVECTOR = "multivector"
+"""An output: per item, its multi-vector (ColBERT) rows, float32 (len(item) - 1, width), each L2-normalized:
+bge-m3's colbert_linear over the last hidden state, the first token ([CLS]/<s>) and padding left out."""
 NO_OUTPUTS: Mapping[str, Callable[[Sequence[Tokens]], Sequence[Any]]] = MappingProxyType({})
 """A runner's `outputs` where it has none besides `run`'s."""
 

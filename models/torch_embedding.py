@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from embedserve.models.backend import SPARSE, TOKENS, CpuDefaults, WarmReport
+from embedserve.models.backend import MULTIVECTOR, SPARSE, TOKENS, CpuDefaults, WarmReport
 from embedserve.models.packed_encoder import packed_model, packing_unsupported
 from embedserve.models.prompts import merged_prompts
 from embedserve.models.spec import ModelSpec
@@ -62,10 +62,13 @@ class TorchEmbeddingRunner:
             vocab_size=min(len(hf_tokenizer), vocab_size_of(first) or len(hf_tokenizer)),
             with_type_ids="token_type_ids" in hf_tokenizer.model_input_names,
         )
-        self._sparse_head = _sparse_head(source, first, dtype, self._device)
+        self._sparse_head = _folder_head(source, "sparse_linear.pt", first, dtype, self._device)
+        self._colbert_head = _folder_head(source, "colbert_linear.pt", first, dtype, self._device)
         self.outputs: dict[str, Any] = {TOKENS: self.run_tokens}
         if self._sparse_head is not None:
             self.outputs[SPARSE] = self.run_sparse
+        if self._colbert_head is not None:
+            self.outputs[MULTIVECTOR] = self.run_multivector
         # bge-m3 leaves these out of its lexical weights (FlagEmbedding's `unused_tokens`).
         self._unused_ids = np.array(
             sorted(
@@ -159,16 +162,29 @@ class TorchEmbeddingRunner:
             vectors.append(SparseVector(indices, best))
         return vectors
 
+    def run_multivector(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
+        """bge-m3's multi-vector (ColBERT) rows, as FlagEmbedding's BGEM3FlagModel gives them:
+        colbert_linear over the last hidden state without the first token, each row L2-normalized, the
+        item's own tokens only (its padding left out)."""
+        torch = self._torch
+        with self._threads.batch(), torch.inference_mode():
+            hidden = self._token_embeddings(self.tokenizer.pad(batch))["token_embeddings"]
+            rows = torch.nn.functional.normalize(self._colbert_head(hidden[:, 1:]).float(), dim=-1)
+            rows = to_host(rows)
+        return [np.ascontiguousarray(rows[row, : len(item) - 1], dtype=np.float32) for row, item in enumerate(batch)]
 
-def _sparse_head(source: str, first_module: Any, dtype: str, device: Any) -> Any:
-    """bge-m3's `sparse_linear.pt` (a Linear(hidden, 1) state dict) when the folder has one, whatever
-    the family: it reads only the last hidden state, which every runner gives."""
+
+def _folder_head(source: str, name: str, first_module: Any, dtype: str, device: Any) -> Any:
+    """One of bge-m3's extra heads, a Linear(hidden, n) state dict at the folder's root (`sparse_linear.pt`,
+    `colbert_linear.pt`), when the folder has it, whatever the family: it reads only the last hidden
+    state, which every runner gives."""
     import torch
 
-    path = Path(source) / "sparse_linear.pt"
+    path = Path(source) / name
     if not path.is_file():
         return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
     hidden = first_module.auto_model.config.hidden_size
-    head = torch.nn.Linear(hidden, 1)
-    head.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    head = torch.nn.Linear(hidden, int(state["weight"].shape[0]))
+    head.load_state_dict(state)
     return head.to(device=device, dtype=getattr(torch, dtype)).eval()

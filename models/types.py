@@ -99,3 +99,11 @@ class TokenEmbeddings:
 
     vectors: list[np.ndarray]
     tokens: int
+
+
+@dataclass(slots=True)
+class MultiVectors:
+    """Per input, its multi-vector (ColBERT) rows: float32, one L2-normalized row per token but the first."""
+
+    vectors: list[np.ndarray]
+    tokens: int

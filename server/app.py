@@ -12,7 +12,7 @@ from embedserve.models.registry import ModelRegistry
 from embedserve.models.sources import DEFAULT_MODEL, spec_from_cli
 from embedserve.models.spec import ModelSpec
 from embedserve.server import __version__
-from embedserve.server.api import cohere, generation, native, openai, ops, rerank, tei, upstream_admin
+from embedserve.server.api import cohere, generation, jina, native, openai, ops, rerank, tei, upstream_admin
 from embedserve.server.api.inference import inference_routes
 from embedserve.server.api.upstream_admin import ADMIN_PATHS
 from embedserve.server.config.models_file import ModelEntry, load_models_file
@@ -125,6 +125,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     routers = (
         openai.router,
+        jina.router,
         cohere.router,
         native.router,
         rerank.router,

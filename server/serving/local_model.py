@@ -19,7 +19,7 @@ import numpy as np
 from embedserve.batching.batcher import Batcher
 from embedserve.batching.config import BatchingConfig
 from embedserve.batching.errors import QueueFull, RequestTooLarge
-from embedserve.models.backend import SPARSE, TOKENS
+from embedserve.models.backend import MULTIVECTOR, SPARSE, TOKENS
 from embedserve.models.classifier import Classifier
 from embedserve.models.embedder import Embedder
 from embedserve.models.errors import InvalidInput
@@ -30,6 +30,7 @@ from embedserve.models.texts import SENTENCES
 from embedserve.models.types import (
     Embeddings,
     ModelInfo,
+    MultiVectors,
     Predictions,
     Scores,
     SparseEmbeddings,
@@ -45,7 +46,7 @@ from embedserve.server.telemetry.metrics import Metrics
 T = TypeVar("T")
 Model = Embedder | Reranker | Classifier
 
-BatcherRole = Literal["main", "sparse", "tokens"]
+BatcherRole = Literal["main", "sparse", "tokens", "multivector"]
 """A model's batchers: its main output's (embeddings, scores, logits), and one per other output
 (models.backend: SPARSE, TOKENS)."""
 
@@ -149,12 +150,27 @@ class LocalModel:
 
     async def embed_tokens(self, texts: Sequence[str], options: EmbedParams, call: Call) -> TokenEmbeddings:
         """Each token's vector, for models whose runner gives them (TEI's /embed_all)."""
+        return TokenEmbeddings(*await self._per_item(TOKENS, "token embeddings", texts, options, call))
+
+    async def embed_multivector(self, texts: Sequence[str], options: EmbedParams, call: Call) -> MultiVectors:
+        """Multi-vector (ColBERT) rows, for models with bge-m3's colbert_linear.pt. Their width is the head's:
+        `dimensions` may only name it."""
+        return MultiVectors(*await self._per_item(MULTIVECTOR, "multi-vector embeddings", texts, options, call))
+
+    async def _per_item(
+        self, output: str, what: str, texts: Sequence[str], options: EmbedParams, call: Call
+    ) -> tuple[list[Any], int]:
+        """One of the runner's other outputs for each text, through that output's own batcher; and the tokens."""
         embedder = self._of(Embedder)
-        if TOKENS not in self.runner.outputs:
-            raise InvalidInput(f"model {self.spec.id!r} gives no token embeddings", param="model")
+        if output not in self.runner.outputs:
+            raise InvalidInput(f"model {self.spec.id!r} gives no {what}", param="model")
         tokens = await self._embedder_items(embedder, texts, options, call)
-        vectors = await self._submit(tokens, call, await self._output_batcher(TOKENS))
-        return TokenEmbeddings(vectors, sum(len(t) for t in tokens))
+        vectors = await self._submit(tokens, call, await self._output_batcher(output))
+        if options.dimensions is not None and vectors and options.dimensions != vectors[0].shape[-1]:
+            raise InvalidInput(
+                f"model {self.spec.id!r} gives its {what} in {vectors[0].shape[-1]} dimensions only", param="dimensions"
+            )
+        return vectors, sum(len(t) for t in tokens)
 
     async def rerank(self, query: str, documents: Sequence[str], options: RerankParams, call: Call) -> Scores:
         """Scores each (query, document) pair; each pair is one batcher item."""

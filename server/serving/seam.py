@@ -15,7 +15,15 @@ from typing import Any, Protocol
 import numpy as np
 
 from embedserve.models.classifier import Function, TextOrPair
-from embedserve.models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
+from embedserve.models.types import (
+    Embeddings,
+    MultiVectors,
+    Predictions,
+    Scores,
+    SparseEmbeddings,
+    TokenEmbeddings,
+    TokenSpan,
+)
 
 Inputs = Sequence[str] | Sequence[Sequence[int]]
 """Texts, or token-id sequences (their content: the model's special tokens are added around them)."""
@@ -87,6 +95,10 @@ class ServedModel(Protocol):
 
     async def embed_tokens(self, texts: Sequence[str], options: EmbedParams, call: Call) -> TokenEmbeddings:
         """Each token's vector (TEI's /embed_all); InvalidInput where the model cannot give them."""
+        ...
+
+    async def embed_multivector(self, texts: Sequence[str], options: EmbedParams, call: Call) -> MultiVectors:
+        """Multi-vector (ColBERT) rows (Jina's /v1/multi-vector); InvalidInput where the model has no such head."""
         ...
 
     async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions: ...

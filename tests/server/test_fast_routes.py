@@ -28,6 +28,7 @@ INFERENCE_PATHS = {
     "/v2/embed",
     "/similarity",
     "/embed_all",
+    "/v1/multi-vector",
     "/",
     "/v1/rerank",
     "/v2/rerank",

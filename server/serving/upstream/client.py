@@ -17,7 +17,15 @@ import orjson
 
 from embedserve.models.errors import InvalidInput
 from embedserve.models.pooling import l2_normalize
-from embedserve.models.types import Embeddings, Predictions, Scores, SparseEmbeddings, TokenEmbeddings, TokenSpan
+from embedserve.models.types import (
+    Embeddings,
+    MultiVectors,
+    Predictions,
+    Scores,
+    SparseEmbeddings,
+    TokenEmbeddings,
+    TokenSpan,
+)
 from embedserve.server.serving.seam import Call, ClassifyParams, EmbedParams, Inputs, RerankParams, TextOrPair
 from embedserve.server.serving.upstream.balancer import Balancer, Endpoint
 from embedserve.server.serving.upstream.config import EndpointSpec, UpstreamSpec
@@ -154,6 +162,9 @@ class UpstreamModel:
 
     async def embed_tokens(self, texts: Sequence[str], options: EmbedParams, call: Call) -> TokenEmbeddings:
         raise self._not_here("token embeddings")
+
+    async def embed_multivector(self, texts: Sequence[str], options: EmbedParams, call: Call) -> MultiVectors:
+        raise self._not_here("multi-vector embeddings")
 
     async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions:
         raise self._not_here("classification")
