@@ -6,6 +6,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from embedserve.models.errors import UnknownModel
 from embedserve.models.types import Scores
 from embedserve.server.api.common import call_model, target_model
 from embedserve.server.api.inference import inference
@@ -25,12 +26,26 @@ _STATUSES = (400, 404, 413, 429, 500, 502, 503, 504)
 async def rerank_documents(
     request: Request, body: RerankOptions, documents: list[str], param: str
 ) -> tuple[str, Scores]:
-    """The one path of every rerank shape: the model (here or upstream), limits, the scores."""
-    served = target_model(request, body.model, "rerank")
+    """The one path of every rerank shape: the model (here or upstream), limits, the scores. An embedding
+    model named as the reranker scores by late interaction (LocalModel.rerank says how)."""
+    try:
+        served = target_model(request, body.model, "rerank")
+    except UnknownModel as exc:
+        if exc.served_as != "embed":
+            raise
+        served = target_model(request, body.model, "embed")
     limit = request.app.state.settings.max_documents
     if len(documents) > limit:
         raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)
-    options = RerankParams(truncate=body.truncate, raw_scores=body.raw_scores, prompt_name=body.prompt_name)
+    if body.weights is not None and not sum(body.weights) > 0:
+        raise ApiError(400, "weights must not all be 0", param="weights")
+    options = RerankParams(
+        truncate=body.truncate,
+        raw_scores=body.raw_scores,
+        prompt_name=body.prompt_name,
+        mode=body.mode,
+        **({"weights": tuple(body.weights)} if body.weights is not None else {}),
+    )
     scores = await call_model(request, lambda call: served.rerank(body.query, documents, options, call))
     return served.spec.id, scores
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
@@ -24,6 +24,16 @@ class RerankOptions(BaseModel):
         None,
         validation_alias=AliasChoices("prompt_name", "task"),
         description="A prompt of the model's, put before the query; default: the model's default prompt.",
+    )
+    mode: Literal["colbert", "hybrid"] | None = Field(
+        None,
+        description="Extension, for an embedding model with bge-m3's heads named as the reranker: `colbert` (the "
+        "default) scores by MaxSim over multi-vectors, `hybrid` by FlagEmbedding's weighted sum of dense, sparse "
+        "and multi-vector scores.",
+    )
+    weights: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=3, max_length=3)] | None = Field(
+        None,
+        description="With `mode: hybrid`: the weights of dense, sparse and multi-vector scores; default 0.4, 0.2, 0.4.",
     )
 
 

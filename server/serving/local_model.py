@@ -19,6 +19,7 @@ import numpy as np
 from embedserve.batching.batcher import Batcher
 from embedserve.batching.config import BatchingConfig
 from embedserve.batching.errors import QueueFull, RequestTooLarge
+from embedserve.models import late_interaction
 from embedserve.models.backend import MULTIVECTOR, SPARSE, TOKENS
 from embedserve.models.classifier import Classifier
 from embedserve.models.embedder import Embedder
@@ -173,10 +174,17 @@ class LocalModel:
         return vectors, sum(len(t) for t in tokens)
 
     async def rerank(self, query: str, documents: Sequence[str], options: RerankParams, call: Call) -> Scores:
-        """Scores each (query, document) pair; each pair is one batcher item."""
-        reranker = self._of(Reranker)
+        """Scores each (query, document) pair; each pair is one batcher item. An embedding model with bge-m3's
+        heads scores by late interaction instead (`_late_interaction`)."""
         if not documents:
             return Scores(np.zeros(0, dtype=np.float32), 0)
+        if isinstance(self.model, Embedder):
+            return await self._late_interaction(self.model, query, documents, options, call)
+        if options.mode is not None:
+            raise InvalidInput(
+                f"mode applies to an embedding model with bge-m3's heads; {self.spec.id!r} is a reranker", param="mode"
+            )
+        reranker = self._of(Reranker)
 
         def tokenize() -> list[Tokens]:
             return reranker.tokenize(query, documents, prompt_name=options.prompt_name, truncate=options.truncate)
@@ -184,6 +192,36 @@ class LocalModel:
         tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), call)
         raw = await self._rows(tokens, call)
         return Scores(reranker.scores(np.stack(raw), raw_scores=options.raw_scores), sum(len(t) for t in tokens))
+
+    async def _late_interaction(
+        self, embedder: Embedder, query: str, documents: Sequence[str], options: RerankParams, call: Call
+    ) -> Scores:
+        """The query and each document embedded alone, then scored as FlagEmbedding's compute_score does
+        (models.late_interaction): MaxSim over their multi-vectors, or with mode "hybrid" the weighted sum of
+        dense, sparse and multi-vector scores. The query and the documents are one request's items."""
+        hybrid = options.mode == "hybrid"
+        needs = (MULTIVECTOR, SPARSE) if hybrid else (MULTIVECTOR,)
+        missing = [output for output in needs if output not in self.runner.outputs]
+        if missing:
+            heads = " and ".join({MULTIVECTOR: "colbert_linear.pt", SPARSE: "sparse_linear.pt"}[m] for m in missing)
+            raise InvalidInput(
+                f"model {self.spec.id!r} is an embedding model without bge-m3's {heads}: it cannot rerank"
+                + (" in hybrid mode" if hybrid else ""),
+                param="model",
+            )
+        params = EmbedParams(truncate=options.truncate, prompt_name=options.prompt_name)
+        tokens = await self._embedder_items(embedder, [query, *documents], params, call)
+        work = [self._submit(tokens, call, await self._output_batcher(MULTIVECTOR))]
+        if hybrid:
+            work += [self._rows(tokens, call), self._submit(tokens, call, await self._output_batcher(SPARSE))]
+        outputs = await asyncio.gather(*work)
+        colbert = late_interaction.maxsim(outputs[0][0], outputs[0][1:])
+        scores = colbert
+        if hybrid:
+            dense = embedder.finish(np.stack(outputs[1]), normalize=True)
+            sparse = late_interaction.lexical_match(outputs[2][0], outputs[2][1:])
+            scores = late_interaction.hybrid(dense[1:] @ dense[0], sparse, colbert, options.weights)
+        return Scores(scores, sum(len(t) for t in tokens))
 
     async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions:
         """Label scores per input (a text or a pair of texts)."""

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 
 from embedserve.models.classifier import Function, TextOrPair
+from embedserve.models.late_interaction import DEFAULT_WEIGHTS
 from embedserve.models.types import (
     Embeddings,
     MultiVectors,
@@ -46,6 +47,11 @@ class RerankParams:
     truncate: bool = True
     raw_scores: bool = False
     prompt_name: str | None = None
+    mode: Literal["colbert", "hybrid"] | None = None
+    """For an embedding model with bge-m3's heads: MaxSim over multi-vectors ("colbert", the default), or
+    FlagEmbedding's weighted sum of dense, sparse and multi-vector scores ("hybrid"). None for a reranker."""
+    weights: tuple[float, float, float] = DEFAULT_WEIGHTS
+    """The hybrid's weights of dense, sparse and multi-vector scores (FlagEmbedding's defaults)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,5 +1,6 @@
 """Jina's POST /v1/multi-vector: bge-m3's ColBERT rows per text, in Jina's shape, from a folder with
-colbert_linear.pt; a clear 400 in OpenAI's shape from a model without one."""
+colbert_linear.pt; a clear 400 in OpenAI's shape from a model without one. And bge-m3 named as a reranker:
+late interaction (MaxSim), or FlagEmbedding's hybrid of dense, sparse and multi-vector scores."""
 
 from __future__ import annotations
 
@@ -19,11 +20,15 @@ TEXTS = ["Where do students find answers?", "The library finds the answer to you
 
 @pytest.fixture(scope="module")
 def colbert_server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_bge_m3_dir: Path, tiny_bert_dir: Path
+    tmp_path_factory: pytest.TempPathFactory, tiny_bge_m3_dir: Path, tiny_bert_dir: Path, tiny_bert_reranker_dir: Path
 ) -> Iterator[AppServer]:
     folder = tmp_path_factory.mktemp("multi-vector")
     models_file = folder / "models.yaml"
-    entries = [{"id": "bge-m3", "source": str(tiny_bge_m3_dir)}, {"id": "e5-tiny", "source": str(tiny_bert_dir)}]
+    entries = [
+        {"id": "bge-m3", "source": str(tiny_bge_m3_dir)},
+        {"id": "e5-tiny", "source": str(tiny_bert_dir)},
+        {"id": "ms-marco-tiny", "source": str(tiny_bert_reranker_dir), "kind": "rerank"},
+    ]
     models_file.write_text(yaml.safe_dump({"models": entries}))
     running = start_app(folder, "--models", str(models_file))
     yield running
@@ -59,3 +64,70 @@ def test_a_model_without_a_colbert_head_and_a_width_it_lacks_are_400s(colbert_se
     assert narrower.status_code == 400 and narrower.json()["error"]["param"] == "dimensions"
     unknown = colbert_server.http.post("/v1/multi-vector", json={"model": "nope", "input": "x"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
+
+
+QUERY = "Where do students find answers?"
+DOCUMENTS = ["The library finds the answer to your question quickly.", "Студенты быстро находят ответ.", "short"]
+
+
+def reference_scores(folder: Path, weights: tuple[float, float, float] | None = None) -> np.ndarray:
+    """FlagEmbedding's compute_score from the formulas, each text encoded alone: MaxSim over the ColBERT rows,
+    or (with weights) the weighted mean of dense cosine, lexical match and MaxSim."""
+    from sentence_transformers import SentenceTransformer
+
+    from tests.models.test_sparse import flag_embedding_weights
+
+    texts = [QUERY, *DOCUMENTS]
+    rows = flag_embedding_colbert(folder, texts, 512)
+    colbert = np.array([np.mean([max(float(q @ d) for d in rows[i]) for q in rows[0]]) for i in range(1, len(texts))])
+    if weights is None:
+        return colbert
+    dense = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
+    lexical = flag_embedding_weights(folder, texts, 512)
+    sparse = np.array([sum(w * lexical[i].get(t, 0.0) for t, w in lexical[0].items()) for i in range(1, len(texts))])
+    w_dense, w_sparse, w_colbert = weights
+    return (w_dense * (dense[1:] @ dense[0]) + w_sparse * sparse + w_colbert * colbert) / sum(weights)
+
+
+def _scores(results: list[dict], key: str) -> np.ndarray:
+    return np.array([r[key] for r in sorted(results, key=lambda r: r["index"])])
+
+
+def test_bge_m3_named_as_a_reranker_scores_by_maxsim_on_every_rerank_shape(
+    colbert_server: AppServer, tiny_bge_m3_dir: Path
+) -> None:
+    want = reference_scores(tiny_bge_m3_dir)
+    cohere = colbert_server.http.post("/v1/rerank", json={"model": "bge-m3", "query": QUERY, "documents": DOCUMENTS})
+    assert cohere.status_code == 200, cohere.text
+    results = cohere.json()["results"]
+    np.testing.assert_allclose(_scores(results, "relevance_score"), want, atol=1e-5)
+    assert [r["index"] for r in results] == list(np.argsort(-want, kind="stable"))
+    tei = colbert_server.http.post("/rerank", json={"query": QUERY, "texts": DOCUMENTS}, headers={"X-Model": "bge-m3"})
+    np.testing.assert_allclose(_scores(tei.json(), "score"), want, atol=1e-5)
+    v2 = colbert_server.http.post("/v2/rerank", json={"model": "bge-m3", "query": QUERY, "documents": DOCUMENTS})
+    np.testing.assert_allclose(_scores(v2.json()["results"], "relevance_score"), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("weights", [None, [1.0, 0.5, 0.0]])
+def test_hybrid_mode_is_flag_embeddings_weighted_mean_of_the_three_scores(
+    colbert_server: AppServer, tiny_bge_m3_dir: Path, weights: list[float] | None
+) -> None:
+    body = {"model": "bge-m3", "query": QUERY, "documents": DOCUMENTS, "mode": "hybrid"}
+    response = colbert_server.http.post("/v1/rerank", json={**body, **({"weights": weights} if weights else {})})
+    assert response.status_code == 200, response.text
+    want = reference_scores(tiny_bge_m3_dir, tuple(weights or (0.4, 0.2, 0.4)))  # type: ignore[arg-type]
+    np.testing.assert_allclose(_scores(response.json()["results"], "relevance_score"), want, atol=1e-5)
+
+
+def test_what_cannot_rerank_so_is_a_400_naming_why(colbert_server: AppServer) -> None:
+    plain = colbert_server.http.post("/v1/rerank", json={"model": "e5-tiny", "query": "q", "documents": ["d"]})
+    assert plain.status_code == 400 and "colbert_linear.pt" in plain.json()["error"]["message"]
+    mode = colbert_server.http.post(
+        "/v1/rerank", json={"model": "ms-marco-tiny", "query": "q", "documents": ["d"], "mode": "hybrid"}
+    )
+    assert mode.status_code == 400 and mode.json()["error"]["param"] == "mode"
+    zero = colbert_server.http.post(
+        "/v1/rerank",
+        json={"model": "bge-m3", "query": "q", "documents": ["d"], "mode": "hybrid", "weights": [0, 0, 0]},
+    )
+    assert zero.status_code == 400 and zero.json()["error"]["param"] == "weights"
