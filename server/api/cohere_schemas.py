@@ -10,6 +10,7 @@ from embedserve.models.output_types import OutputType
 from embedserve.server.api.fields import NonEmptyText, PositiveInt
 
 InputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
+EMBEDDING_TYPES = "float, base64 (float32 bytes), int8/uint8 (calibrated per model), binary/ubinary (packed sign bits)."
 
 
 class TextContent(BaseModel):
@@ -30,7 +31,9 @@ class EmbedInput(BaseModel):
         return " ".join(part.text for part in self.content)
 
 
-class V2EmbedRequest(BaseModel):
+class CohereEmbedOptions(BaseModel):
+    """The options of Cohere's embed bodies."""
+
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="A served embedding model id or alias; optional when one is served.")
@@ -39,15 +42,18 @@ class V2EmbedRequest(BaseModel):
         description="search_query and search_document pick the model's `query` and `document` (or `passage`) "
         "prompts; classification and clustering the prompts of those names; none where the model has none.",
     )
+    truncate: Literal["NONE", "END", "START"] = Field(
+        "END",
+        description="END cuts over-long texts at the model's limit; NONE makes them a 400; START is not supported.",
+    )
+
+
+class V2EmbedRequest(CohereEmbedOptions):
     texts: Annotated[list[NonEmptyText], Field(min_length=1)] | None = None
     inputs: Annotated[list[EmbedInput], Field(min_length=1)] | None = None
     embedding_types: Annotated[list[OutputType], Field(min_length=1)] = Field(
         default_factory=lambda: ["float"],
-        description="float, base64 (float32 bytes), int8/uint8 (calibrated per model), binary/ubinary (packed sign bits).",
-    )
-    truncate: Literal["NONE", "END", "START"] = Field(
-        "END",
-        description="END cuts over-long texts at the model's limit; NONE makes them a 400; START is not supported.",
+        description=EMBEDDING_TYPES,
     )
     output_dimension: PositiveInt | None = Field(None, description="Truncate to this size, then renormalize.")
     max_tokens: PositiveInt | None = Field(None, description="Not supported: texts are cut at the model's own limit.")
