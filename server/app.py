@@ -126,6 +126,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     routers = (
         openai.router,
         cohere.router,
+        cohere.v1_router,
         native.router,
         rerank.router,
         tei.router,

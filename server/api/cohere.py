@@ -1,5 +1,6 @@
-"""Cohere's v2 routes: POST /v2/embed and POST /v2/rerank, thin translations onto the same embedding and
-reranking paths as every other shape. Errors come as `{"id", "message"}`, which cohere.ClientV2 reads."""
+"""Cohere's routes: v2's POST /v2/embed and POST /v2/rerank, and v1's POST /v1/embed, thin translations onto
+the same embedding and reranking paths as every other shape. Errors come as `{"id", "message"}`, which
+cohere.Client and cohere.ClientV2 read."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ from embedserve.models.output_types import OutputType
 from embedserve.server.api.cohere_schemas import (
     CohereEmbedOptions,
     CohereError,
+    V1EmbedRequest,
+    V1EmbedResponse,
     V2EmbedRequest,
     V2EmbedResponse,
     V2RerankRequest,
@@ -27,6 +30,7 @@ from embedserve.server.serving.seam import EmbedParams, ServedModel
 from embedserve.server.telemetry.logs import request_id
 
 router = APIRouter(prefix="/v2", tags=["Cohere v2"])
+v1_router = APIRouter(prefix="/v1", tags=["Cohere v1"])
 
 _TEXT_ONLY = "image inputs are not supported: this server embeds text"
 _ERRORS = {status: {"model": CohereError} for status in (400, 404, 413, 429, 500, 502, 503, 504)}
@@ -59,7 +63,7 @@ async def _embed_by_type(
     types: list[OutputType],
     dimensions: int | None = None,
 ) -> tuple[dict[str, Any], int]:
-    """Cohere's embedding path: `texts` embedded with the prompt of the body's input type,
+    """The one embedding path of both versions: `texts` embedded with the prompt of the body's input type,
     as each of `types`; and the tokens they took."""
     if body.input_type == "image":
         raise ApiError(400, _TEXT_ONLY, param="input_type")
@@ -96,6 +100,27 @@ async def embed_v2(body: V2EmbedRequest, request: Request) -> Response:
             "embeddings": embeddings,
             "texts": texts,
             "meta": _meta("2", input_tokens=tokens),
+        }
+    )
+
+
+@v1_router.post("/embed", response_model=V1EmbedResponse, responses=_ERRORS)
+@inference("embed")
+async def embed_v1(body: V1EmbedRequest, request: Request) -> Response:
+    """Cohere's v1 embed (`cohere.Client.embed`): float vectors (`embeddings_floats`), or embeddings keyed by
+    type when `embedding_types` is given (`embeddings_by_type`, as /v2/embed answers)."""
+    if body.images:
+        raise ApiError(400, _TEXT_ONLY, param="images")
+    texts = list(body.texts)
+    embeddings, tokens = await _embed_by_type(request, body, texts, body.embedding_types or ["float"])
+    by_type = body.embedding_types is not None
+    return json_response(
+        {
+            "id": request_id.get(),
+            "response_type": "embeddings_by_type" if by_type else "embeddings_floats",
+            "embeddings": embeddings if by_type else embeddings["float"],
+            "texts": texts,
+            "meta": _meta("1", input_tokens=tokens),
         }
     )
 

@@ -1,4 +1,5 @@
-"""Cohere's v2 request and response bodies (/v2/embed, /v2/rerank), as `cohere.ClientV2` sends and reads them."""
+"""Cohere's request and response bodies: v2's (/v2/embed, /v2/rerank), as `cohere.ClientV2` sends and reads
+them, and v1's /v1/embed, as `cohere.Client` does."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ class EmbedInput(BaseModel):
 
 
 class CohereEmbedOptions(BaseModel):
-    """The options of Cohere's embed bodies."""
+    """What Cohere's v1 and v2 embed bodies share."""
 
     model_config = ConfigDict(extra="ignore")
 
@@ -63,6 +64,18 @@ class V2EmbedRequest(CohereEmbedOptions):
         if (self.texts is None) == (self.inputs is None):
             raise ValueError("send exactly one of `texts` or `inputs`")
         return list(self.texts) if self.texts is not None else [item.text() for item in self.inputs or []]
+
+
+class V1EmbedRequest(CohereEmbedOptions):
+    """Cohere's v1 body, as `cohere.Client.embed` posts it."""
+
+    texts: Annotated[list[NonEmptyText], Field(min_length=1)]
+    images: list[str] | None = Field(None, description="Not supported: this server embeds text.")
+    embedding_types: Annotated[list[OutputType], Field(min_length=1)] | None = Field(
+        None,
+        description=f"{EMBEDDING_TYPES} With it, embeddings keyed by type (`embeddings_by_type`); without it, "
+        "a list of float vectors (`embeddings_floats`).",
+    )
 
 
 class V2RerankRequest(BaseModel):
@@ -108,6 +121,21 @@ class V2EmbedResponse(BaseModel):
     embeddings: EmbeddingsByType
     texts: list[str]
     meta: Meta
+
+
+class V1EmbedFloatsResponse(BaseModel):
+    id: str | None
+    response_type: Literal["embeddings_floats"] = "embeddings_floats"
+    embeddings: list[list[float]]
+    texts: list[str]
+    meta: Meta
+
+
+class V1EmbedByTypeResponse(V2EmbedResponse):
+    """/v1/embed's answer when `embedding_types` is given: the body /v2/embed answers."""
+
+
+V1EmbedResponse = Annotated[V1EmbedFloatsResponse | V1EmbedByTypeResponse, Field(discriminator="response_type")]
 
 
 class V2RerankResult(BaseModel):

@@ -35,6 +35,7 @@ OPERATIONS = [
     ("POST", "/batch-embed", True),
     ("POST", "/embed_sparse", True),
     ("POST", "/v1/rerank", True),
+    ("POST", "/v1/embed", True),
     ("POST", "/v2/embed", True),
     ("POST", "/v2/rerank", True),
     ("POST", "/", True),
@@ -125,8 +126,13 @@ def test_every_served_operation_is_fuzzed(api_schema) -> None:  # type: ignore[n
     assert served == {(method, path) for method, path, _ in OPERATIONS}
 
 
+def is_cohere(path: str) -> bool:
+    """Cohere's routes: /v2's, and v1's /v1/embed among OpenAI's /v1 routes."""
+    return path.startswith("/v2/") or path == "/v1/embed"
+
+
 def assert_error_shape(path: str, status: int, body: Any) -> None:
-    if path.startswith("/v2/"):  # Cohere's
+    if is_cohere(path):
         assert isinstance(body, dict) and set(body) == {"id", "message"}, body
         assert isinstance(body["message"], str) and body["message"], body
         return
@@ -145,7 +151,7 @@ def assert_error_shape(path: str, status: int, body: Any) -> None:
 
 
 def error_message(path: str, body: dict) -> str:
-    if path.startswith("/v2/"):
+    if is_cohere(path):
         return body["message"]
     return body["error"]["message"] if path.startswith("/v1/") else body["error"]
 
