@@ -127,6 +127,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openai.router,
         jina.router,
         cohere.router,
+        cohere.v1_router,
         native.router,
         rerank.router,
         tei.router,

@@ -1,4 +1,5 @@
-"""Cohere's v2 request and response bodies (/v2/embed, /v2/rerank), as `cohere.ClientV2` sends and reads them."""
+"""Cohere's request and response bodies: v2's (/v2/embed, /v2/rerank), as `cohere.ClientV2` sends and reads
+them, and v1's /v1/embed, as `cohere.Client` does."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from embedserve.models.output_types import OutputType
 from embedserve.server.api.fields import NonEmptyText, PositiveInt
 
 InputType = Literal["search_document", "search_query", "classification", "clustering", "image"]
+EMBEDDING_TYPES = "float, base64 (float32 bytes), int8/uint8 (calibrated per model), binary/ubinary (packed sign bits)."
 
 
 class TextContent(BaseModel):
@@ -30,7 +32,9 @@ class EmbedInput(BaseModel):
         return " ".join(part.text for part in self.content)
 
 
-class V2EmbedRequest(BaseModel):
+class CohereEmbedOptions(BaseModel):
+    """What Cohere's v1 and v2 embed bodies share."""
+
     model_config = ConfigDict(extra="ignore")
 
     model: str | None = Field(None, description="A served embedding model id or alias; optional when one is served.")
@@ -39,15 +43,18 @@ class V2EmbedRequest(BaseModel):
         description="search_query and search_document pick the model's `query` and `document` (or `passage`) "
         "prompts; classification and clustering the prompts of those names; none where the model has none.",
     )
+    truncate: Literal["NONE", "END", "START"] = Field(
+        "END",
+        description="END cuts over-long texts at the model's limit; NONE makes them a 400; START is not supported.",
+    )
+
+
+class V2EmbedRequest(CohereEmbedOptions):
     texts: Annotated[list[NonEmptyText], Field(min_length=1)] | None = None
     inputs: Annotated[list[EmbedInput], Field(min_length=1)] | None = None
     embedding_types: Annotated[list[OutputType], Field(min_length=1)] = Field(
         default_factory=lambda: ["float"],
-        description="float, base64 (float32 bytes), int8/uint8 (calibrated per model), binary/ubinary (packed sign bits).",
-    )
-    truncate: Literal["NONE", "END", "START"] = Field(
-        "END",
-        description="END cuts over-long texts at the model's limit; NONE makes them a 400; START is not supported.",
+        description=EMBEDDING_TYPES,
     )
     output_dimension: PositiveInt | None = Field(None, description="Truncate to this size, then renormalize.")
     max_tokens: PositiveInt | None = Field(None, description="Not supported: texts are cut at the model's own limit.")
@@ -57,6 +64,18 @@ class V2EmbedRequest(BaseModel):
         if (self.texts is None) == (self.inputs is None):
             raise ValueError("send exactly one of `texts` or `inputs`")
         return list(self.texts) if self.texts is not None else [item.text() for item in self.inputs or []]
+
+
+class V1EmbedRequest(CohereEmbedOptions):
+    """Cohere's v1 body, as `cohere.Client.embed` posts it."""
+
+    texts: Annotated[list[NonEmptyText], Field(min_length=1)]
+    images: list[str] | None = Field(None, description="Not supported: this server embeds text.")
+    embedding_types: Annotated[list[OutputType], Field(min_length=1)] | None = Field(
+        None,
+        description=f"{EMBEDDING_TYPES} With it, embeddings keyed by type (`embeddings_by_type`); without it, "
+        "a list of float vectors (`embeddings_floats`).",
+    )
 
 
 class V2RerankRequest(BaseModel):
@@ -102,6 +121,21 @@ class V2EmbedResponse(BaseModel):
     embeddings: EmbeddingsByType
     texts: list[str]
     meta: Meta
+
+
+class V1EmbedFloatsResponse(BaseModel):
+    id: str | None
+    response_type: Literal["embeddings_floats"] = "embeddings_floats"
+    embeddings: list[list[float]]
+    texts: list[str]
+    meta: Meta
+
+
+class V1EmbedByTypeResponse(V2EmbedResponse):
+    """/v1/embed's answer when `embedding_types` is given: the body /v2/embed answers."""
+
+
+V1EmbedResponse = Annotated[V1EmbedFloatsResponse | V1EmbedByTypeResponse, Field(discriminator="response_type")]
 
 
 class V2RerankResult(BaseModel):

@@ -6,6 +6,7 @@ import numpy as np
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
+from embedserve.models.backend import MULTIVECTOR
 from embedserve.models.errors import UnknownModel
 from embedserve.models.types import Scores
 from embedserve.server.api.common import call_model, target_model
@@ -27,13 +28,16 @@ async def rerank_documents(
     request: Request, body: RerankOptions, documents: list[str], param: str
 ) -> tuple[str, Scores]:
     """The one path of every rerank shape: the model (here or upstream), limits, the scores. An embedding
-    model named as the reranker scores by late interaction (LocalModel.rerank says how)."""
+    model with bge-m3's multi-vector head, named as the reranker, scores by late interaction (LocalModel.rerank
+    says how); any other embedding model is not a reranker (404)."""
     try:
         served = target_model(request, body.model, "rerank")
     except UnknownModel as exc:
         if exc.served_as != "embed":
             raise
         served = target_model(request, body.model, "embed")
+        if MULTIVECTOR not in served.outputs:
+            raise exc from None
     limit = request.app.state.settings.max_documents
     if len(documents) > limit:
         raise ApiError(413, f"too many {param}: {len(documents)}; the limit is {limit} per request", param=param)

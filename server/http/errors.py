@@ -1,7 +1,7 @@
 """API errors, and the one place that renders them for the wire, in three shapes by route:
 
 /v1 routes answer in OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`;
-/v2 routes in Cohere's, `{"id": request id, "message"}`;
+Cohere's routes (/v2, and v1's /v1/embed) in Cohere's, `{"id": request id, "message"}`;
 native routes in TEI's, `{"error": message, "error_type": type}`.
 
 Every error answer's body and headers come from `rendered`, whoever sends it: the exception handlers
@@ -78,8 +78,16 @@ def is_openai_path(path: str) -> bool:
     return path.startswith("/v1/")
 
 
+_COHERE_V1_PATHS = frozenset({"/v1/embed"})
+
+
+def is_cohere_path(path: str) -> bool:
+    """Cohere's routes: every /v2 route, and the /v1 ones of Cohere's v1 API (which OpenAI's /v1 shares)."""
+    return path.startswith("/v2/") or path in _COHERE_V1_PATHS
+
+
 def _error_body(path: str, error: ApiError) -> bytes:
-    if path.startswith("/v2/"):  # Cohere's v2 shape: what cohere.ClientV2 reads as the error's message
+    if is_cohere_path(path):  # Cohere's shape: what cohere.Client and ClientV2 read as the error's message
         return orjson.dumps({"id": request_id.get(), "message": error.message})
     if is_openai_path(path):
         kind = _OPENAI_TYPES.get(error.status, "server_error")
@@ -192,7 +200,7 @@ def install_error_handlers(app: FastAPI) -> None:
         assert isinstance(exc, RequestValidationError)
         status, message, param = _validation_message(exc)
         # OpenAI and Cohere answer every malformed body with 400.
-        if is_openai_path(request.url.path) or request.url.path.startswith("/v2/"):
+        if is_openai_path(request.url.path) or is_cohere_path(request.url.path):
             status = 400
         return error_response(request.url.path, ApiError(status, message, param=param))
 

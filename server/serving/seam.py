@@ -87,6 +87,11 @@ class ServedModel(Protocol):
         ...
 
     @property
+    def outputs(self) -> list[str]:
+        """What it gives besides its main output (models.backend: SPARSE, TOKENS, MULTIVECTOR); none upstream."""
+        ...
+
+    @property
     def dimension(self) -> int | None:
         """Its vectors' size, where known before a request (None upstream)."""
         ...

@@ -17,7 +17,7 @@ from tests.support import read_one_response
 MODEL = "all-MiniLM-L6-v2"
 JSON = {"content-type": "application/json"}
 # The routes that queue work on an embedding model's own batcher (TEI's base route among them).
-EMBEDDING_ROUTES = ["/v1/embeddings", "/embed", "/batch-embed", "/v2/embed", "/similarity", "/"]
+EMBEDDING_ROUTES = ["/v1/embeddings", "/embed", "/batch-embed", "/v2/embed", "/v1/embed", "/similarity", "/"]
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +85,7 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
             assert all(int(r.headers["retry-after"]) >= 1 for r in garbage.values())
             assert garbage["/v1/embeddings"].json()["error"]["code"] == "overloaded"
             assert garbage["/"].json()["error_type"] == "Overloaded"
+            assert garbage["/v1/embed"].json()["message"] == garbage["/v2/embed"].json()["message"]  # Cohere's
             native = await client.post("/embed", json={"text": "one more"})
             assert native.status_code == 429 and native.json()["error_type"] == "Overloaded"
             # Sparse weights and token embeddings queue on batchers of their own, which are not saturated:

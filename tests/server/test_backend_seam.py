@@ -66,6 +66,10 @@ def test_every_embedding_shape_serves_it(hashing: AppServer) -> None:
         json={"model": "words", "texts": texts[:1], "input_type": "search_query", "embedding_types": ["float"]},
     ).json()
     assert np.allclose(cohere["embeddings"]["float"], expected(texts[:1], "query: "), atol=1e-6)
+    cohere_v1 = hashing.http.post(
+        "/v1/embed", json={"model": "words", "texts": texts[:1], "input_type": "search_query"}
+    ).json()
+    assert np.allclose(cohere_v1["embeddings"], expected(texts[:1], "query: "), atol=1e-6)
     cut = hashing.http.post("/v1/embeddings", json={"model": "words", "input": texts, "dimensions": 8}).json()
     assert len(cut["data"][0]["embedding"]) == 8
     too_wide = hashing.http.post("/v1/embeddings", json={"model": "words", "input": "x", "dimensions": 25})

@@ -35,11 +35,13 @@ OPERATIONS = [
     ("POST", "/batch-embed", True),
     ("POST", "/embed_sparse", True),
     ("POST", "/v1/rerank", True),
+    ("POST", "/v1/embed", True),
     ("POST", "/v2/embed", True),
     ("POST", "/v2/rerank", True),
     ("POST", "/", True),
     ("POST", "/similarity", True),
     ("POST", "/embed_all", True),
+    ("POST", "/v1/multi-vector", True),
     ("POST", "/tokenize", True),
     ("POST", "/decode", True),
     ("POST", "/predict", True),
@@ -87,6 +89,8 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
         r"|not supported: (use END|texts are cut|this server embeds text)|exactly one of `texts` or `inputs`"
         r"|name one with (\?model=|`model`) or X-Model"
         r"|apply to a classification model"
+        r"|gives no multi-vector embeddings|gives its multi-vector embeddings in \d+ dimensions only"
+        r"|weights must not all be 0|mode applies to an embedding model|without bge-m3's .* it cannot rerank"
     ),
     # No upstream is configured here: generation and the admin API name models that are not served.
     # A path parameter that the URL normalizes away (".", "..", "/") leaves a path with no route.
@@ -125,8 +129,13 @@ def test_every_served_operation_is_fuzzed(api_schema) -> None:  # type: ignore[n
     assert served == {(method, path) for method, path, _ in OPERATIONS}
 
 
+def is_cohere(path: str) -> bool:
+    """Cohere's routes: /v2's, and v1's /v1/embed among OpenAI's /v1 routes."""
+    return path.startswith("/v2/") or path == "/v1/embed"
+
+
 def assert_error_shape(path: str, status: int, body: Any) -> None:
-    if path.startswith("/v2/"):  # Cohere's
+    if is_cohere(path):
         assert isinstance(body, dict) and set(body) == {"id", "message"}, body
         assert isinstance(body["message"], str) and body["message"], body
         return
@@ -145,7 +154,7 @@ def assert_error_shape(path: str, status: int, body: Any) -> None:
 
 
 def error_message(path: str, body: dict) -> str:
-    if path.startswith("/v2/"):
+    if is_cohere(path):
         return body["message"]
     return body["error"]["message"] if path.startswith("/v1/") else body["error"]
 

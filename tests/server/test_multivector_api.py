@@ -119,9 +119,9 @@ def test_hybrid_mode_is_flag_embeddings_weighted_mean_of_the_three_scores(
     np.testing.assert_allclose(_scores(response.json()["results"], "relevance_score"), want, atol=1e-5)
 
 
-def test_what_cannot_rerank_so_is_a_400_naming_why(colbert_server: AppServer) -> None:
+def test_what_cannot_rerank_so_is_refused_naming_why(colbert_server: AppServer) -> None:
     plain = colbert_server.http.post("/v1/rerank", json={"model": "e5-tiny", "query": "q", "documents": ["d"]})
-    assert plain.status_code == 400 and "colbert_linear.pt" in plain.json()["error"]["message"]
+    assert plain.status_code == 404 and "embed" in plain.json()["error"]["message"]  # not a reranker, as before
     mode = colbert_server.http.post(
         "/v1/rerank", json={"model": "ms-marco-tiny", "query": "q", "documents": ["d"], "mode": "hybrid"}
     )

@@ -113,6 +113,10 @@ class UpstreamModel:
         return {}  # the upstream applies its own, by the prompt_name it is sent
 
     @property
+    def outputs(self) -> list[str]:
+        return []
+
+    @property
     def dimension(self) -> int | None:
         return None
 
