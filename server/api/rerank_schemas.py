@@ -6,7 +6,7 @@ from typing import Annotated, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field
 
-from embedserve.server.api.fields import JsonBool, NonEmptyText, PositiveInt
+from embedserve.server.api.fields import JsonBool, NonEmptyText, NonNegativeNumber, PositiveInt
 
 
 class DocumentObject(BaseModel):
@@ -31,7 +31,7 @@ class RerankOptions(BaseModel):
         "default) scores by MaxSim over multi-vectors, `hybrid` by FlagEmbedding's weighted sum of dense, sparse "
         "and multi-vector scores.",
     )
-    weights: Annotated[list[Annotated[float, Field(ge=0)]], Field(min_length=3, max_length=3)] | None = Field(
+    weights: Annotated[list[NonNegativeNumber], Field(min_length=3, max_length=3)] | None = Field(
         None,
         description="With `mode: hybrid`: the weights of dense, sparse and multi-vector scores; default 0.4, 0.2, 0.4.",
     )
