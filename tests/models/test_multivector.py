@@ -1,26 +1,17 @@
-"""bge-m3's multi-vector (ColBERT) rows, computed the way FlagEmbedding's BGEM3FlagModel computes them."""
+"""bge-m3's multi-vector (ColBERT) rows, computed the way FlagEmbedding's BGEM3FlagModel computes them (that the
+head is found in the folder: tests/models/test_sparse.py, for both heads)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from embedserve.models.backend import MULTIVECTOR
 from embedserve.models.embedder import Embedder
-from embedserve.models.loading import load_model
-from embedserve.models.spec import ModelSpec
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence about libraries " * 40]
-
-
-@pytest.fixture(scope="module")
-def bge_m3(tiny_bge_m3_dir: Path) -> Embedder:
-    model = load_model(ModelSpec(id="bge-m3", source=str(tiny_bge_m3_dir), device="cpu")).model
-    assert isinstance(model, Embedder)
-    return model
 
 
 def flag_embedding_colbert(folder: Path, texts: list[str], max_length: int) -> list[np.ndarray]:
@@ -41,12 +32,6 @@ def flag_embedding_colbert(folder: Path, texts: list[str], max_length: int) -> l
             rows = head(model(**batch).last_hidden_state[:, 1:])
             out.append(torch.nn.functional.normalize(rows, dim=-1)[0].numpy())
     return out
-
-
-def test_the_colbert_head_is_found_in_the_folder(bge_m3: Embedder, tiny_xlmr_dir: Path) -> None:
-    assert MULTIVECTOR in bge_m3.runner.outputs
-    plain = load_model(ModelSpec(id="xlmr", source=str(tiny_xlmr_dir), device="cpu")).model
-    assert MULTIVECTOR not in plain.runner.outputs
 
 
 def test_rows_equal_flag_embeddings_recipe_in_a_padded_batch(bge_m3: Embedder, tiny_bge_m3_dir: Path) -> None:

@@ -8,20 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from embedserve.models.backend import SPARSE
+from embedserve.models.backend import MULTIVECTOR, SPARSE
 from embedserve.models.embedder import Embedder
 from embedserve.models.loading import load_model
 from embedserve.models.spec import ModelSpec
 from tests.fixtures.tiny_models import SAMPLE_TEXTS
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short short short", "a much longer sentence about libraries " * 40]
-
-
-@pytest.fixture(scope="module")
-def bge_m3(tiny_bge_m3_dir: Path) -> Embedder:
-    model = load_model(ModelSpec(id="bge-m3", source=str(tiny_bge_m3_dir), device="cpu")).model
-    assert isinstance(model, Embedder)
-    return model
 
 
 def flag_embedding_weights(folder: Path, texts: list[str], max_length: int) -> list[dict[int, float]]:
@@ -48,10 +41,11 @@ def flag_embedding_weights(folder: Path, texts: list[str], max_length: int) -> l
     return out
 
 
-def test_the_sparse_head_is_found_in_the_folder(bge_m3: Embedder, tiny_xlmr_dir: Path) -> None:
-    assert SPARSE in bge_m3.runner.outputs
+@pytest.mark.parametrize("output", [SPARSE, MULTIVECTOR])
+def test_each_head_is_found_in_the_folder(bge_m3: Embedder, tiny_xlmr_dir: Path, output: str) -> None:
+    assert output in bge_m3.runner.outputs
     plain = load_model(ModelSpec(id="xlmr", source=str(tiny_xlmr_dir), device="cpu")).model
-    assert SPARSE not in plain.runner.outputs
+    assert output not in plain.runner.outputs
 
 
 def test_weights_equal_flag_embeddings_recipe_in_a_padded_batch(bge_m3: Embedder, tiny_bge_m3_dir: Path) -> None:
