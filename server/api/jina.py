@@ -37,6 +37,7 @@ async def multi_vector(body: MultiVectorRequest, request: Request) -> Response:
         truncate=body.truncate,
         dimensions=body.dimensions,
         prompt_name=prompt_for(served, _COHERE_TYPE[body.input_type]),
+        max_tokens=request.app.state.settings.max_token_vectors,
     )
     result = await call_model(request, lambda call: served.embed_multivector(texts, options, call))
     rows: list[list[list[float]] | list[str]] = (

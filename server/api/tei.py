@@ -194,7 +194,9 @@ async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
     served = target_model(request, body.model, "embed")
     texts = body.texts()
     check_count(request, len(texts))
-    options = EmbedParams(truncate=body.truncate, prompt_name=body.prompt_name)
+    options = EmbedParams(
+        truncate=body.truncate, prompt_name=body.prompt_name, max_tokens=request.app.state.settings.max_token_vectors
+    )
     result = await call_model(request, lambda call: served.embed_tokens(texts, options, call))
     return json_response([vectors.tolist() for vectors in result.vectors])
 

@@ -77,6 +77,12 @@ class Settings(BaseSettings):
 
     max_inputs: int = Field(2048, gt=0, description="Inputs per embedding request.")
     max_documents: int = Field(1000, gt=0, description="Documents per rerank request.")
+    max_token_vectors: int = Field(
+        8192,
+        gt=0,
+        description="Per-token rows one request may ask for (/embed_all, /v1/multi-vector): its input tokens, "
+        "together. 8192 rows of bge-m3's 1024 dimensions are 32 MiB of float32.",
+    )
     max_body_bytes: int = Field(16 * 2**20, gt=0, description="Request body size; larger bodies get 413.")
     body_read_timeout: float = Field(
         30.0, gt=0, description="Seconds a client may take to send the whole request body; slower ones get 408."

@@ -23,7 +23,7 @@ from embedserve.models import late_interaction
 from embedserve.models.backend import MULTIVECTOR, SPARSE, TOKENS
 from embedserve.models.classifier import Classifier
 from embedserve.models.embedder import Embedder
-from embedserve.models.errors import InvalidInput
+from embedserve.models.errors import InputTooLong, InvalidInput
 from embedserve.models.output_types import calibration_ranges
 from embedserve.models.reranker import Reranker
 from embedserve.models.spec import ModelSpec
@@ -290,20 +290,29 @@ class LocalModel:
     async def _embedder_items(
         self, embedder: Embedder, inputs: Inputs, options: EmbedParams, call: Call
     ) -> list[Tokens]:
-        """An embedding request's items: tokenized with its prompt and truncation, then admitted."""
+        """An embedding request's items: tokenized with its prompt and truncation, held to its `max_tokens`,
+        then admitted."""
 
         def tokenize() -> list[Tokens]:
             return embedder.tokenize(inputs, prompt_name=options.prompt_name, truncate=options.truncate)
 
-        return await self._tokenize(tokenize, sum(len(x) for x in inputs), call)
+        return await self._tokenize(tokenize, sum(len(x) for x in inputs), call, options.max_tokens)
 
-    async def _tokenize(self, tokenize: Callable[[], list[Tokens]], chars: int, call: Call) -> list[Tokens]:
-        """Tokenized off the event loop when large; then the call's admission may refuse the request for
-        its token count, before it is queued."""
+    async def _tokenize(
+        self, tokenize: Callable[[], list[Tokens]], chars: int, call: Call, max_tokens: int | None = None
+    ) -> list[Tokens]:
+        """Tokenized off the event loop when large; refused (413) past `max_tokens`; then the call's admission
+        may refuse the request for its token count, before it is queued."""
         with tracing.span("tokenize", characters=chars):
             tokens = await self._shared.off_loop(tokenize, chars)
+        count = sum(len(t) for t in tokens)
+        if max_tokens is not None and count > max_tokens:
+            raise InputTooLong(
+                f"the request has {count} input tokens, a row each in the answer; the limit is {max_tokens} a request",
+                param="input",
+            )
         if call.admit is not None:
-            await call.admit(sum(len(t) for t in tokens))
+            await call.admit(count)
         return tokens
 
     async def _rows(self, tokens: list[Tokens], call: Call) -> list[np.ndarray]:

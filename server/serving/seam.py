@@ -40,6 +40,9 @@ class EmbedParams:
     """None: the model's own choice (its folder's pipeline; upstreams: as they answer)."""
     truncate: bool = True
     prompt_name: str | None = None
+    max_tokens: int | None = None
+    """At most this many input tokens in the whole request (a bound on an answer of per-token rows); past it,
+    InputTooLong (413). None: no bound beyond the queue's."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -97,7 +97,7 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
     404: re.compile(
         r"is not served|is served for \w+, not|no \w+ model is served|is not an upstream model|there is no route"
     ),
-    413: re.compile(r"too many (inputs|documents|texts)|truncation is off"),
+    413: re.compile(r"too many (inputs|documents|texts)|truncation is off|a row each in the answer"),
 }
 
 

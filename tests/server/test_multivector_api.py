@@ -15,6 +15,7 @@ import yaml
 from tests.inprocess import AppServer, start_app
 from tests.models.test_multivector import flag_embedding_colbert
 
+MAX_ROWS = 64  # per-token rows one request may ask for, here
 TEXTS = ["Where do students find answers?", "The library finds the answer to your question quickly.", "short"]
 
 
@@ -30,7 +31,7 @@ def colbert_server(
         {"id": "ms-marco-tiny", "source": str(tiny_bert_reranker_dir), "kind": "rerank"},
     ]
     models_file.write_text(yaml.safe_dump({"models": entries}))
-    running = start_app(folder, "--models", str(models_file))
+    running = start_app(folder, "--models", str(models_file), env={"EMBEDSERVE_MAX_TOKEN_VECTORS": str(MAX_ROWS)})
     yield running
     running.stop()
 
@@ -131,3 +132,12 @@ def test_what_cannot_rerank_so_is_refused_naming_why(colbert_server: AppServer) 
         json={"model": "bge-m3", "query": "q", "documents": ["d"], "mode": "hybrid", "weights": [0, 0, 0]},
     )
     assert zero.status_code == 400 and zero.json()["error"]["param"] == "weights"
+
+
+def test_an_answer_of_more_rows_than_the_bound_is_a_413_and_the_server_serves_on(colbert_server: AppServer) -> None:
+    long = "a long sentence about libraries " * 20  # ~100 tokens: more rows than MAX_ROWS
+    refused = colbert_server.http.post("/v1/multi-vector", json={"model": "bge-m3", "input": [long]})
+    assert refused.status_code == 413 and f"the limit is {MAX_ROWS}" in refused.json()["error"]["message"]
+    tei = colbert_server.http.post("/embed_all", json={"inputs": [long]}, headers={"X-Model": "bge-m3"})
+    assert tei.status_code == 413 and f"the limit is {MAX_ROWS}" in tei.json()["error"]
+    assert colbert_server.http.post("/v1/multi-vector", json={"model": "bge-m3", "input": TEXTS}).status_code == 200
