@@ -2,7 +2,8 @@
 
 A folder holds model.onnx (and model_int8.onnx), the tokenizer files, dense_<i>.npz and CONFIG_FILE:
 the settings a torch-free runner needs to finish an embedding (pooling, Dense layers, normalize,
-token limit, prompts) and which graph files exist. FORMAT is bumped when a reader of the old format
+token limit, prompts), which graph files exist, and bge-m3's extra heads (`heads`: sparse and multivector,
+each a `models.heads.LinearHead` npz) where the model has them. FORMAT is bumped when a reader of the old format
 would misread a new folder. MANIFEST_FILE (`quantize.manifest`) records how the folder was made; a
 runner reads only its INT8 numerics (`int8_numerics`) from it.
 """
@@ -10,10 +11,12 @@ runner reads only its INT8 numerics (`int8_numerics`) from it.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from embedserve.models.errors import ModelLoadError
+from embedserve.models.heads import LinearHead
 from embedserve.models.isa import weight_bits
 
 CONFIG_FILE = "embedserve.json"
@@ -33,6 +36,29 @@ def read_config(folder: Path) -> dict[str, Any]:
         found = config.get("format") if isinstance(config, dict) else None
         raise ModelLoadError(f"{folder / CONFIG_FILE}: unsupported format {found!r}")
     return config
+
+
+@dataclass(frozen=True, slots=True)
+class FolderHeads:
+    """bge-m3's extra heads, where the folder has them (its config's `heads`: each head's npz file, and the
+    token ids the lexical weights leave out)."""
+
+    sparse: LinearHead | None = None
+    colbert: LinearHead | None = None
+    unused_ids: tuple[int, ...] = ()
+
+
+def read_heads(folder: Path, config: dict[str, Any]) -> FolderHeads:
+    heads = config.get("heads") or {}
+    try:
+        sparse, colbert = (
+            LinearHead.load(folder / heads[name]["file"]) if name in heads else None
+            for name in ("sparse", "multivector")
+        )
+        unused = tuple(int(i) for i in (heads.get("sparse") or {}).get("unused_ids", ()))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelLoadError(f"{folder / CONFIG_FILE}: cannot read the heads it lists ({exc})") from exc
+    return FolderHeads(sparse, colbert, unused)
 
 
 def write_config(folder: Path, config: dict[str, Any]) -> None:

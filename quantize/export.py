@@ -17,12 +17,13 @@ from typing import Any, Literal
 from tokenizers import Tokenizer
 
 from embedserve.models.exported import CONFIG_FILE, FORMAT, MANIFEST_FILE, write_config
+from embedserve.models.heads import COLBERT_HEAD, SPARSE_HEAD
 from embedserve.models.sources import guess_kind, resolve_source
 from embedserve.models.torch_loading import first_module_limit
 from embedserve.quantize.graph import clear_graph, export_with_optimum, export_with_torch
 from embedserve.quantize.manifest import library_versions, now
 from embedserve.quantize.manifest import write as write_manifest
-from embedserve.quantize.pipeline import ExportError, read_embed_pipeline, write_dense
+from embedserve.quantize.pipeline import ExportError, read_embed_pipeline, write_dense, write_heads
 from embedserve.quantize.verify import verification_pairs, verification_texts, verify_embedder, verify_reranker
 
 log = logging.getLogger("embedserve.quantize")
@@ -78,6 +79,8 @@ def export(
 
     tokenizer.save_pretrained(str(out))
     config["dense"] = write_dense(loaded["pipeline"], out) if kind == "embed" else []
+    if kind == "embed" and (heads := write_heads(Path(src), tokenizer, out)):
+        config["heads"] = heads
     write_config(out, config)
 
     if kind == "embed":
@@ -141,7 +144,8 @@ def export(
 def _clear(out: Path) -> None:
     for graph in ("model.onnx", "model_int8.onnx"):
         clear_graph(out / graph)
-    for stale in [*out.glob("dense_*.npz"), out / CONFIG_FILE, out / MANIFEST_FILE]:
+    heads = [out / f"{name}.npz" for name in (SPARSE_HEAD, COLBERT_HEAD)]
+    for stale in [*out.glob("dense_*.npz"), *heads, out / CONFIG_FILE, out / MANIFEST_FILE]:
         stale.unlink(missing_ok=True)
 
 

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from embedserve.models.heads import COLBERT_HEAD, SPARSE_HEAD, LinearHead
 from embedserve.models.pooling import POOLING_MODES, DenseLayer, l2_normalize, load_dense, sentence_embeddings
 
 # torch activation class name -> the name embedserve.json uses
@@ -80,6 +81,28 @@ def write_dense(pipeline: Pipeline, out: Path) -> list[dict[str, str]]:
             arrays["bias"] = np.ascontiguousarray(layer.bias, dtype=np.float32)
         np.savez(out / name, **arrays)
         entries.append({"file": name, "activation": layer.activation})
+    return entries
+
+
+def write_heads(source: Path, tokenizer: Any, out: Path) -> dict[str, dict[str, Any]]:
+    """bge-m3's extra heads, where the source folder has them (`sparse_linear.pt`, `colbert_linear.pt`), as
+    `models.heads` npz files; returns the `heads` entry of embedserve.json. Small Linear layers: they stay
+    float32 in an INT8 folder too, applied in numpy after the graph."""
+    import torch
+
+    entries: dict[str, dict[str, Any]] = {}
+    for output, name in (("sparse", SPARSE_HEAD), ("multivector", COLBERT_HEAD)):
+        path = source / f"{name}.pt"
+        if not path.is_file():
+            continue
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        weight = state["weight"].float().numpy()
+        bias = state["bias"].float().numpy() if "bias" in state else np.zeros(len(weight), dtype=np.float32)
+        LinearHead(np.ascontiguousarray(weight), np.ascontiguousarray(bias)).save(out / f"{name}.npz")
+        entries[output] = {"file": f"{name}.npz"}
+    if "sparse" in entries:  # FlagEmbedding's `unused_tokens`: left out of the lexical weights
+        ids = {tokenizer.cls_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
+        entries["sparse"]["unused_ids"] = sorted(i for i in ids if i is not None)
     return entries
 
 
