@@ -36,6 +36,9 @@ TOKENS = "tokens"
 MULTIVECTOR = "multivector"
 """An output: per item, its multi-vector (ColBERT) rows, float32 (len(item) - 1, width), each L2-normalized:
 bge-m3's colbert_linear over the last hidden state, the first token ([CLS]/<s>) and padding left out."""
+CHUNKS = "chunks"
+"""An output: per item, one vector per span of its `Tokens.spans` (late chunking), float32 (len(spans), width): the
+mean of the span's token vectors, then the model's layers after pooling (its Dense layers), not normalized."""
 NO_OUTPUTS: Mapping[str, Callable[[Sequence[Tokens]], Sequence[Any]]] = MappingProxyType({})
 """A runner's `outputs` where it has none besides `run`'s."""
 
@@ -99,7 +102,7 @@ class Runner(Protocol):
     cost: BatchCost
     cpu: CpuDefaults
     outputs: Mapping[str, Callable[[Sequence[Tokens]], Sequence[Any]]]
-    """Its outputs besides `run`'s, by name (SPARSE, TOKENS): each runs a batch like `run`, one result per
+    """Its outputs besides `run`'s, by name (SPARSE, TOKENS, MULTIVECTOR, CHUNKS): each runs a batch like `run`, one result per
     item. Empty where it has none."""
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:

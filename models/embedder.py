@@ -41,6 +41,14 @@ class Embedder:
             raise InvalidInput("prompt_name applies to text inputs, not token ids", param="prompt_name")
         return self.runner.tokenizer.encode_ids(inputs, truncate=truncate)  # type: ignore[arg-type]
 
+    def tokenize_chunks(self, chunks: Sequence[str], *, prompt_name: str | None = None) -> Tokens:
+        """Late chunking's one item (models.tokenizer.TextTokenizer.encode_chunks): the chunks of one document, the
+        named (or default) prompt before the first."""
+        encode_chunks = getattr(self.runner.tokenizer, "encode_chunks", None)
+        if encode_chunks is None:
+            raise InvalidInput(f"model {self.info.id!r} cannot encode chunks together (late chunking)", param="model")
+        return encode_chunks(chunks, prompt=self.prompt(prompt_name))
+
     def check_dimensions(self, dimensions: int | None) -> None:
         """A request's `dimensions` must fit the model: checked before any work is done."""
         if dimensions is not None and not 0 < dimensions <= self.info.width:

@@ -16,16 +16,17 @@ from pathlib import Path
 import numpy as np
 from tokenizers import Tokenizer
 
-from embedserve.models.backend import NO_OUTPUTS, TOKENS, BatchCost, CpuDefaults
+from embedserve.models.backend import CHUNKS, MULTIVECTOR, NO_OUTPUTS, SPARSE, TOKENS, BatchCost, CpuDefaults
 from embedserve.models.errors import ModelLoadError
-from embedserve.models.exported import int8_numerics, read_config
+from embedserve.models.exported import int8_numerics, read_config, read_heads
+from embedserve.models.heads import colbert_rows, lexical_weights, span_means
 from embedserve.models.isa import Isa, exact_isas, exact_on, host_isa
-from embedserve.models.pooling import load_dense, sentence_embeddings
+from embedserve.models.pooling import dense, load_dense, sentence_embeddings
 from embedserve.models.prompts import merged_prompts
 from embedserve.models.reranker import scores_per_pair
 from embedserve.models.spec import ModelSpec
 from embedserve.models.tokenizer import PairTokenizer, TextTokenizer
-from embedserve.models.types import ModelInfo, Tokens
+from embedserve.models.types import ModelInfo, SparseVector, Tokens
 
 log = logging.getLogger("embedserve.models")
 
@@ -162,17 +163,49 @@ class OnnxEmbeddingRunner(_OnnxRunner):
             copy=False,
         )
         self.info = onnx.info(spec, width=int(config["dimension"]), normalized=bool(config["normalize"]))
-        self.outputs = {TOKENS: self.run_tokens}
+        self._heads = heads = read_heads(onnx.folder, config)
+        self.outputs = {TOKENS: self.run_tokens, CHUNKS: self.run_chunks}
+        if heads.sparse is not None:
+            self.outputs[SPARSE] = self.run_sparse
+        if heads.colbert is not None:
+            self.outputs[MULTIVECTOR] = self.run_multivector
+
+    def _hidden(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(arrays))
+        return hidden
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)
-        (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(arrays))
-        return sentence_embeddings(hidden, arrays["attention_mask"], self._pooling_mode, self._dense)
+        return sentence_embeddings(self._hidden(arrays), arrays["attention_mask"], self._pooling_mode, self._dense)
 
     def run_tokens(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
         """Each item's last hidden state, special tokens included."""
-        (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(self.tokenizer.pad(batch)))
+        hidden = self._hidden(self.tokenizer.pad(batch))
         return [np.ascontiguousarray(hidden[row, : len(item)], dtype=np.float32) for row, item in enumerate(batch)]
+
+    def run_sparse(self, batch: Sequence[Tokens]) -> list[SparseVector]:
+        """bge-m3's lexical weights (models.heads), from the folder's sparse head."""
+        head = self._heads.sparse
+        assert head is not None  # declared in `outputs` only with its head
+        weights = np.maximum(head(self._hidden(self.tokenizer.pad(batch))), 0)[..., 0]
+        return lexical_weights(weights, batch, self._heads.unused_ids)
+
+    def run_multivector(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
+        """bge-m3's multi-vector rows (models.heads), from the folder's colbert head."""
+        head = self._heads.colbert
+        assert head is not None
+        return colbert_rows(head(self._hidden(self.tokenizer.pad(batch))[:, 1:]), batch)
+
+    def run_chunks(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
+        """Late chunking: per item, the mean of each span's token vectors, then the Dense layers; not normalized."""
+        hidden = self._hidden(self.tokenizer.pad(batch))
+        out = []
+        for row, item in enumerate(batch):
+            x = span_means(hidden[row], item.spans)
+            for layer in self._dense:
+                x = dense(x, layer.weight, layer.bias, layer.activation)
+            out.append(np.ascontiguousarray(x, dtype=np.float32))
+        return out
 
 
 class OnnxRerankRunner(_OnnxRunner):

@@ -37,6 +37,22 @@ def _bounded(text: str, chars: int, *, keep_end: bool = False) -> str:
     return piece[:space] if space >= chars // 2 else piece
 
 
+def _joined(prompt: str, chunks: Sequence[str]) -> tuple[str, list[tuple[int, int]]]:
+    """`prompt` and `chunks` as one text, a space added between two pieces where neither side has whitespace,
+    and each chunk's [start, stop) characters in it."""
+    text, bounds = prompt, []
+    for chunk in chunks:
+        if text and chunk and not text[-1].isspace() and not chunk[0].isspace():
+            text += " "
+        bounds.append((len(text), len(text) + len(chunk)))
+        text += chunk
+    return text, bounds
+
+
+def _space_only(text: str) -> bool:
+    return not text.strip()
+
+
 class _Inspection:
     """What TEI's /tokenize and /decode show of a model's tokenizer (`self._tok`)."""
 
@@ -143,6 +159,41 @@ class TextTokenizer(_Inspection):
             full = [*self._prefix, *ids[:room], *self._suffix]
             out.append(Tokens(full, [0] * len(full) if self.with_type_ids else None, truncated))
         return out
+
+    def encode_chunks(self, chunks: Sequence[str], *, prompt: str = "") -> Tokens:
+        """Late chunking's one item: the prompt and the chunks of one document joined into one text (a space
+        between two chunks unless one side already has whitespace), tokenized once as any text is; `spans` says
+        which tokens are each chunk's (a token belongs to the chunk its characters start in, or that follows
+        them). Never truncated (a cut would lose whole chunks): past the model's limit, InvalidInput naming it."""
+        text, bounds = _joined(prompt, chunks)
+        if len(text) > self.max_length * CHARS_PER_TOKEN_BOUND:  # surely past the limit: not worth tokenizing
+            raise InvalidInput(
+                f"late chunking encodes the inputs as one text, and {len(text)} characters are past the model's "
+                f"limit of {self.max_length} tokens; send fewer or shorter chunks",
+                param="input",
+            )
+        (enc,) = self._tok.encode_batch([text])
+        if enc.overflowing:
+            raise InvalidInput(
+                f"late chunking encodes the inputs as one text of more than {self.max_length} tokens, past the "
+                f"model's limit of {self.max_length} tokens; send fewer or shorter chunks",
+                param="input",
+            )
+        owner = [-1] * len(enc.ids)
+        chunk = 0
+        for position, ((begin, _), special) in enumerate(zip(enc.offsets, enc.special_tokens_mask)):
+            if special or begin < bounds[0][0] and not _space_only(text[begin : bounds[0][0]]):
+                continue  # a special token, or the prompt's
+            while chunk < len(bounds) - 1 and begin >= bounds[chunk][1]:
+                chunk += 1
+            owner[position] = chunk
+        spans = []
+        for i in range(len(bounds)):
+            positions = [p for p, o in enumerate(owner) if o == i]
+            if not positions:
+                raise InvalidInput(f"input[{i}] has no tokens: each chunk needs at least one", param="input")
+            spans.append((positions[0], positions[-1] + 1))
+        return Tokens(enc.ids, enc.type_ids if self.with_type_ids else None, spans=tuple(spans))
 
     def pad(self, batch: Sequence[Tokens], width: int | None = None) -> dict[str, np.ndarray]:
         """Right-pads a batch to its longest item, or to `width` (a compiled model's length bucket):

@@ -13,7 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from embedserve.models.backend import MULTIVECTOR, SPARSE, TOKENS, CpuDefaults, WarmReport
+from embedserve.models.backend import CHUNKS, MULTIVECTOR, SPARSE, TOKENS, CpuDefaults, WarmReport
+from embedserve.models.heads import colbert_rows, lexical_weights
 from embedserve.models.packed_encoder import packed_model, packing_unsupported
 from embedserve.models.prompts import merged_prompts
 from embedserve.models.spec import ModelSpec
@@ -65,6 +66,8 @@ class TorchEmbeddingRunner:
         self._sparse_head = _folder_head(source, "sparse_linear.pt", first, dtype, self._device)
         self._colbert_head = _folder_head(source, "colbert_linear.pt", first, dtype, self._device)
         self.outputs: dict[str, Any] = {TOKENS: self.run_tokens}
+        if _pools_after(self._modules):
+            self.outputs[CHUNKS] = self.run_chunks
         if self._sparse_head is not None:
             self.outputs[SPARSE] = self.run_sparse
         if self._colbert_head is not None:
@@ -151,16 +154,7 @@ class TorchEmbeddingRunner:
         with self._threads.batch(), torch.inference_mode():
             hidden = self._token_embeddings(arrays)["token_embeddings"]
             weights = to_host(torch.relu(self._sparse_head(hidden)).squeeze(-1))
-        vectors = []
-        for row, tokens in zip(weights, batch):
-            ids = np.asarray(tokens.ids, dtype=np.int64)
-            values = row[: len(ids)]
-            keep = (values > 0) & ~np.isin(ids, self._unused_ids)
-            indices, where = np.unique(ids[keep], return_inverse=True)
-            best = np.zeros(len(indices), dtype=np.float32)
-            np.maximum.at(best, where, values[keep])
-            vectors.append(SparseVector(indices, best))
-        return vectors
+        return lexical_weights(weights, batch, self._unused_ids)
 
     def run_multivector(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
         """bge-m3's multi-vector (ColBERT) rows, as FlagEmbedding's BGEM3FlagModel gives them:
@@ -169,9 +163,30 @@ class TorchEmbeddingRunner:
         torch = self._torch
         with self._threads.batch(), torch.inference_mode():
             hidden = self._token_embeddings(self.tokenizer.pad(batch))["token_embeddings"]
-            rows = torch.nn.functional.normalize(self._colbert_head(hidden[:, 1:]).float(), dim=-1)
-            rows = to_host(rows)
-        return [np.ascontiguousarray(rows[row, : len(item) - 1], dtype=np.float32) for row, item in enumerate(batch)]
+            rows = to_host(self._colbert_head(hidden[:, 1:]))
+        return colbert_rows(rows, batch)
+
+    def run_chunks(self, batch: Sequence[Tokens]) -> list[np.ndarray]:
+        """Late chunking: per item, the mean of each span's token vectors, then the modules after pooling
+        (Dense layers); not normalized."""
+        torch = self._torch
+        with self._threads.batch(), torch.inference_mode():
+            hidden = self._token_embeddings(self.tokenizer.pad(batch))["token_embeddings"]
+            out = []
+            for row, item in enumerate(batch):
+                means = torch.stack([hidden[row, start:stop].mean(dim=0) for start, stop in item.spans])
+                features = {"sentence_embedding": means}
+                for module in self._modules[2:]:
+                    features = module(features)
+                out.append(to_host(features["sentence_embedding"]).astype(np.float32, copy=False))
+        return out
+
+
+def _pools_after(modules: Sequence[Any]) -> bool:
+    """Whether the pipeline is transformer, Pooling, then layers over the pooled vector only (Dense): what late
+    chunking's per-span pooling can stand in for."""
+    names = [type(module).__name__ for module in modules]
+    return len(names) >= 2 and names[1] == "Pooling" and all(name == "Dense" for name in names[2:])
 
 
 def _folder_head(source: str, name: str, first_module: Any, dtype: str, device: Any) -> Any:

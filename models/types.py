@@ -15,6 +15,9 @@ class Tokens:
     ids: list[int]
     type_ids: list[int] | None = None
     truncated: bool = False
+    spans: tuple[tuple[int, int], ...] = ()
+    """Late chunking's chunks: each chunk's [start, stop) token positions in `ids` (models.backend: CHUNKS);
+    empty for a plain item."""
 
     def __len__(self) -> int:
         return len(self.ids)

@@ -10,7 +10,15 @@ from starlette.responses import Response
 from embedserve.models.backend import SPARSE
 from embedserve.models.output_types import encode
 from embedserve.models.spec import ModelSpec
-from embedserve.server.api.common import embed, encoded, gateway_of, host_of, target_model
+from embedserve.server.api.common import (
+    call_model,
+    check_count,
+    embed,
+    encoded,
+    gateway_of,
+    host_of,
+    target_model,
+)
 from embedserve.server.api.inference import inference
 from embedserve.server.api.openai_schemas import (
     EmbeddingsRequest,
@@ -35,10 +43,19 @@ _STARTED = int(time.time())
 @inference("embed")
 async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Response:
     """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes.
-    A model served upstream answers in the same shape."""
+    A model served upstream answers in the same shape. With Jina's `late_chunking`, the inputs are one
+    document's chunks (a model served here)."""
     served = target_model(request, body.model, "embed")
     options = EmbedParams(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt_name)
-    result = await embed(request, served, body.inputs(), options)
+    inputs = body.inputs()
+    if body.late_chunking:
+        if not isinstance(inputs[0], str):
+            raise ApiError(400, "late_chunking takes text chunks, not token ids", param="input")
+        check_count(request, len(inputs))
+        chunks: list[str] = inputs  # type: ignore[assignment]
+        result = await call_model(request, lambda call: served.embed_late_chunks(chunks, options, call))
+    else:
+        result = await embed(request, served, inputs, options)
     if body.embedding_type is not None:
         if body.encoding_format != "float":
             raise ApiError(400, "send embedding_type or encoding_format base64, not both", param="embedding_type")

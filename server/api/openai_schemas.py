@@ -39,6 +39,11 @@ class EmbeddingsRequest(BaseModel):
     prompt_name: str | None = Field(
         None, description="A prompt of the model's (e.g. `query`, `document`); default: the model's default prompt."
     )
+    late_chunking: JsonBool = Field(
+        False,
+        description="Jina's late chunking: the input texts are consecutive chunks of one document, encoded together "
+        "(within the model's token limit, else 400); each chunk's vector is pooled over its own tokens.",
+    )
 
     def inputs(self) -> list[str] | list[list[int]]:
         """The input as a list of items (strings, or token-id lists)."""

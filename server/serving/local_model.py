@@ -20,7 +20,7 @@ from embedserve.batching.batcher import Batcher
 from embedserve.batching.config import BatchingConfig
 from embedserve.batching.errors import QueueFull, RequestTooLarge
 from embedserve.models import late_interaction
-from embedserve.models.backend import MULTIVECTOR, SPARSE, TOKENS
+from embedserve.models.backend import CHUNKS, MULTIVECTOR, SPARSE, TOKENS
 from embedserve.models.classifier import Classifier
 from embedserve.models.embedder import Embedder
 from embedserve.models.errors import InputTooLong, InvalidInput
@@ -47,9 +47,9 @@ from embedserve.server.telemetry.metrics import Metrics
 T = TypeVar("T")
 Model = Embedder | Reranker | Classifier
 
-BatcherRole = Literal["main", "sparse", "tokens", "multivector"]
+BatcherRole = Literal["main", "sparse", "tokens", "multivector", "chunks"]
 """A model's batchers: its main output's (embeddings, scores, logits), and one per other output
-(models.backend: SPARSE, TOKENS)."""
+(models.backend: SPARSE, TOKENS, MULTIVECTOR, CHUNKS)."""
 
 
 @dataclass(slots=True)
@@ -157,6 +157,26 @@ class LocalModel:
         """Multi-vector (ColBERT) rows, for models with bge-m3's colbert_linear.pt. Their width is the head's:
         `dimensions` may only name it."""
         return MultiVectors(*await self._per_item(MULTIVECTOR, "multi-vector embeddings", texts, options, call))
+
+    async def embed_late_chunks(self, chunks: Sequence[str], options: EmbedParams, call: Call) -> Embeddings:
+        """Late chunking: one item through the CHUNKS batcher (budgeted by the whole document's tokens), then each
+        chunk's vector finished as `embed` finishes rows (dimensions, the model's normalization)."""
+        embedder = self._of(Embedder)
+        if CHUNKS not in self.runner.outputs:
+            raise InvalidInput(
+                f"model {self.spec.id!r} cannot pool chunks of one text (late chunking): its pipeline has more than "
+                "pooling and Dense layers",
+                param="model",
+            )
+        embedder.check_dimensions(options.dimensions)
+
+        def tokenize() -> list[Tokens]:
+            return [embedder.tokenize_chunks(chunks, prompt_name=options.prompt_name)]
+
+        tokens = await self._tokenize(tokenize, sum(len(c) for c in chunks), call)
+        (rows,) = await self._submit(tokens, call, await self._output_batcher(CHUNKS))
+        vectors = embedder.finish(rows, normalize=options.normalize, dimensions=options.dimensions)
+        return Embeddings(vectors, len(tokens[0]))
 
     async def _per_item(
         self, output: str, what: str, texts: Sequence[str], options: EmbedParams, call: Call

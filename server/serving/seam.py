@@ -91,7 +91,7 @@ class ServedModel(Protocol):
 
     @property
     def outputs(self) -> list[str]:
-        """What it gives besides its main output (models.backend: SPARSE, TOKENS, MULTIVECTOR); none upstream."""
+        """What it gives besides its main output (models.backend: SPARSE, TOKENS, MULTIVECTOR, CHUNKS); none upstream."""
         ...
 
     @property
@@ -113,6 +113,11 @@ class ServedModel(Protocol):
 
     async def embed_multivector(self, texts: Sequence[str], options: EmbedParams, call: Call) -> MultiVectors:
         """Multi-vector (ColBERT) rows (Jina's /v1/multi-vector); InvalidInput where the model has no such head."""
+        ...
+
+    async def embed_late_chunks(self, chunks: Sequence[str], options: EmbedParams, call: Call) -> Embeddings:
+        """Late chunking: `chunks` are consecutive pieces of one document, encoded together as one text; a vector
+        per chunk, pooled over its own tokens. InvalidInput past the model's limit, or where it cannot."""
         ...
 
     async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions: ...

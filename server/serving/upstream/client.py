@@ -170,6 +170,9 @@ class UpstreamModel:
     async def embed_multivector(self, texts: Sequence[str], options: EmbedParams, call: Call) -> MultiVectors:
         raise self._not_here("multi-vector embeddings")
 
+    async def embed_late_chunks(self, chunks: Sequence[str], options: EmbedParams, call: Call) -> Embeddings:
+        raise self._not_here("late chunking")
+
     async def classify(self, inputs: Sequence[TextOrPair], options: ClassifyParams, call: Call) -> Predictions:
         raise self._not_here("classification")
 
