@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from embedserve.models.output_types import OutputType
 from embedserve.server.api.fields import NonEmptyText, PositiveInt
@@ -45,8 +45,14 @@ class CohereEmbedOptions(BaseModel):
     )
     truncate: Literal["NONE", "END", "START"] = Field(
         "END",
-        description="END cuts over-long texts at the model's limit; NONE makes them a 400; START is not supported.",
+        description="END cuts over-long texts at the model's limit; NONE makes them a 400; START is not supported. "
+        "null is END (langchain_cohere sends it).",
     )
+
+    @field_validator("truncate", mode="before")
+    @classmethod
+    def _null_is_the_default(cls, value: object) -> object:
+        return "END" if value is None else value
 
 
 class V2EmbedRequest(CohereEmbedOptions):

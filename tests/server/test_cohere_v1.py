@@ -65,6 +65,10 @@ def test_the_body_on_the_wire_is_v1s(served: AppServer) -> None:
     assert set(by_type) == {"id", "embeddings", "texts", "meta", "response_type"}
     assert by_type["response_type"] == "embeddings_by_type" and set(by_type["embeddings"]) == {"float"}
     np.testing.assert_allclose(by_type["embeddings"]["float"], floats["embeddings"], atol=1e-6)
+    # langchain_cohere's CohereEmbeddings sends truncate null (tests/server/test_client_venvs.py): END, the default.
+    null = served.http.post("/v1/embed", json={"model": "all-MiniLM-L6-v2", "texts": TEXTS[:2], "truncate": None})
+    assert null.status_code == 200, null.text
+    np.testing.assert_allclose(null.json()["embeddings"], floats["embeddings"], atol=1e-6)
 
 
 def test_embedding_types_answer_by_type_as_v2_does(client, served: AppServer) -> None:  # type: ignore[no-untyped-def]
