@@ -130,7 +130,9 @@ class _OnnxSession:
     def feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
 
-    def info(self, spec: ModelSpec, *, width: int, normalized: bool) -> ModelInfo:
+    def info(
+        self, spec: ModelSpec, *, width: int, normalized: bool, output_widths: dict[str, int] | None = None
+    ) -> ModelInfo:
         config = self.config
         return ModelInfo(
             id=spec.id,
@@ -143,6 +145,7 @@ class _OnnxSession:
             normalized=normalized,
             prompts=merged_prompts(config.get("prompts"), spec.prompts),
             default_prompt=spec.default_prompt or config.get("default_prompt"),
+            output_widths=output_widths or {},
         )
 
 
@@ -162,8 +165,13 @@ class OnnxEmbeddingRunner(_OnnxRunner):
             with_type_ids=bool(config["with_type_ids"]),
             copy=False,
         )
-        self.info = onnx.info(spec, width=int(config["dimension"]), normalized=bool(config["normalize"]))
         self._heads = heads = read_heads(onnx.folder, config)
+        self.info = onnx.info(
+            spec,
+            width=int(config["dimension"]),
+            normalized=bool(config["normalize"]),
+            output_widths={MULTIVECTOR: len(heads.colbert.weight)} if heads.colbert is not None else {},
+        )
         self.outputs = {TOKENS: self.run_tokens, CHUNKS: self.run_chunks}
         if heads.sparse is not None:
             self.outputs[SPARSE] = self.run_sparse

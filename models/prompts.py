@@ -23,3 +23,17 @@ def merged_prompts(folder: Mapping[str, str] | None, settings: Mapping[str, str]
     """The folder's named prompts (empty ones dropped: they mean "no prompt") with the model's settings
     added over them."""
     return {**{name: text for name, text in (folder or {}).items() if text}, **settings}
+
+
+PROMPTS_FOR_TASK: Mapping[str, tuple[str, ...]] = {
+    "search_query": ("query", "search_query", "Retrieval-query"),
+    "search_document": ("document", "passage", "search_document", "Retrieval-document"),
+    "classification": ("classification", "Classification"),  # EmbeddingGemma capitalizes its task names
+    "clustering": ("clustering", "Clustering"),
+}
+"""The names models give their prompts for each task (Cohere's input types), most usual first."""
+
+
+def prompt_for_task(prompts: Mapping[str, str], task: str) -> str | None:
+    """The name of the model's prompt for `task` (a key of PROMPTS_FOR_TASK); None where it has none."""
+    return next((name for name in PROMPTS_FOR_TASK[task] if name in prompts), None)

@@ -103,6 +103,7 @@ class TorchEmbeddingRunner:
             normalized=normalized,
             prompts=merged_prompts(model.prompts, spec.prompts),
             default_prompt=spec.default_prompt or model.default_prompt_name,
+            output_widths={MULTIVECTOR: self._colbert_head.out_features} if self._colbert_head is not None else {},
         )
 
     def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> WarmReport | None:

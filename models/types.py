@@ -43,6 +43,9 @@ class ModelInfo:
     default_prompt: str | None = None
     labels: tuple[str, ...] = ()
     """A classifier's label names, by output index (its folder's id2label)."""
+    output_widths: dict[str, int] = field(default_factory=dict)
+    """The width of each row of its other outputs (models.backend: MULTIVECTOR, ...) where the runner knows it before
+    running: a request for another width is refused before any work."""
 
 
 @dataclass(frozen=True, slots=True)

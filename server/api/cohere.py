@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from embedserve.models.output_types import OutputType
+from embedserve.models.prompts import prompt_for_task
 from embedserve.server.api.cohere_schemas import (
     CohereEmbedOptions,
     CohereError,
@@ -35,25 +36,17 @@ v1_router = APIRouter(prefix="/v1", tags=["Cohere v1"])
 _TEXT_ONLY = "image inputs are not supported: this server embeds text"
 _ERRORS = {status: {"model": CohereError} for status in (400, 404, 413, 429, 500, 502, 503, 504)}
 
-# Cohere's input types and the prompt names a model may have for each, in order of preference.
-_PROMPTS_FOR = {
-    "search_query": ("query", "search_query", "Retrieval-query"),
-    "search_document": ("document", "passage", "search_document", "Retrieval-document"),
-    "classification": ("classification", "Classification"),  # EmbeddingGemma capitalizes its task names
-    "clustering": ("clustering", "Clustering"),
-}
-
 
 def _meta(version: str, **billed: int) -> dict:
     return {"api_version": {"version": version}, "billed_units": billed}
 
 
 def prompt_for(served: ServedModel, input_type: str | None) -> str | None:
-    """The model's prompt for a Cohere input type; None where it has none (upstreams have none here)."""
+    """The model's prompt for a Cohere input type (models.prompts.PROMPTS_FOR_TASK); None where it has none
+    (upstreams have none here)."""
     if input_type is None:
         return None
-    prompts = served.prompts
-    return next((name for name in _PROMPTS_FOR[input_type] if name in prompts), None)
+    return prompt_for_task(served.prompts, input_type)
 
 
 async def _embed_by_type(

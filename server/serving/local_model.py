@@ -25,6 +25,7 @@ from embedserve.models.classifier import Classifier
 from embedserve.models.embedder import Embedder
 from embedserve.models.errors import InputTooLong, InvalidInput
 from embedserve.models.output_types import calibration_ranges
+from embedserve.models.prompts import prompt_for_task
 from embedserve.models.reranker import Reranker
 from embedserve.models.spec import ModelSpec
 from embedserve.models.texts import SENTENCES
@@ -185,9 +186,14 @@ class LocalModel:
         embedder = self._of(Embedder)
         if output not in self.runner.outputs:
             raise InvalidInput(f"model {self.spec.id!r} gives no {what}", param="model")
+        width = self.info.output_widths.get(output)
+        if options.dimensions is not None and width is not None and options.dimensions != width:
+            raise InvalidInput(
+                f"model {self.spec.id!r} gives its {what} in {width} dimensions only", param="dimensions"
+            )
         tokens = await self._embedder_items(embedder, texts, options, call)
         vectors = await self._submit(tokens, call, await self._output_batcher(output))
-        if options.dimensions is not None and vectors and options.dimensions != vectors[0].shape[-1]:
+        if options.dimensions is not None and vectors and options.dimensions != vectors[0].shape[-1]:  # undeclared
             raise InvalidInput(
                 f"model {self.spec.id!r} gives its {what} in {vectors[0].shape[-1]} dimensions only", param="dimensions"
             )
@@ -218,7 +224,8 @@ class LocalModel:
     ) -> Scores:
         """The query and each document embedded alone, then scored as FlagEmbedding's compute_score does
         (models.late_interaction): MaxSim over their multi-vectors, or with mode "hybrid" the weighted sum of
-        dense, sparse and multi-vector scores. The query and the documents are one request's items."""
+        dense, sparse and multi-vector scores. The query and the documents are one request's items; the query gets
+        the request's prompt (or the model's default), the documents the model's document prompt where it has one."""
         hybrid = options.mode == "hybrid"
         needs = (MULTIVECTOR, SPARSE) if hybrid else (MULTIVECTOR,)
         missing = [output for output in needs if output not in self.runner.outputs]
@@ -229,8 +236,13 @@ class LocalModel:
                 + (" in hybrid mode" if hybrid else ""),
                 param="model",
             )
-        params = EmbedParams(truncate=options.truncate, prompt_name=options.prompt_name)
-        tokens = await self._embedder_items(embedder, [query, *documents], params, call)
+        document_prompt = prompt_for_task(self.prompts, "search_document")
+
+        def tokenize() -> list[Tokens]:
+            (asked,) = embedder.tokenize([query], prompt_name=options.prompt_name, truncate=options.truncate)
+            return [asked, *embedder.tokenize(documents, prompt_name=document_prompt, truncate=options.truncate)]
+
+        tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), call)
         work = [self._submit(tokens, call, await self._output_batcher(MULTIVECTOR))]
         if hybrid:
             work += [self._rows(tokens, call), self._submit(tokens, call, await self._output_batcher(SPARSE))]

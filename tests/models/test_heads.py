@@ -40,6 +40,7 @@ def test_the_export_lists_both_heads_and_the_ids_lexical_weights_leave_out(bge_m
 def test_onnx_serves_both_heads_as_torch_does(bge_m3: Embedder, bge_m3_onnx: Path) -> None:
     onnx = load_model(ModelSpec(id="bge-m3", source=str(bge_m3_onnx), backend="onnx")).model
     assert SPARSE in onnx.runner.outputs and MULTIVECTOR in onnx.runner.outputs
+    assert onnx.info.output_widths == bge_m3.info.output_widths == {MULTIVECTOR: 32}
     tokens = bge_m3.tokenize(TEXTS)
     assert [t.ids for t in onnx.tokenize(TEXTS)] == [t.ids for t in tokens]
     for got, want in zip(onnx.runner.outputs[SPARSE](tokens), bge_m3.runner.outputs[SPARSE](tokens)):

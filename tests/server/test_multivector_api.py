@@ -5,6 +5,7 @@ late interaction (MaxSim), or FlagEmbedding's hybrid of dense, sparse and multi-
 from __future__ import annotations
 
 import base64
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,12 +22,23 @@ TEXTS = ["Where do students find answers?", "The library finds the answer to you
 
 @pytest.fixture(scope="module")
 def colbert_server(
-    tmp_path_factory: pytest.TempPathFactory, tiny_bge_m3_dir: Path, tiny_bert_dir: Path, tiny_bert_reranker_dir: Path
+    tmp_path_factory: pytest.TempPathFactory,
+    tiny_bge_m3_dir: Path,
+    tiny_bert_dir: Path,
+    tiny_bert_reranker_dir: Path,
+    tiny_gemma3_dir: Path,
 ) -> Iterator[AppServer]:
+    import torch
+
     folder = tmp_path_factory.mktemp("multi-vector")
     models_file = folder / "models.yaml"
+    # A model with query and document prompts and a ColBERT head (read whatever the family).
+    gemma = shutil.copytree(tiny_gemma3_dir, folder / "gemma-colbert")
+    torch.manual_seed(0)
+    torch.save(torch.nn.Linear(64, 16).state_dict(), gemma / "colbert_linear.pt")
     entries = [
         {"id": "bge-m3", "source": str(tiny_bge_m3_dir)},
+        {"id": "gemma-colbert", "source": str(gemma)},
         {"id": "e5-tiny", "source": str(tiny_bert_dir)},
         {"id": "ms-marco-tiny", "source": str(tiny_bert_reranker_dir), "kind": "rerank"},
     ]
@@ -63,6 +75,10 @@ def test_a_model_without_a_colbert_head_and_a_width_it_lacks_are_400s(colbert_se
     assert without.json()["error"]["param"] == "model" and "multi-vector" in without.json()["error"]["message"]
     narrower = colbert_server.http.post("/v1/multi-vector", json={"model": "bge-m3", "input": "x", "dimensions": 8})
     assert narrower.status_code == 400 and narrower.json()["error"]["param"] == "dimensions"
+    assert "32 dimensions only" in narrower.json()["error"]["message"]
+    # Refused from the head's declared width, before any work: not even tokenized (else this would be a 413).
+    long = {"model": "bge-m3", "input": "a long sentence about libraries " * 20, "dimensions": 8}
+    assert colbert_server.http.post("/v1/multi-vector", json=long).json()["error"]["param"] == "dimensions"
     unknown = colbert_server.http.post("/v1/multi-vector", json={"model": "nope", "input": "x"})
     assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "model_not_found"
 
@@ -117,6 +133,23 @@ def test_hybrid_mode_is_flag_embeddings_weighted_mean_of_the_three_scores(
     response = colbert_server.http.post("/v1/rerank", json={**body, **({"weights": weights} if weights else {})})
     assert response.status_code == 200, response.text
     want = reference_scores(tiny_bge_m3_dir, tuple(weights or (0.4, 0.2, 0.4)))  # type: ignore[arg-type]
+    np.testing.assert_allclose(_scores(response.json()["results"], "relevance_score"), want, atol=1e-5)
+
+
+def test_the_query_gets_the_query_prompt_and_the_documents_the_document_prompt(colbert_server: AppServer) -> None:
+    def rows(input_type: str, texts: list[str]) -> list[np.ndarray]:
+        body = {"model": "gemma-colbert", "input": texts, "input_type": input_type}
+        return [
+            np.array(d["embeddings"]) for d in colbert_server.http.post("/v1/multi-vector", json=body).json()["data"]
+        ]
+
+    (query,) = rows("query", [QUERY])
+    documents = [rows("document", [document])[0] for document in DOCUMENTS]  # one a request: under MAX_ROWS
+    want = [float(np.mean((query @ document.T).max(axis=1))) for document in documents]
+    response = colbert_server.http.post(
+        "/v1/rerank", json={"model": "gemma-colbert", "query": QUERY, "documents": DOCUMENTS, "prompt_name": "query"}
+    )
+    assert response.status_code == 200, response.text
     np.testing.assert_allclose(_scores(response.json()["results"], "relevance_score"), want, atol=1e-5)
 
 
