@@ -28,6 +28,7 @@ from bench.procfs import machine_busy_seconds, own_cpu_seconds, tree_cpu_seconds
 from bench.workloads import WORKLOADS, generate
 
 _EMBEDDING_KEY = b'"embedding":'  # once per returned vector; `"object":"embedding"` does not match
+_MULTIVECTOR_KEY = b'"object":"embeddings"'  # once per text of a /v1/multi-vector answer
 
 
 @dataclass(frozen=True)
@@ -44,6 +45,15 @@ BODY_FORMATS = {
         lambda model, texts: orjson.dumps({"model": model, "input": texts[0] if len(texts) == 1 else texts}),
         lambda body: body.count(_EMBEDDING_KEY),
     ),
+    # Jina's /v1/multi-vector: per text its rows, as JSON floats or base64 float32 rows.
+    "multivector": BodyFormat(
+        lambda model, texts: orjson.dumps({"model": model, "input": texts}),
+        lambda body: body.count(_MULTIVECTOR_KEY),
+    ),
+    "multivector-base64": BodyFormat(
+        lambda model, texts: orjson.dumps({"model": model, "input": texts, "embedding_type": "base64"}),
+        lambda body: body.count(_MULTIVECTOR_KEY),
+    ),
     # A batchable `encode(sentences: list[str])` as BentoML serves it: `{"sentences": [...]}` -> `[[...], ...]`.
     "sentences": BodyFormat(
         lambda model, texts: orjson.dumps({"sentences": texts}),
@@ -59,6 +69,8 @@ class _Stats:
     errors: Counter[str] = field(default_factory=Counter)
     issued: int = 0
     last_done: float = 0.0
+    bytes: int = 0
+    """Of the answers counted: what a client reads, per output format."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +172,7 @@ async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float
                 continue
             stats.latencies.append(done - start)
             stats.items += load.items
+            stats.bytes += len(body)
             stats.last_done = done
     finally:
         if writer is not None:
@@ -203,6 +216,7 @@ async def run_load(load: Load, requests: list[bytes], server_pid: int | None = N
         "duration_s": round(duration, 3),
         "requests_per_s": round(len(ordered) / duration, 2),
         "items_per_s": round(stats.items / duration, 2),
+        "answer_bytes_per_item": round(stats.bytes / stats.items) if stats.items else None,
         "latency_ms": {
             "p50": round(_percentile(ordered, 50), 2),
             "p90": round(_percentile(ordered, 90), 2),

@@ -24,7 +24,17 @@ from pathlib import Path
 from bench import report
 from bench.ceiling import cores, default_model_dir
 from bench.procfs import wait_quiet
-from bench.servers import CONTENDERS, OFFLINE_ENV, ONNX_BACKENDS, REPO, Server, contender, ensure_onnx_export, free_port
+from bench.servers import (
+    CONTENDERS,
+    MULTIVECTOR_CONTENDERS,
+    OFFLINE_ENV,
+    ONNX_BACKENDS,
+    REPO,
+    Server,
+    contender,
+    ensure_onnx_export,
+    free_port,
+)
 from bench.workloads import WORKLOADS
 
 DEFAULT_SCENARIOS = (("mixed", 32, 1), ("short", 32, 1), ("short", 1, 1))  # the issue's quick target
@@ -58,7 +68,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--items-per-request", type=_csv(int), help="e.g. 1,32 (default 1)")
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per load")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each load")
-    p.add_argument("--contenders", type=_csv(str, CONTENDERS), default=list(CONTENDERS))
+    p.add_argument(
+        "--contenders",
+        type=_csv(str, CONTENDERS),
+        default=[name for name in CONTENDERS if name not in MULTIVECTOR_CONTENDERS],
+        help="default: all but the multi-vector ones (they need a model folder with bge-m3's colbert_linear.pt)",
+    )
     p.add_argument(
         "--onnx-dir",
         type=Path,

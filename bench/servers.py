@@ -19,7 +19,18 @@ from bench.procfs import process_tree, status_kb
 
 REPO = Path(__file__).resolve().parent.parent
 PEERS = ("infinity", "infinity-onnx", "litserve", "bentoml")
-CONTENDERS = ("embedserve", "embedserve-cached", "embedserve-onnx", "embedserve-onnx-int8", *PEERS, "naive")
+MULTIVECTOR_CONTENDERS = {"embedserve-multivector": "multivector", "embedserve-multivector-b64": "multivector-base64"}
+"""embedserve answering /v1/multi-vector (JSON floats, base64 rows) instead of /v1/embeddings: the model folder
+needs bge-m3's colbert_linear.pt."""
+CONTENDERS = (
+    "embedserve",
+    "embedserve-cached",
+    *MULTIVECTOR_CONTENDERS,
+    "embedserve-onnx",
+    "embedserve-onnx-int8",
+    *PEERS,
+    "naive",
+)
 NO_CACHE = {"EMBEDSERVE_CACHE_BYTES": "0"}
 """embedserve's contenders run without the response cache (its peers have none, and the workloads cycle
 through their texts); `embedserve-cached` is the same server with it on, for the `zipf` workload."""
@@ -86,7 +97,7 @@ def contender(
         return Contender(
             name, argv, env, embeddings_path="/encode", ready_path="/readyz", body="sentences", cwd=PEERS_DIR
         )
-    if name in ("embedserve", "embedserve-cached"):
+    if name in ("embedserve", "embedserve-cached", *MULTIVECTOR_CONTENDERS):
         argv = [
             sys.executable,
             "-m",
@@ -100,7 +111,10 @@ def contender(
             f"{model_id}={model_dir}",
             *server_args,
         ]
-        return Contender(name, argv, server_env if name == "embedserve-cached" else {**NO_CACHE, **server_env})
+        env = server_env if name == "embedserve-cached" else {**NO_CACHE, **server_env}
+        if name in MULTIVECTOR_CONTENDERS:
+            return Contender(name, argv, env, embeddings_path="/v1/multi-vector", body=MULTIVECTOR_CONTENDERS[name])
+        return Contender(name, argv, env)
     if name == "naive":
         argv = [sys.executable, "-m", "bench.naive_server", "--port", str(port), "--model-dir", model_dir]
         return Contender(name, argv)
