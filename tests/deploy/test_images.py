@@ -68,8 +68,9 @@ SENTENCES = [
 ]
 
 
-def _embeddings(url: str, texts: list[str], timeout: float = 600) -> tuple[str, np.ndarray]:
-    response = httpx.post(f"{url}/v1/embeddings", json={"input": texts}, timeout=timeout)
+def _embeddings(url: str, texts: list[str], timeout: float = 600, model: str | None = None) -> tuple[str, np.ndarray]:
+    body = {"input": texts, **({"model": model} if model else {})}
+    response = httpx.post(f"{url}/v1/embeddings", json=body, timeout=timeout)
     assert response.status_code == 200, response.text
     body = response.json()
     return body["model"], np.array([row["embedding"] for row in body["data"]])
@@ -80,14 +81,18 @@ def _healthcheck(running: images.Container) -> int:
     return images.podman("healthcheck", "run", running.name, check=False, timeout=120).returncode
 
 
-def _stop_while_serving(running: images.Container, texts: list[str]) -> tuple[int, int | None]:
+def _stop_while_serving(
+    running: images.Container, texts: list[str], model: str | None = None
+) -> tuple[int, int | None]:
     """`podman stop -t 40` while a request is in flight: its status (None if it never answered) and the exit code."""
     outcome: dict[str, int] = {}
 
     def send() -> None:
         try:
             outcome["status"] = httpx.post(
-                f"{running.url}/v1/embeddings", json={"input": texts}, timeout=120
+                f"{running.url}/v1/embeddings",
+                json={"input": texts, **({"model": model} if model else {})},
+                timeout=120,
             ).status_code
         except httpx.HTTPError:
             pass
@@ -145,30 +150,28 @@ def test_amd64_image_serves_a_models_file_mounted_at_models(
 
 
 @pytest.fixture(scope="module")
-def int8_models(tmp_path_factory: pytest.TempPathFactory, minilm_dir: str) -> Path:
-    """What an A1 user mounts: `embedserve quantize ... --out models/minilm-int8 --target arm64` of the bundled MiniLM."""
+def int8_models(tmp_path_factory: pytest.TempPathFactory, minilm_dir: str, tiny_bge_m3_dir: Path) -> Path:
+    """What an A1 user mounts: `embedserve quantize ... --out models/minilm-int8 --target arm64` of the bundled MiniLM;
+    and the tiny bge-m3 with both heads the same way (forced: random weights may miss the gate)."""
     models = tmp_path_factory.mktemp("arm64-models")
-    command = [
-        str(Path(sys.executable).parent / "embedserve"),
-        "quantize",
-        minilm_dir,
-        "--out",
-        str(models / "minilm-int8"),
-    ]
-    command += ["--target", "arm64", "--bench-seconds", "0", "--no-progress"]
-    start = time.monotonic()
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    images.record("quantize minilm --target arm64", time.monotonic() - start)
+    for name, source, extra in (("minilm-int8", minilm_dir, []), ("bge-m3-int8", str(tiny_bge_m3_dir), ["--force"])):
+        command = [str(Path(sys.executable).parent / "embedserve"), "quantize", source, "--out", str(models / name)]
+        command += ["--target", "arm64", "--bench-seconds", "0", "--no-progress", *extra]
+        start = time.monotonic()
+        result = subprocess.run(command, capture_output=True, text=True, timeout=1800, cwd=ROOT)
+        assert result.returncode == 0, result.stderr[-3000:]
+        images.record(f"quantize {name} --target arm64", time.monotonic() - start)
     subprocess.run(["chmod", "-R", "a+rX", str(models)], check=True)
     return models
 
 
 def test_arm64_image_serves_int8_on_emulated_aarch64_as_an_a1(
-    arm64_image: str, int8_models: Path, reference_model
+    arm64_image: str, int8_models: Path, reference_model, tiny_bge_m3_dir: Path
 ) -> None:  # type: ignore[no-untyped-def]
     # docker run -d --name embedserve --restart unless-stopped -p 8000:8000 -v "$HOME/models:/models:ro" embedserve:arm64
-    args = ["--restart", "unless-stopped", "-v", f"{int8_models}:/models:ro", *images.EMULATION_RUN_ARGS]
+    # (and bge-m3 beside it: -e EMBEDSERVE_MODELS=/models/minilm-int8,bge-m3=/models/bge-m3-int8)
+    models = ["-e", "EMBEDSERVE_MODELS=/models/minilm-int8,bge-m3=/models/bge-m3-int8"]
+    args = ["--restart", "unless-stopped", "-v", f"{int8_models}:/models:ro", *models, *images.EMULATION_RUN_ARGS]
     with images.container("embedserve-test-arm64", arm64_image, *args) as running:
         ready = running.wait_ready(timeout=900)
         images.record("ready arm64 (emulated)", ready)
@@ -184,19 +187,43 @@ def test_arm64_image_serves_int8_on_emulated_aarch64_as_an_a1(
         card = httpx.get(f"{running.url}/v1/models", timeout=60).json()["data"][0]
         assert (card["id"], card["backend"]) == ("minilm-int8", "onnx-int8")
         start = time.monotonic()
-        _embeddings(running.url, SENTENCES[:2])
+        _embeddings(running.url, SENTENCES[:2], model="minilm-int8")
         images.record("arm64 /v1/embeddings, 2 sentences (emulated)", time.monotonic() - start)
         start = time.monotonic()
-        model, vectors = _embeddings(running.url, SENTENCES)
+        model, vectors = _embeddings(running.url, SENTENCES, model="minilm-int8")
         images.record("arm64 /v1/embeddings, 30 sentences (emulated)", time.monotonic() - start)
         assert model == "minilm-int8"
         cosines = cosine_rows(vectors, reference_model.encode(SENTENCES))
         images.record("arm64 INT8 cosine vs x86 torch", 0, mean=float(cosines.mean()), min=float(cosines.min()))
         mean_floor, min_floor = INT8_COSINE_FLOOR
         assert cosines.mean() >= mean_floor and cosines.min() >= min_floor, (cosines.mean(), cosines.min())
-        code, status = _stop_while_serving(running, SENTENCES)
+        _bge_m3_outputs_torch_free(running.url, tiny_bge_m3_dir)
+        code, status = _stop_while_serving(running, SENTENCES, model="minilm-int8")
         assert code == 0, running.logs()
         assert status == 200, f"the request in flight during the stop got {status}"
+
+
+def _bge_m3_outputs_torch_free(url: str, folder: Path) -> None:
+    """bge-m3's three outputs and late chunking from its INT8 folder in the torch-free image, close to torch's
+    on this host: multi-vector rows, lexical weights (mostly the same token ids), and one vector per chunk."""
+    from embedserve.models.backend import MULTIVECTOR, SPARSE
+    from embedserve.models.loading import load_model
+    from embedserve.models.spec import ModelSpec
+
+    model = load_model(ModelSpec(id="bge-m3", source=str(folder), device="cpu")).model
+    tokens = model.tokenize(SENTENCES[:3])
+    answer = httpx.post(f"{url}/v1/multi-vector", json={"model": "bge-m3", "input": SENTENCES[:3]}, timeout=600)
+    assert answer.status_code == 200, answer.text
+    for data, want in zip(answer.json()["data"], model.runner.outputs[MULTIVECTOR](tokens)):
+        assert cosine_rows(np.array(data["embeddings"]), want).min() > 0.98
+    sparse = httpx.post(f"{url}/embed_sparse", json={"model": "bge-m3", "inputs": SENTENCES[:3]}, timeout=600)
+    assert sparse.status_code == 200, sparse.text
+    for got, want in zip(sparse.json(), model.runner.outputs[SPARSE](tokens)):
+        ids, expected = {item["index"] for item in got}, set(want.indices.tolist())
+        assert len(ids & expected) >= 0.8 * len(expected)  # a weight near 0 may fall either side of relu in INT8
+    chunks = {"model": "bge-m3", "input": SENTENCES[:3], "late_chunking": True}
+    late = httpx.post(f"{url}/v1/embeddings", json=chunks, timeout=600)
+    assert late.status_code == 200 and len(late.json()["data"]) == 3, late.text
 
 
 @pytest.mark.parametrize("dockerfile, arch", [("Dockerfile", "amd64"), ("Dockerfile.arm64", "arm64")])
