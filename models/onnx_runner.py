@@ -9,7 +9,6 @@ identical whichever backend serves them.
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from embedserve.models.backend import CHUNKS, MULTIVECTOR, NO_OUTPUTS, SPARSE, TOKENS, BatchCost, CpuDefaults
+from embedserve.models.cpus import cpu_budget
 from embedserve.models.errors import ModelLoadError
 from embedserve.models.exported import int8_numerics, read_config, read_heads
 from embedserve.models.heads import colbert_rows, lexical_weights, span_means
@@ -96,7 +96,7 @@ class _OnnxSession:
         if variant == "int8":
             check_int8_cpu(folder, spec)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = spec.threads or len(os.sched_getaffinity(0))
+        options.intra_op_num_threads = spec.threads or cpu_budget()
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -104,6 +104,10 @@ class _OnnxSession:
         # a new (items, length) shape nearly every batch, so the arena kept growing under load
         # (MiniLM-L6, mixed load: ~+55 MB RSS, same items/s without them; see bench/README.md).
         options.enable_mem_pattern = False
+        # Idle intra-op threads sleep instead of spinning: spinning bought nothing on a quiet CPU (MiniLM, 2 cores,
+        # 32 clients: short 0.98x, mixed 1.11x with it off) and beside a busy core it burned the time the other
+        # threads of the team waited for (short 187 -> 286 items/s, mixed 51 -> 58 with it off; bench/README.md).
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         if spec.device == "cuda" or (
             spec.device == "auto" and "CUDAExecutionProvider" in ort.get_available_providers()

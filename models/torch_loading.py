@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from embedserve.models.backend import BatchCost
+from embedserve.models.cpus import cpu_budget
 from embedserve.models.errors import ModelLoadError
 from embedserve.models.families import family_of, position_limit
 from embedserve.models.spec import ModelSpec
@@ -68,7 +69,8 @@ def wants_compile(setting: str, device: str) -> bool:
 
 def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, str, str]:
     """A sentence-transformers model (SentenceTransformer or CrossEncoder) in eval mode on the spec's
-    device and dtype, with the spec's thread count; the device and dtype it got.
+    device and dtype, with the spec's thread count (default: torch's, at most the CPU budget, models.cpus); the
+    device and dtype it got.
 
     Off the CPU the weights load straight in the target dtype (no float32 copy on the accelerator),
     where the folder's config.json names the family; transformers picks its attention
@@ -78,6 +80,8 @@ def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, 
 
     if spec.threads:
         torch.set_num_threads(spec.threads)
+    elif (budget := cpu_budget()) < torch.get_num_threads():  # torch counts cores, not a container's quota
+        torch.set_num_threads(budget)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device, _folder_model_type(source))
     kwargs = {"model_kwargs": {"dtype": getattr(torch, dtype)}} if dtype != "float32" else {}
