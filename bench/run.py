@@ -17,12 +17,13 @@ import shlex
 import subprocess
 import sys
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from bench import report
 from bench.ceiling import cores, default_model_dir
+from bench.contention import cpu_quota, hog
 from bench.procfs import wait_quiet
 from bench.servers import (
     CONTENDERS,
@@ -106,6 +107,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=30.0,
         help="before each measurement wait up to this many seconds for other work on the machine to stop (0: don't)",
     )
+    p.add_argument("--hog", type=int, default=0, help="busy processes (a core each) beside every contender")
+    p.add_argument(
+        "--cpu-quota", type=float, help="run each contender in a cgroup limited to this many CPUs (e.g. 1.5)"
+    )
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     return p.parse_args(argv)
 
@@ -136,7 +141,9 @@ def _run_json(argv: list[str], timeout: float) -> dict:
 
 def _settle(args: argparse.Namespace) -> float:
     """Wait (bounded) for the machine to go quiet, so a shared box's other work skews less; the busy cores seen."""
-    return round(wait_quiet(QUIET_CORES, args.quiet_wait), 2) if args.quiet_wait > 0 else 0.0
+    if args.quiet_wait <= 0 or args.hog:  # beside a hog the machine is busy on purpose
+        return 0.0
+    return round(wait_quiet(QUIET_CORES, args.quiet_wait), 2)
 
 
 def measure_ceiling(workload: str, args: argparse.Namespace, model_dir: str) -> dict:
@@ -199,7 +206,11 @@ def bench_contender(name: str, plan: list[Scenario], args: argparse.Namespace, m
         print(f"  {name} skipped: {exc}", file=sys.stderr)
         return {"name": name, "argv": [], "env": {}, "runs": [], "error": str(exc)}
     record: dict = {"name": name, "argv": spec.argv, "env": spec.env, "runs": []}
-    with Server(spec, port) as server:
+    with (
+        cpu_quota(args.cpu_quota, f"embedserve-bench-{os.getpid()}") as prefix,
+        hog(args.hog),
+        Server(replace(spec, argv=[*prefix, *spec.argv]), port) as server,
+    ):
         record["log"] = server.log.name
         try:
             record["ready_s"] = round(server.wait_ready(args.ready_timeout), 2)
