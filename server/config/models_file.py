@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from embedserve.batching.config import BatchingConfig
+from embedserve.models.sources import guess_backend, guess_kind
 from embedserve.models.spec import ModelSpec
 from embedserve.server.config.errors import file_error
 from embedserve.server.serving.upstream.config import UpstreamSpec
@@ -23,7 +24,14 @@ class ModelEntry(ModelSpec):
     batching: dict[str, Any] = Field(default_factory=dict, description="Batching limits for this model.")
 
     def spec(self) -> ModelSpec:
-        return ModelSpec(**self.model_dump(exclude={"batching"}, exclude_unset=True))
+        """Its settings; a `kind` or `backend` it does not say is read off the folder as `--model` reads it
+        (models.sources: an `embedserve quantize` folder is ONNX, INT8 where it holds that graph)."""
+        fields = self.model_dump(exclude={"batching"}, exclude_unset=True)
+        if "kind" not in fields:
+            fields["kind"] = guess_kind(self.source)
+        if "backend" not in fields:
+            fields["backend"] = guess_backend(self.source)
+        return ModelSpec(**fields)
 
     def batching_config(self, defaults: BatchingConfig) -> BatchingConfig:
         return BatchingConfig(**{**defaults.model_dump(exclude_unset=True), **self.batching})

@@ -46,6 +46,34 @@ def test_only_id_and_source_are_required(tmp_path: Path) -> None:
         load_models_file(path)
 
 
+def test_an_entry_without_backend_or_kind_is_read_off_its_folder_as_model_does(
+    tmp_path: Path, minilm_int8: Path, tiny_bert_reranker_dir: Path
+) -> None:
+    """An `embedserve quantize` folder listed as `--model` would take it: ONNX INT8 (it failed to start as torch);
+    a cross-encoder folder is a reranker. What an entry says still wins."""
+    from tests.inprocess import start_app
+
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"models:\n  - id: int8\n    source: {minilm_int8}\n  - id: fp32\n    source: {minilm_int8}\n"
+        f"    backend: onnx\n  - id: ce\n    source: {tiny_bert_reranker_dir}\n"
+    )
+    int8, fp32, ce = (entry.spec() for entry in load_models_file(path))
+    assert (int8.backend, fp32.backend, ce.kind, ce.backend) == ("onnx-int8", "onnx", "rerank", "torch")
+    served = start_app(tmp_path, "--models", str(path))
+    try:
+        cards = {card["id"]: card for card in served.http.get("/v1/models").json()["data"]}
+        assert (cards["int8"]["backend"], cards["int8"]["dtype"], cards["int8"]["status"]) == (
+            "onnx-int8",
+            "int8",
+            "ready",
+        )
+        answer = served.http.post("/v1/embeddings", json={"model": "int8", "input": "hello"})
+        assert answer.status_code == 200 and len(answer.json()["data"][0]["embedding"]) == 384
+    finally:
+        served.stop()
+
+
 def test_errors_name_the_file_the_entry_and_the_field_in_one_line(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text(
