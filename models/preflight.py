@@ -8,8 +8,8 @@ import importlib.util
 from pathlib import Path
 
 from embedserve.models.backend import backend_entry
-from embedserve.models.sources import resolve_source
-from embedserve.models.spec import ModelSpec
+from embedserve.models.sources import guess_backend, resolve_source
+from embedserve.models.spec import AUTO_BACKEND, ModelSpec
 
 # Packages a missing module is installed with, where the two names differ.
 _DISTRIBUTIONS = {"sentence_transformers": "sentence-transformers"}
@@ -40,11 +40,13 @@ def _importable(name: str) -> bool:
 def problems(spec: ModelSpec) -> list[str]:
     """Why `spec` cannot load, as far as can be told without loading it (empty: nothing found)."""
     found = []
-    if absent := missing_modules(spec.backend):
+    # auto serves an exported folder by its graphs' backend; anything else needs torch (to export, or to serve).
+    backend = guess_backend(spec.source) if spec.backend == AUTO_BACKEND else spec.backend
+    if absent := missing_modules(backend):
         names = ", ".join(absent)
-        entry = backend_entry(spec.backend)
+        entry = backend_entry(backend)
         found.append(
-            f"model {spec.id!r} runs on {spec.backend}, but {names} is not installed: "
+            f"model {spec.id!r} runs on {backend}, but {names} is not installed: "
             f"pip install 'embedserve[{entry.extra}]'{entry.hint}"
         )
     if looks_like_path(spec.source):

@@ -13,6 +13,8 @@ Device = Literal["auto", "cpu", "cuda", "mps"]
 DType = Literal["auto", "float32", "float16", "bfloat16"]
 Compile = Literal["auto", "off", "on"]
 Packing = Literal["auto", "off"]
+AUTO_BACKEND = "auto"
+"""Not a backend: resolved to one before loading (quantize.served_export.resolve_backend)."""
 
 
 class ModelSpec(BaseModel):
@@ -24,7 +26,11 @@ class ModelSpec(BaseModel):
     source: str = Field(min_length=1, description="A local model folder, or a hub id where a hub is reachable.")
     aliases: tuple[str, ...] = ()
     kind: ModelKind = "embed"
-    backend: str = Field(default="torch", description="A registered backend (models.backend): torch, onnx, onnx-int8.")
+    backend: str = Field(
+        default="torch",
+        description="A registered backend (models.backend): torch, onnx, onnx-int8; or auto: ONNX fp32 on a CPU, "
+        "exported once and cached (quantize.served_export), torch where it cannot be.",
+    )
     device: Device = "auto"
     dtype: DType = "auto"
     max_length: int | None = Field(default=None, gt=0, description="Token limit; default: the folder's own.")
@@ -54,8 +60,8 @@ class ModelSpec(BaseModel):
     @field_validator("backend")
     @classmethod
     def _registered_backend(cls, name: str) -> str:
-        if name not in BACKENDS:
-            raise ValueError(f"unknown backend {name!r}; known: {', '.join(BACKENDS)}")
+        if name not in BACKENDS and name != AUTO_BACKEND:
+            raise ValueError(f"unknown backend {name!r}; known: {', '.join([*BACKENDS, AUTO_BACKEND])}")
         return name
 
     @field_validator("compile", "packing", mode="before")

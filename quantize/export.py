@@ -24,7 +24,13 @@ from embedserve.quantize.graph import clear_graph, export_with_optimum, export_w
 from embedserve.quantize.manifest import library_versions, now
 from embedserve.quantize.manifest import write as write_manifest
 from embedserve.quantize.pipeline import ExportError, read_embed_pipeline, write_dense, write_heads
-from embedserve.quantize.verify import verification_pairs, verification_texts, verify_embedder, verify_reranker
+from embedserve.quantize.verify import (
+    MIN_COSINE,
+    verification_pairs,
+    verification_texts,
+    verify_embedder,
+    verify_reranker,
+)
 
 log = logging.getLogger("embedserve.quantize")
 
@@ -59,8 +65,10 @@ def export(
     kind: str | None = None,
     opset: int | None = None,
     exporter: Exporter = "auto",
+    min_cosine: float = MIN_COSINE,
 ) -> Exported:
-    """`export_model`, keeping the loaded torch model for callers that compare against it."""
+    """`export_model`, keeping the loaded torch model for callers that compare against it. An embedder's export is
+    kept when every token's and text's cosine with PyTorch's is at least `min_cosine`."""
     import torch
 
     torch.manual_seed(0)
@@ -92,7 +100,7 @@ def export(
         )
 
         def verify() -> dict[str, float]:
-            return verify_embedder(out, loaded["model"], texts)
+            return verify_embedder(out, loaded["model"], texts, min_cosine)
     else:
         pairs = verification_pairs()
 

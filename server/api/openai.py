@@ -85,7 +85,7 @@ def _local_card(host: ModelHost, spec: ModelSpec) -> dict:
         "status": host.status[spec.id],
         "dimension": info.width if info else None,
         "max_length": info.max_length if info else spec.max_length,
-        "backend": spec.backend,
+        "backend": info.backend if info else spec.backend,
         "device": info.device if info else None,
         "dtype": info.dtype if info else None,
         "sparse": SPARSE in host.outputs(spec.id),

@@ -12,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from embedserve.batching.config import BatchingConfig
 from embedserve.models.errors import ModelNotReady
-from embedserve.models.loading import load_model
+from embedserve.models.loading import LoadedModel, load_model
 from embedserve.models.registry import ModelRegistry
+from embedserve.models.spec import ModelSpec
 from embedserve.models.types import ModelInfo
+from embedserve.quantize.served_export import resolve_backend
 from embedserve.server.serving.cache import ResultCache, identity
 from embedserve.server.serving.local_model import BatcherRole, LocalModel, Shared
 from embedserve.server.telemetry.metrics import Metrics
@@ -69,9 +71,7 @@ class ModelHost:
             self.loading_since[spec.id] = time.time()
             try:
                 limits = self.batching[spec.id]
-                loaded = await asyncio.to_thread(
-                    load_model, spec, max_batch_tokens=limits.max_batch_tokens, max_batch_size=limits.max_batch_size
-                )
+                loaded = await asyncio.to_thread(_load, spec, limits)
                 runner = loaded.model.runner
                 config = limits.for_device(runner.info.device, runner.cpu.batch_tokens, runner.cpu.workers)
                 known = None
@@ -162,3 +162,9 @@ class ModelHost:
             )
             raise ModelNotReady(f"model {spec.id!r} is {why}")
         return served
+
+
+def _load(spec: ModelSpec, limits: BatchingConfig) -> LoadedModel:
+    """Loads one model (in a thread): its backend resolved first where it is `auto` (an ONNX export, made once)."""
+    concrete = resolve_backend(spec)
+    return load_model(concrete, max_batch_tokens=limits.max_batch_tokens, max_batch_size=limits.max_batch_size)

@@ -282,15 +282,14 @@ def test_hub_layout_folder_exports(tmp_path: Path) -> None:
 
 
 def test_failed_verification_tries_both_exporters_and_leaves_nothing(
-    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
     """An unreachable parity bar makes every exporter fail: the error names both, and the folder
     holds no graph or config a server could load."""
-    from embedserve.quantize.export import export_model
+    from embedserve.quantize.export import export
     from embedserve.quantize.pipeline import ExportError
 
-    monkeypatch.setattr("embedserve.quantize.verify.MIN_COSINE", 1.5)
     out = tmp_path / "out"
     with pytest.raises(ExportError, match="optimum: .*torch: "):
-        export_model(request.getfixturevalue("tiny_bert_dir"), out)
+        export(request.getfixturevalue("tiny_bert_dir"), out, min_cosine=1.5)
     assert not (out / "model.onnx").exists() and not (out / "embedserve.json").exists()
