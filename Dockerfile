@@ -37,8 +37,8 @@ RUN command -v python3 >/dev/null || { apt-get update && apt-get install -y --no
 RUN useradd --system --uid 10001 --user-group --create-home --home-dir /home/embedserve embedserve \
     && mkdir /models && chown 10001:10001 /models
 COPY --from=builder /opt/venv /opt/venv
-# Settings are EMBEDSERVE_* variables (.env.example lists them all). Set EMBEDSERVE_TORCH_THREADS to the
-# container's CPU limit: torch otherwise counts the host's cores.
+# Settings are EMBEDSERVE_* variables (.env.example lists them all). Threads follow the container's CPU limit
+# (its cgroup quota, models/cpus.py); EMBEDSERVE_THREADS overrides.
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HF_HOME=/home/embedserve/.cache/huggingface \
@@ -46,6 +46,11 @@ ENV PATH=/opt/venv/bin:$PATH \
     EMBEDSERVE_PORT=8000
 USER 10001:10001
 WORKDIR /home/embedserve
+# backend auto serves CPU models through their ONNX fp32 export: the bundled model's is made and verified here, so
+# a container starts without exporting. Models mounted at /models are exported at their first start; mount a
+# volume here to keep their exports, or run `embedserve prepare` with their flags in a derived image.
+ENV EMBEDSERVE_CACHE_DIR=/home/embedserve/.cache/embedserve
+RUN HF_HUB_OFFLINE=1 embedserve prepare --log-level warning
 EXPOSE 8000
 # urllib raises on a 503 (loading, or draining after SIGTERM): no curl in the image.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=120s --retries=3 \

@@ -24,6 +24,7 @@ MULTIVECTOR_CONTENDERS = {"embedserve-multivector": "multivector", "embedserve-m
 needs bge-m3's colbert_linear.pt."""
 CONTENDERS = (
     "embedserve",
+    "embedserve-torch",
     "embedserve-cached",
     *MULTIVECTOR_CONTENDERS,
     "embedserve-onnx",
@@ -97,6 +98,11 @@ def contender(
         return Contender(
             name, argv, env, embeddings_path="/encode", ready_path="/readyz", body="sentences", cwd=PEERS_DIR
         )
+    if name == "embedserve-torch":  # the model folder through PyTorch (backend: torch), as before backend auto
+        models_file = Path(tempfile.mkdtemp(prefix="bench-models-")) / "models.yaml"
+        models_file.write_text(f"models:\n  - id: {model_id}\n    source: {model_dir}\n    backend: torch\n")
+        argv = [sys.executable, "-m", "embedserve.server", "serve", "--host", "127.0.0.1", "--port", str(port)]
+        return Contender(name, [*argv, "--models", str(models_file), *server_args], {**NO_CACHE, **server_env})
     if name in ("embedserve", "embedserve-cached", *MULTIVECTOR_CONTENDERS):
         argv = [
             sys.executable,

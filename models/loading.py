@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from embedserve.models.backend import backend_entry, build_runner
 from embedserve.models.classifier import Classifier
 from embedserve.models.embedder import Embedder
+from embedserve.models.errors import ModelLoadError
 from embedserve.models.memory import rss_bytes
 from embedserve.models.reranker import Reranker
 from embedserve.models.sources import resolve_source
-from embedserve.models.spec import ModelSpec
+from embedserve.models.spec import AUTO_BACKEND, ModelSpec
 
 log = logging.getLogger("embedserve.models")
 
@@ -37,6 +38,11 @@ def load_model(
     A runner that compiles prepares every shape it will be given here, before it is served; the
     batcher's limits for the model (`max_batch_tokens`, `max_batch_size`) bound those shapes. Without
     them nothing is prepared ahead, and a compiled model runs uncompiled until it is."""
+    if spec.backend == AUTO_BACKEND:
+        raise ModelLoadError(
+            f"model {spec.id!r}: backend 'auto' is resolved to a backend before loading "
+            "(embedserve.quantize.served_export.resolve_backend, as the server does)"
+        )
     started, rss_before = time.perf_counter(), rss_bytes()
     source = resolve_source(spec.source)
     log.info(

@@ -135,7 +135,13 @@ class _OnnxSession:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
 
     def info(
-        self, spec: ModelSpec, *, width: int, normalized: bool, output_widths: dict[str, int] | None = None
+        self,
+        spec: ModelSpec,
+        *,
+        width: int,
+        normalized: bool,
+        output_widths: dict[str, int] | None = None,
+        labels: tuple[str, ...] = (),
     ) -> ModelInfo:
         config = self.config
         return ModelInfo(
@@ -150,6 +156,7 @@ class _OnnxSession:
             prompts=merged_prompts(config.get("prompts"), spec.prompts),
             default_prompt=spec.default_prompt or config.get("default_prompt"),
             output_widths=output_widths or {},
+            labels=labels,
         )
 
 
@@ -233,7 +240,8 @@ class OnnxRerankRunner(_OnnxRunner):
             truncation_side=config.get("truncation_side", "right"),
             copy=False,
         )
-        self.info = onnx.info(spec, width=self.num_labels, normalized=False)
+        labels = tuple(config.get("labels") or (f"LABEL_{i}" for i in range(self.num_labels)))
+        self.info = onnx.info(spec, width=self.num_labels, normalized=False, labels=labels)
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)

@@ -41,7 +41,10 @@ def problems(spec: ModelSpec) -> list[str]:
     """Why `spec` cannot load, as far as can be told without loading it (empty: nothing found)."""
     found = []
     # auto serves an exported folder by its graphs' backend; anything else needs torch (to export, or to serve).
-    backend = guess_backend(spec.source) if spec.backend == AUTO_BACKEND else spec.backend
+    backend = spec.backend
+    if backend == AUTO_BACKEND:
+        backend = guess_backend(spec.source)
+        backend = "torch" if backend == AUTO_BACKEND else backend
     if absent := missing_modules(backend):
         names = ", ".join(absent)
         entry = backend_entry(backend)

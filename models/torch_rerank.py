@@ -103,7 +103,7 @@ class TorchRerankRunner:
             normalized=False,
             prompts=prompts,
             default_prompt=spec.default_prompt or model.default_prompt_name,
-            labels=_labels(getattr(first.auto_model, "config", None), self.num_labels),
+            labels=label_names(getattr(first.auto_model, "config", None), self.num_labels),
         )
 
     def close(self) -> None:
@@ -138,7 +138,7 @@ class TorchRerankRunner:
         return scores_per_pair(scores, self.num_labels, len(batch))
 
 
-def _labels(config: Any, count: int) -> tuple[str, ...]:
+def label_names(config: Any, count: int) -> tuple[str, ...]:
     """The folder's label names by output index (id2label), or LABEL_i where it names none."""
     names = getattr(config, "id2label", None) or {}
     return tuple(str(names.get(i, names.get(str(i), f"LABEL_{i}"))) for i in range(count))

@@ -20,6 +20,7 @@ from embedserve.models.exported import CONFIG_FILE, FORMAT, MANIFEST_FILE, write
 from embedserve.models.heads import COLBERT_HEAD, SPARSE_HEAD
 from embedserve.models.sources import guess_kind, resolve_source
 from embedserve.models.torch_loading import first_module_limit
+from embedserve.models.torch_rerank import label_names
 from embedserve.quantize.graph import clear_graph, export_with_optimum, export_with_torch
 from embedserve.quantize.manifest import library_versions, now
 from embedserve.quantize.manifest import write as write_manifest
@@ -250,6 +251,13 @@ def _load_reranker(src: str) -> dict[str, Any]:
         raise ExportError(f"{src!r} is not a text sequence-classification cross-encoder")
     num_labels = int(model.num_labels)
     hf_model, config = _config(
-        model, first, "rerank", pooling=None, normalize=False, dimension=num_labels, num_labels=num_labels
+        model,
+        first,
+        "rerank",
+        pooling=None,
+        normalize=False,
+        dimension=num_labels,
+        num_labels=num_labels,
+        labels=list(label_names(getattr(first.auto_model, "config", None), num_labels)),
     )
     return {"model": model, "hf_model": hf_model, "tokenizer": model.tokenizer, "config": config, "pipeline": None}

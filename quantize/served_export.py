@@ -27,7 +27,7 @@ from pathlib import Path
 from embedserve.models.exported import CONFIG_FILE, FORMAT
 from embedserve.models.fingerprint import folder_fingerprint
 from embedserve.models.sources import guess_backend, resolve_source
-from embedserve.models.spec import ModelSpec
+from embedserve.models.spec import AUTO_BACKEND, ModelSpec
 
 log = logging.getLogger("embedserve.models")
 
@@ -42,11 +42,11 @@ def cache_dir() -> Path:
 def resolve_backend(spec: ModelSpec) -> ModelSpec:
     """`spec` with a concrete backend (and, for an export, the cached folder as its source); a spec that names
     its backend is returned as it is."""
-    if spec.backend != "auto":
+    if spec.backend != AUTO_BACKEND:
         return spec
     source = resolve_source(spec.source)
     guessed = guess_backend(source)
-    if guessed != "torch":
+    if guessed != AUTO_BACKEND:  # an `embedserve quantize` folder
         return spec.model_copy(update={"backend": guessed})
     why = _not_exportable(spec, source)
     if why is not None:
@@ -125,7 +125,22 @@ def _key(source: str, kind: str) -> str:
     digest = hashlib.blake2b(digest_size=12)
     parts = [folder_fingerprint(source), kind, FORMAT, *versions]
     digest.update("|".join(str(p) for p in parts).encode())
+    for module in _EXPORT_CODE:  # a changed exporter (a new head, a new field) makes a new export
+        found = importlib.util.find_spec(module)
+        digest.update(Path(found.origin).read_bytes() if found and found.origin else module.encode())
     return f"{Path(source).name}-{digest.hexdigest()}"
+
+
+_EXPORT_CODE = (
+    "embedserve.quantize.export",
+    "embedserve.quantize.graph",
+    "embedserve.quantize.pipeline",
+    "embedserve.quantize.verify",
+    "embedserve.models.exported",
+    "embedserve.models.heads",
+    "embedserve.models.pooling",
+)
+"""The modules whose code shapes an export: their source is part of the cache key (found, not imported)."""
 
 
 def _version(distribution: str) -> str:

@@ -9,6 +9,7 @@ import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # tokenization runs in our own threads
 
@@ -147,9 +148,9 @@ def uvicorn_config(app, settings, port: int):  # type: ignore[no-untyped-def]
     )
 
 
-def serve(args: argparse.Namespace) -> None:
+def serve(args: argparse.Namespace, *, prepare_only: bool = False) -> None:
     """Checks what can be checked before loading (settings, files, model folders, the backends'
-    packages, the port) and exits 1 with one line per problem; then serves. A model that fails to load
+    packages, the port) and exits 1 with one line per problem; then serves (or, `prepare_only`, prepares). A model that fails to load
     stops the server with exit status 3, unless --keep-serving-failed-models."""
     import yaml
 
@@ -167,11 +168,13 @@ def serve(args: argparse.Namespace) -> None:
         host = app.state.host
         if found := [problem for spec in host.registry.specs for problem in problems(spec)]:
             raise ConfigError("; ".join(found))
+        if prepare_only:
+            sys.exit(prepare(host.registry.specs))
         sock = listening_socket(settings.host, settings.port)
     except (ValueError, OSError, yaml.YAMLError) as exc:  # ConfigError and pydantic's errors are ValueErrors
         flush_logs()
         sys.exit(f"embedserve: configuration error: {exc}")
-    if any(spec.backend == "torch" for spec in host.registry.specs):  # before they load
+    if any(spec.backend in ("torch", "auto") for spec in host.registry.specs):  # before they load
         fix_mmap_threshold(settings.malloc_mmap_threshold)
     server = _draining_server_class()(uvicorn_config(app, settings, sock.getsockname()[1]))
     host.on_loaded = freeze_loaded_objects
@@ -195,6 +198,17 @@ def serve(args: argparse.Namespace) -> None:
         sys.exit(EXIT_MODEL_FAILED)
 
 
+def prepare(specs: Sequence[Any]) -> int:
+    """`embedserve prepare [serve's flags]`: each model's backend resolved (an `auto` model exported, once), one line
+    each, then exit 0: what an image's build step runs so its containers start without exporting."""
+    from embedserve.quantize.served_export import resolve_backend
+
+    for spec in specs:
+        resolved = resolve_backend(spec)
+        print(f"{spec.id}: {resolved.backend} from {resolved.source}")
+    return 0
+
+
 def bench(argv: Sequence[str]) -> int:
     """`embedserve bench ARGS` is `python -m bench ARGS`: bench/ (its load generator, peers and results) lives in a
     source checkout, beside the installed packages, not in them."""
@@ -214,10 +228,15 @@ def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["bench"]:  # its own options, all passed on
         sys.exit(bench(argv[1:]))
+    if argv[:1] == ["prepare"]:  # serve's flags: prepares what serving them would need, and exits
+        serve(parse_serve(argv[1:]), prepare_only=True)
     parser = argparse.ArgumentParser(prog="embedserve", description="Text embedding and reranking server.")
     sub = parser.add_subparsers(dest="command", required=True)
     subcommands = {"serve": _serve_parser(sub)}
     sub.add_parser("bench", help="benchmark against the peers, as `python -m bench` (from a source checkout)")
+    sub.add_parser(
+        "prepare", help="with serve's flags: make the models' ONNX exports (backend auto) now, and exit", add_help=False
+    )
     from embedserve.quantize.cli import add_parser as add_quantize_parser  # light: its heavy imports happen in run()
 
     subcommands["quantize"] = add_quantize_parser(sub)

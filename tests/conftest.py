@@ -17,6 +17,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where `backend: auto` keeps its ONNX exports in this run (never the user's ~/.cache): one folder for every
+    pytest-xdist worker, so each model folder is exported once a run."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    folder = shared / "embedserve-cache"
+    os.environ["EMBEDSERVE_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[AppServer]:
     """The default server: no configuration, the bundled all-MiniLM-L6-v2."""

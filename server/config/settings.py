@@ -40,7 +40,8 @@ class Settings(BaseSettings):
         gt=0,
         # Its old name, torch_threads, still works (it always set ONNX Runtime's threads too).
         validation_alias=AliasChoices("threads", "EMBEDSERVE_THREADS", "torch_threads", "EMBEDSERVE_TORCH_THREADS"),
-        description="Intra-op threads of each model's runtime (torch or ONNX Runtime); default: the machine's cores.",
+        description="Intra-op threads of each model's runtime (torch or ONNX Runtime); default: the CPUs this process "
+        "may use, its cgroup's CPU quota rounded up (models/cpus.py).",
     )
     int8_any_cpu: bool = Field(
         False,

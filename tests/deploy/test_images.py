@@ -120,6 +120,10 @@ def test_amd64_image_serves_the_bundled_minilm_as_the_readme_runs_it(amd64_image
         images.record("ready amd64", ready)
         assert running.exec("id", "-u").stdout.strip() == "10001"
         assert _healthcheck(running) == 0, running.logs()
+        # backend auto: the ONNX fp32 export made at `docker build` time, loaded, not made again
+        card = httpx.get(f"{running.url}/v1/models", timeout=60).json()["data"][0]
+        assert card["backend"] == "onnx", card
+        assert "using the cached ONNX export" in running.logs() and "exporting to ONNX" not in running.logs()
         start = time.monotonic()
         model, vectors = _embeddings(running.url, SENTENCES)
         images.record("amd64 /v1/embeddings, 30 sentences", time.monotonic() - start)
@@ -210,7 +214,7 @@ def _bge_m3_outputs_torch_free(url: str, folder: Path) -> None:
     from embedserve.models.loading import load_model
     from embedserve.models.spec import ModelSpec
 
-    model = load_model(ModelSpec(id="bge-m3", source=str(folder), device="cpu")).model
+    model = load_model(ModelSpec(backend="torch", id="bge-m3", source=str(folder), device="cpu")).model
     tokens = model.tokenize(SENTENCES[:3])
     answer = httpx.post(f"{url}/v1/multi-vector", json={"model": "bge-m3", "input": SENTENCES[:3]}, timeout=600)
     assert answer.status_code == 200, answer.text

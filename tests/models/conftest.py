@@ -14,6 +14,6 @@ from embedserve.models.spec import ModelSpec
 @pytest.fixture(scope="module")
 def bge_m3(tiny_bge_m3_dir: Path) -> Embedder:
     """The tiny bge-m3 (XLM-R with both extra heads) loaded as the server loads it."""
-    model = load_model(ModelSpec(id="bge-m3", source=str(tiny_bge_m3_dir), device="cpu")).model
+    model = load_model(ModelSpec(backend="torch", id="bge-m3", source=str(tiny_bge_m3_dir), device="cpu")).model
     assert isinstance(model, Embedder)
     return model

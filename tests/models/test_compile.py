@@ -68,7 +68,7 @@ def no_recompiles() -> Iterator[None]:
 
 
 def _compiled_and_plain(folder: Path, kind: str = "embed", lengths: str = "static"):  # type: ignore[no-untyped-def]
-    spec = ModelSpec(id="m", source=str(folder), kind=kind, device="cpu", max_length=MAX_LENGTH)
+    spec = ModelSpec(backend="torch", id="m", source=str(folder), kind=kind, device="cpu", max_length=MAX_LENGTH)
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(BACKEND_ENV, "eager")
         mp.setenv(LENGTHS_ENV, lengths)
@@ -128,7 +128,7 @@ def test_dynamic_lengths_compile_one_graph_for_every_bucket(tiny_xlmr_dir: Path)
 def test_padding_to_a_bucket_changes_no_embedding(family: str, request: pytest.FixtureRequest) -> None:
     """Pooling (mean, CLS) reads the attention mask, so extra pad positions are ignored."""
     folder = request.getfixturevalue(f"tiny_{family}_dir")
-    runner = TorchEmbeddingRunner(ModelSpec(id="m", source=str(folder), device="cpu"), str(folder))
+    runner = TorchEmbeddingRunner(ModelSpec(backend="torch", id="m", source=str(folder), device="cpu"), str(folder))
     batch = runner.tokenizer.encode(TEXTS[:9])
     longest = max(len(t) for t in batch)
 
@@ -146,7 +146,9 @@ def test_padding_to_a_bucket_changes_no_embedding(family: str, request: pytest.F
 
 def test_an_unwarmed_bucket_runs_uncompiled_without_compiling(tiny_bert_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.setenv(BACKEND_ENV, "eager")
-    spec = ModelSpec(id="m", source=str(tiny_bert_dir), device="cpu", max_length=MAX_LENGTH, compile="on")
+    spec = ModelSpec(
+        backend="torch", id="m", source=str(tiny_bert_dir), device="cpu", max_length=MAX_LENGTH, compile="on"
+    )
     runner = TorchEmbeddingRunner(spec, str(tiny_bert_dir))  # not warmed
     before = _graphs()
     out = runner.run(runner.tokenizer.encode(TEXTS[:3]))
@@ -155,7 +157,9 @@ def test_an_unwarmed_bucket_runs_uncompiled_without_compiling(tiny_bert_dir: Pat
 
 
 def test_compile_auto_is_off_on_cpu(tiny_bert_dir: Path) -> None:
-    runner = TorchEmbeddingRunner(ModelSpec(id="m", source=str(tiny_bert_dir), device="cpu"), str(tiny_bert_dir))
+    runner = TorchEmbeddingRunner(
+        ModelSpec(backend="torch", id="m", source=str(tiny_bert_dir), device="cpu"), str(tiny_bert_dir)
+    )
     assert runner.warm(max_batch_tokens=64, max_batch_size=4) is None
     assert wants_compile("auto", "cuda") and wants_compile("auto", "cuda:1")
     assert not wants_compile("auto", "cpu") and not wants_compile("auto", "mps")
@@ -166,7 +170,9 @@ def test_a_failed_compile_serves_uncompiled_unless_compile_was_asked_for(tiny_be
     def broken(gm, example_inputs):  # type: ignore[no-untyped-def]
         raise RuntimeError("no compiler here")
 
-    runner = TorchEmbeddingRunner(ModelSpec(id="m", source=str(tiny_bert_dir), device="cpu"), str(tiny_bert_dir))
+    runner = TorchEmbeddingRunner(
+        ModelSpec(backend="torch", id="m", source=str(tiny_bert_dir), device="cpu"), str(tiny_bert_dir)
+    )
     sample = runner.tokenizer.encode(["warm up"])[0]
     lenient = CompiledForward(runner._modules, "sentence_embedding", max_length=MAX_LENGTH, backend=broken)
     lenient.warm(runner.tokenizer, sample, torch.device("cpu"), max_batch_tokens=64, max_batch_size=4)
@@ -193,7 +199,7 @@ def test_compile_setting_in_a_models_file(tmp_path: Path) -> None:
 def test_inductor_compiles_the_gemma_chain(tiny_gemma3_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """The real backend on one bucket (~25 s on 2 cores, less with inductor's on-disk cache)."""
     monkeypatch.setenv(BACKEND_ENV, "inductor")
-    spec = ModelSpec(id="m", source=str(tiny_gemma3_dir), device="cpu", max_length=16)
+    spec = ModelSpec(backend="torch", id="m", source=str(tiny_gemma3_dir), device="cpu", max_length=16)
     compiled = load_model(spec.model_copy(update={"compile": "on"}), max_batch_tokens=64, max_batch_size=4)
     runner = compiled.model.runner
     assert runner._compiled.warmed == {16}
@@ -224,7 +230,7 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def test_cuda_serves_in_half_precision_within_tolerance(family: str, dtype: str, request, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     monkeypatch.delenv(BACKEND_ENV, raising=False)  # inductor
     folder = request.getfixturevalue(f"tiny_{family}_dir")
-    spec = ModelSpec(id="m", source=str(folder), max_length=MAX_LENGTH)  # device, dtype, compile: auto
+    spec = ModelSpec(backend="torch", id="m", source=str(folder), max_length=MAX_LENGTH)  # device, dtype, compile: auto
     runner = load_model(spec, max_batch_tokens=256, max_batch_size=16).model.runner
     assert runner.info.device.startswith("cuda") and runner.info.dtype == dtype
     assert runner._compiled is not None and runner._compiled.warmed == set(length_buckets(MAX_LENGTH))
@@ -242,7 +248,7 @@ def test_cuda_serves_in_half_precision_within_tolerance(family: str, dtype: str,
 def test_a_cuda_batch_waits_for_the_device_once(tiny_gemma3_dir: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """Inputs go through pinned memory asynchronously; the result copy is the one synchronisation."""
     monkeypatch.delenv(BACKEND_ENV, raising=False)
-    spec = ModelSpec(id="m", source=str(tiny_gemma3_dir), max_length=MAX_LENGTH)
+    spec = ModelSpec(backend="torch", id="m", source=str(tiny_gemma3_dir), max_length=MAX_LENGTH)
     runner = load_model(spec, max_batch_tokens=256, max_batch_size=16).model.runner
     batches = [runner.tokenizer.encode(TEXTS[i : i + 5]) for i in (0, 20, 40)]
     torch.cuda.synchronize()

@@ -26,7 +26,7 @@ def family(request: pytest.FixtureRequest, tiny_model_dirs) -> tuple[str, Path]:
 @pytest.fixture(scope="module")
 def loaded(family: tuple[str, Path]) -> LoadedModel:
     name, folder = family
-    return load_model(ModelSpec(id=name, source=str(folder), device="cpu"))
+    return load_model(ModelSpec(backend="torch", id=name, source=str(folder), device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -91,26 +91,35 @@ def test_mixed_lengths_in_one_padded_batch_equal_one_at_a_time(loaded: LoadedMod
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_hub_layout_folders_load_the_same(name: str, tmp_path: Path, tiny_model_dirs) -> None:  # type: ignore[no-untyped-def]
     """Folders as published on the hub (older module names and config keys) load identically."""
-    hub = load_model(ModelSpec(id=name, source=str(BUILDERS[name](tmp_path / "hub", layout="hub")), device="cpu"))
-    current = load_model(ModelSpec(id=name, source=str(getattr(tiny_model_dirs, name)), device="cpu"))
+    hub = load_model(
+        ModelSpec(backend="torch", id=name, source=str(BUILDERS[name](tmp_path / "hub", layout="hub")), device="cpu")
+    )
+    current = load_model(ModelSpec(backend="torch", id=name, source=str(getattr(tiny_model_dirs, name)), device="cpu"))
     assert cosine_rows(embed(hub, TEXTS), embed(current, TEXTS)).min() >= 0.9999
 
 
 def test_gemma3_refuses_float16_with_a_clear_message(tiny_gemma3_dir: Path) -> None:
     with pytest.raises(ModelLoadError, match="float16.*overflow"):
-        load_model(ModelSpec(id="gemma", source=str(tiny_gemma3_dir), device="cpu", dtype="float16"))
+        load_model(ModelSpec(backend="torch", id="gemma", source=str(tiny_gemma3_dir), device="cpu", dtype="float16"))
 
 
 def test_gemma3_runs_in_bfloat16_close_to_float32(tiny_gemma3_dir: Path) -> None:
-    low = load_model(ModelSpec(id="gemma", source=str(tiny_gemma3_dir), device="cpu", dtype="bfloat16"))
-    high = load_model(ModelSpec(id="gemma", source=str(tiny_gemma3_dir), device="cpu"))
+    low = load_model(
+        ModelSpec(backend="torch", id="gemma", source=str(tiny_gemma3_dir), device="cpu", dtype="bfloat16")
+    )
+    high = load_model(ModelSpec(backend="torch", id="gemma", source=str(tiny_gemma3_dir), device="cpu"))
     assert low.model.info.dtype == "bfloat16"
     assert cosine_rows(embed(low, TEXTS), embed(high, TEXTS)).min() > 0.98
 
 
 def test_models_file_prompts_override_and_set_the_default(tiny_bert_dir: Path) -> None:
     spec = ModelSpec(
-        id="e5", source=str(tiny_bert_dir), device="cpu", prompts={"query": "search_query: "}, default_prompt="query"
+        backend="torch",
+        id="e5",
+        source=str(tiny_bert_dir),
+        device="cpu",
+        prompts={"query": "search_query: "},
+        default_prompt="query",
     )
     loaded = load_model(spec)
     assert loaded.model.info.prompts["query"] == "search_query: "

@@ -25,7 +25,7 @@ CHUNKS_OF_ONE_TEXT = [
 @pytest.fixture(scope="module")
 def gemma(tiny_gemma3_dir: Path) -> Embedder:
     """EmbeddingGemma's shape: mean pooling, then two Dense layers."""
-    model = load_model(ModelSpec(id="gemma", source=str(tiny_gemma3_dir), device="cpu")).model
+    model = load_model(ModelSpec(backend="torch", id="gemma", source=str(tiny_gemma3_dir), device="cpu")).model
     assert isinstance(model, Embedder)
     return model
 

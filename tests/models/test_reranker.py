@@ -30,7 +30,7 @@ def folder(request: pytest.FixtureRequest) -> Path:
 
 @pytest.fixture(scope="module")
 def loaded(folder: Path) -> LoadedModel:
-    return load_model(ModelSpec(id="reranker", source=str(folder), kind="rerank", device="cpu"))
+    return load_model(ModelSpec(backend="torch", id="reranker", source=str(folder), kind="rerank", device="cpu"))
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,9 @@ def test_scores_equal_cross_encoder_predict(loaded: LoadedModel, cross_encoder) 
 
 
 def test_packed_and_padded_forwards_score_alike(loaded: LoadedModel, folder: Path) -> None:
-    padded = load_model(ModelSpec(id="padded", source=str(folder), kind="rerank", device="cpu", packing="off"))
+    padded = load_model(
+        ModelSpec(backend="torch", id="padded", source=str(folder), kind="rerank", device="cpu", packing="off")
+    )
     ours = loaded.model.runner.run(loaded.model.tokenize(QUERY, DOCUMENTS))
     np.testing.assert_allclose(ours, padded.model.runner.run(padded.model.tokenize(QUERY, DOCUMENTS)), atol=1e-5)
 
@@ -106,7 +108,12 @@ def test_an_unknown_prompt_is_refused(loaded: LoadedModel) -> None:
 
 def test_a_configured_prompt_goes_before_the_query(tiny_reranker_dir: Path) -> None:
     spec = ModelSpec(
-        id="r", source=str(tiny_reranker_dir), kind="rerank", prompts={"web": "web search: "}, default_prompt="web"
+        backend="torch",
+        id="r",
+        source=str(tiny_reranker_dir),
+        kind="rerank",
+        prompts={"web": "web search: "},
+        default_prompt="web",
     )
     reranker = load_model(spec).model
     assert reranker.tokenize("q", ["d"]) == reranker.runner.tokenizer.encode_pairs("web search: q", ["d"])

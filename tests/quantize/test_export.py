@@ -186,7 +186,7 @@ def test_reranker_export_matches_cross_encoder(request: pytest.FixtureRequest, f
 
     source, folder = exported(request, family)
     config = json.loads((folder / "embedserve.json").read_text())
-    assert set(config) == CONFIG_KEYS
+    assert set(config) == CONFIG_KEYS | {"labels"}  # a reranker's label names (TEI's /info)
     assert config["kind"] == "rerank" and config["pooling"] is None and config["dense"] == []
     model = CrossEncoder(str(source), device="cpu")
     assert config["num_labels"] == config["dimension"] == model.num_labels

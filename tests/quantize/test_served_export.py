@@ -99,9 +99,26 @@ def test_a_models_file_entry_with_backend_auto_serves_onnx(cache: Path, tiny_ber
         assert (card["backend"], card["dtype"], card["status"]) == ("onnx", "float32", "ready")
         answer = served.http.post("/v1/embeddings", json={"model": "bert", "input": TEXTS[:3]})
         assert answer.status_code == 200, answer.text
-        torch = load_model(ModelSpec(id="t", source=str(tiny_bert_dir), device="cpu")).model
+        torch = load_model(ModelSpec(backend="torch", id="t", source=str(tiny_bert_dir), device="cpu")).model
         want = torch.finish(torch.runner.run(torch.tokenize(TEXTS[:3])))
         got = np.array([d["embedding"] for d in answer.json()["data"]])
         assert cosine_rows(got, want).min() >= 0.99999
     finally:
         served.stop()
+
+
+def test_embedserve_prepare_makes_the_exports_and_exits(tmp_path: Path, tiny_bert_dir: Path) -> None:
+    """What an image's build step runs: with serve's flags, each model's backend resolved (exported once), a line
+    each, exit 0, no port bound."""
+    import os
+    import subprocess
+    import sys
+
+    command = [str(Path(sys.executable).parent / "embedserve"), "prepare", "--model", f"bert={tiny_bert_dir}"]
+    env = {**os.environ, "EMBEDSERVE_CACHE_DIR": str(tmp_path / "cache"), "EMBEDSERVE_PORT": "1"}  # port 1: unbindable
+    for _ in range(2):  # the second finds the export made by the first
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        (line,) = done.stdout.splitlines()
+        assert line.startswith(f"bert: onnx from {tmp_path / 'cache' / 'onnx'}")
+    assert "using the cached ONNX export" in done.stderr

