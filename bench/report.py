@@ -7,13 +7,16 @@ def _fmt(value: float | None, digits: int = 1) -> str:
     return "-" if value is None else f"{value:,.{digits}f}"
 
 
-def _ceiling_table(ceiling: dict[str, dict]) -> list[str]:
+def _ceiling_table(ceiling: dict[str, dict], onnx: dict[str, dict] | None = None) -> list[str]:
+    """The torch ceiling (what "of ceiling" divides by) and, where measured, the default engine's: its ONNX fp32
+    export in-process."""
     lines = [
-        "| workload | ceiling items/s | single encode p50 ms |",
-        "|---|---:|---:|",
+        "| workload | engine | ceiling items/s | single encode p50 ms |",
+        "|---|---|---:|---:|",
     ]
-    for workload, c in ceiling.items():
-        lines.append(f"| {workload} | {_fmt(c['items_per_s'])} | {_fmt(c['single_encode_p50_ms'], 2)} |")
+    for engine, table in (("torch", ceiling), ("onnx fp32", onnx or {})):
+        for workload, c in table.items():
+            lines.append(f"| {workload} | {engine} | {_fmt(c['items_per_s'])} | {_fmt(c['single_encode_p50_ms'], 2)} |")
     return lines
 
 
@@ -34,14 +37,30 @@ def _run_row(name: str, run: dict, ceiling: dict[str, dict], peak_rss: float | N
     )
 
 
-def _vs_torch(contenders: list[dict]) -> list[str]:
-    """Each ONNX contender against the torch server of the same run: peak RSS and items/s ratios."""
-    torch = next((c for c in contenders if c["name"] == "embedserve" and not c.get("error")), None)
-    others = [c for c in contenders if c["name"].startswith("embedserve-onnx") and not c.get("error")]
+AUTO_SINCE = "2026-12-04T14:00:00Z"
+"""From then on `embedserve` with no backend named serves ONNX fp32 (backend auto); `embedserve-torch` is torch."""
+
+
+def _torch_server(contenders: list[dict], started: str) -> dict | None:
+    """The run's torch server: `embedserve-torch`, or `embedserve` in a run from before backend auto."""
+    ok = {c["name"]: c for c in contenders if not c.get("error")}
+    return ok.get("embedserve-torch") or (ok.get("embedserve") if started < AUTO_SINCE else None)
+
+
+def _vs_torch(contenders: list[dict], started: str) -> list[str]:
+    """Each of our other engines against the torch server of the same run: peak RSS and items/s ratios."""
+    torch = _torch_server(contenders, started)
+    others = [
+        c
+        for c in contenders
+        if c is not torch
+        and not c.get("error")
+        and (c["name"].startswith("embedserve-onnx") or c["name"] == "embedserve")
+    ]
     if torch is None or not others:
         return []
     lines = [
-        "Against the torch server (`embedserve`), same run:",
+        f"Against the torch server (`{torch['name']}`), same run:",
         "",
         "| contender | peak RSS ÷ torch | workload | clients × items | items/s ÷ torch |",
         "|---|---:|---|---|---:|",
@@ -119,9 +138,9 @@ def render(result: dict) -> str:
     ]
     if result["ceiling"]:
         lines += [
-            "In-process ceiling (SentenceTransformer.encode, no server):",
+            "In-process ceiling (no server): torch is SentenceTransformer.encode, onnx fp32 our ONNX runner on the export:",
             "",
-            *_ceiling_table(result["ceiling"]),
+            *_ceiling_table(result["ceiling"], result.get("ceiling_onnx")),
             "",
         ]
     lines += [
@@ -142,4 +161,4 @@ def render(result: dict) -> str:
             + (f" env {contender['env']}" if contender["env"] else "")
         )
     contenders = result["contenders"]
-    return "\n".join([*lines, "", *_vs_torch(contenders), *_vs_best_peer(contenders), *notes, ""])
+    return "\n".join([*lines, "", *_vs_torch(contenders, meta["started"]), *_vs_best_peer(contenders), *notes, ""])

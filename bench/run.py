@@ -146,7 +146,7 @@ def _settle(args: argparse.Namespace) -> float:
     return round(wait_quiet(QUIET_CORES, args.quiet_wait), 2)
 
 
-def measure_ceiling(workload: str, args: argparse.Namespace, model_dir: str) -> dict:
+def measure_ceiling(workload: str, args: argparse.Namespace, model_dir: str, engine: str = "torch") -> dict:
     busy = _settle(args)
     argv = _module(
         "bench.ceiling",
@@ -155,6 +155,7 @@ def measure_ceiling(workload: str, args: argparse.Namespace, model_dir: str) -> 
         seed=args.seed,
         pool=args.pool,
         seconds=args.ceiling_seconds,
+        engine=engine,
     )
     return {**_run_json(argv, timeout=args.ceiling_seconds * 3 + 180), "busy_before_cores": busy}
 
@@ -275,6 +276,7 @@ def main(argv: list[str] | None = None) -> None:
             "scenarios": [vars(s) for s in plan],
         },
         "ceiling": {},
+        "ceiling_onnx": {},
         "contenders": [],
     }
     if any(name in ONNX_BACKENDS for name in args.contenders):
@@ -286,6 +288,8 @@ def main(argv: list[str] | None = None) -> None:
         for workload in dict.fromkeys(s.workload for s in plan):
             print(f"ceiling: {workload} ...", file=sys.stderr, flush=True)
             result["ceiling"][workload] = measure_ceiling(workload, args, model_dir)
+            if "embedserve" in args.contenders:  # the default engine's own ceiling: its ONNX fp32 export in-process
+                result["ceiling_onnx"][workload] = measure_ceiling(workload, args, model_dir, "onnx")
     for name in args.contenders:
         result["contenders"].append(bench_contender(name, plan, args, model_dir))
     path = write(result, args.out)

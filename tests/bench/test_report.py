@@ -42,3 +42,47 @@ def test_each_load_pits_our_fastest_contender_against_the_fastest_peer() -> None
     table = render(result).split("Fastest embedserve contender against the fastest peer")[1]
     assert "| short | 32 × 1 | embedserve-onnx-int8 | 1,200.0 | 40.0 | litserve | 480.0 | 100.0 | 2.50× |" in table
     assert "| mixed | 32 × 1 | embedserve | 140.0 | 600.0 | infinity | 70.0 | 900.0 | 2.00× |" in table
+
+
+def test_our_engines_are_compared_with_the_runs_torch_server() -> None:
+    """Since backend auto, `embedserve` is ONNX fp32 and `embedserve-torch` the torch server; in older runs
+    `embedserve` was torch."""
+
+    def result(started: str, *names: str) -> dict:
+        return {
+            "meta": {"started": started, "command": "c", "cores": 2, "cpu": "cpu", "git": "g", "python": "3"},
+            "settings": {"duration": 1, "warmup": 1, "seed": 0},
+            "ceiling": {},
+            "contenders": [contender(name, run("short", 32, 100.0 * (i + 1), 90)) for i, name in enumerate(names)],
+        }
+
+    now = render(result("2026-12-05T00:00:00Z", "embedserve-torch", "embedserve", "embedserve-onnx-int8"))
+    assert "Against the torch server (`embedserve-torch`)" in now
+    assert "| embedserve | 1.00× (500 / 500 MB) | short | 32 × 1 | 2.00× |" in now
+    assert "| embedserve-onnx-int8 | 1.00× (500 / 500 MB) | short | 32 × 1 | 3.00× |" in now
+    assert "Against the torch server" not in render(result("2026-12-05T00:00:00Z", "embedserve", "embedserve-onnx"))
+    before = render(result("2026-11-29T04:55:15Z", "embedserve", "embedserve-onnx"))
+    assert (
+        "Against the torch server (`embedserve`)" in before
+        and "| embedserve-onnx | 1.00× (500 / 500 MB) | short | 32 × 1 | 2.00× |" in before
+    )
+
+
+def test_the_ceiling_table_shows_the_onnx_ceiling_beside_torchs() -> None:
+    result = {
+        "meta": {
+            "started": "2026-12-05T00:00:00Z",
+            "command": "c",
+            "cores": 2,
+            "cpu": "cpu",
+            "git": "g",
+            "python": "3",
+        },
+        "settings": {"duration": 1, "warmup": 1, "seed": 0},
+        "ceiling": {"short": {"items_per_s": 458.0, "single_encode_p50_ms": 11.2}},
+        "ceiling_onnx": {"short": {"items_per_s": 624.3, "single_encode_p50_ms": 4.01}},
+        "contenders": [contender("embedserve", run("short", 32, 458.0, 90))],
+    }
+    text = render(result)
+    assert "| short | torch | 458.0 | 11.20 |" in text and "| short | onnx fp32 | 624.3 | 4.01 |" in text
+    assert "| embedserve | short | 32 × 1 | 458.0 | 100% |" in text  # "of ceiling": torch's
