@@ -49,10 +49,6 @@ def _joined(prompt: str, chunks: Sequence[str]) -> tuple[str, list[tuple[int, in
     return text, bounds
 
 
-def _space_only(text: str) -> bool:
-    return not text.strip()
-
-
 class _Inspection:
     """What TEI's /tokenize and /decode show of a model's tokenizer (`self._tok`)."""
 
@@ -179,20 +175,22 @@ class TextTokenizer(_Inspection):
                 f"model's limit of {self.max_length} tokens; send fewer or shorter chunks",
                 param="input",
             )
-        owner = [-1] * len(enc.ids)
+        first: list[int | None] = [None] * len(bounds)
+        last = [0] * len(bounds)
         chunk = 0
         for position, ((begin, _), special) in enumerate(zip(enc.offsets, enc.special_tokens_mask)):
-            if special or begin < bounds[0][0] and not _space_only(text[begin : bounds[0][0]]):
+            if special or begin < bounds[0][0] and text[begin : bounds[0][0]].strip():
                 continue  # a special token, or the prompt's
             while chunk < len(bounds) - 1 and begin >= bounds[chunk][1]:
                 chunk += 1
-            owner[position] = chunk
+            if first[chunk] is None:
+                first[chunk] = position
+            last[chunk] = position + 1
         spans = []
-        for i in range(len(bounds)):
-            positions = [p for p, o in enumerate(owner) if o == i]
-            if not positions:
+        for i, start in enumerate(first):
+            if start is None:
                 raise InvalidInput(f"input[{i}] has no tokens: each chunk needs at least one", param="input")
-            spans.append((positions[0], positions[-1] + 1))
+            spans.append((start, last[i]))
         return Tokens(enc.ids, enc.type_ids if self.with_type_ids else None, spans=tuple(spans))
 
     def pad(self, batch: Sequence[Tokens], width: int | None = None) -> dict[str, np.ndarray]:
