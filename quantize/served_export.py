@@ -83,13 +83,18 @@ def _accelerator_present() -> bool:
 
 
 def _cached_export(spec: ModelSpec, source: str) -> Path:
+    root = cache_dir() / "onnx"
+    folder = root / _key(source, spec.kind)
+    # A whole export (it appears by a rename) is read without the lock: a read-only filesystem holding one made at
+    # build time serves it.
+    if (folder / CONFIG_FILE).is_file():
+        log.info("using the cached ONNX export", extra={"model": spec.id, "folder": str(folder)})
+        return folder
     from filelock import FileLock
 
-    root = cache_dir() / "onnx"
     root.mkdir(parents=True, exist_ok=True)
-    folder = root / _key(source, spec.kind)
     with FileLock(str(folder) + ".lock"):
-        if (folder / CONFIG_FILE).is_file():
+        if (folder / CONFIG_FILE).is_file():  # another process made it while this one waited
             log.info("using the cached ONNX export", extra={"model": spec.id, "folder": str(folder)})
             return folder
         from embedserve.quantize.export import export

@@ -46,6 +46,11 @@ def test_a_cpu_folder_is_served_from_its_verified_export_made_once(
         raise AssertionError("exported again")
 
     monkeypatch.setattr("embedserve.quantize.export.export", no_second_export)
+
+    def read_only(*args: object, **kwargs: object) -> None:
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr("filelock.FileLock", read_only)  # a made export is served without writing a lock
     caplog.clear()
     with caplog.at_level(logging.INFO, "embedserve.models"):
         assert resolve_backend(spec) == resolved
