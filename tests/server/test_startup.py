@@ -117,7 +117,9 @@ def test_tracing_asked_for_without_its_extra_names_the_extra() -> None:
 def test_once_its_models_are_in_the_server_freezes_them_for_the_garbage_collector(
     tmp_path: Path, minilm_dir: str
 ) -> None:
-    server = start_server(tmp_path, "--model", f"m={minilm_dir}")
+    models = tmp_path / "models.yaml"  # torch: what is frozen is mostly torch's own objects
+    models.write_text(f"models:\n  - id: m\n    source: {minilm_dir}\n    backend: torch\n")
+    server = start_server(tmp_path, "--models", str(models))
     try:
         server.wait_until(lambda: "objects frozen for the collector" in server.log())
     finally:
