@@ -40,6 +40,13 @@ class LinearHead:
             return cls(arrays["weight"].astype(np.float32), arrays["bias"].astype(np.float32))
 
 
+def unused_token_ids(tokenizer: object) -> tuple[int, ...]:
+    """The ids bge-m3 leaves out of its lexical weights (FlagEmbedding's `unused_tokens`): a Hugging Face tokenizer's
+    cls, eos, pad and unk tokens, where it has them; ascending."""
+    ids = (getattr(tokenizer, f"{name}_token_id", None) for name in ("cls", "eos", "pad", "unk"))
+    return tuple(sorted({i for i in ids if i is not None}))
+
+
 def lexical_weights(weights: np.ndarray, batch: Sequence[Tokens], unused_ids: Iterable[int]) -> list[SparseVector]:
     """Per item, FlagEmbedding's lexical weights from its tokens' relu'd sparse-head weights (`weights`,
     (items, padded length)): the largest weight per token id, zero weights and `unused_ids` (bge-m3's cls, eos,

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from embedserve.models.backend import CHUNKS, MULTIVECTOR, SPARSE, TOKENS, CpuDefaults, WarmReport
-from embedserve.models.heads import colbert_rows, lexical_weights
+from embedserve.models.heads import colbert_rows, lexical_weights, unused_token_ids
 from embedserve.models.packed_encoder import packed_model, packing_unsupported
 from embedserve.models.prompts import merged_prompts
 from embedserve.models.spec import ModelSpec
@@ -72,22 +72,7 @@ class TorchEmbeddingRunner:
             self.outputs[SPARSE] = self.run_sparse
         if self._colbert_head is not None:
             self.outputs[MULTIVECTOR] = self.run_multivector
-        # bge-m3 leaves these out of its lexical weights (FlagEmbedding's `unused_tokens`).
-        self._unused_ids = np.array(
-            sorted(
-                {
-                    i
-                    for i in (
-                        hf_tokenizer.cls_token_id,
-                        hf_tokenizer.eos_token_id,
-                        hf_tokenizer.pad_token_id,
-                        hf_tokenizer.unk_token_id,
-                    )
-                    if i is not None
-                }
-            ),
-            dtype=np.int64,
-        )
+        self._unused_ids = unused_token_ids(hf_tokenizer)
         self._compiled = compiled_forward(spec, device, self._modules, "sentence_embedding", max_length)
         self._packed = None
         if self._compiled is None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from embedserve.models.heads import COLBERT_HEAD, SPARSE_HEAD, LinearHead
+from embedserve.models.heads import COLBERT_HEAD, SPARSE_HEAD, LinearHead, unused_token_ids
 from embedserve.models.pooling import POOLING_MODES, DenseLayer, l2_normalize, load_dense, sentence_embeddings
 
 # torch activation class name -> the name embedserve.json uses
@@ -100,9 +100,8 @@ def write_heads(source: Path, tokenizer: Any, out: Path) -> dict[str, dict[str, 
         bias = state["bias"].float().numpy() if "bias" in state else np.zeros(len(weight), dtype=np.float32)
         LinearHead(np.ascontiguousarray(weight), np.ascontiguousarray(bias)).save(out / f"{name}.npz")
         entries[output] = {"file": f"{name}.npz"}
-    if "sparse" in entries:  # FlagEmbedding's `unused_tokens`: left out of the lexical weights
-        ids = {tokenizer.cls_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id, tokenizer.unk_token_id}
-        entries["sparse"]["unused_ids"] = sorted(i for i in ids if i is not None)
+    if "sparse" in entries:
+        entries["sparse"]["unused_ids"] = list(unused_token_ids(tokenizer))
     return entries
 
 
