@@ -171,8 +171,8 @@ class TextTokenizer(_Inspection):
         (enc,) = self._tok.encode_batch([text])
         if enc.overflowing:
             raise InvalidInput(
-                f"late chunking encodes the inputs as one text of more than {self.max_length} tokens, past the "
-                f"model's limit of {self.max_length} tokens; send fewer or shorter chunks",
+                f"late chunking encodes the inputs as one text, longer than the model's limit of {self.max_length} "
+                "tokens; send fewer or shorter chunks",
                 param="input",
             )
         first: list[int | None] = [None] * len(bounds)

@@ -87,15 +87,13 @@ def _cached_export(spec: ModelSpec, source: str) -> Path:
     folder = root / _key(source, spec.kind)
     # A whole export (it appears by a rename) is read without the lock: a read-only filesystem holding one made at
     # build time serves it.
-    if (folder / CONFIG_FILE).is_file():
-        log.info("using the cached ONNX export", extra={"model": spec.id, "folder": str(folder)})
+    if _made(folder, spec):
         return folder
     from filelock import FileLock
 
     root.mkdir(parents=True, exist_ok=True)
     with FileLock(str(folder) + ".lock"):
-        if (folder / CONFIG_FILE).is_file():  # another process made it while this one waited
-            log.info("using the cached ONNX export", extra={"model": spec.id, "folder": str(folder)})
+        if _made(folder, spec):  # another process made it while this one waited
             return folder
         from embedserve.quantize.export import export
 
@@ -122,6 +120,13 @@ def _cached_export(spec: ModelSpec, source: str) -> Path:
             },
         )
         return folder
+
+
+def _made(folder: Path, spec: ModelSpec) -> bool:
+    if not (folder / CONFIG_FILE).is_file():
+        return False
+    log.info("using the cached ONNX export", extra={"model": spec.id, "folder": str(folder)})
+    return True
 
 
 def _key(source: str, kind: str) -> str:
