@@ -81,8 +81,12 @@ class ModelTokenizer(Protocol):
         """Token-id inputs as the content: the model's special tokens are added around them."""
         ...
 
-    def encode_pairs(self, query: str, documents: Sequence[str], *, truncate: bool = True) -> list[Tokens]:
-        """One item per (query, document) pair, as the model's own tokenizer encodes a pair."""
+    def encode_pairs(
+        self, query: str, documents: Sequence[str], *, truncate: bool = True, instruction: str | None = None
+    ) -> list[Tokens]:
+        """One item per (query, document) pair, as the model's own tokenizer encodes a pair; `instruction` is the
+        task an LLM reranker is told (models.yes_no). A tokenizer of models told no task leaves the parameter
+        out, and a request that names one is refused (models.reranker)."""
         ...
 
     def describe(self, texts: Sequence[str], *, add_special_tokens: bool = True) -> list[list[TokenSpan]]:
@@ -130,10 +134,11 @@ class BackendEntry:
     packages: tuple[str, ...]
     extra: str
     runners: Mapping[str, str] = field(default_factory=dict)
+    """"module:name" by kind: a runner class, or a function of (spec, source) that builds the right one."""
     hint: str = ""
     """Added to the "not installed" message (e.g. where a lighter backend would do)."""
 
-    def runner_class(self, kind: str) -> type:
+    def runner_class(self, kind: str) -> Callable[[Any, str], Any]:
         target = self.runners.get(kind)
         if target is None:
             raise ValueError(f"backend {self.name!r} serves {', '.join(self.runners)} models, not {kind}")
@@ -172,7 +177,7 @@ register(
         "torch",
         {
             "embed": "embedserve.models.torch_embedding:TorchEmbeddingRunner",
-            "rerank": "embedserve.models.torch_rerank:TorchRerankRunner",
+            "rerank": "embedserve.models.torch_rerank:rerank_runner",
             "classify": "embedserve.models.torch_rerank:TorchRerankRunner",
         },
         hint=" (or serve an ONNX folder made by `embedserve quantize`)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -9,6 +10,7 @@ import numpy as np
 
 from embedserve.models.backend import Runner
 from embedserve.models.classifier import sigmoid
+from embedserve.models.errors import InvalidInput
 from embedserve.models.prompts import prompt_text
 from embedserve.models.types import ModelInfo, Tokens
 
@@ -28,11 +30,26 @@ class Reranker:
         return self.runner.info
 
     def tokenize(
-        self, query: str, documents: Sequence[str], *, prompt_name: str | None = None, truncate: bool = True
+        self,
+        query: str,
+        documents: Sequence[str],
+        *,
+        prompt_name: str | None = None,
+        truncate: bool = True,
+        instruction: str | None = None,
     ) -> list[Tokens]:
-        """One item per document: the pair (prompt + query, document), truncated to the model's limit."""
+        """One item per document: the pair (prompt + query, document), truncated to the model's limit; an LLM
+        reranker's (models.yes_no) written into its template with `instruction` (default: its template's)."""
         prefix = prompt_text(self.info, prompt_name)
-        return self.runner.tokenizer.encode_pairs(prefix + query, documents, truncate=truncate)
+        encode_pairs = self.runner.tokenizer.encode_pairs
+        if instruction is None:
+            return encode_pairs(prefix + query, documents, truncate=truncate)
+        if "instruction" not in inspect.signature(encode_pairs).parameters:
+            raise InvalidInput(
+                f"instruction applies to LLM rerankers (Qwen3-Reranker); {self.info.id!r} takes none",
+                param="instruction",
+            )
+        return encode_pairs(prefix + query, documents, truncate=truncate, instruction=instruction)
 
     @staticmethod
     def scores(raw: np.ndarray, *, raw_scores: bool = False) -> np.ndarray:

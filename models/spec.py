@@ -50,6 +50,11 @@ class ModelSpec(BaseModel):
         description="Serve an INT8 graph even on a CPU whose kernels compute it below the accuracy it was "
         "accepted with (8-bit weights on x86 without VNNI), with a warning; by default such a load is refused.",
     )
+    template: str | None = Field(
+        default=None,
+        description="An LLM reranker's yes/no template (models.yes_no): qwen3-reranker; default: the one for the "
+        "folder's model family.",
+    )
     prompts: dict[str, str] = Field(
         default_factory=dict, description="Prompts by name, added to (and overriding) the folder's own."
     )
@@ -62,6 +67,15 @@ class ModelSpec(BaseModel):
     def _registered_backend(cls, name: str) -> str:
         if name not in BACKENDS and name != AUTO_BACKEND:
             raise ValueError(f"unknown backend {name!r}; known: {', '.join([*BACKENDS, AUTO_BACKEND])}")
+        return name
+
+    @field_validator("template")
+    @classmethod
+    def _known_template(cls, name: str | None) -> str | None:
+        from embedserve.models.yes_no import TEMPLATES
+
+        if name is not None and name not in TEMPLATES:
+            raise ValueError(f"unknown yes/no template {name!r}; known: {', '.join(TEMPLATES)}")
         return name
 
     @field_validator("compile", "packing", mode="before")

@@ -67,6 +67,16 @@ def wants_compile(setting: str, device: str) -> bool:
     return setting == "on"
 
 
+def set_threads(spec: ModelSpec) -> None:
+    """Torch's intra-op threads: the spec's, else torch's own count capped by the CPU budget (models.cpus)."""
+    import torch
+
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    elif (budget := cpu_budget()) < torch.get_num_threads():  # torch counts cores, not a container's quota
+        torch.set_num_threads(budget)
+
+
 def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, str, str]:
     """A sentence-transformers model (SentenceTransformer or CrossEncoder) in eval mode on the spec's
     device and dtype, with the spec's thread count (default: torch's, at most the CPU budget, models.cpus); the
@@ -78,10 +88,7 @@ def load_st_model(spec: ModelSpec, source: str, model_class: Any) -> tuple[Any, 
     4.57, Gemma3's bidirectional masks included)."""
     import torch
 
-    if spec.threads:
-        torch.set_num_threads(spec.threads)
-    elif (budget := cpu_budget()) < torch.get_num_threads():  # torch counts cores, not a container's quota
-        torch.set_num_threads(budget)
+    set_threads(spec)
     device = pick_device(spec.device)
     dtype = pick_dtype(spec.dtype, device, _folder_model_type(source))
     kwargs = {"model_kwargs": {"dtype": getattr(torch, dtype)}} if dtype != "float32" else {}

@@ -5,9 +5,9 @@ any modules after the transformer are exactly what `CrossEncoder.predict` uses; 
 and run the modules on batches the batcher formed, returning raw logits. `models.reranker` turns
 those into the scores a client sees.
 
-Only sequence-classification cross-encoders whose pairs are plain text pairs are served: causal-LM
-rerankers (Qwen3-Reranker style, scored from yes/no logits) and tokenizers with a chat template
-make CrossEncoder format pairs as chat messages, which `PairTokenizer` does not reproduce.
+Only sequence-classification cross-encoders whose pairs are plain text pairs run here; causal-LM rerankers
+(Qwen3-Reranker, scored from yes/no logits under their template) have their own runner, models.torch_yes_no, and
+`rerank_runner` picks between the two.
 """
 
 from __future__ import annotations
@@ -35,8 +35,10 @@ from embedserve.models.torch_loading import (
     packed_runner,
     release_modules,
 )
+from embedserve.models.torch_yes_no import TorchYesNoRerankRunner
 from embedserve.models.transfer import to_device, to_host
 from embedserve.models.types import ModelInfo, Tokens
+from embedserve.models.yes_no import is_causal_lm
 
 
 class TorchRerankRunner:
@@ -136,6 +138,14 @@ class TorchRerankRunner:
                     features = module(features)
                 scores = to_host(features["scores"])
         return scores_per_pair(scores, self.num_labels, len(batch))
+
+
+def rerank_runner(spec: ModelSpec, source: str) -> TorchRerankRunner | TorchYesNoRerankRunner:
+    """The torch runner for a reranker folder: an LLM reranker's (models.yes_no) for a causal LM, else a
+    cross-encoder's."""
+    if is_causal_lm(source) or spec.template is not None:
+        return TorchYesNoRerankRunner(spec, source)
+    return TorchRerankRunner(spec, source)
 
 
 def label_names(config: Any, count: int) -> tuple[str, ...]:

@@ -21,10 +21,17 @@ from embedserve.models.heads import COLBERT_HEAD, SPARSE_HEAD
 from embedserve.models.sources import guess_kind, resolve_source
 from embedserve.models.torch_loading import first_module_limit
 from embedserve.models.torch_rerank import label_names
+from embedserve.models.yes_no import is_causal_lm
 from embedserve.quantize.graph import clear_graph, export_with_optimum, export_with_torch
 from embedserve.quantize.manifest import library_versions, now
 from embedserve.quantize.manifest import write as write_manifest
-from embedserve.quantize.pipeline import ExportError, read_embed_pipeline, write_dense, write_heads
+from embedserve.quantize.pipeline import (
+    LLM_RERANKERS_NOT_EXPORTED,
+    ExportError,
+    read_embed_pipeline,
+    write_dense,
+    write_heads,
+)
 from embedserve.quantize.verify import (
     MIN_COSINE,
     verification_pairs,
@@ -77,6 +84,8 @@ def export(
     kind = kind or guess_kind(src)
     if kind not in ("embed", "rerank"):
         raise ValueError(f"kind must be 'embed' or 'rerank', not {kind!r}")
+    if kind == "rerank" and is_causal_lm(src):
+        raise ExportError(LLM_RERANKERS_NOT_EXPORTED)
     loaded = _load_embedder(src) if kind == "embed" else _load_reranker(src)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -26,6 +26,13 @@ class ExportError(RuntimeError):
     """The folder cannot be exported faithfully (unsupported module, failed parity check, ...)."""
 
 
+LLM_RERANKERS_NOT_EXPORTED = (
+    "the ONNX export does not take LLM (yes/no) rerankers yet: their graph would need the last position's two "
+    "answer logits as its output, and their INT8 a gate of its own; PyTorch serves them"
+)
+"""Why an LLM reranker (models.yes_no) is served by torch and refused by `embedserve quantize`."""
+
+
 @dataclass(slots=True)
 class Pipeline:
     """The steps after the transformer, for an embedder (rerankers have none)."""

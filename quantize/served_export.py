@@ -28,6 +28,8 @@ from embedserve.models.exported import CONFIG_FILE, FORMAT
 from embedserve.models.fingerprint import folder_fingerprint
 from embedserve.models.sources import guess_backend, resolve_source
 from embedserve.models.spec import AUTO_BACKEND, ModelSpec
+from embedserve.models.yes_no import is_causal_lm
+from embedserve.quantize.pipeline import LLM_RERANKERS_NOT_EXPORTED
 
 log = logging.getLogger("embedserve.models")
 
@@ -67,6 +69,8 @@ def _not_exportable(spec: ModelSpec, source: str) -> str | None:
         return f"the ONNX export takes embedding and rerank models, not {spec.kind}"
     if not Path(source).is_dir():
         return f"{spec.source!r} is not a local folder"
+    if spec.kind == "rerank" and (spec.template is not None or is_causal_lm(source)):
+        return LLM_RERANKERS_NOT_EXPORTED
     if spec.device not in ("auto", "cpu"):
         return f"device {spec.device!r}: ONNX fp32 is the CPU's default"
     if importlib.util.find_spec("onnxruntime") is None:

@@ -122,7 +122,7 @@ async def embed_v1(body: V1EmbedRequest, request: Request) -> Response:
 @inference("rerank")
 async def rerank_v2(body: V2RerankRequest, request: Request) -> Response:
     """The documents' relevance to the query, best first."""
-    options = RerankOptions(model=body.model, query=body.query)
+    options = RerankOptions(model=body.model, query=body.query, instruction=body.instruction)
     _, scores = await rerank_documents(request, options, body.documents, "documents")
     results = [{"index": i, "relevance_score": float(scores.values[i])} for i in best_first(scores.values, body.top_n)]
     return json_response({"id": request_id.get(), "results": results, "meta": _meta("2", search_units=1)})

@@ -94,6 +94,9 @@ class V2RerankRequest(BaseModel):
     max_tokens_per_doc: PositiveInt | None = Field(
         None, description="Accepted for compatibility: pairs are cut at the model's own limit."
     )
+    instruction: NonEmptyText | None = Field(
+        None, description="Extension, for an LLM reranker (Qwen3-Reranker): the task it judges relevance by."
+    )
 
 
 class BilledUnits(BaseModel):

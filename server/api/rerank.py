@@ -47,6 +47,7 @@ async def rerank_documents(
         truncate=body.truncate,
         raw_scores=body.raw_scores,
         prompt_name=body.prompt_name,
+        instruction=body.instruction,
         mode=body.mode,
         **({"weights": tuple(body.weights)} if body.weights is not None else {}),
     )

@@ -25,6 +25,11 @@ class RerankOptions(BaseModel):
         validation_alias=AliasChoices("prompt_name", "task"),
         description="A prompt of the model's, put before the query; default: the model's default prompt.",
     )
+    instruction: NonEmptyText | None = Field(
+        None,
+        description="Extension, for an LLM reranker (Qwen3-Reranker): the task it judges relevance by; default: "
+        "its template's, `Given a web search query, retrieve relevant passages that answer the query`.",
+    )
     mode: Literal["colbert", "hybrid"] | None = Field(
         None,
         description="Extension, for an embedding model with bge-m3's heads named as the reranker: `colbert` (the "

@@ -213,7 +213,13 @@ class LocalModel:
         reranker = self._of(Reranker)
 
         def tokenize() -> list[Tokens]:
-            return reranker.tokenize(query, documents, prompt_name=options.prompt_name, truncate=options.truncate)
+            return reranker.tokenize(
+                query,
+                documents,
+                prompt_name=options.prompt_name,
+                truncate=options.truncate,
+                instruction=options.instruction,
+            )
 
         tokens = await self._tokenize(tokenize, len(query) + sum(len(d) for d in documents), call)
         raw = await self._rows(tokens, call)
@@ -226,6 +232,10 @@ class LocalModel:
         (models.late_interaction): MaxSim over their multi-vectors, or with mode "hybrid" the weighted sum of
         dense, sparse and multi-vector scores. The query and the documents are one request's items; the query gets
         the request's prompt (or the model's default), the documents the model's document prompt where it has one."""
+        if options.instruction is not None:
+            raise InvalidInput(
+                f"instruction applies to LLM rerankers; {self.spec.id!r} is an embedding model", param="instruction"
+            )
         hybrid = options.mode == "hybrid"
         needs = (MULTIVECTOR, SPARSE) if hybrid else (MULTIVECTOR,)
         missing = [output for output in needs if output not in self.runner.outputs]

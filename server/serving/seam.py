@@ -50,6 +50,8 @@ class RerankParams:
     truncate: bool = True
     raw_scores: bool = False
     prompt_name: str | None = None
+    instruction: str | None = None
+    """The task an LLM reranker is told (models.yes_no); None: its template's default. Other models take none."""
     mode: Literal["colbert", "hybrid"] | None = None
     """For an embedding model with bge-m3's heads: MaxSim over multi-vectors ("colbert", the default), or
     FlagEmbedding's weighted sum of dense, sparse and multi-vector scores ("hybrid"). None for a reranker."""

@@ -93,6 +93,7 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
         r"|weights must not all be 0|mode applies to an embedding model|without bge-m3's .* it cannot rerank"
         r"|send embedding_type or encoding_format base64, not both"
         r"|late_chunking takes text chunks|late chunking encodes the inputs as one text|has no tokens: each chunk"
+        r"|instruction applies to LLM rerankers|whose rerank APIs take no instruction"
     ),
     # No upstream is configured here: generation and the admin API name models that are not served.
     # A path parameter that the URL normalizes away (".", "..", "/") leaves a path with no route.

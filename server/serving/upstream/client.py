@@ -143,6 +143,11 @@ class UpstreamModel:
     async def rerank(self, query: str, documents: Sequence[str], options: RerankParams, call: Call) -> Scores:
         if not documents:
             return Scores(np.zeros(0, dtype=np.float32), 0)
+        if options.instruction is not None:
+            raise InvalidInput(
+                f"model {self.spec.id!r} is served upstream, whose rerank APIs take no instruction",
+                param="instruction",
+            )
         try:
             url = self.protocol.rerank_url
             body = self.protocol.rerank_body(
