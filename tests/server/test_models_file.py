@@ -25,13 +25,15 @@ def test_the_documented_example_is_valid() -> None:
         "bge-m3",
         "multilingual-e5",
         "bge-reranker",
+        "qwen3-reranker",
         "minilm-int8",
         "bge-m3-fleet",
         "gpt-4o-mini",
     ]
-    assert entries[6].protocol == "tei" and entries[7].serves == ("chat", "completions", "embed")
-    assert entries[5].spec().backend == "onnx-int8"
+    assert entries[7].protocol == "tei" and entries[8].serves == ("chat", "completions", "embed")
+    assert entries[6].spec().backend == "onnx-int8"
     assert entries[4].spec().kind == "rerank"
+    assert entries[5].spec().template == "qwen3-reranker"
     assert entries[1].batching_config(defaults).max_batch_tokens == 8192
     assert entries[1].spec().prompts["query"].startswith("task: search result")
 
