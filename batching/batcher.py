@@ -4,6 +4,10 @@ One scheduler task per batcher forms a batch whenever a worker is free, waiting 
 `max_wait_ms` for a fuller batch unless one is ready. Batches run in worker threads, so the
 event loop keeps parsing, tokenizing and answering while a batch runs. No polling: every wait
 is on a future that a submit, a finished batch or a deadline resolves.
+
+Work comes in two priority classes, each queued apart: interactive (the default: a query, latency-bound) and bulk
+(ingestion, throughput-bound). A free worker takes interactive work whenever any waits, so bulk fills only the
+capacity interactive work leaves, and an interactive item waits behind at most the bulk batches already running.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 from embedserve.batching.clock import Clock, LoopClock
 from embedserve.batching.config import BatchingConfig
@@ -28,6 +32,10 @@ P = TypeVar("P")
 R = TypeVar("R")
 
 log = logging.getLogger("embedserve.batching")
+
+Priority = Literal["interactive", "bulk"]
+PRIORITIES: tuple[Priority, ...] = ("interactive", "bulk")
+"""The priority classes, in the order a free worker serves them."""
 
 
 class BatchObserver(Protocol):
@@ -75,11 +83,31 @@ class _Item:
     request: _Request
     index: int
     enqueued: float
+    queue: _Queue
     queued: bool = True
 
 
 def _sort_key(item: _Item) -> tuple[int, int]:
     return item.cost, item.seq
+
+
+@dataclass(slots=True, eq=False)
+class _Queue:
+    """One priority class's waiting items."""
+
+    sorted: list[_Item] = field(default_factory=list)
+    """By (length, arrival): batches are windows of it."""
+    arrivals: deque[_Item] = field(default_factory=deque)
+    """By arrival; taken ones are skipped lazily."""
+    tokens: int = 0
+
+    def oldest(self) -> _Item:
+        while not self.arrivals[0].queued:
+            self.arrivals.popleft()
+        return self.arrivals[0]
+
+    def has_room(self, items: int, tokens: float, config: BatchingConfig) -> bool:
+        return len(self.sorted) + items <= config.max_queue_items and self.tokens + tokens <= config.max_queue_tokens
 
 
 class Batcher(Generic[P, R]):
@@ -104,10 +132,8 @@ class Batcher(Generic[P, R]):
         self.config = config
         self.name = name
         self._observer = observer
-        self._sorted: list[_Item] = []  # waiting items by (length, arrival)
-        self._arrivals: deque[_Item] = deque()  # waiting items by arrival; taken ones are skipped lazily
+        self._queues: dict[Priority, _Queue] = {priority: _Queue() for priority in PRIORITIES}
         self._seq = itertools.count()
-        self._queued_tokens = 0
         self._in_flight = 0
         self._wakeup: asyncio.Future[None] | None = None
         self._idle: asyncio.Event | None = None
@@ -134,8 +160,9 @@ class Batcher(Generic[P, R]):
         """Stops taking work; with `drain`, first finishes everything queued and running."""
         self._closing = True
         if not drain:
-            for item in list(self._sorted):
-                self._fail(item.request, ShuttingDown())
+            for queue in self._queues.values():
+                for item in list(queue.sorted):
+                    self._fail(item.request, ShuttingDown())
         self._wake()
         if self._idle is not None:
             await self._idle.wait()
@@ -147,33 +174,37 @@ class Batcher(Generic[P, R]):
 
     @property
     def queued_items(self) -> int:
-        return len(self._sorted)
+        return sum(len(queue.sorted) for queue in self._queues.values())
 
     @property
     def queued_tokens(self) -> int:
-        return self._queued_tokens
+        return sum(queue.tokens for queue in self._queues.values())
 
-    def expected_wait(self) -> float | None:
-        """Seconds the work queued now takes at the measured rate (the workers together); None before
-        any batch has been measured."""
+    def _tokens_ahead(self, priority: Priority) -> int:
+        """The queued tokens a new item of `priority` waits behind: its own class's and every class served before
+        it."""
+        ahead = PRIORITIES[: PRIORITIES.index(priority) + 1]
+        return sum(self._queues[p].tokens for p in ahead)
+
+    def expected_wait(self, priority: Priority = "bulk") -> float | None:
+        """Seconds the work queued ahead of a new item of `priority` takes at the measured rate (the workers
+        together; by default all queued work); None before any batch has been measured."""
         if self._tokens_per_second <= 0:
             return None
-        return self._queued_tokens / (self._tokens_per_second * self.config.workers)
+        return self._tokens_ahead(priority) / (self._tokens_per_second * self.config.workers)
 
-    def full(self, within: float | None = None) -> float | None:
-        """Whether a request of the usual size (the recent requests' average) would be refused now: the
-        queue has no room for it, or the work queued ahead is longer than `within` seconds. The
-        Retry-After to give, or None."""
-        if (
-            len(self._sorted) + self._request_items > self.config.max_queue_items
-            or self._queued_tokens + self._request_tokens > self.config.max_queue_tokens
-        ):
+    def full(self, within: float | None = None, priority: Priority = "interactive") -> float | None:
+        """Whether a request of the usual size (the recent requests' average) and `priority` would be refused
+        now: its class's queue has no room for it, or the work queued ahead of it is longer than `within`
+        seconds. The Retry-After to give, or None."""
+        if not self._queues[priority].has_room(self._request_items, self._request_tokens, self.config):
             return self._retry_after()
-        return self._too_slow_for(within) if within is not None else None
+        return self._too_slow_for(within, priority) if within is not None else None
 
-    def _too_slow_for(self, within: float) -> float | None:
-        """The Retry-After when the work queued now outlasts `within` seconds; None when it does not."""
-        wait = self.expected_wait()
+    def _too_slow_for(self, within: float, priority: Priority) -> float | None:
+        """The Retry-After when the work queued ahead of `priority` outlasts `within` seconds; None when it does
+        not."""
+        wait = self.expected_wait(priority)
         return max(1.0, wait - within) if wait is not None and wait > within else None
 
     # -- submitting ------------------------------------------------------------------------
@@ -185,11 +216,12 @@ class Batcher(Generic[P, R]):
         *,
         within: float | None = None,
         timeline: Timeline | None = None,
+        priority: Priority = "interactive",
     ) -> list[R]:
-        """Queues one request's items and returns their results in input order.
+        """Queues one request's items in its `priority` class and returns their results in input order.
 
-        Raises QueueFull (the bound is reached, or the work already queued ahead would take longer than
-        `within` seconds at the measured rate: the request would meet its deadline waiting),
+        Raises QueueFull (its class's queue bound is reached, or the work already queued ahead would take
+        longer than `within` seconds at the measured rate: the request would meet its deadline waiting),
         RequestTooLarge, ShuttingDown or BatchFailed. Cancelling the
         caller drops the request's items that have not started. A `timeline` is filled in as the
         request is queued and run.
@@ -206,12 +238,10 @@ class Batcher(Generic[P, R]):
             raise RequestTooLarge("items", count, self.config.max_queue_items)
         if tokens > self.config.max_queue_tokens:
             raise RequestTooLarge("tokens", tokens, self.config.max_queue_tokens)
-        if (
-            len(self._sorted) + count > self.config.max_queue_items
-            or self._queued_tokens + tokens > self.config.max_queue_tokens
-        ):
+        queue = self._queues[priority]
+        if not queue.has_room(count, tokens, self.config):
             raise QueueFull(self._retry_after())
-        if within is not None and (retry := self._too_slow_for(within)) is not None:
+        if within is not None and (retry := self._too_slow_for(within, priority)) is not None:
             raise QueueFull(retry)
 
         loop = asyncio.get_running_loop()
@@ -223,11 +253,11 @@ class Batcher(Generic[P, R]):
         if timeline is not None:
             timeline.queued = now
         for index, (payload, cost) in enumerate(zip(payloads, costs)):
-            item = _Item(cost, next(self._seq), payload, request, index, now)
+            item = _Item(cost, next(self._seq), payload, request, index, now, queue)
             request.items.append(item)
-            bisect.insort(self._sorted, item, key=_sort_key)
-            self._arrivals.append(item)
-        self._queued_tokens += tokens
+            bisect.insort(queue.sorted, item, key=_sort_key)
+            queue.arrivals.append(item)
+        queue.tokens += tokens
         self._idle.clear()  # type: ignore[union-attr]
         self._notify_queue()
         self._wake()
@@ -254,45 +284,47 @@ class Batcher(Generic[P, R]):
             if timer is not None:
                 timer.cancel()
 
-    def _batch_ready(self) -> bool:
+    def _next_queue(self) -> _Queue | None:
+        """The class the next batch comes from: the first in PRIORITIES with work waiting."""
+        return next((queue for queue in self._queues.values() if queue.sorted), None)
+
+    def _batch_ready(self, queue: _Queue) -> bool:
         """Whether waiting longer cannot make the next batch bigger: the queue already fills the item
         budget, or the padded-token budget (everything waiting, padded to the longest)."""
-        count = len(self._sorted)
-        return count >= self.config.max_batch_size or self._sorted[-1].cost * count >= self.config.max_batch_tokens
-
-    def _oldest(self) -> _Item:
-        while not self._arrivals[0].queued:
-            self._arrivals.popleft()
-        return self._arrivals[0]
+        count = len(queue.sorted)
+        return count >= self.config.max_batch_size or queue.sorted[-1].cost * count >= self.config.max_batch_tokens
 
     async def _schedule(self) -> None:
         max_wait = self.config.max_wait_ms / 1000
         assert self._free_workers is not None
         while True:
             await self._free_workers.acquire()
-            while not self._sorted:
+            while (queue := self._next_queue()) is None:
                 self._update_idle()
                 await self._wait_for_wakeup(None)
             # An idle worker waits up to max_wait for a fuller batch, unless requests have lately come
-            # further apart than that: a lone client's request would only wait for nobody.
+            # further apart than that: a lone client's request would only wait for nobody. Work of a class
+            # served earlier that arrives meanwhile takes the batch.
             if max_wait > 0 and self._arrival_gap < max_wait:
-                deadline = self._oldest().enqueued + max_wait
-                while self._sorted and not self._batch_ready() and not self._closing and self._clock.time() < deadline:
+                deadline = queue.oldest().enqueued + max_wait
+                while not self._batch_ready(queue) and not self._closing and self._clock.time() < deadline:
                     await self._wait_for_wakeup(deadline)
-                if not self._sorted:  # everything waiting was cancelled meanwhile
+                    if (queue := self._next_queue()) is None:  # everything waiting was cancelled meanwhile
+                        break
+                if queue is None:
                     self._free_workers.release()
                     continue
-            self._dispatch(self._take_batch())
+            self._dispatch(self._take_batch(queue))
 
-    def _take_batch(self) -> list[_Item]:
-        oldest = self._oldest()
-        anchor = bisect.bisect_left(self._sorted, _sort_key(oldest), key=_sort_key)
-        lo, hi = grow_batch([item.cost for item in self._sorted], anchor, self.config, padded=self.padded)
-        batch = self._sorted[lo:hi]
-        del self._sorted[lo:hi]
+    def _take_batch(self, queue: _Queue) -> list[_Item]:
+        oldest = queue.oldest()
+        anchor = bisect.bisect_left(queue.sorted, _sort_key(oldest), key=_sort_key)
+        lo, hi = grow_batch([item.cost for item in queue.sorted], anchor, self.config, padded=self.padded)
+        batch = queue.sorted[lo:hi]
+        del queue.sorted[lo:hi]
         for item in batch:
             item.queued = False
-            self._queued_tokens -= item.cost
+            queue.tokens -= item.cost
         self._notify_queue()
         return batch
 
@@ -360,9 +392,10 @@ class Batcher(Generic[P, R]):
         for item in request.items:
             if item.queued:
                 item.queued = False
-                index = bisect.bisect_left(self._sorted, _sort_key(item), key=_sort_key)
-                del self._sorted[index]
-                self._queued_tokens -= item.cost
+                queue = item.queue
+                index = bisect.bisect_left(queue.sorted, _sort_key(item), key=_sort_key)
+                del queue.sorted[index]
+                queue.tokens -= item.cost
                 removed = True
         if removed:
             self._notify_queue()
@@ -374,12 +407,12 @@ class Batcher(Generic[P, R]):
             request.future.set_exception(error)
 
     def _update_idle(self) -> None:
-        if self._idle is not None and not self._sorted and self._in_flight == 0:
+        if self._idle is not None and not self._next_queue() and self._in_flight == 0:
             self._idle.set()
 
     def _notify_queue(self) -> None:
         if self._observer is not None:
-            self._observer.on_queue(len(self._sorted), self._queued_tokens)
+            self._observer.on_queue(self.queued_items, self.queued_tokens)
 
     def _retry_after(self) -> float:
         """For a full queue: how long the work queued now takes (`expected_wait`, all workers together),

@@ -90,6 +90,7 @@ async def call_model(request: Request, work: Callable[[Call], Awaitable[T]]) -> 
     """A model call with the request's call (its deadline and token admission), run within that deadline."""
     call = calls.current()
     call.within = deadline_seconds(request)
+    call.priority = calls.priority(request.scope["headers"])
     return await run_within_deadline(request, work(call), call.within)
 
 

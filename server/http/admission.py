@@ -21,7 +21,9 @@ from collections.abc import Callable, Iterable, Mapping
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from embedserve.batching.batcher import Priority
 from embedserve.server.api.inference import Inference
+from embedserve.server.http import calls
 from embedserve.server.http.errors import ApiError, send_error
 from embedserve.server.serving.model_host import ModelHost
 from embedserve.server.telemetry.metrics import Metrics
@@ -56,7 +58,7 @@ class Door:
         # Upstream models do not queue here: while one could take the request, it is not refused here.
         if route is None or route.kinds & self.remote_kinds():
             return None
-        retry = self.host.saturated(route.kinds, route.batcher, self.deadline(headers))
+        retry = self.host.saturated(route.kinds, route.batcher, self.deadline(headers), door_priority(headers))
         if retry is None:
             return None
         self.metrics.rejections.labels("", "overload").inc()
@@ -82,3 +84,12 @@ class AdmissionMiddleware:
                 await send_error(send, scope["path"], error)
                 return
         await self.app(scope, receive, send)
+
+
+def door_priority(headers: Headers) -> Priority:
+    """The priority class a request asks for, read off its headers before its body (a bad value is its route's
+    400: the door judges it as interactive)."""
+    try:
+        return calls.priority(headers)
+    except ApiError:
+        return "interactive"

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from contextvars import ContextVar, Token
 
+from embedserve.batching.batcher import PRIORITIES, Priority
 from embedserve.server.config.settings import Settings
 from embedserve.server.http.errors import ApiError
 from embedserve.server.serving.seam import Call
@@ -20,6 +21,7 @@ from embedserve.server.serving.seam import Call
 _CURRENT: ContextVar[Call | None] = ContextVar("embedserve_call", default=None)
 
 DEADLINE_HEADER = b"x-request-timeout"
+PRIORITY_HEADER = b"x-priority"
 
 
 def begin() -> tuple[Call, Token[Call | None]]:
@@ -54,3 +56,15 @@ def deadline(headers: Iterable[tuple[bytes, bytes]], settings: Settings) -> floa
     if not seconds > 0:
         raise ApiError(400, "X-Request-Timeout must be a positive number of seconds", param="X-Request-Timeout")
     return min(seconds, settings.max_request_timeout)
+
+
+def priority(headers: Iterable[tuple[bytes, bytes]]) -> Priority:
+    """The request's priority class (batching.batcher): `X-Priority: bulk` for ingestion, which runs only on the
+    capacity queries leave; interactive by default. Another value is a 400."""
+    asked = next((value for name, value in headers if name == PRIORITY_HEADER), None)
+    if asked is None:
+        return "interactive"
+    value = asked.decode("latin-1").strip().lower()
+    if value not in PRIORITIES:
+        raise ApiError(400, f"X-Priority must be one of {', '.join(PRIORITIES)}", param="X-Priority")
+    return value  # type: ignore[return-value]

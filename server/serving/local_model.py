@@ -416,12 +416,12 @@ class LocalModel:
             metrics.cache_shared_degraded.set(1 if cache.shared.degraded else 0)
 
     async def _submit(self, tokens: list[Tokens], call: Call, batcher: Batcher | None = None) -> list[Any]:
-        """Queues the request's items; refused (429) when the queue is at its bound or the work already
-        queued would outlast the call's deadline. Traced: its queue wait and batches."""
+        """Queues the request's items in the call's priority class; refused (429) when that class's queue is at its
+        bound or the work queued ahead would outlast the call's deadline. Traced: its queue wait and batches."""
         timeline = tracing.timeline()
         try:
             rows = await (batcher or self.batcher).submit(
-                tokens, [len(t) for t in tokens], within=call.within, timeline=timeline
+                tokens, [len(t) for t in tokens], within=call.within, timeline=timeline, priority=call.priority
             )
             tracing.record(timeline, self.spec.id)
             return rows

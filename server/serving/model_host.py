@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from concurrent.futures import ThreadPoolExecutor
 
+from embedserve.batching.batcher import Priority
 from embedserve.batching.config import BatchingConfig
 from embedserve.models.errors import ModelNotReady
 from embedserve.models.loading import LoadedModel, load_model
@@ -117,9 +118,12 @@ class ModelHost:
         if self.cache is not None:
             await self.cache.close()
 
-    def saturated(self, kinds: Collection[str], role: BatcherRole, within: float | None) -> float | None:
-        """Whether every loaded model of `kinds` would refuse a request now on its batcher of `role` (its
-        queue at its bound, or its queued work longer than `within` seconds): the Retry-After to give,
+    def saturated(
+        self, kinds: Collection[str], role: BatcherRole, within: float | None, priority: Priority = "interactive"
+    ) -> float | None:
+        """Whether every loaded model of `kinds` would refuse a request of `priority` now on its batcher of `role`
+        (its class's queue at its bound, or the work queued ahead of it longer than `within` seconds): the
+        Retry-After to give,
         else None. A model without that batcher is not saturated. Cheap: it is asked before a request's
         body is read."""
         retries = []
@@ -127,7 +131,7 @@ class ModelHost:
             if served.spec.kind not in kinds:
                 continue
             batcher = served.batcher_for(role)
-            retry = batcher.full(within) if batcher is not None else None
+            retry = batcher.full(within, priority) if batcher is not None else None
             if retry is None:
                 return None
             retries.append(retry)

@@ -14,6 +14,7 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
+from embedserve.batching.batcher import Priority
 from embedserve.models.classifier import Function, TextOrPair
 from embedserve.models.late_interaction import DEFAULT_WEIGHTS
 from embedserve.models.types import (
@@ -75,6 +76,8 @@ class Call:
 
     within: float | None = None
     """None: no deadline (the server's own work, e.g. calibration)."""
+    priority: Priority = "interactive"
+    """Its class in the batchers (batching.batcher): bulk work runs on the capacity interactive work leaves."""
     admit: Admission | None = None
     caller: str | None = None
     """Who made the request (server.http.auth's identity), for the access log."""

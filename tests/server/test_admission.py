@@ -119,14 +119,14 @@ async def test_a_saturated_model_refuses_before_reading_the_body_and_admitted_wo
 class Saturated:
     """A batcher that would refuse any request now, for 7 s."""
 
-    def full(self, within: float | None = None) -> float:
+    def full(self, within: float | None = None, priority: str = "interactive") -> float:
         return 7.0
 
 
 class Idle:
     """A batcher with room."""
 
-    def full(self, within: float | None = None) -> None:
+    def full(self, within: float | None = None, priority: str = "interactive") -> None:
         return None
 
 
