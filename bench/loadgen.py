@@ -5,6 +5,11 @@ measured apart from the orchestrator and reported as `loadgen_cpu_fraction`. It 
 with the server, so it must stay cheap: request bytes are serialized before the clock starts, responses
 are read as raw HTTP/1.1 (status line, Content-Length, body) with a byte count of embeddings as the only
 check, and uvloop is used when installed. Traffic goes to loopback only.
+
+What a load counts is what completed inside its measured window: every answer that arrives between the end of the
+warm-up and the end of the window, whenever its request was sent. A request longer than the window (a 32-text
+request behind a backlog can take 20 s) still counts when it ends inside it, and throughput is items answered over
+the window's length, so a run whose requests outlast it does not count a few early ones over a stretched clock.
 """
 
 from __future__ import annotations
@@ -89,6 +94,8 @@ class Load:
     """Impatient clients: after a 429, retry after a random delay in this range, whatever Retry-After says."""
     body: str = "openai"
     """The request and answer shape, a key of BODY_FORMATS."""
+    headers: tuple[str, ...] = ()
+    """Extra request header lines ("Name: value"), e.g. X-Priority: bulk."""
 
 
 def loopback_target(url: str) -> tuple[str, int, str]:
@@ -101,10 +108,18 @@ def loopback_target(url: str) -> tuple[str, int, str]:
 
 
 def build_requests(
-    host: str, port: int, path: str, model: str, texts: list[str], items: int, body: str = "openai"
+    host: str,
+    port: int,
+    path: str,
+    model: str,
+    texts: list[str],
+    items: int,
+    body: str = "openai",
+    headers: tuple[str, ...] = (),
 ) -> list[bytes]:
-    """Complete HTTP/1.1 requests, `items` consecutive texts each, in the body format named."""
-    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\nContent-Length: "
+    """Complete HTTP/1.1 requests, `items` consecutive texts each, in the body format named, with `headers`."""
+    extra = "".join(f"{line}\r\n" for line in headers)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{extra}Content-Type: application/json\r\nContent-Length: "
     encode = BODY_FORMATS[body].encode
     requests = []
     for start in range(0, len(texts) - items + 1, items):
@@ -129,7 +144,7 @@ async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float
     writer: asyncio.StreamWriter | None = None
     try:
         while (now := time.perf_counter()) < t_end and (load.max_requests is None or stats.issued < load.max_requests):
-            measured = now >= t0
+            measured = now >= t0  # for errors and max_requests: what is sent in the window
             if writer is None:
                 try:
                     reader, writer = await asyncio.open_connection(load.host, load.port)
@@ -158,8 +173,8 @@ async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float
             if _header_value(head, b"connection") == b"close":
                 writer.close()
                 writer = None
-            if start < t0:
-                continue  # warm-up
+            if done < t0 or done > t_end:
+                continue  # answered during the warm-up, or after the window
             if status != 200:
                 stats.errors[str(status)] += 1
                 if status == 429 and load.retry_429 is not None:
@@ -205,7 +220,8 @@ async def run_load(load: Load, requests: list[bytes], server_pid: int | None = N
     stats.errors["timeout"] += len(pending)
     await asyncio.gather(*pending, return_exceptions=True)
 
-    duration = max(stats.last_done - wall0, 1e-9) if stats.latencies else wall
+    # The window, or up to the last answer where a request count ended it early.
+    duration = load.duration if load.max_requests is None else max(stats.last_done - wall0, 1e-9)
     ordered = sorted(stats.latencies)
     return {
         "concurrency": load.concurrency,
@@ -254,6 +270,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--body", choices=BODY_FORMATS, default="openai", help="request/answer shape of the route")
     p.add_argument("--no-verify", dest="verify", action="store_false", help="skip counting embeddings in each body")
     p.add_argument(
+        "--header", action="append", default=[], metavar="'NAME: VALUE'", help="an extra request header; repeatable"
+    )
+    p.add_argument(
         "--retry-429",
         metavar="LO:HI",
         help="retry a 429 after a random LO..HI seconds, ignoring Retry-After (a retry storm's clients)",
@@ -279,9 +298,10 @@ def main(argv: list[str] | None = None) -> None:
         args.verify,
         tuple(float(x) for x in args.retry_429.split(":")) if args.retry_429 else None,  # type: ignore[arg-type]
         args.body,
+        tuple(args.header),
     )
     texts = generate(args.workload, args.pool, args.seed)
-    requests = build_requests(host, port, path, args.model, texts, args.items, args.body)
+    requests = build_requests(host, port, path, args.model, texts, args.items, args.body, load.headers)
     try:
         import uvloop
     except ImportError:
