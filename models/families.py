@@ -59,6 +59,8 @@ FAMILIES: tuple[Family, ...] = (
         onnx_fusions="bert",
     ),
     Family("gemma3", ("gemma3", "gemma3_text"), packed="PackedGemma3", float16=False),
+    Family("qwen3", ("qwen3",), packed="PackedQwen3"),
+    Family("modernbert", ("modernbert",), packed="PackedModernBert"),
     Family("bert-like", ("distilbert", "electra", "mpnet", "ernie"), onnx_fusions="bert"),
 )
 
