@@ -1,13 +1,15 @@
-"""Encoders run on a batch's real tokens only: BERT, RoBERTa, XLM-R and bidirectional Gemma3.
+"""Models run on a batch's real tokens only: BERT, RoBERTa, XLM-R, bidirectional Gemma3, ModernBERT and
+Qwen3 (causal).
 
 A padded batch pays for its pad positions in every projection and feed-forward layer, which is
 nearly all of an encoder's work: on MiniLM-L6 under a server's load, batches of short queries
 held ~40% pad positions and mixed traffic ~20%. Here a batch's tokens are packed into one
 [tokens, hidden] matrix for the embeddings, projections, feed-forward layers and layer norms;
 attention alone, which mixes tokens of one text, runs on padded [rows, heads, length, head] grids
-with the key mask (and Gemma3's sliding window), one grid per group of similar lengths. The weights
-are the model's own modules, so outputs equal the model's padded forward up to float rounding
-(tests hold it to 1e-5 on real MiniLM and tiny BERT / XLM-R / Gemma3 and the rerankers).
+with the key mask (and the model's sliding window or causal order), one grid per group of similar
+lengths. The weights are the model's own modules, so outputs equal the model's padded forward up to
+float rounding (tests hold it to 1e-5 on real MiniLM and tiny BERT / XLM-R / Gemma3 / ModernBERT /
+Qwen3 and the rerankers).
 
 Where the real tokens sit is worked out on the host from the numpy mask, so a CUDA device never
 synchronises to find them.
