@@ -27,9 +27,9 @@ from bench.contention import cpu_quota, hog
 from bench.procfs import wait_quiet
 from bench.servers import (
     CONTENDERS,
-    MULTIVECTOR_CONTENDERS,
     OFFLINE_ENV,
     ONNX_BACKENDS,
+    OPT_IN_CONTENDERS,
     REPO,
     Server,
     contender,
@@ -72,8 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--contenders",
         type=_csv(str, CONTENDERS),
-        default=[name for name in CONTENDERS if name not in MULTIVECTOR_CONTENDERS],
-        help="default: all but the multi-vector ones (they need a model folder with bge-m3's colbert_linear.pt)",
+        default=[name for name in CONTENDERS if name not in OPT_IN_CONTENDERS],
+        help="default: all but the multi-vector ones (they need a model folder with bge-m3's colbert_linear.pt) "
+        "and embedserve-torch-padded (packing off)",
     )
     p.add_argument(
         "--onnx-dir",

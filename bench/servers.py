@@ -25,6 +25,7 @@ needs bge-m3's colbert_linear.pt."""
 CONTENDERS = (
     "embedserve",
     "embedserve-torch",
+    "embedserve-torch-padded",
     "embedserve-cached",
     *MULTIVECTOR_CONTENDERS,
     "embedserve-onnx",
@@ -32,6 +33,9 @@ CONTENDERS = (
     *PEERS,
     "naive",
 )
+OPT_IN_CONTENDERS = (*MULTIVECTOR_CONTENDERS, "embedserve-torch-padded")
+"""Run only when named: the multi-vector ones need a folder with bge-m3's colbert_linear.pt, and
+`embedserve-torch-padded` (backend torch, packing off) answers one question, packed against padded."""
 NO_CACHE = {"EMBEDSERVE_CACHE_BYTES": "0"}
 """embedserve's contenders run without the response cache (its peers have none, and the workloads cycle
 through their texts); `embedserve-cached` is the same server with it on, for the `zipf` workload."""
@@ -98,9 +102,12 @@ def contender(
         return Contender(
             name, argv, env, embeddings_path="/encode", ready_path="/readyz", body="sentences", cwd=PEERS_DIR
         )
-    if name == "embedserve-torch":  # the model folder through PyTorch (backend: torch), as before backend auto
+    if name in ("embedserve-torch", "embedserve-torch-padded"):
+        # The model folder through PyTorch (backend: torch), as before backend auto; `-padded` with packing off,
+        # the model's own padded forward, to weigh a family's packed runner against it.
         models_file = Path(tempfile.mkdtemp(prefix="bench-models-")) / "models.yaml"
-        models_file.write_text(f"models:\n  - id: {model_id}\n    source: {model_dir}\n    backend: torch\n")
+        packing = "    packing: off\n" if name == "embedserve-torch-padded" else ""
+        models_file.write_text(f"models:\n  - id: {model_id}\n    source: {model_dir}\n    backend: torch\n{packing}")
         argv = [sys.executable, "-m", "embedserve.server", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return Contender(name, [*argv, "--models", str(models_file), *server_args], {**NO_CACHE, **server_env})
     if name in ("embedserve", "embedserve-cached", *MULTIVECTOR_CONTENDERS):

@@ -59,6 +59,11 @@ FAMILIES: tuple[Family, ...] = (
         onnx_fusions="bert",
     ),
     Family("gemma3", ("gemma3", "gemma3_text"), packed="PackedGemma3", float16=False),
+    # Qwen3-Embedding: decoder-only, causal, last-token pooling. float16 left allowed (bf16-trained, commonly
+    # served in fp16; not checked here on real weights); no fusions (the optimizer's decoder ones expect KV caches).
+    Family("qwen3", ("qwen3",), packed="PackedQwen3"),
+    # No fusions: onnxruntime's transformer optimizer has no ModernBERT model type.
+    Family("modernbert", ("modernbert",), packed="PackedModernBert"),
     Family("bert-like", ("distilbert", "electra", "mpnet", "ernie"), onnx_fusions="bert"),
 )
 

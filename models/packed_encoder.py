@@ -1,13 +1,15 @@
-"""Encoders run on a batch's real tokens only: BERT, RoBERTa, XLM-R and bidirectional Gemma3.
+"""Models run on a batch's real tokens only: BERT, RoBERTa, XLM-R, bidirectional Gemma3, ModernBERT and
+Qwen3 (causal).
 
 A padded batch pays for its pad positions in every projection and feed-forward layer, which is
 nearly all of an encoder's work: on MiniLM-L6 under a server's load, batches of short queries
 held ~40% pad positions and mixed traffic ~20%. Here a batch's tokens are packed into one
 [tokens, hidden] matrix for the embeddings, projections, feed-forward layers and layer norms;
 attention alone, which mixes tokens of one text, runs on padded [rows, heads, length, head] grids
-with the key mask (and Gemma3's sliding window), one grid per group of similar lengths. The weights
-are the model's own modules, so outputs equal the model's padded forward up to float rounding
-(tests hold it to 1e-5 on real MiniLM and tiny BERT / XLM-R / Gemma3 and the rerankers).
+with the key mask (and the model's sliding window or causal order), one grid per group of similar
+lengths. The weights are the model's own modules, so outputs equal the model's padded forward up to
+float rounding (tests hold it to 1e-5 on real MiniLM and tiny BERT / XLM-R / Gemma3 / ModernBERT /
+Qwen3 and the rerankers).
 
 Where the real tokens sit is worked out on the host from the numpy mask, so a CUDA device never
 synchronises to find them.
@@ -39,7 +41,8 @@ class AttentionGroup:
 
 @dataclass(frozen=True, slots=True)
 class PackedBatch:
-    """A right-padded batch's real tokens in row order, and where they sit in its grid."""
+    """A padded batch's real tokens (where attention_mask is 1, on either side) in row order, and
+    where they sit in its grid."""
 
     rows: int
     length: int
@@ -96,17 +99,21 @@ def pack(arrays: dict[str, np.ndarray], *, roberta_positions: bool, padding_idx:
 
 
 def _groups(key_mask: np.ndarray, hidden: int) -> tuple[AttentionGroup, ...]:
+    """Each group's grid holds its rows' tokens from column 0 on, whichever side the batch was padded
+    on (Qwen3's tokenizers pad left): a row's real tokens are contiguous, so distances between columns
+    (causal order, sliding windows) are those of the batch, and no query row of a grid is all padding
+    before its keys (a causal mask would leave it nothing to attend to)."""
     lengths = key_mask.sum(axis=1)
     row_groups = attention_groups(lengths, hidden)
-    if len(row_groups) == 1:
-        rows, length = key_mask.shape
-        return (AttentionGroup(rows, length, None, np.flatnonzero(key_mask), key_mask),)
     starts = np.concatenate(([0], np.cumsum(lengths)[:-1]))
     groups = []
     for members in row_groups:
-        width = int(lengths[members].max())
-        group_mask = key_mask[members, :width]
-        tokens = np.concatenate([np.arange(starts[r], starts[r] + lengths[r]) for r in members])
+        counts = lengths[members]
+        width = int(counts.max())
+        group_mask = np.arange(width) < counts[:, None]
+        tokens = None
+        if len(row_groups) > 1:
+            tokens = np.concatenate([np.arange(starts[r], starts[r] + lengths[r]) for r in members])
         groups.append(AttentionGroup(len(members), width, tokens, np.flatnonzero(group_mask), group_mask))
     return tuple(groups)
 
@@ -133,6 +140,17 @@ class _DeviceTokens:
         self.positions = torch.from_numpy(np.ascontiguousarray(batch.position_ids)).to(device, non_blocking=True)
         types = batch.token_type_ids
         self.types = torch.from_numpy(types).to(device, non_blocking=True) if types is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Attention:
+    """How one layer's attention runs: (query heads, key/value heads), the score scale (None:
+    1/sqrt(head_dim)), the sliding window and causality."""
+
+    heads: tuple[int, int]
+    scale: float | None
+    window: int | None
+    causal: bool
 
 
 class _PackedModel:
@@ -186,25 +204,25 @@ class _PackedModel:
         *,
         scale: float | None = None,
         window: int | None = None,
+        causal: bool = False,
     ) -> Any:
         """Attention of packed [tokens, heads, head_dim] queries over keys and values (fewer heads:
         grouped-query attention), each group on its own padded grid; [tokens, heads * head_dim] out.
-        `window`: tokens attend only within that distance (bidirectional sliding window)."""
+        `window`: tokens attend only to those less than `window` positions away (a sliding window
+        both ways); `causal`: only to themselves and earlier tokens."""
         fused = self._torch.cat((q, k, v), dim=1)
-        shape = (q.shape[1], k.shape[1])
+        mode = _Attention((q.shape[1], k.shape[1]), scale, window, causal)
         if len(groups) == 1:
-            return self._attend_group(fused, groups[0], shape, scale, window)
+            return self._attend_group(fused, groups[0], mode)
         out = fused.new_empty(fused.shape[0], q.shape[1] * q.shape[2])
         for group in groups:
-            out[group.tokens] = self._attend_group(fused[group.tokens], group, shape, scale, window)
+            out[group.tokens] = self._attend_group(fused[group.tokens], group, mode)
         return out
 
-    def _attend_group(
-        self, fused: Any, group: _DeviceGroup, heads: tuple[int, int], scale: float | None, window: int | None
-    ) -> Any:
+    def _attend_group(self, fused: Any, group: _DeviceGroup, mode: _Attention) -> Any:
         torch = self._torch
         rows, length = group.rows, group.length
-        q_heads, kv_heads = heads
+        q_heads, kv_heads = mode.heads
         grid = fused.new_zeros(rows * length, fused.shape[1], fused.shape[2])
         grid[group.grid_index] = fused
         grid = grid.view(rows, length, fused.shape[1], fused.shape[2]).transpose(1, 2)
@@ -213,10 +231,14 @@ class _PackedModel:
             k = k.repeat_interleave(q_heads // kv_heads, dim=1)
             v = v.repeat_interleave(q_heads // kv_heads, dim=1)
         mask = group.key_mask
-        if window is not None and length > window:
+        if (mode.window is not None and length > mode.window) or mode.causal:
             columns = torch.arange(length, device=mask.device)
-            mask = mask & ((columns[None, :] - columns[:, None]).abs() < window)
-        context = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+            offsets = columns[None, :] - columns[:, None]  # key column - query column
+            if mode.window is not None and length > mode.window:
+                mask = mask & (offsets.abs() < mode.window)
+            if mode.causal:
+                mask = mask & (offsets <= 0)
+        context = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=mode.scale)
         return context.transpose(1, 2).reshape(rows * length, -1)[group.grid_index]
 
 
@@ -327,7 +349,107 @@ class PackedGemma3(_PackedModel):
         return model.norm(hidden)
 
 
-RUNNERS: dict[str, type[_PackedModel]] = {runner.__name__: runner for runner in (PackedEncoder, PackedGemma3)}
+class PackedQwen3(_PackedModel):
+    """A transformers Qwen3Model (Qwen3-Embedding) on packed tokens: the model's own embeddings,
+    RMSNorms (q_norm/k_norm on each head), rotary embeddings, projections and MLPs; causal
+    attention with grouped-query heads, as transformers' Qwen3Model computes for every config (4.57
+    has no bidirectional Qwen3). Last-token pooling reads the grid this returns, where each row's
+    last real token sits where it sat in the batch, whichever side it was padded on."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        from transformers.models.qwen3.modeling_qwen3 import apply_rotary_pos_emb
+
+        config = model.config
+        self._model = model
+        self._rotate = apply_rotary_pos_emb
+        self._layers = list(model.layers[: config.num_hidden_layers])
+        self._head_dim = self._layers[0].self_attn.head_dim
+        self.hidden = config.hidden_size
+        self.padding_idx = config.pad_token_id or 0
+
+    @classmethod
+    def unsupported(cls, model: Any) -> str | None:
+        config = getattr(model, "config", None)
+        if not cls.runs_family_of(model) or not hasattr(model, "layers"):  # not a Qwen3Model
+            return "not a Qwen3 model"
+        if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
+            return "Qwen3 with sliding-window attention (use_sliding_window)"
+        if getattr(config, "use_bidirectional_attention", False) or getattr(config, "is_causal", True) is False:
+            # A fine-tune's config may ask for it, but transformers' Qwen3Model masks causally
+            # regardless: packing causally would serve what the padded forward does only by accident.
+            return "the config asks for bidirectional attention, which transformers' Qwen3Model does not run"
+        return None
+
+    def _forward(self, tokens: _DeviceTokens, groups: list[_DeviceGroup]) -> Any:
+        model = self._model
+        hidden = model.embed_tokens(tokens.ids)
+        cos, sin = (x[0] for x in model.rotary_emb(hidden, tokens.positions[None]))
+        for layer in self._layers:
+            attention = layer.self_attn
+            normed = layer.input_layernorm(hidden)
+            heads = (normed.shape[0], -1, self._head_dim)
+            q = attention.q_norm(attention.q_proj(normed).view(heads))
+            k = attention.k_norm(attention.k_proj(normed).view(heads))
+            q, k = self._rotate(q, k, cos, sin, unsqueeze_dim=1)
+            v = attention.v_proj(normed).view(heads)
+            context = self._attend(q, k, v, groups, scale=attention.scaling, causal=True)
+            hidden = hidden + attention.o_proj(context)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return model.norm(hidden)
+
+
+class PackedModernBert(_PackedModel):
+    """A transformers ModernBertModel on packed tokens: the model's own embeddings, LayerNorms,
+    fused QKV projections, gated MLPs and each layer's rotary embedding (one theta on global layers,
+    another on local ones); bidirectional attention, over the whole text on every
+    `global_attn_every_n_layers`-th layer and within ±`local_attention // 2` tokens on the others, as
+    the model's sdpa and eager paths mask."""
+
+    def __init__(self, model: Any) -> None:
+        super().__init__(model)
+        from transformers.models.modernbert.modeling_modernbert import apply_rotary_pos_emb
+
+        config = model.config
+        self._model = model
+        self._rotate = apply_rotary_pos_emb
+        self._layers = list(model.layers)
+        self._heads = config.num_attention_heads
+        self.hidden = config.hidden_size
+        self.padding_idx = config.pad_token_id or 0
+
+    @classmethod
+    def unsupported(cls, model: Any) -> str | None:
+        config = getattr(model, "config", None)
+        if not cls.runs_family_of(model) or not (hasattr(model, "layers") and hasattr(model, "embeddings")):
+            return "not a ModernBERT model"
+        if getattr(config, "_attn_implementation", None) == "flash_attention_2":
+            return "ModernBERT with flash_attention_2 already runs unpadded"
+        return None
+
+    def _forward(self, tokens: _DeviceTokens, groups: list[_DeviceGroup]) -> Any:
+        model = self._model
+        embeddings = model.embeddings
+        hidden = embeddings.norm(embeddings.tok_embeddings(tokens.ids))
+        positions = tokens.positions[None]
+        rotary: dict[bool, tuple[Any, Any]] = {}  # by whether the layer is local: one theta each
+        for layer in self._layers:
+            attention = layer.attn
+            local = attention.local_attention != (-1, -1)
+            qkv = attention.Wqkv(layer.attn_norm(hidden)).view(hidden.shape[0], 3, self._heads, -1)
+            if local not in rotary:
+                rotary[local] = tuple(x[0] for x in attention.rotary_emb(qkv, positions))
+            q, k, v = qkv.unbind(dim=1)
+            q, k = self._rotate(q, k, *rotary[local], unsqueeze_dim=1)
+            window = attention.local_attention[0] + 1 if local else None  # the model's |i - j| <= local // 2
+            hidden = hidden + attention.Wo(self._attend(q, k, v, groups, window=window))
+            hidden = hidden + layer.mlp(layer.mlp_norm(hidden))
+        return model.final_norm(hidden)
+
+
+RUNNERS: dict[str, type[_PackedModel]] = {
+    runner.__name__: runner for runner in (PackedEncoder, PackedGemma3, PackedQwen3, PackedModernBert)
+}
 """The packed runners by the class names `Family.packed` gives."""
 
 

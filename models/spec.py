@@ -42,8 +42,9 @@ class ModelSpec(BaseModel):
     )
     packing: Packing = Field(
         default="auto",
-        description="auto: BERT-family encoders (BERT, RoBERTa, XLM-R) and bidirectional Gemma3 run on "
-        "real tokens only, no work on padding (torch backend, uncompiled); off: the model's own padded forward.",
+        description="auto: the families with a packed runner (models.families: BERT, RoBERTa, XLM-R, bidirectional "
+        "Gemma3, ModernBERT, Qwen3 without sliding windows) run on real tokens only, no work on padding (torch "
+        "backend, uncompiled); off: the model's own padded forward.",
     )
     int8_any_cpu: bool = Field(
         default=False,

@@ -125,3 +125,24 @@ def test_models_file_prompts_override_and_set_the_default(tiny_bert_dir: Path) -
     assert loaded.model.info.prompts["query"] == "search_query: "
     assert loaded.model.prompt(None) == "search_query: "
     assert loaded.model.tokenize(["x"]) == loaded.model.runner.tokenizer.encode(["x"], prompt="search_query: ")
+
+
+@pytest.mark.parametrize(
+    ("folder", "runner"), [("tiny_modernbert_dir", "PackedModernBert"), ("tiny_qwen3_dir", "PackedQwen3")]
+)
+def test_modernbert_and_qwen3_serve_packed_as_sentence_transformers_encode(
+    folder: str, runner: str, request: pytest.FixtureRequest
+) -> None:
+    """Served with `backend: torch`, they run packed (the server pads right; Qwen3's own tokenizer pads
+    left) and still give encode's embeddings, with and without the query prompt, to 1e-5."""
+    from sentence_transformers import SentenceTransformer
+
+    source = str(request.getfixturevalue(folder))
+    loaded = load_model(ModelSpec(backend="torch", id="packed", source=source, device="cpu"))
+    assert type(loaded.model.runner._packed).__name__ == runner
+    reference = SentenceTransformer(source, device="cpu")
+    for prompt_name in (None, "query"):
+        expected = reference.encode(TEXTS, prompt_name=prompt_name, normalize_embeddings=True)
+        assert np.abs(embed(loaded, TEXTS, prompt_name=prompt_name) - expected).max() <= 1e-5, prompt_name
+    padded = load_model(ModelSpec(backend="torch", id="padded", source=source, device="cpu", packing="off"))
+    assert padded.model.runner._packed is None

@@ -1,4 +1,5 @@
-"""Packed execution of BERT-family encoders: the padded forward's outputs, from real tokens only."""
+"""Packed execution of encoders (BERT, XLM-R, bidirectional Gemma3, ModernBERT) and Qwen3: the padded
+forward's outputs, from real tokens only."""
 
 from __future__ import annotations
 
@@ -29,7 +30,11 @@ def _encoder(folder: Path):  # type: ignore[no-untyped-def]
     return model, model[0].auto_model
 
 
-@pytest.mark.parametrize("family", ["tiny_bert_dir", "tiny_xlmr_dir", "minilm_dir", "tiny_gemma3_dir"])
+PACKED_FOLDERS = ["tiny_bert_dir", "tiny_xlmr_dir", "tiny_gemma3_dir", "tiny_modernbert_dir", "tiny_qwen3_dir"]
+"""A tiny folder of each family that packs (Qwen3's tokenizer pads left, the others right)."""
+
+
+@pytest.mark.parametrize("family", [*PACKED_FOLDERS, "minilm_dir"])
 def test_hidden_states_equal_the_padded_forward_at_every_real_token(
     family: str, request: pytest.FixtureRequest
 ) -> None:
@@ -47,6 +52,24 @@ def test_hidden_states_equal_the_padded_forward_at_every_real_token(
     assert packed.shape == padded.shape
     torch.testing.assert_close(packed[mask], padded[mask], atol=1e-5, rtol=1e-5)
     assert not packed[~mask].any()  # pad positions stay zero: pooling never sees them
+
+
+@pytest.mark.parametrize("family", PACKED_FOLDERS)
+def test_sentence_embeddings_equal_the_padded_pipeline(family: str, request: pytest.FixtureRequest) -> None:
+    """The folder's own pooling (mean, CLS, or Qwen3's last token, where the left padding puts it
+    last in every row) over the packed grid, against sentence-transformers' padded forward."""
+    st_model, _ = _encoder(request.getfixturevalue(family))
+    features = {name: value for name, value in st_model.tokenize(TEXTS).items() if name != "modality"}
+    encoder = packed_model(st_model[0].auto_model)
+    with torch.inference_mode():
+        expected = st_model(dict(features))["sentence_embedding"]
+        packed = {
+            "attention_mask": features["attention_mask"],
+            "token_embeddings": encoder(encoder.pack({k: v.numpy() for k, v in features.items()}), torch.device("cpu")),
+        }
+        for module in list(st_model)[1:]:
+            packed = module(packed)
+    assert (packed["sentence_embedding"] - expected).abs().max() <= 1e-5
 
 
 def test_pair_inputs_keep_their_token_types(tiny_bert_dir: Path) -> None:
@@ -150,3 +173,61 @@ def test_cross_encoder_logits_equal_the_padded_forward(folder: str, request: pyt
         expected = hf_model(**encoded).logits
         logits = classifier(batch, torch.device("cpu"))
     torch.testing.assert_close(logits, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_modernbert_local_layers_attend_within_their_window(tiny_modernbert_dir: Path) -> None:
+    """Layers 0 and 2 attend globally, layer 1 within ±4 tokens (local_attention 8), each with its own
+    rope theta; widened to a global window, the packed output must move away from the model's."""
+    from tests.fixtures.tiny_models import MODERNBERT_LOCAL_ATTENTION
+
+    st_model, hf_model = _encoder(tiny_modernbert_dir)
+    local = [layer.attn.local_attention != (-1, -1) for layer in hf_model.layers]
+    assert local == [False, True, False]
+    features = {name: value for name, value in st_model.tokenize(TEXTS).items() if name != "modality"}
+    assert features["attention_mask"].sum(dim=1).max() > MODERNBERT_LOCAL_ATTENTION
+    arrays = {name: value.numpy() for name, value in features.items()}
+    mask = features["attention_mask"].bool()
+    with torch.inference_mode():
+        padded = hf_model(**features).last_hidden_state
+        windowed = packed_model(hf_model)(packed_model(hf_model).pack(arrays), torch.device("cpu"))
+        hf_model.layers[1].attn.local_attention = (-1, -1)
+        unwindowed = packed_model(hf_model)(packed_model(hf_model).pack(arrays), torch.device("cpu"))
+    torch.testing.assert_close(windowed[mask], padded[mask], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(unwindowed[mask], padded[mask], atol=1e-3)  # the window did matter
+
+
+def test_qwen3_attends_causally_whichever_side_the_batch_is_padded_on(tiny_qwen3_dir: Path) -> None:
+    """A token's state depends on it and the tokens before it only: a text's prefix packs to the same
+    states as the prefix alone, and a right-padded batch (the server's) to those of the left-padded one
+    (the tokenizer's) up to float rounding, though its rotary positions start at 0, not at the padding."""
+    st_model, hf_model = _encoder(tiny_qwen3_dir)
+    encoder = packed_model(hf_model)
+    left = {name: value.numpy() for name, value in st_model.tokenize(TEXTS).items() if name != "modality"}
+    lengths = left["attention_mask"].sum(axis=1)
+    right = {name: np.zeros_like(value) for name, value in left.items()}
+    for row, n in enumerate(lengths):
+        for name in left:
+            right[name][row, :n] = left[name][row, -n:]
+    with torch.inference_mode():
+        from_left = encoder(encoder.pack(left), torch.device("cpu"))[torch.from_numpy(left["attention_mask"]).bool()]
+        from_right = encoder(encoder.pack(right), torch.device("cpu"))[torch.from_numpy(right["attention_mask"]).bool()]
+        long_row = int(np.argmax(lengths))
+        ids = right["input_ids"][long_row : long_row + 1, : lengths[long_row]]
+        prefix = {"input_ids": ids[:, :7], "attention_mask": np.ones((1, 7), dtype=np.int64)}
+        whole = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+        prefix_alone = encoder(encoder.pack(prefix), torch.device("cpu"))[0]
+        prefix_in_whole = encoder(encoder.pack(whole), torch.device("cpu"))[0, :7]
+    torch.testing.assert_close(from_right, from_left, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(prefix_in_whole, prefix_alone, atol=1e-5, rtol=1e-5)
+
+
+def test_qwen3_variants_the_runner_cannot_run_are_refused_with_the_reason() -> None:
+    from transformers import Qwen3Config, Qwen3Model
+
+    tiny = dict(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+                num_key_value_heads=1, head_dim=8)  # fmt: skip
+    assert packing_unsupported(Qwen3Model(Qwen3Config(**tiny))) is None
+    sliding = Qwen3Model(Qwen3Config(**tiny, use_sliding_window=True, sliding_window=4, max_window_layers=1))
+    assert "sliding-window" in (packing_unsupported(sliding) or "")
+    bidirectional = Qwen3Model(Qwen3Config(**tiny, use_bidirectional_attention=True))
+    assert "bidirectional" in (packing_unsupported(bidirectional) or "")

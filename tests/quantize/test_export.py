@@ -40,6 +40,7 @@ CONFIG_KEYS = {
     "files",
 }
 EMBEDDERS = {"bert": "tiny_bert_dir", "xlmr": "tiny_xlmr_dir", "gemma3": "tiny_gemma3_dir"}
+EMBEDDERS |= {"modernbert": "tiny_modernbert_dir", "qwen3": "tiny_qwen3_dir"}
 RERANKERS = {"reranker": "tiny_reranker_dir", "bert_reranker": "tiny_bert_reranker_dir"}
 RERANKERS["bert_reranker_2"] = "tiny_bert_reranker_2_dir"
 
@@ -70,6 +71,9 @@ def ort_outputs(folder: Path, features: dict[str, np.ndarray]) -> np.ndarray:
 def pool(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
     if mode == "cls":
         return hidden[:, 0]
+    if mode == "lasttoken":  # the last real token, wherever the padding went (Qwen3's tokenizer pads left)
+        last = hidden.shape[1] - 1 - mask[:, ::-1].argmax(axis=1)
+        return hidden[np.arange(len(hidden)), last]
     assert mode == "mean", mode
     m = mask[..., None].astype(np.float32)
     return (hidden * m).sum(1) / m.sum(1)
