@@ -240,6 +240,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     from embedserve.quantize.cli import add_parser as add_quantize_parser  # light: its heavy imports happen in run()
 
     subcommands["quantize"] = add_quantize_parser(sub)
+    from embedserve.server.corpus.cli import add_parser as add_embed_parser  # light, as quantize's
+
+    subcommands["embed"] = add_embed_parser(sub)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # argparse would blame the top-level parser and print its usage, not the subcommand's
         subcommands[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

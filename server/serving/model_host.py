@@ -103,6 +103,11 @@ class ModelHost:
         if self.on_loaded is not None:
             self.on_loaded()
 
+    async def wait_loaded(self) -> None:
+        """Returns once every model has loaded or failed (a tool that serves no HTTP has no readiness to poll)."""
+        if self._loader is not None:
+            await asyncio.shield(self._loader)
+
     @property
     def ready(self) -> bool:
         return not self.draining and all(state == "ready" for state in self.status.values())
