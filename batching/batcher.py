@@ -146,6 +146,11 @@ class Batcher(Generic[P, R]):
             self._pool.shutdown(wait=True)
 
     @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running."""
+        return not self._sorted and self._in_flight == 0
+
+    @property
     def queued_items(self) -> int:
         return len(self._sorted)
 
