@@ -419,6 +419,13 @@ def _load(spec: ModelSpec, limits: BatchingConfig) -> LoadedModel:
 
 def _return_memory() -> None:
     """After an unload (in a thread): collects what cycles still hold of the model, then gives the heap's free
-    pages back to the system, so the process's resident memory falls by what the model took."""
+    pages back to the system, so the process's resident memory falls by what the model took. What was frozen
+    for the collector at start (server/collector.py) is thawed for this one collection, as a model loaded then
+    is among it, and what is still loaded is frozen again."""
+    frozen = gc.get_freeze_count() > 0
+    if frozen:
+        gc.unfreeze()
     gc.collect()
+    if frozen:
+        gc.freeze()
     trim()
