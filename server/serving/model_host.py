@@ -122,7 +122,7 @@ class ModelHost:
                 continue
             self._idle_from_now(spec.id)
         log.info(
-            "models loaded" if self.ready or self.draining else "models loaded, some failed",
+            "models loaded, some failed" if self._failed_at_start else "models loaded",
             extra={
                 "ready": sorted(self._served),
                 "failed": sorted(self._failed_at_start),

@@ -290,6 +290,19 @@ def test_an_idle_model_is_unloaded_after_its_keep_alive_and_its_memory_is_return
         server.stop()
 
 
+def test_a_preloaded_model_unloads_after_its_keep_alive_and_the_server_stays_ready(
+    tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    server = serve(tmp_path, [{"id": "kept", "source": str(tiny_bert_dir), "keep_alive": 0}])
+    try:
+        until(lambda: status(server, "kept") == "unloaded", "the preloaded model unloaded")
+        assert server.http.get("/health/ready").status_code == 200  # it loaded once; a request loads it again
+        assert embed(server, "kept").status_code == 200
+        assert metric(server, "embed_model_loads_total", model="kept", outcome="loaded") == 2
+    finally:
+        server.stop()
+
+
 # -- the memory budget -------------------------------------------------------------------------
 
 OVERHEAD = 32 * 2**20
