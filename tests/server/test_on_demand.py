@@ -305,12 +305,12 @@ def test_a_preloaded_model_unloads_after_its_keep_alive_and_the_server_stays_rea
 
 # -- the memory budget -------------------------------------------------------------------------
 
-OVERHEAD = 32 * 2**20
+OVERHEAD = 36 * 2**20
 """What the process may hold beyond the budget's count of weight files. Per model in memory or loading, ONNX
 Runtime's session, its arena and the tokenizer, and the session build's passing copies of the graph (8-9 MB of
 RSS for each model of 5.9 MB of weights, measured), and the heap's fragments after many loads and unloads.
-Measured on this test's load (peak RSS growth over the baseline): 24-30 MB with the budget of two; 60 MB with
-all six in memory, which this bound (43.7 MB) refuses."""
+Measured on this test's load (peak RSS growth over the baseline): 19-37 MB in six runs with the budget of two;
+60 MB with a budget for all six (nothing evicted), which this bound (47.7 MB) refuses."""
 
 
 def test_six_models_under_a_budget_for_two_answer_as_preloaded_within_the_budget(
