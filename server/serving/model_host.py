@@ -340,9 +340,9 @@ class ModelHost:
         need = self._weights[model_id]
         if (error := too_large(model_id, need, budget)) is not None:
             raise error
-        async with self._planning:
-            self._waiting_for_room.add(model_id)
-            try:
+        self._waiting_for_room.add(model_id)
+        try:
+            async with self._planning:
                 while True:
                     self._freed.clear()
                     held = sum(self._charged.values()) + self._closing_bytes
@@ -354,8 +354,8 @@ class ModelHost:
                         await asyncio.gather(*(self._unload(victim, "evicted") for victim in chosen))
                     else:
                         await self._freed.wait()
-            finally:
-                self._waiting_for_room.discard(model_id)
+        finally:
+            self._waiting_for_room.discard(model_id)
 
     def _idle_models(self) -> list[tuple[str, int]]:
         """Loaded models no request holds and with no work queued or running, least recently used first,

@@ -305,6 +305,37 @@ def test_a_preloaded_model_unloads_after_its_keep_alive_and_the_server_stays_rea
 
 # -- the memory budget -------------------------------------------------------------------------
 
+
+def test_a_load_waits_while_models_in_use_hold_the_room_and_then_evicts_them(
+    tmp_path: Path, tiny_bert_dir: Path
+) -> None:
+    """Room for one model: while a request holds `a`, a request for `b` waits (here past its deadline: 503 with
+    Retry-After); once `a` is let go, `b` is loaded in its place."""
+    budget = weight_bytes(ModelSpec(id="tiny", source=str(tiny_bert_dir)))
+    server = serve(
+        tmp_path,
+        [{"id": name, "source": str(tiny_bert_dir), "preload": False} for name in ("a", "b")],
+        env={"EMBEDSERVE_MODEL_MEMORY_BYTES": str(budget)},
+    )
+    host = server.app.state.host
+    try:  # held as a request holds it, from routing to its answer
+        asyncio.run_coroutine_threadsafe(host.acquire("a", "embed"), server._loop).result(DEADLINE)
+        waited = server.http.post(
+            "/v1/embeddings", json={"model": "b", "input": "a short text"}, headers={"X-Request-Timeout": "0.5"}
+        )
+        assert waited.status_code == 503 and waited.headers["retry-after"] == "5"
+        error = waited.json()["error"]
+        assert error["code"] == "over_memory_budget" and "held by models in use (a)" in error["message"]
+        assert status(server, "a") == "ready"
+
+        server._loop.call_soon_threadsafe(host.release, "a")
+        assert embed(server, "b").status_code == 200
+        assert status(server, "a") == "unloaded"
+        assert metric(server, "embed_model_unloads_total", model="a", reason="evicted") == 1
+    finally:
+        server.stop()
+
+
 OVERHEAD = 36 * 2**20
 """What the process may hold beyond the budget's count of weight files. Per model in memory or loading, ONNX
 Runtime's session, its arena and the tokenizer, and the session build's passing copies of the graph (8-9 MB of
