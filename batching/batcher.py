@@ -173,6 +173,11 @@ class Batcher(Generic[P, R]):
             self._pool.shutdown(wait=True)
 
     @property
+    def idle(self) -> bool:
+        """Nothing queued and no batch running."""
+        return self._next_queue() is None and self._in_flight == 0
+
+    @property
     def queued_items(self) -> int:
         return sum(len(queue.sorted) for queue in self._queues.values())
 

@@ -27,6 +27,7 @@ from embedserve.server.http.middleware import RequestContextMiddleware
 from embedserve.server.http.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
 from embedserve.server.serving.cache import LocalCache, ResultCache, SharedCache
 from embedserve.server.serving.model_host import ModelHost
+from embedserve.server.serving.residency import Residency
 from embedserve.server.serving.upstream.config import UpstreamSpec
 from embedserve.server.serving.upstream.gateway import Gateway
 from embedserve.server.telemetry import tracing
@@ -38,6 +39,15 @@ def upstream_models(settings: Settings) -> list[UpstreamSpec]:
     if settings.models_file is None:
         return []
     return [entry for entry in load_models_file(settings.models_file) if isinstance(entry, UpstreamSpec)]
+
+
+def model_residency(settings: Settings) -> dict[str, Residency]:
+    """When each models-file entry is in memory (`preload`, `keep_alive`); models it does not list are loaded
+    at start and kept."""
+    if settings.models_file is None:
+        return {}
+    entries = load_models_file(settings.models_file)
+    return {entry.id: entry.residency() for entry in entries if isinstance(entry, ModelEntry)}
 
 
 def served_models(settings: Settings) -> list[tuple[ModelSpec, BatchingConfig]]:
@@ -82,6 +92,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         metrics,
         tokenize_inline_chars=settings.tokenize_inline_chars,
         cache=response_cache(settings),
+        residency=model_residency(settings),
+        memory_budget=settings.model_memory_bytes,
     )
 
     authenticator = Authenticator(

@@ -38,3 +38,17 @@ def fix_mmap_threshold(nbytes: int) -> bool:
     if not done:
         log.warning("could not set malloc's mmap threshold", extra={"bytes": nbytes})
     return done
+
+
+def trim() -> bool:
+    """Returns the heap's free pages to the system (glibc's malloc_trim): after a model is unloaded, its freed
+    weights and arenas would otherwise stay in the process's resident memory, held for the next allocation.
+    Whether any memory was returned (False where there is no glibc)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        malloc_trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # musl has no malloc_trim
+        return False
+    malloc_trim.argtypes, malloc_trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return bool(malloc_trim(0))

@@ -62,7 +62,7 @@ async def _embed_by_type(
         raise ApiError(400, _TEXT_ONLY, param="input_type")
     if body.truncate == "START":
         raise ApiError(400, "truncate START is not supported: use END (the default) or NONE", param="truncate")
-    served = target_model(request, body.model, "embed")
+    served = await target_model(request, body.model, "embed")
     options = EmbedParams(
         truncate=body.truncate == "END",
         dimensions=dimensions,

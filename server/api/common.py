@@ -41,14 +41,19 @@ def named(request: Request, name: str | None) -> str | None:
     return name if name is not None else request.headers.get(MODEL_HEADER) or None
 
 
-def local_model(request: Request, name: str | None, kind: str = "embed") -> LocalModel:
-    """A model served here (not an upstream one): for what only a local model has (its tokenizer)."""
-    served = host_of(request).get(named(request, name), kind)
-    calls.current().model = served.spec.id
+async def local_model(request: Request, name: str | None, kind: str = "embed") -> LocalModel:
+    """A model served here (not an upstream one), held by the request until it ends (so it is not unloaded
+    under it), and loaded first where it is not (within the request's deadline)."""
+    host = host_of(request)
+    spec = host.registry.resolve(named(request, name), kind)
+    served = await host.acquire(spec.id, kind, within=deadline_seconds(request))
+    call = calls.current()
+    call.releases.append(lambda: host.release(spec.id))
+    call.model = spec.id
     return served
 
 
-def target_model(request: Request, name: str | None, kind: str) -> ServedModel:
+async def target_model(request: Request, name: str | None, kind: str) -> ServedModel:
     """The model a request names (in its body, or the X-Model header), here or upstream. With no name,
     the only model that can do `kind`."""
     gateway = gateway_of(request)
@@ -62,7 +67,7 @@ def target_model(request: Request, name: str | None, kind: str) -> ServedModel:
         calls.current().model = upstream.spec.id
         return upstream
     try:
-        return local_model(request, name, kind)
+        return await local_model(request, name, kind)
     except UnknownModel as exc:
         served = [*exc.served, *(m.spec.id for m in gateway.serving(kind))]
         raise UnknownModel(name, served, kind, served_as=exc.served_as) from None

@@ -30,7 +30,7 @@ _COHERE_TYPE = {"query": "search_query", "document": "search_document"}
 @inference("embed", batcher="multivector")
 async def multi_vector(body: MultiVectorRequest, request: Request) -> Response:
     """Per text, one L2-normalized row per token (the first token left out), as bge-m3's ColBERT output."""
-    served = target_model(request, body.model, "embed")
+    served = await target_model(request, body.model, "embed")
     texts = body.texts()
     check_count(request, len(texts))
     options = EmbedParams(

@@ -32,7 +32,7 @@ async def _embed_texts(
     request: Request, body: EmbedOptions | TeiEmbedRequest, texts: list[str]
 ) -> tuple[str, Embeddings, np.ndarray | list]:
     """The model's id, the embeddings, and the vectors in the body's embedding_type."""
-    served = target_model(request, body.model, "embed")
+    served = await target_model(request, body.model, "embed")
     options = EmbedParams(
         truncate=body.truncate, normalize=body.normalize, dimensions=body.dimensions, prompt_name=body.prompt_name
     )
@@ -65,7 +65,7 @@ async def embed_many(body: BatchEmbedRequest, request: Request) -> Response:
 @inference("embed", batcher="sparse")
 async def embed_sparse(body: EmbedSparseRequest, request: Request) -> Response:
     """Sparse lexical weights (bge-m3's sparse head), one list of `{index: token id, value}` per text."""
-    served = target_model(request, body.model, "embed")
+    served = await target_model(request, body.model, "embed")
     texts = body.texts()
     check_count(request, len(texts))
     options = EmbedParams(truncate=body.truncate, prompt_name=body.prompt_name)

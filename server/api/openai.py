@@ -45,7 +45,7 @@ async def create_embeddings(body: EmbeddingsRequest, request: Request) -> Respon
     """Embeddings in OpenAI's shape; `encoding_format: base64` gives little-endian float32 bytes.
     A model served upstream answers in the same shape. With Jina's `late_chunking`, the inputs are one
     document's chunks (a model served here)."""
-    served = target_model(request, body.model, "embed")
+    served = await target_model(request, body.model, "embed")
     options = EmbedParams(truncate=body.truncate, dimensions=body.dimensions, prompt_name=body.prompt_name)
     inputs = body.inputs()
     if body.late_chunking:

@@ -31,11 +31,11 @@ async def rerank_documents(
     model with bge-m3's multi-vector head, named as the reranker, scores by late interaction (LocalModel.rerank
     says how); any other embedding model is not a reranker (404)."""
     try:
-        served = target_model(request, body.model, "rerank")
+        served = await target_model(request, body.model, "rerank")
     except UnknownModel as exc:
         if exc.served_as != "embed":
             raise
-        served = target_model(request, body.model, "embed")
+        served = await target_model(request, body.model, "embed")
         if MULTIVECTOR not in served.outputs:
             raise exc from None
     limit = request.app.state.settings.max_documents

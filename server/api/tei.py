@@ -55,7 +55,7 @@ _ERRORS = {status: {"model": NativeError} for status in (400, 404, 413, 422, 429
 @inference("embed")
 async def similarity(body: SimilarityRequest, request: Request) -> Response:
     """The cosine similarity of each of `inputs.sentences` to `inputs.source_sentence`."""
-    served = target_model(request, body.model, "embed")
+    served = await target_model(request, body.model, "embed")
     texts = [body.inputs.source_sentence, *body.inputs.sentences]
     options = EmbedParams(truncate=body.truncate, normalize=True, prompt_name=body.prompt_name)
     result = await embed(request, served, texts, options)
@@ -168,7 +168,7 @@ async def predict(body: PredictRequest, request: Request) -> Response:
 
 async def _classify(request: Request, body: PredictRequest, *, nested: bool) -> Response:
     inputs, batched = body.batch()
-    served = target_model(request, body.model, "classify")
+    served = await target_model(request, body.model, "classify")
     check_count(request, len(inputs))
     parameters = body.parameters
     function = parameters.function_to_apply if parameters else None  # it wins over raw_scores
@@ -191,7 +191,7 @@ async def _classify(request: Request, body: PredictRequest, *, nested: bool) -> 
 @inference("embed", batcher="tokens")
 async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
     """Every token's vector (the last hidden state, special tokens included), per text."""
-    served = target_model(request, body.model, "embed")
+    served = await target_model(request, body.model, "embed")
     texts = body.texts()
     check_count(request, len(texts))
     options = EmbedParams(
@@ -201,7 +201,7 @@ async def embed_all(body: EmbedAllRequest, request: Request) -> Response:
     return json_response([vectors.tolist() for vectors in result.vectors])
 
 
-def _any_model(request: Request, name: str | None) -> ServedModel:
+async def _any_model(request: Request, name: str | None) -> ServedModel:
     """The model a tokenizer route names, whatever its kind; with no name, the only one served here."""
     name = named(request, name)
     host = host_of(request)
@@ -212,15 +212,15 @@ def _any_model(request: Request, name: str | None) -> ServedModel:
             raise ApiError(
                 400, f"{len(specs)} models are served here ({ids}): name one with `model` or X-Model", param="model"
             )
-        return local_model(request, specs[0].id, specs[0].kind)
+        return await local_model(request, specs[0].id, specs[0].kind)
     spec = host.registry.find(name)
-    return target_model(request, name, spec.kind if spec is not None else "embed")
+    return await target_model(request, name, spec.kind if spec is not None else "embed")
 
 
 @router.post("/tokenize", response_model=list[list[SimpleToken]], responses=_ERRORS)
 async def tokenize(body: TokenizeRequest, request: Request) -> Response:
     """How the model's tokenizer splits each text: ids, their text, and the characters they cover."""
-    served = _any_model(request, body.model)
+    served = await _any_model(request, body.model)
     texts = body.texts()
     check_count(request, len(texts))
     spans = await served.describe(texts, add_special_tokens=body.add_special_tokens, prompt_name=body.prompt_name)
@@ -235,7 +235,7 @@ async def tokenize(body: TokenizeRequest, request: Request) -> Response:
 @router.post("/decode", response_model=list[str], responses=_ERRORS)
 async def decode(body: DecodeRequest, request: Request) -> Response:
     """Token ids back to text, one string per sequence."""
-    served = _any_model(request, body.model)
+    served = await _any_model(request, body.model)
     sequences = body.sequences()
     check_count(request, len(sequences))
     return json_response(await served.decode(sequences, skip_special_tokens=body.skip_special_tokens))

@@ -160,6 +160,14 @@ class Settings(BaseSettings):
         "(growing) threshold. ONNX Runtime keeps its own arena and gains nothing from it.",
     )
 
+    model_memory_bytes: int | None = Field(
+        None,
+        gt=0,
+        description="Memory the models served here may take together, by their weight files' sizes: a load that "
+        "would pass it first unloads the least recently used idle models; a model that cannot fit gets 503. "
+        "Default: no budget.",
+    )
+
     keep_serving_failed_models: bool = Field(
         False,
         description="When a model fails to load, serve the others (it answers 503) instead of exiting with status 3.",

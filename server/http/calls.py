@@ -31,7 +31,13 @@ def begin() -> tuple[Call, Token[Call | None]]:
 
 
 def end(token: Token[Call | None]) -> None:
+    """The request is over: what it held is let go (`Call.releases`)."""
+    call = _CURRENT.get()
     _CURRENT.reset(token)
+    if call is not None:
+        for release in call.releases:
+            release()
+        call.releases.clear()
 
 
 def current() -> Call:

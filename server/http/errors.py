@@ -23,6 +23,7 @@ from starlette.types import Send
 from embedserve.batching.errors import BatcherError, BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
 from embedserve.models.errors import InputTooLong, InvalidInput, ModelError, ModelNotReady, UnknownModel
 from embedserve.server.http.disconnect import ClientDisconnected
+from embedserve.server.serving.residency import OverBudget
 from embedserve.server.serving.upstream.client import UpstreamError
 from embedserve.server.telemetry.logs import request_id
 
@@ -143,6 +144,8 @@ def as_api_error(exc: BaseException) -> ApiError:
         if exc.name is None and exc.served:  # several models could serve it: the request must say which
             return ApiError(400, str(exc), param="model", code="model_required")
         return ApiError(404, str(exc), param="model", code="model_not_found")
+    if isinstance(exc, OverBudget):  # 503, not 507: the server is fine, this model cannot be served now
+        return ApiError(503, str(exc), code="over_memory_budget", headers={"Retry-After": "5"} if exc.retry else None)
     if isinstance(exc, ModelNotReady):
         return ApiError(503, str(exc), code="model_not_ready", headers={"Retry-After": "5"})
     if isinstance(exc, InputTooLong):

@@ -104,6 +104,11 @@ class LocalModel:
         self.runner.close()
 
     @property
+    def idle(self) -> bool:
+        """No work queued or running on any of its batchers: it can be unloaded without waiting."""
+        return all(batcher.idle for batcher in self.batchers)
+
+    @property
     def batchers(self) -> list[Batcher]:
         return [self.batcher, *self.output_batchers.values()]
 

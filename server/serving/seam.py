@@ -9,7 +9,7 @@ model (deadlines, admission by tokens, output types, tracing) is applied once, a
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 import numpy as np
@@ -83,6 +83,9 @@ class Call:
     """Who made the request (server.http.auth's identity), for the access log."""
     model: str = ""
     """The id of the model that serves it: labels the request's metrics, trace and access log."""
+    releases: list[Callable[[], None]] = field(default_factory=list)
+    """What the request holds until it ends (the model it runs on, which is not unloaded under it:
+    server.serving.model_host), let go by server.http.calls.end."""
 
 
 class ServedModel(Protocol):

@@ -17,6 +17,7 @@ from embedserve.models.memory import rss_bytes
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+_LOAD_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 
 
@@ -70,10 +71,38 @@ class Metrics:
             "embed_batch_padded_tokens", "Padded tokens per batch.", ["model"], buckets=_TOKEN_BUCKETS, registry=r
         )
         self.model_memory = Gauge(
-            "embed_model_memory_bytes", "Memory taken by loading the model.", ["model"], registry=r
+            "embed_model_memory_bytes",
+            "Memory taken by loading the model; 0 while it is unloaded.",
+            ["model"],
+            registry=r,
         )
         self.model_load = Gauge("embed_model_load_seconds", "Time to load and warm the model.", ["model"], registry=r)
-        self.model_ready = Gauge("embed_model_ready", "1 once the model is loaded and warmed.", ["model"], registry=r)
+        self.model_ready = Gauge(
+            "embed_model_ready",
+            "1 while the model is loaded and warmed; 0 while loading or unloaded.",
+            ["model"],
+            registry=r,
+        )
+        self.model_loads = Counter(
+            "embed_model_loads",
+            "Model loads (at start and on demand), by outcome: loaded or failed.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.model_unloads = Counter(
+            "embed_model_unloads",
+            "Models unloaded, by reason: idle (its keep_alive passed) or evicted (to make room within the model "
+            "memory budget).",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.model_load_duration = Histogram(
+            "embed_model_load_duration_seconds",
+            "Time each load took, warm-up included.",
+            ["model"],
+            buckets=_LOAD_BUCKETS,
+            registry=r,
+        )
         self.cache_requests = Counter(
             "embed_cache_requests",
             "Items looked up in the response cache, by model and result (hit: served without computing,"

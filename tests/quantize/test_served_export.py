@@ -101,7 +101,7 @@ def test_a_models_file_entry_with_backend_auto_serves_onnx(cache: Path, tiny_ber
     served = start_app(tmp_path, "--models", str(models), env={"EMBEDSERVE_CACHE_DIR": str(cache)})
     try:
         (card,) = served.http.get("/v1/models").json()["data"]
-        assert (card["backend"], card["dtype"], card["status"]) == ("onnx", "float32", "ready")
+        assert (card["backend"], card["dtype"], card["status"]) == ("onnx", "float32", "loaded")
         answer = served.http.post("/v1/embeddings", json={"model": "bert", "input": TEXTS[:3]})
         assert answer.status_code == 200, answer.text
         torch = load_model(ModelSpec(backend="torch", id="t", source=str(tiny_bert_dir), device="cpu")).model

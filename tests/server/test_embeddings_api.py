@@ -135,7 +135,7 @@ def test_models_health_and_request_ids(server: AppServer) -> None:
     card = models["data"][0]
     assert models["object"] == "list"
     assert card["id"] == MODEL and card["kind"] == "embed" and card["dimension"] == 384
-    assert card["max_length"] == 256 and card["backend"] == "onnx" and card["status"] == "ready"
+    assert card["max_length"] == 256 and card["backend"] == "onnx" and card["status"] == "loaded"
 
     assert server.http.get(f"{server.url}/health").json() == {"status": "ok"}
     assert server.http.get(f"{server.url}/health/ready").status_code == 200
@@ -171,7 +171,7 @@ def test_the_openai_client_retrieves_a_model_by_id_or_alias(client: OpenAI) -> N
 
     model = client.models.retrieve(MODEL)
     assert model.id == MODEL and model.object == "model" and model.owned_by == "embedserve"
-    assert model.model_extra["dimension"] == 384 and model.model_extra["status"] == "ready"
+    assert model.model_extra["dimension"] == 384 and model.model_extra["status"] == "loaded"
     assert client.models.retrieve("sentence-transformers/all-MiniLM-L6-v2").id == MODEL
     with pytest.raises(NotFoundError) as missing:
         client.models.retrieve("gpt-9")

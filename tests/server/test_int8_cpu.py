@@ -52,7 +52,7 @@ def _serve(folder: Path, env: dict[str, str] | None = None) -> AppServer:
 def _status(server: AppServer) -> str:
     """The model's status once its load has ended (the deadline only turns a hang into a failure)."""
     deadline = time.monotonic() + 120
-    while (status := server.http.get("/v1/models").json()["data"][0]["status"]) not in ("ready", "failed"):
+    while (status := server.http.get("/v1/models").json()["data"][0]["status"]) not in ("loaded", "failed"):
         assert time.monotonic() < deadline, status
         time.sleep(0.05)
     return status
@@ -80,7 +80,7 @@ def test_the_operator_can_serve_it_anyway_and_is_warned(folders: dict[str, Path]
     on_cpu("avx2")
     server = _serve(folders["avx512_vnni"], env={"EMBEDSERVE_INT8_ANY_CPU": "1"})
     try:
-        assert _status(server) == "ready"
+        assert _status(server) == "loaded"
         assert server.http.post("/v1/embeddings", json={"model": "tiny-int8", "input": "hi"}).status_code == 200
         warning = [json.loads(line) for line in server.log().splitlines() if "int8_any_cpu" in line]
         assert len(warning) == 1 and warning[0]["level"] == "warning", server.log()
@@ -105,7 +105,7 @@ def test_a_folder_serves_without_a_word_where_its_cpu_computes_it_exactly(
     on_cpu(cpu)
     server = _serve(folders[target])
     try:
-        assert _status(server) == "ready"
+        assert _status(server) == "loaded"
         assert server.http.post("/v1/embeddings", json={"model": "tiny-int8", "input": "hi"}).status_code == 200
         assert "int8_any_cpu" not in server.log()
     finally:

@@ -72,7 +72,7 @@ def test_models_are_listed_with_their_properties(multi_server: AppServer) -> Non
     assert cards["gemma"]["aliases"] == ["google/embeddinggemma-300m"]
     assert cards["bge-m3-tiny"]["max_length"] == 128 and cards["bge-m3-tiny"]["dimension"] == XLMR.dimension
     assert cards["e5-tiny"]["default_prompt"] == "query"
-    assert all(card["status"] == "ready" and card["dtype"] == "float32" for card in cards.values())
+    assert all(card["status"] == "loaded" and card["dtype"] == "float32" for card in cards.values())
 
 
 def test_a_request_without_a_model_is_refused_when_several_are_served(multi_server: AppServer) -> None:

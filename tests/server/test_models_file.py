@@ -68,7 +68,7 @@ def test_an_entry_without_backend_or_kind_is_read_off_its_folder_as_model_does(
         assert (cards["int8"]["backend"], cards["int8"]["dtype"], cards["int8"]["status"]) == (
             "onnx-int8",
             "int8",
-            "ready",
+            "loaded",
         )
         answer = served.http.post("/v1/embeddings", json={"model": "int8", "input": "hello"})
         assert answer.status_code == 200 and len(answer.json()["data"][0]["embedding"]) == 384

@@ -123,7 +123,7 @@ def test_models_are_listed_with_their_kind(rerank_server: AppServer) -> None:
         "bge-reranker": "rerank",
         "ms-marco-tiny": "rerank",
     }
-    assert cards["bge-reranker"]["max_length"] == 512 and cards["bge-reranker"]["status"] == "ready"
+    assert cards["bge-reranker"]["max_length"] == 512 and cards["bge-reranker"]["status"] == "loaded"
     assert cards["bge-m3"]["sparse"] is True and cards["e5-tiny"]["sparse"] is False
 
 
