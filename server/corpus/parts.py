@@ -83,7 +83,7 @@ class Parts:
         else:
             import pyarrow.parquet as pq
 
-            pq.write_table(_table(ids, vectors), temporary)
+            pq.write_table(vector_table(ids, vectors), temporary)
         os.replace(temporary, path)
 
     def assemble(self, count: int) -> None:
@@ -111,7 +111,8 @@ class Parts:
         shutil.rmtree(self.folder)
 
 
-def _table(ids: list[Any], vectors: np.ndarray) -> Any:
+def vector_table(ids: list[Any], vectors: np.ndarray) -> Any:
+    """The Parquet output's one shape (here and deploy/ray's job): `id`, and `vector` as fixed-size float32 lists."""
     import pyarrow as pa
 
     width = vectors.shape[1]
