@@ -99,7 +99,8 @@ def test_each_output_line_is_the_embeddings_routes_answer(client: openai.OpenAI,
         response = line["response"]
         assert response["status_code"] == 200 and response["request_id"]
         direct = client.embeddings.create(**{"model": MODEL, **body}, encoding_format="float").model_dump()
-        assert np.array_equal(vectors(response["body"]), vectors(direct)), line["custom_id"]
+        # Equal but for the float noise of running in another batch (the response cache usually makes it exact).
+        np.testing.assert_allclose(vectors(response["body"]), vectors(direct), atol=1e-6, err_msg=line["custom_id"])
         assert response["body"]["usage"] == direct["usage"] and response["body"]["model"] == direct["model"]
     assert done.usage.input_tokens == sum(line["response"]["body"]["usage"]["prompt_tokens"] for line in output)
     assert metric(batch_server, "embed_batch_lines_total", status="completed") - before == len(bodies)

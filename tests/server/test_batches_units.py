@@ -16,7 +16,7 @@ from embedserve.server.api.common import call_model
 from embedserve.server.api.openai_schemas import EmbeddingsRequest
 from embedserve.server.batches.lines import Route, answer
 from embedserve.server.batches.multipart import Data, MultipartError, Part, boundary_of, parts
-from embedserve.server.batches.store import Store
+from embedserve.server.batches.store import Progress, Store
 from embedserve.server.http.responses import json_response
 from embedserve.server.serving.seam import Call
 
@@ -125,3 +125,26 @@ def test_a_line_runs_at_bulk_priority_as_its_owner() -> None:
 
     invalid = asyncio.run(answer(_App(), Route("/v1/embeddings", EmbeddingsRequest, endpoint), {"input": 3}, "key:a"))  # type: ignore[arg-type]
     assert invalid.status == 400 and invalid.body["error"]["param"] == "input"
+
+
+def test_a_restart_cuts_what_a_kill_left_past_the_recorded_progress(tmp_path: Path) -> None:
+    """The kill that comes between a group's write and its record: the bytes past the record are cut away, so
+    the lines they held are written once, when they run again."""
+    store = Store(tmp_path / "data")
+    upload = store.upload("", "batch", "in.jsonl")
+    upload.write(b'{"x": 1}\n{"x": 2}\n')
+    upload.seal()
+    source = store.add_file("", "batch", "in.jsonl", upload.path, upload.id, lines=upload.lines)
+    job = store.create_batch("", source, "/v1/embeddings", "24h", None, window_seconds=60)
+    output, errors = store.resume_files(job)
+    output.write_bytes(b"line one\n")
+    errors.write_bytes(b"")
+    store.advance(job.id, Progress(1, 9, len(b"line one\n"), 0, 1, 0, 5))
+    with open(output, "ab") as handle:  # written, fsynced, then killed before the record
+        handle.write(b"line two\n")
+    with open(errors, "ab") as handle:
+        handle.write(b"half an error li")
+    recorded = store.batch(job.id)
+    assert recorded is not None and (recorded.next_line, recorded.input_offset, recorded.completed) == (1, 9, 1)
+    store.resume_files(recorded)
+    assert output.read_bytes() == b"line one\n" and errors.read_bytes() == b""
