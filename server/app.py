@@ -137,6 +137,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         {"/v1/embeddings": Route("/v1/embeddings", EmbeddingsRequest, openai.create_embeddings)},
         metrics,
         concurrency=settings.batch_concurrency,
+        max_line_bytes=settings.max_body_bytes,
         loading=lambda: any(state == "loading" for state in host.status.values()),
         draining=lambda: host.draining,
     )

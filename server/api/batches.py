@@ -10,11 +10,19 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path as FilePath
+from typing import Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.responses import FileResponse, Response
 
-from embedserve.server.api.batches_schemas import Batch, BatchCreateRequest, BatchList, FileDeleted, FileObject
+from embedserve.server.api.batches_schemas import (
+    Batch,
+    BatchCreateRequest,
+    BatchList,
+    FileDeleted,
+    FileList,
+    FileObject,
+)
 from embedserve.server.api.openai_schemas import OpenAIError
 from embedserve.server.batches.multipart import MultipartError, Part, boundary_of, parts
 from embedserve.server.batches.runner import Runner
@@ -111,6 +119,17 @@ def batch_object(row: BatchRow) -> dict:
     }
 
 
+def page(data: list[dict], more: bool) -> dict:
+    """A page of a list, as OpenAI's cursor pagination has it (the client asks for `after=last_id` next)."""
+    return {
+        "object": "list",
+        "data": data,
+        "first_id": data[0]["id"] if data else None,
+        "last_id": data[-1]["id"] if data else None,
+        "has_more": more,
+    }
+
+
 def _file(request: Request, file_id: str) -> FileRow:
     row = store_of(request).file(file_id, owner())
     if row is None:
@@ -184,6 +203,21 @@ async def create_file(request: Request) -> Response:
         upload.owner, upload.purpose, upload.filename, upload.path, upload.id, lines=upload.lines
     )
     return json_response(file_object(row))
+
+
+@router.get("/files", response_model=FileList, responses={400: {"model": OpenAIError}})
+async def list_files(
+    request: Request,
+    purpose: Literal["batch", "batch_output"] | None = Query(None, description="Only files of this purpose."),
+    after: str | None = Query(None, description="A file id: the page starts after it."),
+    limit: int = Query(10_000, ge=1, le=10_000, description="Files a page, 1 to 10000."),
+    order: Literal["asc", "desc"] = Query("desc", description="By upload time."),
+) -> Response:
+    """The caller's files (uploads, and jobs' output and error files)."""
+    rows, more = store_of(request).files(
+        owner(), purpose=purpose, after=after, limit=limit, newest_first=order == "desc"
+    )
+    return json_response(page([file_object(row) for row in rows], more))
 
 
 @router.get("/files/{file_id}", response_model=FileObject, responses=_ERRORS)
@@ -262,16 +296,7 @@ async def list_batches(
 ) -> Response:
     """The caller's batches, newest first."""
     rows, more = store_of(request).batches(owner(), after=after, limit=limit)
-    data = [batch_object(row) for row in rows]
-    return json_response(
-        {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
-    )
+    return json_response(page([batch_object(row) for row in rows], more))
 
 
 @router.get("/batches/{batch_id}", response_model=Batch, responses=_ERRORS)

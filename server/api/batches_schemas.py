@@ -26,6 +26,14 @@ class FileObject(BaseModel):
     status_details: str | None = None
 
 
+class FileList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[FileObject]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
+
+
 class FileDeleted(BaseModel):
     id: str
     object: Literal["file"] = "file"

@@ -74,8 +74,11 @@ def error_line(custom_id: Any, code: str, message: str) -> bytes:
     return orjson.dumps(line) + b"\n"
 
 
-def parse_line(raw: bytes, endpoint: str) -> tuple[Any, Any] | Finished:
-    """A line's custom_id and body, or its error line."""
+def parse_line(raw: bytes, endpoint: str, max_bytes: int) -> tuple[Any, Any] | Finished:
+    """A line's custom_id and body, or its error line. A line is held to the body limit of a direct request."""
+    if len(raw) > max_bytes:
+        message = f"the line has {len(raw)} bytes; a request's body may have at most {max_bytes}"
+        return Finished(None, error_line(None, "request_too_large", message))
     try:
         request = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -115,6 +118,7 @@ class Runner:
         metrics: Metrics,
         *,
         concurrency: int,
+        max_line_bytes: int,
         loading: Callable[[], bool],
         draining: Callable[[], bool],
     ) -> None:
@@ -123,6 +127,7 @@ class Runner:
         self.routes = routes
         self.metrics = metrics
         self.concurrency = concurrency
+        self.max_line_bytes = max_line_bytes
         self.loading = loading
         """Whether models are still loading: a job waits for them, rather than failing its lines."""
         self.draining = draining
@@ -273,7 +278,7 @@ class Runner:
             raise
 
     async def _line(self, job: BatchRow, raw: bytes) -> Finished:
-        parsed = parse_line(raw, job.endpoint)
+        parsed = parse_line(raw, job.endpoint, self.max_line_bytes)
         if isinstance(parsed, Finished):
             return parsed
         custom_id, body = parsed

@@ -233,6 +233,27 @@ class Store:
         found = self.db.execute("SELECT * FROM files WHERE id = ? AND owner = ?", (file_id, owner)).fetchone()
         return FileRow(**dict(found)) if found else None
 
+    def files(
+        self, owner: str, *, purpose: str | None, after: str | None, limit: int, newest_first: bool
+    ) -> tuple[list[FileRow], bool]:
+        """A page of the owner's files in upload order (or its reverse), after the file `after`; and whether more
+        follow."""
+        clauses, args = ["owner = ?"], [owner]
+        if purpose is not None:
+            clauses.append("purpose = ?")
+            args.append(purpose)
+        if after is not None:
+            anchor = self.db.execute("SELECT rowid FROM files WHERE id = ? AND owner = ?", (after, owner)).fetchone()
+            if anchor is None:
+                return [], False
+            clauses.append("rowid < ?" if newest_first else "rowid > ?")
+            args.append(anchor[0])
+        order = "DESC" if newest_first else "ASC"
+        rows = self.db.execute(
+            f"SELECT * FROM files WHERE {' AND '.join(clauses)} ORDER BY rowid {order} LIMIT ?", (*args, limit + 1)
+        ).fetchall()
+        return [FileRow(**dict(row)) for row in rows[:limit]], len(rows) > limit
+
     def delete_file(self, row: FileRow) -> None:
         self.db.execute("DELETE FROM files WHERE id = ?", (row.id,))
         Path(row.path).unlink(missing_ok=True)

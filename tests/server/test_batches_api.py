@@ -20,6 +20,7 @@ from tests.support import metric
 MODEL = "all-MiniLM-L6-v2"
 MAX_LINES = 200
 MAX_FILE_BYTES = 2_000_000
+MAX_BODY_BYTES = 100_000  # below the upload limit: uploads have their own; a line is held to this one
 ENDED = ("completed", "failed", "cancelled", "expired")
 
 
@@ -29,6 +30,7 @@ def batch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer
         "EMBEDSERVE_DATA_DIR": str(tmp_path_factory.mktemp("batch-data")),
         "EMBEDSERVE_MAX_BATCH_LINES": str(MAX_LINES),
         "EMBEDSERVE_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
+        "EMBEDSERVE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "EMBEDSERVE_BATCH_CONCURRENCY": "4",
     }
     running = start_app(None, env=env)
@@ -118,24 +120,26 @@ def test_bad_lines_go_to_the_error_file_and_the_job_completes(client: openai.Ope
         request_line("unknown-model", {"input": "x", "model": "text-embedding-3-small"}),
         request_line("too-many-dims", {"input": "x", "model": MODEL, "dimensions": 4096}),
         "",  # a blank line is no request
+        request_line("huge", {"input": "word " * (MAX_BODY_BYTES // 5), "model": MODEL}),
         request_line("good-2", {"input": ["also", "fine"], "model": MODEL}),
     ]
     before = metric(batch_server, "embed_batch_lines_total", status="failed")
     file_id = upload(client, lines)
     assert client.files.retrieve(file_id).bytes == len(("\n".join(lines) + "\n").encode())
     batch = client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
-    assert batch.request_counts.total == 10
+    assert batch.request_counts.total == 11
     done = wait_ended(client, batch.id)
     assert done.status == "completed", done
-    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (10, 2, 8)
+    assert (done.request_counts.total, done.request_counts.completed, done.request_counts.failed) == (11, 2, 9)
     assert [line["custom_id"] for line in jsonl(client, done.output_file_id)] == ["good-1", "good-2"]
 
     errors = jsonl(client, done.error_file_id)
-    assert len(errors) == 8 and all(line["id"].startswith("batch_req_") for line in errors)
+    assert len(errors) == 9 and all(line["id"].startswith("batch_req_") for line in errors)
     by_id = {line["custom_id"]: line for line in errors if line["custom_id"] is not None}
     unparsed = [line for line in errors if line["custom_id"] is None]
-    assert len(unparsed) == 3 and all(line["response"] is None for line in unparsed)
-    assert {line["error"]["code"] for line in unparsed} == {"invalid_json_line", "missing_required_parameter"}
+    assert len(unparsed) == 4 and all(line["response"] is None for line in unparsed)
+    codes = {"invalid_json_line", "missing_required_parameter", "request_too_large"}
+    assert {line["error"]["code"] for line in unparsed} == codes
     assert by_id["wrong-url"]["error"]["code"] == "invalid_url" and by_id["wrong-url"]["response"] is None
     assert by_id["wrong-method"]["error"]["code"] == "invalid_method"
     # What the route itself refused: its status and its error body, as OpenAI writes them.
@@ -145,7 +149,7 @@ def test_bad_lines_go_to_the_error_file_and_the_job_completes(client: openai.Ope
         error = line["response"]["body"]["error"]
         assert set(error) == {"message", "type", "param", "code"} and error["type"] == "invalid_request_error"
     assert by_id["unknown-model"]["response"]["body"]["error"]["code"] == "model_not_found"
-    assert metric(batch_server, "embed_batch_lines_total", status="failed") - before == 8
+    assert metric(batch_server, "embed_batch_lines_total", status="failed") - before == 9
 
 
 def test_files_are_read_back_and_deleted(client: openai.OpenAI) -> None:
@@ -158,9 +162,13 @@ def test_files_are_read_back_and_deleted(client: openai.OpenAI) -> None:
         len(content),
     )
     assert client.files.retrieve(created.id) == created
+    assert client.files.list(purpose="batch", limit=1).data == [created]  # newest first
+    assert created.id in [f.id for f in client.files.list(order="asc", limit=2)]  # the client follows pages
+    assert created.id not in [f.id for f in client.files.list(purpose="batch_output")]
     assert client.files.content(created.id).content == content
     deleted = client.files.delete(created.id)
     assert (deleted.id, deleted.deleted) == (created.id, True)
+    assert created.id not in [f.id for f in client.files.list()]
     with pytest.raises(openai.NotFoundError):
         client.files.retrieve(created.id)
     with pytest.raises(openai.NotFoundError):

@@ -45,7 +45,8 @@ def test_a_key_sees_only_its_own_files_and_batches(guarded: AppServer) -> None:
     ):
         with pytest.raises(openai.NotFoundError):
             call()
-    assert [batch.id for batch in b.batches.list()] == []
+    assert [batch.id for batch in b.batches.list()] == [] and [f.id for f in b.files.list()] == []
+    assert [f.id for f in a.files.list()] == [file_a.id]
     assert [batch.id for batch in a.batches.list()] == [batch_a.id]
 
     deadline = time.monotonic() + 120

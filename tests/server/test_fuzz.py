@@ -57,6 +57,7 @@ OPERATIONS = [
     ("DELETE", "/v1/backends", True),
     # The Batch API: what the fuzzer uploads are files it never names (their ids are random), so it starts no jobs.
     ("POST", "/v1/files", True),
+    ("GET", "/v1/files", False),
     ("GET", "/v1/files/{file_id}", False),
     ("GET", "/v1/files/{file_id}/content", False),
     ("DELETE", "/v1/files/{file_id}", False),
