@@ -110,22 +110,38 @@ def test_a_job_stopped_between_lines_resumes_at_the_next_start(tmp_path: Path) -
 
 
 @pytest.mark.timeout(900)
-def test_a_job_killed_mid_way_resumes_with_no_line_lost_or_twice(tmp_path: Path) -> None:
+def test_a_job_survives_sigterm_and_sigkill_mid_way_with_no_line_lost_or_twice(tmp_path: Path) -> None:
+    """SIGTERM drains: the runner stops between lines and the process exits 0. SIGKILL gives no chance at all: the
+    next start cuts what was written past the last record and runs those lines again."""
     env = {"EMBEDSERVE_DATA_DIR": str(tmp_path / "data"), "EMBEDSERVE_CACHE_BYTES": "0"}
     content, texts = lines_file(600)
     server = start_server(tmp_path, env=env)
     try:
         batch_id = create_job(server.http, content)
-        before = poll(server.http, batch_id, mid_way)
-        server.process.send_signal(signal.SIGKILL)
-        server.process.wait(30)
+        poll(server.http, batch_id, mid_way)
+        server.process.send_signal(signal.SIGTERM)
+        assert server.process.wait(60) == 0, server.log()[-3000:]
     finally:
         stop_server(server)
-    assert before["request_counts"]["completed"] < len(texts)
+    assert "Traceback" not in server.log(), server.log()[-3000:]
 
     again = start_server(tmp_path, env=env)
     try:
-        done = poll(again.http, batch_id, lambda b: b["status"] in ("completed", "failed", "cancelled", "expired"))
-        check_output(again.http, done, texts)
+        resumed = again.http.get(f"/v1/batches/{batch_id}").json()
+        assert 0 < resumed["request_counts"]["completed"] < len(texts), resumed
+        poll(
+            again.http,
+            batch_id,
+            lambda b: mid_way(b) and b["request_counts"]["completed"] > resumed["request_counts"]["completed"],
+        )
+        again.process.send_signal(signal.SIGKILL)
+        again.process.wait(30)
     finally:
         stop_server(again)
+
+    last = start_server(tmp_path, env=env)
+    try:
+        done = poll(last.http, batch_id, lambda b: b["status"] in ("completed", "failed", "cancelled", "expired"))
+        check_output(last.http, done, texts)
+    finally:
+        stop_server(last)
