@@ -172,9 +172,13 @@ class Runner:
                     "param": None,
                     "line": None,
                 }
-                self.store.set_status(
-                    job.id, "failed", errors=orjson.dumps({"object": "list", "data": [failure]}).decode()
-                )
+                try:
+                    self.store.set_status(
+                        job.id, "failed", errors=orjson.dumps({"object": "list", "data": [failure]}).decode()
+                    )
+                except Exception:  # the database itself fails (a full disk): try again later, not in a hot loop
+                    log.exception("batch job could not be marked failed", extra={"batch": job.id})
+                    await asyncio.sleep(IDLE_POLL_SECONDS)
 
     async def _run(self, job: BatchRow) -> None:
         if job.status == "validating":

@@ -316,14 +316,13 @@ class Store:
 
     def batches(self, owner: str, *, after: str | None, limit: int) -> tuple[list[BatchRow], bool]:
         """A page of the owner's jobs, newest first (OpenAI's order), after the job `after`; and whether more follow."""
-        before = None
+        query, args = "SELECT * FROM batches WHERE owner = ?", [owner]
         if after is not None:
             anchor = self.batch(after, owner)
-            before = anchor.seq if anchor is not None else None
             if anchor is None:
                 return [], False
-        query = "SELECT * FROM batches WHERE owner = ?" + (" AND seq < ?" if before is not None else "")
-        args: tuple[Any, ...] = (owner, before) if before is not None else (owner,)
+            query += " AND seq < ?"
+            args.append(anchor.seq)
         rows = self.db.execute(query + " ORDER BY seq DESC LIMIT ?", (*args, limit + 1)).fetchall()
         return [BatchRow(**dict(row)) for row in rows[:limit]], len(rows) > limit
 
