@@ -12,9 +12,13 @@ from embedserve.models.registry import ModelRegistry
 from embedserve.models.sources import DEFAULT_MODEL, spec_from_cli
 from embedserve.models.spec import ModelSpec
 from embedserve.server import __version__
-from embedserve.server.api import cohere, generation, jina, native, openai, ops, rerank, tei, upstream_admin
+from embedserve.server.api import batches, cohere, generation, jina, native, openai, ops, rerank, tei, upstream_admin
 from embedserve.server.api.inference import inference_routes
+from embedserve.server.api.openai_schemas import EmbeddingsRequest
 from embedserve.server.api.upstream_admin import ADMIN_PATHS
+from embedserve.server.batches.lines import Route
+from embedserve.server.batches.runner import Runner
+from embedserve.server.batches.store import Store
 from embedserve.server.config.models_file import ModelEntry, load_models_file
 from embedserve.server.config.settings import Settings
 from embedserve.server.http import calls
@@ -105,16 +109,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     store = rate_limit_store(settings, metrics)
 
     traced = tracing.configure(__version__)
+    batch_store = Store(settings.batch_data_dir())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await host.start()
         await gateway.start()
+        await app.state.batch_runner.start()  # resumes the jobs a previous process left (they wait for models)
         try:
             yield
         finally:
+            await app.state.batch_runner.close()  # first: its lines in flight need the models
             await host.close()
             await gateway.close()
+            batch_store.close()
             if traced:
                 tracing.shutdown()
             if isinstance(store, FallbackStore):
@@ -134,6 +142,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.metrics = metrics
     app.state.host = host
     app.state.gateway = gateway
+    app.state.batch_store = batch_store
+    app.state.batch_runner = Runner(
+        batch_store,
+        app,
+        {"/v1/embeddings": Route("/v1/embeddings", EmbeddingsRequest, openai.create_embeddings)},
+        metrics,
+        concurrency=settings.batch_concurrency,
+        max_line_bytes=settings.max_body_bytes,
+        loading=lambda: any(state == "loading" for state in host.status.values()),
+        draining=lambda: host.draining,
+    )
     install_error_handlers(app)
     routers = (
         openai.router,
@@ -145,6 +164,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         tei.router,
         generation.router,
         upstream_admin.router,
+        batches.router,
         ops.router,
     )
     for router in routers:
@@ -185,6 +205,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         access_log=settings.access_log,
         access_log_probes=settings.access_log_probes,
         routes=routes,
+        body_limits={batches.FILES_PATH: settings.max_file_bytes + batches.FORM_OVERHEAD_BYTES},
     )
     return app
 

@@ -29,6 +29,15 @@ def export_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session", autouse=True)
+def batch_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the Batch API keeps files and jobs in this run (never the user's ~/.local/share): tests that look at
+    them give their servers a folder of their own."""
+    folder = tmp_path_factory.mktemp("embedserve-data")
+    os.environ["EMBEDSERVE_DATA_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def server() -> Iterator[AppServer]:
     """The default server: no configuration, the bundled all-MiniLM-L6-v2."""

@@ -147,6 +147,25 @@ class Settings(BaseSettings):
         86400.0, gt=0, description="How long the shared (Redis) tier of the response cache keeps an item."
     )
 
+    data_dir: Path | None = Field(
+        None,
+        description="Where the Batch API keeps its files and jobs (a SQLite database and JSONL files); created at "
+        "the first upload. Default: $XDG_DATA_HOME/embedserve, else ~/.local/share/embedserve.",
+    )
+    max_file_bytes: int = Field(
+        200 * 2**20, gt=0, description="Size of an uploaded file (POST /v1/files); larger uploads get 413."
+    )
+    max_batch_lines: int = Field(
+        50_000,
+        gt=0,
+        description="Requests (lines) in one batch job's input file, as OpenAI's limit; past it the job fails.",
+    )
+    batch_concurrency: int = Field(
+        16,
+        gt=0,
+        description="Lines of a batch job in flight at once (at bulk priority), so the batcher can form full batches.",
+    )
+
     shutdown_grace_seconds: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish before exit."
     )
@@ -231,6 +250,15 @@ class Settings(BaseSettings):
         if soft == resource.RLIM_INFINITY:
             return 16384
         return max(16, min(16384, soft - 128))
+
+    def batch_data_dir(self) -> Path:
+        """data_dir, or the XDG data home's embedserve folder."""
+        if self.data_dir is not None:
+            return self.data_dir
+        import os
+
+        home = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+        return Path(home) / "embedserve"
 
     def public_paths(self) -> list[str]:
         return self.auth_public_paths if self.protect_metrics else [*self.auth_public_paths, "/metrics"]

@@ -195,17 +195,22 @@ def _validation_message(exc: RequestValidationError) -> tuple[int, str, str | No
     return 422, f"'{param}': {first.get('msg', 'invalid value')}", param
 
 
+def validation_error(path: str, exc: RequestValidationError) -> ApiError:
+    """A body that does not validate, as the route at `path` refuses it."""
+    status, message, param = _validation_message(exc)
+    # OpenAI and Cohere answer every malformed body with 400.
+    if is_openai_path(path) or is_cohere_path(path):
+        status = 400
+    return ApiError(status, message, param=param)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     async def on_api_error(request: Request, exc: Exception) -> Response:
         return error_response(request.url.path, as_api_error(exc))
 
     async def on_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
-        status, message, param = _validation_message(exc)
-        # OpenAI and Cohere answer every malformed body with 400.
-        if is_openai_path(request.url.path) or is_cohere_path(request.url.path):
-            status = 400
-        return error_response(request.url.path, ApiError(status, message, param=param))
+        return error_response(request.url.path, validation_error(request.url.path, exc))
 
     async def on_http(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StarletteHTTPException)

@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Mapping
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -45,10 +46,13 @@ class RequestContextMiddleware:
         routes: set[str],
         body_read_timeout: float = 30.0,
         access_log_probes: bool = False,
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.body_limits = dict(body_limits or {})
+        """Paths whose bodies have their own limit (file uploads), instead of max_body_bytes."""
         self.body_read_timeout = body_read_timeout
         self.access_log = access_log
         self.access_log_probes = access_log_probes
@@ -82,7 +86,7 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
-        limit = self.max_body_bytes
+        limit = self.body_limits.get(path, self.max_body_bytes) if self.body_limits else self.max_body_bytes
         received = 0
         read_timeout = self.body_read_timeout
         body_deadline: float | None = None  # the whole body must arrive within read_timeout of the first read
@@ -121,7 +125,7 @@ class RequestContextMiddleware:
         with tracing.server_span(scope["method"], route, scope["headers"]) as span:
             try:
                 if declared_length is not None and declared_length.isdigit() and int(declared_length) > limit:
-                    await self._reject_too_large(path, send_with_id)
+                    await self._reject_too_large(path, limit, send_with_id)
                 else:
                     await self.app(scope, limited_receive, send_with_id)
             finally:
@@ -133,8 +137,8 @@ class RequestContextMiddleware:
                     span.set_attribute("embedserve.model", call.model)
                     span.set_attribute("embedserve.request_id", rid)
 
-    async def _reject_too_large(self, path: str, send: Send) -> None:
-        message = f"the request body is larger than the limit of {self.max_body_bytes} bytes"
+    async def _reject_too_large(self, path: str, limit: int, send: Send) -> None:
+        message = f"the request body is larger than the limit of {limit} bytes"
         await send_error(send, path, ApiError(413, message))
 
     def _record(self, scope: Scope, call: Call, path: str, status: int, seconds: float) -> None:

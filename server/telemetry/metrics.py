@@ -153,6 +153,12 @@ class Metrics:
             ["model", "endpoint"],
             registry=r,
         )
+        self.batch_lines = Counter(
+            "embed_batch_lines",
+            "Lines of Batch API jobs processed, by outcome (completed: in the output file; failed: in the error file).",
+            ["status"],
+            registry=r,
+        )
         r.register(_ProcessMemory())
 
     def batch_observer(self, model: str) -> BatchMetrics:

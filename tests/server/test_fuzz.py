@@ -55,6 +55,16 @@ OPERATIONS = [
     ("GET", "/v1/backends", False),
     ("POST", "/v1/backends", True),
     ("DELETE", "/v1/backends", True),
+    # The Batch API: what the fuzzer uploads are files it never names (their ids are random), so it starts no jobs.
+    ("POST", "/v1/files", True),
+    ("GET", "/v1/files", False),
+    ("GET", "/v1/files/{file_id}", False),
+    ("GET", "/v1/files/{file_id}/content", False),
+    ("DELETE", "/v1/files/{file_id}", False),
+    ("POST", "/v1/batches", True),
+    ("GET", "/v1/batches", False),
+    ("GET", "/v1/batches/{batch_id}", False),
+    ("POST", "/v1/batches/{batch_id}/cancel", False),
     ("GET", "/health", False),
     ("GET", "/health/live", False),
     ("GET", "/health/ready", False),
@@ -99,6 +109,7 @@ DOCUMENTED_REFUSALS: dict[int, re.Pattern[str]] = {
     # A path parameter that the URL normalizes away (".", "..", "/") leaves a path with no route.
     404: re.compile(
         r"is not served|is served for \w+, not|no \w+ model is served|is not an upstream model|there is no route"
+        r"|there is no (file|batch) "
     ),
     413: re.compile(r"too many (inputs|documents|texts)|truncation is off|a row each in the answer"),
 }
@@ -116,6 +127,7 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory, tiny_reranker_dir: Pat
             "EMBEDSERVE_MAX_INPUTS": str(MAX_INPUTS),
             "EMBEDSERVE_MAX_DOCUMENTS": str(MAX_INPUTS),
             "EMBEDSERVE_ADMIN_KEY": ADMIN_KEY,
+            "EMBEDSERVE_DATA_DIR": str(tmp_path_factory.mktemp("fuzz-data")),
         },
     )
     yield running
