@@ -6,8 +6,9 @@ event loop keeps parsing, tokenizing and answering while a batch runs. No pollin
 is on a future that a submit, a finished batch or a deadline resolves.
 
 Work comes in two priority classes, each queued apart: interactive (the default: a query, latency-bound) and bulk
-(ingestion, throughput-bound). A free worker takes interactive work whenever any waits, so bulk fills only the
-capacity interactive work leaves, and an interactive item waits behind at most the bulk batches already running.
+(ingestion, throughput-bound). A free worker takes interactive work first, so an interactive item waits behind at most
+the bulk batches already running; while both wait, bulk still gets `bulk_share` of the model's work (counted in the
+seconds its batches run, never two bulk batches in a row), so a steady stream of queries cannot stop ingestion.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class Batcher(Generic[P, R]):
         self.name = name
         self._observer = observer
         self._queues: dict[Priority, _Queue] = {priority: _Queue() for priority in PRIORITIES}
+        self._bulk_credit = 0.0  # run seconds bulk has earned while queries ran and it waited, less what it spent
+        self._last_was_bulk = False
         self._seq = itertools.count()
         self._in_flight = 0
         self._wakeup: asyncio.Future[None] | None = None
@@ -290,8 +293,32 @@ class Batcher(Generic[P, R]):
                 timer.cancel()
 
     def _next_queue(self) -> _Queue | None:
-        """The class the next batch comes from: the first in PRIORITIES with work waiting."""
-        return next((queue for queue in self._queues.values() if queue.sorted), None)
+        """The class the next batch comes from: interactive work when any waits, except that while both classes
+        wait, bulk takes a batch once it has earned one (`_account`), never twice in a row; bulk alone when only it
+        waits."""
+        interactive, bulk = self._queues["interactive"], self._queues["bulk"]
+        if not interactive.sorted:
+            return bulk if bulk.sorted else None
+        if bulk.sorted and self._bulk_credit > 0 and not self._last_was_bulk:
+            return bulk
+        return interactive
+
+    def _contended(self, queue: _Queue) -> bool:
+        """Whether the other class has work waiting as a batch of `queue` is taken."""
+        return any(other.sorted for other in self._queues.values() if other is not queue)
+
+    def _account(self, queue: _Queue, contended: bool, seconds: float) -> None:
+        """Bulk's credit, in run seconds, once a batch taken while the other class waited (`contended`) has run: an
+        interactive one earns bulk `bulk_share / (1 - bulk_share)` of its seconds, a bulk one spends its own. So
+        while both wait, bulk's share of the model's time tends to `bulk_share`. A bulk batch taken while no query
+        waited used time queries left: it neither earns nor spends."""
+        share = self.config.bulk_share
+        if not self._queues["bulk"].sorted and queue is self._queues["interactive"]:
+            self._bulk_credit = 0.0  # nothing of bulk waits: it is owed nothing, and owes nothing more
+        elif contended and queue is self._queues["interactive"] and share > 0:
+            self._bulk_credit += seconds * share / (1 - share)
+        elif contended and queue is self._queues["bulk"]:
+            self._bulk_credit -= seconds
 
     def _batch_ready(self, queue: _Queue) -> bool:
         """Whether waiting longer cannot make the next batch bigger: the queue already fills the item
@@ -319,7 +346,9 @@ class Batcher(Generic[P, R]):
                 if queue is None:
                     self._free_workers.release()
                     continue
-            self._dispatch(self._take_batch(queue))
+            contended = self._contended(queue)
+            self._last_was_bulk = queue is self._queues["bulk"]
+            self._dispatch(self._take_batch(queue), queue, contended)
 
     def _take_batch(self, queue: _Queue) -> list[_Item]:
         oldest = queue.oldest()
@@ -333,7 +362,7 @@ class Batcher(Generic[P, R]):
         self._notify_queue()
         return batch
 
-    def _dispatch(self, batch: list[_Item]) -> None:
+    def _dispatch(self, batch: list[_Item], queue: _Queue, contended: bool) -> None:
         loop = asyncio.get_running_loop()
         self._in_flight += 1
         started = self._clock.time()
@@ -344,14 +373,22 @@ class Batcher(Generic[P, R]):
                 timeline.started = started
         payloads = [item.payload for item in batch]
         future = loop.run_in_executor(self._pool, self._timed_run, payloads)
-        future.add_done_callback(lambda done: self._complete(batch, done, waited, started))
+        future.add_done_callback(lambda done: self._complete(batch, done, waited, started, queue, contended))
 
     def _timed_run(self, payloads: list[P]) -> tuple[Sequence[R], float]:
         started = time.perf_counter()
         results = self._run_batch(payloads)
         return results, time.perf_counter() - started
 
-    def _complete(self, batch: list[_Item], done: asyncio.Future[Any], waited: float, started: float) -> None:
+    def _complete(
+        self,
+        batch: list[_Item],
+        done: asyncio.Future[Any],
+        waited: float,
+        started: float,
+        queue: _Queue,
+        contended: bool,
+    ) -> None:
         self._in_flight -= 1
         run = BatchRun(started, self._clock.time(), len(batch), sum(item.cost for item in batch))
         for request in {id(item.request): item.request for item in batch}.values():
@@ -376,6 +413,7 @@ class Batcher(Generic[P, R]):
                     if request.remaining == 0 and not request.future.done():
                         request.future.set_result(request.results)
                 self._observe(batch, waited, seconds)
+                self._account(queue, contended, seconds)
         self._update_idle()
 
     def _observe(self, batch: list[_Item], waited: float, seconds: float) -> None:

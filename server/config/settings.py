@@ -63,6 +63,13 @@ class Settings(BaseSettings):
         description="How long an idle worker waits for a fuller batch; not when requests have lately come "
         "further apart than this (a lone client waits for nobody).",
     )
+    bulk_share: float = Field(
+        _BATCHING.bulk_share,
+        ge=0,
+        le=0.5,
+        description="While queries and bulk work (X-Priority: bulk) both wait, bulk's share of the model's time; "
+        "0: bulk runs only when no query waits; at most 0.5 (never two bulk batches in a row).",
+    )
     max_queue_tokens: int = Field(
         _BATCHING.max_queue_tokens, gt=0, description="Tokens waiting per model before new requests get 429."
     )
@@ -227,6 +234,7 @@ class Settings(BaseSettings):
             **{name: value for name, value in chosen.items() if value is not None},
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
+            bulk_share=self.bulk_share,
             max_queue_tokens=self.max_queue_tokens,
             max_queue_items=self.max_queue_items,
         )

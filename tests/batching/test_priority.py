@@ -4,6 +4,7 @@ leaves, and an interactive item waits behind at most the bulk batches already ru
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -94,3 +95,36 @@ async def test_a_cancelled_bulk_request_leaves_its_class_queue() -> None:
         runner.release()
         await first
     assert "gone-1" not in runner.seen
+
+
+class TimedRunner(RecordingRunner):
+    """A batch takes time in proportion to its padded tokens, as a model's does."""
+
+    def __call__(self, payloads):  # type: ignore[no-untyped-def]
+        results = super().__call__(payloads)
+        time.sleep(max(length for _, length in payloads) * len(payloads) * 0.0002)
+        return results
+
+
+@pytest.mark.parametrize("share", [0.0, 0.1, 0.25, 0.5])
+async def test_while_both_wait_bulk_gets_its_share_of_the_time_never_two_batches_in_a_row(share: float) -> None:
+    runner = TimedRunner()
+    async with running(runner, max_batch_size=2, max_wait_ms=0, bulk_share=share) as batcher:
+        runner.hold()
+        first = spawn(batcher.submit(*items(("warm", 4))))
+        await until(lambda: len(runner.batches) == 1)
+        # Bulk batches take twice as long as interactive ones: the share is of time, not of batches.
+        bulk = await queued_as(batcher, "bulk", *[(f"B{i}", 8) for i in range(200)])
+        queries = await queued_as(batcher, "interactive", *[(f"I{i}", 4) for i in range(200)])
+        runner.release()
+        await asyncio.gather(first, bulk, queries)
+    batches = runner.batches[1:]
+    last_query = next(i for i, batch in enumerate(batches) if ("I199", 4) in batch)
+    both = batches[: last_query + 1]  # the batches taken while both classes waited
+    classes = "".join(batch[0][0][0] for batch in both)
+    assert "BB" not in classes
+    bulk_tokens = sum(length for batch in both for tag, length in batch if tag.startswith("B"))
+    all_tokens = sum(length for batch in both for _, length in batch)
+    assert abs(bulk_tokens / all_tokens - share) < 0.06  # time follows tokens here
+    if share == 0:
+        assert classes == "I" * 100
