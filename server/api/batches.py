@@ -25,7 +25,7 @@ from embedserve.server.api.batches_schemas import (
 )
 from embedserve.server.api.openai_schemas import OpenAIError
 from embedserve.server.batches.multipart import MultipartError, Part, boundary_of, parts
-from embedserve.server.batches.runner import Runner
+from embedserve.server.batches.runner import Runner, first_repeated_custom_id
 from embedserve.server.batches.store import BatchRow, FileRow, Store, Upload
 from embedserve.server.http import calls
 from embedserve.server.http.errors import ApiError
@@ -274,6 +274,15 @@ async def create_batch(body: BatchCreateRequest, request: Request) -> Response:
             "message": "the input file has no requests",
             "param": "input_file_id",
             "line": None,
+        }
+    elif (twice := await asyncio.to_thread(first_repeated_custom_id, FilePath(source.path))) is not None:
+        line, custom_id, first = twice
+        failure = {
+            "code": "duplicate_custom_id",
+            "message": f"line {line} repeats the custom_id {custom_id!r} of line {first}: each request needs its own, "
+            "or its output line could not be told apart",
+            "param": "custom_id",
+            "line": line,
         }
     row = store.create_batch(
         owner(),

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 import orjson
@@ -97,6 +98,25 @@ def parse_line(raw: bytes, endpoint: str, max_bytes: int) -> tuple[Any, Any] | F
     if not isinstance(body, dict):
         return Finished(None, error_line(custom_id, "missing_required_parameter", "the line's body must be an object"))
     return custom_id, body
+
+
+def first_repeated_custom_id(path: Path) -> tuple[int, Any, int] | None:
+    """The first line (1-based) whose custom_id an earlier line used, that id, and the earlier line; None when every
+    id is unique. Lines that are not JSON objects with a custom_id are skipped: the runner files them as errors."""
+    seen: dict[str, int] = {}
+    with path.open("rb") as f:
+        for number, raw in enumerate(f, 1):
+            try:
+                custom_id = orjson.loads(raw).get("custom_id") if raw.strip() else None
+            except (orjson.JSONDecodeError, AttributeError):
+                continue
+            if custom_id is None:
+                continue
+            key = orjson.dumps(custom_id).decode()
+            if key in seen:
+                return number, custom_id, seen[key]
+            seen[key] = number
+    return None
 
 
 def _append(output: IO[bytes], errors: IO[bytes], group: list[Finished]) -> tuple[int, int]:

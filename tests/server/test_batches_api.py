@@ -195,6 +195,16 @@ def test_refusals_in_openais_shape(client: openai.OpenAI, batch_server: AppServe
     failed = client.batches.create(input_file_id=many, endpoint="/v1/embeddings", completion_window="24h")
     assert failed.status == "failed" and failed.failed_at and failed.errors and failed.errors.data
     assert failed.errors.data[0].code == "too_many_requests"
+    # Two requests with one custom_id could not be told apart in the output: the job fails at once, naming both.
+    twice = upload(
+        client,
+        [request_line("a", {"input": "x"}), request_line("b", {"input": "y"}), request_line("a", {"input": "z"})],
+    )
+    failed = client.batches.create(input_file_id=twice, endpoint="/v1/embeddings", completion_window="24h")
+    assert failed.status == "failed" and failed.errors and failed.errors.data
+    (error,) = failed.errors.data
+    assert (error.code, error.line, error.param) == ("duplicate_custom_id", 3, "custom_id")
+    assert "repeats the custom_id 'a' of line 1" in (error.message or "")
 
 
 def test_list_pages_newest_first(client: openai.OpenAI) -> None:

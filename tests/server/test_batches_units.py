@@ -148,3 +148,13 @@ def test_a_restart_cuts_what_a_kill_left_past_the_recorded_progress(tmp_path: Pa
     assert recorded is not None and (recorded.next_line, recorded.input_offset, recorded.completed) == (1, 9, 1)
     store.resume_files(recorded)
     assert output.read_bytes() == b"line one\n" and errors.read_bytes() == b""
+
+
+def test_the_first_repeated_custom_id_is_found_past_lines_that_are_not_requests(tmp_path: Path) -> None:
+    from embedserve.server.batches.runner import first_repeated_custom_id
+
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"custom_id": "a"}\n\nnot json\n[1, 2]\n{"custom_id": 1}\n{"custom_id": "1"}\n{"custom_id": 1}\n')
+    assert first_repeated_custom_id(path) == (7, 1, 5)  # 1 and "1" are two ids; blank and bad lines are skipped
+    path.write_bytes(b'{"custom_id": "a"}\n{"custom_id": "b"}\n')
+    assert first_repeated_custom_id(path) is None
