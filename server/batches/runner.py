@@ -32,6 +32,10 @@ log = logging.getLogger("embedserve.batches")
 
 RETRIES = 3
 """Attempts a line gets after a 503 (once models are loaded) or a 504, before its error is its answer."""
+EXPIRED = "This request could not be executed before the completion window expired."
+"""OpenAI's message for each line a job did not reach in its window (code batch_expired)."""
+EXPIRE_GROUP = 1000
+"""Lines an expired job files as batch_expired per recorded group."""
 IDLE_POLL_SECONDS = 1.0
 """How often an idle runner looks for jobs that nothing woke it for (another process's, say)."""
 
@@ -249,7 +253,7 @@ class Runner:
                     status = self.store.batch(job.id)
                     if ending == "completed" and status is not None and status.status == "cancelling":
                         ending = "cancelled"
-                    if ending == "completed" and time.time() >= job.expires_at:
+                    if ending == "completed" and status is not None and time.time() >= status.expires_at:
                         ending = "expired"
                     while ending == "completed" and not exhausted and len(in_flight) < self.concurrency:
                         raw = source.readline()
@@ -262,6 +266,8 @@ class Runner:
                             ends[index] = offset
                             index += 1
                     if not in_flight:
+                        if ending == "expired" and not exhausted:
+                            await self._expire_rest(job, source, output, errors, written, offset)
                         return ending
                     done, _ = await asyncio.wait(in_flight, return_when=asyncio.FIRST_COMPLETED)
                     for task in done:
@@ -276,6 +282,29 @@ class Runner:
                 for task in in_flight:
                     task.cancel()
                 await asyncio.gather(*in_flight, return_exceptions=True)
+
+    async def _expire_rest(
+        self, job: BatchRow, source: IO[bytes], output: IO[bytes], errors: IO[bytes], next_line: int, offset: int
+    ) -> None:
+        """The lines an expired job did not reach, each a batch_expired line of the error file (as OpenAI files
+        them), recorded group by group like any other lines: a kill meanwhile resumes the filing."""
+        group: list[Finished] = []
+        for raw in iter(source.readline, b""):
+            offset += len(raw)
+            if not raw.strip():
+                continue
+            parsed = parse_line(raw, job.endpoint, self.max_line_bytes)  # a bad line keeps its own error
+            group.append(
+                parsed
+                if isinstance(parsed, Finished)
+                else Finished(None, error_line(parsed[0], "batch_expired", EXPIRED))
+            )
+            next_line += 1
+            if len(group) == EXPIRE_GROUP:
+                await self._record(job, output, errors, group, next_line, offset)
+                group = []
+        if group:
+            await self._record(job, output, errors, group, next_line, offset)
 
     async def _record(
         self, job: BatchRow, output: IO[bytes], errors: IO[bytes], group: list[Finished], next_line: int, offset: int

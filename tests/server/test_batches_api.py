@@ -250,3 +250,26 @@ def test_cancel_stops_between_lines_and_keeps_what_was_written(client: openai.Op
                 ).id,
             ).id
         )
+
+
+def test_an_expired_job_files_the_lines_it_did_not_reach_as_batch_expired(
+    client: openai.OpenAI, batch_server: AppServer
+) -> None:
+    texts = [f"sentence {j} of a longer passage that takes the model a while to read" for j in range(64)]
+    file_id = upload(client, [request_line(f"e{i}", {"input": texts, "model": MODEL}) for i in range(MAX_LINES)])
+    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+    deadline = time.monotonic() + 300
+    while client.batches.retrieve(batch.id).request_counts.completed == 0:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    # Its window ends now (24 h cannot pass in a test): the runner reads the job's row at every step.
+    batch_server.app.state.batch_store.db.execute("UPDATE batches SET expires_at = 0 WHERE id = ?", (batch.id,))
+    done = wait_ended(client, batch.id)
+    assert done.status == "expired" and done.expired_at, done
+    counts = done.request_counts
+    assert 0 < counts.completed < counts.total and counts.completed + counts.failed == counts.total
+    reached = [line["custom_id"] for line in jsonl(client, done.output_file_id)]
+    assert reached == [f"e{i}" for i in range(counts.completed)]
+    expired = jsonl(client, done.error_file_id)
+    assert [line["custom_id"] for line in expired] == [f"e{i}" for i in range(counts.completed, counts.total)]
+    assert {(line["error"]["code"], line["response"]) for line in expired} == {("batch_expired", None)}
