@@ -26,7 +26,7 @@ from embedserve.server.http.admission import AdmissionMiddleware, Door
 from embedserve.server.http.auth import Authenticator
 from embedserve.server.http.errors import ApiError, install_error_handlers
 from embedserve.server.http.fast_routes import install_fast_routes
-from embedserve.server.http.guard import GuardMiddleware, Limits
+from embedserve.server.http.guard import GuardMiddleware, Limits, TokenAdmission
 from embedserve.server.http.middleware import RequestContextMiddleware
 from embedserve.server.http.ratelimit import BucketStore, FallbackStore, MemoryStore, RedisStore
 from embedserve.server.serving.cache import LocalCache, ResultCache, SharedCache
@@ -107,6 +107,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         jwt_audience=settings.jwt_audience or None,
     )
     store = rate_limit_store(settings, metrics)
+    limits = Limits(
+        requests_per_second=settings.rate_limit_rps,
+        burst=settings.rate_limit_burst,
+        tokens_per_minute=settings.rate_limit_tokens_per_minute,
+        global_requests_per_second=settings.global_rate_limit_rps,
+        global_burst=settings.global_rate_limit_burst,
+        max_tokens_per_request=settings.max_tokens_per_request,
+    )
+    tokens = TokenAdmission(store, limits, metrics)
 
     traced = tracing.configure(__version__)
     batch_store = Store(settings.batch_data_dir())
@@ -151,6 +160,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         concurrency=settings.batch_concurrency,
         max_line_bytes=settings.max_body_bytes,
         loading=lambda: any(state == "loading" for state in host.status.values()),
+        admission=lambda owner: tokens.admission(authenticator.caller(owner)),
         draining=lambda: host.draining,
     )
     install_error_handlers(app)
@@ -187,15 +197,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         authenticator=authenticator,
         public_paths=[*settings.public_paths(), *ADMIN_PATHS],  # the admin API checks its own key
         store=store,
-        limits=Limits(
-            requests_per_second=settings.rate_limit_rps,
-            burst=settings.rate_limit_burst,
-            tokens_per_minute=settings.rate_limit_tokens_per_minute,
-            global_requests_per_second=settings.global_rate_limit_rps,
-            global_burst=settings.global_rate_limit_burst,
-            max_tokens_per_request=settings.max_tokens_per_request,
-        ),
+        limits=limits,
         metrics=metrics,
+        tokens=tokens,
     )
     app.add_middleware(  # added last: the outermost layer, so ids, metrics and logs cover refusals too
         RequestContextMiddleware,

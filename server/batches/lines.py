@@ -81,13 +81,16 @@ def _request(app: FastAPI, path: str) -> Request:
     return Request(scope, _never)
 
 
-async def answer(app: FastAPI, route: Route, body: Any, caller: str) -> Answer:
-    """Runs one line's body through `route` as `caller`, at bulk priority (in a task of its own: the request's
-    call and id are this line's)."""
+async def answer(
+    app: FastAPI, route: Route, body: Any, caller: str, admit: Callable[[int], Awaitable[None]] | None = None
+) -> Answer:
+    """Runs one line's body through `route` as `caller`, at bulk priority, under the caller's token limits (`admit`,
+    as the guard gives a request's call; in a task of its own: the request's call and id are this line's)."""
     rid = new_request_id()
     request_id.set(rid)
     call, _ = calls.begin()
     call.caller = caller
+    call.admit = admit
     try:
         try:
             parsed = route.schema.model_validate(body)

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -145,6 +145,7 @@ class Runner:
         max_line_bytes: int,
         loading: Callable[[], bool],
         draining: Callable[[], bool],
+        admission: Callable[[str], Callable[[int], Awaitable[None]]] | None = None,
     ) -> None:
         self.store = store
         self.app = app
@@ -155,6 +156,9 @@ class Runner:
         self.loading = loading
         """Whether models are still loading: a job waits for them, rather than failing its lines."""
         self.draining = draining
+        self.admission = admission
+        """The token limits a job owner's lines run under (server.http.guard.TokenAdmission), as their requests would;
+        None: none."""
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -349,7 +353,8 @@ class Runner:
         models load, and a few times more after that or a 504. A 503 of a draining server stops the job."""
         attempt = 0
         while True:
-            result = await answer(self.app, route, body, caller)
+            admit = self.admission(caller) if self.admission is not None else None
+            result = await answer(self.app, route, body, caller, admit)
             error = result.error
             if error is None:
                 return result

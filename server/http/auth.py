@@ -119,6 +119,12 @@ class Authenticator:
             return self._from_jwt(token)
         raise AuthError("invalid API key" if self._keys else "invalid token")
 
+    def caller(self, identity: str) -> Caller:
+        """The caller an identity names, with its key's limits where a key of the keys file has that identity (a
+        Batch API job runs its lines as the caller who made it, after the request that did is gone)."""
+        key = next((key for key in self._keys if key.identity == identity), None)
+        return Caller(identity, key.limits if key is not None else None)
+
     def _match_key(self, token: str) -> _Key | None:
         presented = _digest(token)
         found = None

@@ -43,6 +43,41 @@ class Limits:
         self.max_tokens_per_request = max_tokens_per_request
 
 
+class TokenAdmission:
+    """Embedding work's input-token limits for a caller (per request, per minute): the guard gives each request's
+    call this check, and a Batch API line runs under its job owner's (server.batches)."""
+
+    def __init__(self, store: BucketStore, limits: Limits, metrics: Metrics) -> None:
+        self.store, self.limits, self.metrics = store, limits, metrics
+
+    def admission(self, caller: Caller) -> Callable[[int], Awaitable[None]]:
+        own = caller.limits
+        per_minute = (own.tokens_per_minute if own else None) or self.limits.tokens_per_minute
+        most = self.limits.max_tokens_per_request
+
+        async def admit(tokens: int) -> None:
+            if most and tokens > most:
+                raise ApiError(
+                    413,
+                    f"the request has {tokens} input tokens; the limit is {most} per request",
+                    code="too_many_tokens",
+                )
+            if per_minute <= 0:
+                return
+            decision = await self.store.hit(f"tokens:{caller.identity}", per_minute / 60, per_minute, tokens)
+            if not decision.allowed:
+                self.metrics.rejections.labels("", "rate").inc()
+                if tokens > per_minute:
+                    raise ApiError(
+                        413,
+                        f"the request has {tokens} input tokens, more than the limit of {per_minute} tokens per minute",
+                        code="too_many_tokens",
+                    )
+                raise _rate_limited(decision, "input tokens per minute")
+
+        return admit
+
+
 class GuardMiddleware:
     def __init__(
         self,
@@ -53,9 +88,11 @@ class GuardMiddleware:
         store: BucketStore,
         limits: Limits,
         metrics: Metrics,
+        tokens: TokenAdmission | None = None,
     ) -> None:
         self.app = app
         self.authenticator = authenticator
+        self.tokens = tokens or TokenAdmission(store, limits, metrics)
         self.public_paths = tuple(public_paths)
         # One regex for all patterns: fnmatch per pattern per request was a tenth of the event loop's time.
         self._public = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in self.public_paths) or "(?!)")
@@ -95,7 +132,7 @@ class GuardMiddleware:
             self.metrics.rejections.labels("", "rate").inc()
             await send_error(send, path, _rate_limited(decision, "requests"))
             return
-        call.admit = self._token_admission(caller)
+        call.admit = self.tokens.admission(caller)
         if decision is None:
             await self.app(scope, receive, send)
             return
@@ -121,33 +158,6 @@ class GuardMiddleware:
             return None
         burst = (own.burst if own else None) or (limits.burst if limits.requests_per_second else max(1, int(rate)))
         return await self.store.hit(f"requests:{caller.identity}", rate, burst, 1)
-
-    def _token_admission(self, caller: Caller) -> Callable[[int], Awaitable[None]]:
-        own = caller.limits
-        per_minute = (own.tokens_per_minute if own else None) or self.limits.tokens_per_minute
-        most = self.limits.max_tokens_per_request
-
-        async def admit(tokens: int) -> None:
-            if most and tokens > most:
-                raise ApiError(
-                    413,
-                    f"the request has {tokens} input tokens; the limit is {most} per request",
-                    code="too_many_tokens",
-                )
-            if per_minute <= 0:
-                return
-            decision = await self.store.hit(f"tokens:{caller.identity}", per_minute / 60, per_minute, tokens)
-            if not decision.allowed:
-                self.metrics.rejections.labels("", "rate").inc()
-                if tokens > per_minute:
-                    raise ApiError(
-                        413,
-                        f"the request has {tokens} input tokens, more than the limit of {per_minute} tokens per minute",
-                        code="too_many_tokens",
-                    )
-                raise _rate_limited(decision, "input tokens per minute")
-
-        return admit
 
 
 def quoted(text: str) -> str:

@@ -69,3 +69,41 @@ def test_no_key_no_entry(guarded: AppServer, method: str, path: str) -> None:
     wrong = guarded.http.request(method, path, headers={"Authorization": "Bearer not-a-key-at-all"})
     assert wrong.status_code == 401
     assert isinstance(answer, httpx.Response)
+
+
+def test_a_jobs_lines_run_under_its_owners_token_limits(tmp_path_factory: pytest.TempPathFactory) -> None:
+    folder = tmp_path_factory.mktemp("limited")
+    keys = folder / "keys.yaml"
+    keys.write_text(
+        "keys:\n"
+        f"  - {{key: {KEY_A}, name: small, limits: {{tokens_per_minute: 12}}}}\n"
+        f"  - {{key: {KEY_B}, name: large}}\n"
+    )
+    env = {"EMBEDSERVE_API_KEYS_FILE": str(keys), "EMBEDSERVE_DATA_DIR": str(folder / "data")}
+    server = start_app(None, env=env)
+    try:
+        long_text = "a sentence long enough to need more than twelve tokens of the model's vocabulary to encode"
+        lines = [
+            json.dumps({"custom_id": "long", "method": "POST", "url": "/v1/embeddings", "body": {"input": long_text}}),
+        ]
+        outcomes = {}
+        for key in (KEY_A, KEY_B):  # the same line: past the small key's minute, within the large key's
+            own = client(server, key)
+            upload = own.files.create(file=("in.jsonl", "\n".join(lines).encode() + b"\n"), purpose="batch")
+            batch = own.batches.create(input_file_id=upload.id, endpoint="/v1/embeddings", completion_window="24h")
+            deadline = time.monotonic() + 120
+            while (done := own.batches.retrieve(batch.id)).status != "completed":
+                assert time.monotonic() < deadline, done
+                time.sleep(0.1)
+            outcomes[key] = done
+        small, large = outcomes[KEY_A], outcomes[KEY_B]
+        assert (small.request_counts.completed, small.request_counts.failed) == (0, 1)
+        (error,) = [
+            json.loads(line) for line in client(server, KEY_A).files.content(small.error_file_id).text.splitlines()
+        ]
+        assert error["response"]["status_code"] == 413
+        assert error["response"]["body"]["error"]["code"] == "too_many_tokens"
+        assert "more than the limit of 12 tokens per minute" in error["response"]["body"]["error"]["message"]
+        assert (large.request_counts.completed, large.request_counts.failed) == (1, 0)
+    finally:
+        server.stop()
