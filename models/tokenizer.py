@@ -24,7 +24,7 @@ text that gets too few tokens from its cut (long runs of whitespace) is tokenize
 """
 
 
-def _bounded(text: str, chars: int, *, keep_end: bool = False) -> str:
+def bounded_text(text: str, chars: int, *, keep_end: bool = False) -> str:
     """At most `chars` characters of `text` (its end with `keep_end`), cut at a space where one is near."""
     if len(text) <= chars:
         return text
@@ -49,8 +49,9 @@ def _joined(prompt: str, chunks: Sequence[str]) -> tuple[str, list[tuple[int, in
     return text, bounds
 
 
-class _Inspection:
-    """What TEI's /tokenize and /decode show of a model's tokenizer (`self._tok`)."""
+class Inspection:
+    """What TEI's /tokenize and /decode show of a model's tokenizer (`self._tok`): shared by every tokenizer kind
+    (here, and models.yes_no's)."""
 
     _tok: Tokenizer
 
@@ -80,7 +81,7 @@ class _Inspection:
         return self._tok.decode_batch([list(ids) for ids in sequences], skip_special_tokens=skip_special_tokens)
 
 
-class TextTokenizer(_Inspection):
+class TextTokenizer(Inspection):
     def __init__(
         self,
         backend: Tokenizer,
@@ -120,7 +121,7 @@ class TextTokenizer(_Inspection):
         limit = self.max_length * CHARS_PER_TOKEN_BOUND
         # encode_batch even for one text: it releases the GIL (encode holds it), so a long text
         # tokenized in a worker thread does not stall the event loop.
-        encodings = self._tok.encode_batch([_bounded(text, limit) for text in texts])
+        encodings = self._tok.encode_batch([bounded_text(text, limit) for text in texts])
         for i, text in enumerate(texts):
             if len(text) > limit and not encodings[i].overflowing:  # the cut may have cost tokens: no cut
                 encodings[i] = self._tok.encode_batch([text])[0]
@@ -216,7 +217,7 @@ class TextTokenizer(_Inspection):
         return features
 
 
-class PairTokenizer(_Inspection):
+class PairTokenizer(Inspection):
     """(query, document) pairs for cross-encoders, tokenized as the model's tokenizer encodes a pair
     (its post-processor's pair template, `longest_first` truncation to `max_length`, the tokenizer's
     truncation side), which is what `tokenizer(pairs, truncation=True)` and CrossEncoder do.
@@ -326,7 +327,7 @@ class PairTokenizer(_Inspection):
         encoded = [
             enc.ids
             for enc in self._tok.encode_batch(
-                [_bounded(t, limit, keep_end=keep_end) for t in texts], add_special_tokens=False
+                [bounded_text(t, limit, keep_end=keep_end) for t in texts], add_special_tokens=False
             )
         ]
         # A cut text still longer than the limit truncates exactly as the whole text would

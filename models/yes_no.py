@@ -18,7 +18,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from embedserve.models.errors import InputTooLong, InvalidInput
-from embedserve.models.tokenizer import CHARS_PER_TOKEN_BOUND, _bounded, _Inspection
+from embedserve.models.tokenizer import CHARS_PER_TOKEN_BOUND, Inspection, bounded_text
 from embedserve.models.types import Tokens
 
 
@@ -86,7 +86,7 @@ def is_causal_lm(folder: str | Path) -> bool:
     return causal and not (folder / "modules.json").is_file()
 
 
-class YesNoTokenizer(_Inspection):
+class YesNoTokenizer(Inspection):
     """(query, document) pairs written into the template, tokenized as the model cards do: the filled-in pair is
     tokenized as one text (with the tokenizer's own special tokens), cut at its end to leave room for the prefix and
     suffix, then put between their tokens. Batches are padded on the LEFT, so every item's last token is the last
@@ -126,7 +126,7 @@ class YesNoTokenizer(_Inspection):
         task = template.instruction if instruction is None else instruction
         texts = [template.pair.format(instruction=task, query=query, document=d) for d in documents]
         limit = self.room * CHARS_PER_TOKEN_BOUND
-        encodings = self._tok.encode_batch([_bounded(text, limit) for text in texts])
+        encodings = self._tok.encode_batch([bounded_text(text, limit) for text in texts])
         for i, text in enumerate(texts):
             if len(text) > limit and len(encodings[i].ids) <= self.room:  # the cut cost tokens: no cut
                 encodings[i] = self._tok.encode_batch([text])[0]

@@ -91,6 +91,16 @@ def test_cohere_v2_rerank_takes_the_instruction(served: AppServer, card: dict) -
     np.testing.assert_allclose([scores[i] for i in range(len(DOCUMENTS))], card[INSTRUCTION], atol=1e-5, rtol=0)
 
 
+def test_cohere_v1_client_reranks_with_it(served: AppServer, card: dict) -> None:
+    cohere = pytest.importorskip("cohere")
+    client = cohere.Client(api_key="unused", base_url=served.url, httpx_client=served.http, max_retries=0)
+    answer = client.rerank(model="qwen3-reranker", query=QUERY, documents=DOCUMENTS, top_n=2)
+    expected = card[None]
+    best = list(np.argsort(-expected, kind="stable")[:2])
+    assert [r.index for r in answer.results] == best
+    np.testing.assert_allclose([r.relevance_score for r in answer.results], expected[best], atol=1e-5, rtol=0)
+
+
 @pytest.mark.parametrize("route", ["/rerank", "/"])
 def test_tei_rerank_shapes(served: AppServer, card: dict, route: str) -> None:
     body = {"model": "qwen3-reranker", "query": QUERY, "texts": DOCUMENTS, "return_text": True}
