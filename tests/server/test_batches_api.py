@@ -223,14 +223,23 @@ def test_list_pages_newest_first(client: openai.OpenAI) -> None:
         wait_ended(client, batch_id)
 
 
-def test_cancel_stops_between_lines_and_keeps_what_was_written(client: openai.OpenAI, tmp_path: Path) -> None:
+def job_under_way(client: openai.OpenAI, prefix: str) -> Any:
+    """A job of MAX_LINES slow lines (custom ids PREFIX0, PREFIX1, ...), returned once its first line has completed
+    and the rest are still to run."""
     texts = [f"sentence {j} of a longer passage that takes the model a while to read" for j in range(64)]
-    file_id = upload(client, [request_line(f"c{i}", {"input": texts, "model": MODEL}) for i in range(MAX_LINES)])
-    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
+    lines = [request_line(f"{prefix}{i}", {"input": texts, "model": MODEL}) for i in range(MAX_LINES)]
+    batch = client.batches.create(
+        input_file_id=upload(client, lines), endpoint="/v1/embeddings", completion_window="24h"
+    )
     deadline = time.monotonic() + 300
     while client.batches.retrieve(batch.id).request_counts.completed == 0:
         assert time.monotonic() < deadline
         time.sleep(0.05)
+    return batch
+
+
+def test_cancel_stops_between_lines_and_keeps_what_was_written(client: openai.OpenAI, tmp_path: Path) -> None:
+    batch = job_under_way(client, "c")
     cancelling = client.batches.cancel(batch.id)
     assert cancelling.status in ("cancelling", "cancelled") and cancelling.cancelling_at
     done = wait_ended(client, batch.id)
@@ -255,13 +264,7 @@ def test_cancel_stops_between_lines_and_keeps_what_was_written(client: openai.Op
 def test_an_expired_job_files_the_lines_it_did_not_reach_as_batch_expired(
     client: openai.OpenAI, batch_server: AppServer
 ) -> None:
-    texts = [f"sentence {j} of a longer passage that takes the model a while to read" for j in range(64)]
-    file_id = upload(client, [request_line(f"e{i}", {"input": texts, "model": MODEL}) for i in range(MAX_LINES)])
-    batch = client.batches.create(input_file_id=file_id, endpoint="/v1/embeddings", completion_window="24h")
-    deadline = time.monotonic() + 300
-    while client.batches.retrieve(batch.id).request_counts.completed == 0:
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    batch = job_under_way(client, "e")
     # Its window ends now (24 h cannot pass in a test): the runner reads the job's row at every step.
     batch_server.app.state.batch_store.db.execute("UPDATE batches SET expires_at = 0 WHERE id = ?", (batch.id,))
     done = wait_ended(client, batch.id)
