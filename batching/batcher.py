@@ -97,7 +97,7 @@ class _Queue:
     """One priority class's waiting items."""
 
     sorted: list[_Item] = field(default_factory=list)
-    """By (length, arrival): batches are windows of it."""
+    """By (length, arrival): a batch is a window of it, or of its oldest items (`Batcher._window`) behind a backlog."""
     arrivals: deque[_Item] = field(default_factory=deque)
     """By arrival; taken ones are skipped lazily."""
     tokens: int = 0
@@ -350,12 +350,36 @@ class Batcher(Generic[P, R]):
             self._last_was_bulk = queue is self._queues["bulk"]
             self._dispatch(self._take_batch(queue), queue, contended)
 
+    def _window(self, queue: _Queue) -> list[_Item] | None:
+        """The oldest waiting items, `arrival_window` batches' worth (by items and by tokens), in arrival order: what
+        the next batch is formed from. None when that is the whole queue (or the window is off)."""
+        config = self.config
+        max_items = config.arrival_window * config.max_batch_size
+        max_tokens = config.arrival_window * config.max_batch_tokens
+        if not config.arrival_window or (len(queue.sorted) <= max_items and queue.tokens <= max_tokens):
+            return None
+        window: list[_Item] = []
+        tokens = 0
+        for item in queue.arrivals:
+            if item.queued:
+                window.append(item)
+                tokens += item.cost
+                if len(window) >= max_items or tokens >= max_tokens:
+                    break
+        return window
+
     def _take_batch(self, queue: _Queue) -> list[_Item]:
         oldest = queue.oldest()
-        anchor = bisect.bisect_left(queue.sorted, _sort_key(oldest), key=_sort_key)
-        lo, hi = grow_batch([item.cost for item in queue.sorted], anchor, self.config, padded=self.padded)
-        batch = queue.sorted[lo:hi]
-        del queue.sorted[lo:hi]
+        window = self._window(queue)
+        candidates = queue.sorted if window is None else sorted(window, key=_sort_key)
+        anchor = bisect.bisect_left(candidates, _sort_key(oldest), key=_sort_key)
+        lo, hi = grow_batch([item.cost for item in candidates], anchor, self.config, padded=self.padded)
+        batch = candidates[lo:hi]
+        if window is None:
+            del queue.sorted[lo:hi]
+        else:
+            for item in batch:
+                del queue.sorted[bisect.bisect_left(queue.sorted, _sort_key(item), key=_sort_key)]
         for item in batch:
             item.queued = False
             queue.tokens -= item.cost

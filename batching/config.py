@@ -29,6 +29,14 @@ class BatchingConfig(BaseModel):
         ge=0,
         description="Padding one more item may add regardless of min_fill: about what another forward pass costs.",
     )
+    arrival_window: int = Field(
+        8,
+        ge=0,
+        description="Batches' worth (by max_batch_size and max_batch_tokens) of the oldest waiting items a batch is "
+        "formed from; within them items are grouped by length, later ones wait their turn. So a request of many texts "
+        "behind a backlog finishes about in its arrival order instead of with the whole backlog, whose batches each "
+        "took a few of its texts. 0: the whole queue, grouped by length (the most homogeneous batches).",
+    )
     bulk_share: float = Field(
         0.0,
         ge=0,

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         description="How long an idle worker waits for a fuller batch; not when requests have lately come "
         "further apart than this (a lone client waits for nobody).",
     )
+    arrival_window: int = Field(
+        _BATCHING.arrival_window,
+        ge=0,
+        description="Batches' worth of the oldest waiting texts a batch is formed from (grouped by length within): "
+        "a request of many texts finishes about in arrival order, not with the whole backlog; 0: the whole queue.",
+    )
     bulk_share: float = Field(
         _BATCHING.bulk_share,
         ge=0,
@@ -234,6 +240,7 @@ class Settings(BaseSettings):
             **{name: value for name, value in chosen.items() if value is not None},
             max_batch_size=self.max_batch_size,
             max_wait_ms=self.max_wait_ms,
+            arrival_window=self.arrival_window,
             bulk_share=self.bulk_share,
             max_queue_tokens=self.max_queue_tokens,
             max_queue_items=self.max_queue_items,

@@ -239,6 +239,70 @@ async def test_the_token_budget_bounds_every_batch_and_an_oversized_item_runs_al
     assert [("huge", 100)] in runner.batches
 
 
+def _finishing_batches(runner: RecordingRunner, requests: int) -> list[int]:
+    """For each request (tags are (request, index) pairs), the index of the batch its last item ran in."""
+    last = [0] * requests
+    for number, batch in enumerate(runner.batches):
+        for (request, _), _ in batch:
+            last[request] = number
+    return last
+
+
+async def _run_backlog(arrival_window: int, seed: int) -> tuple[RecordingRunner, list[int]]:
+    """Sixteen requests of sixteen texts of random lengths (1-200 tokens), queued behind a held batch and run in
+    batches of at most eight: returns the runner and the batch each request finished in."""
+    runner = RecordingRunner()
+    rng = random.Random(seed)
+    requests = [[((r, i), rng.randint(1, 200)) for i in range(16)] for r in range(16)]
+    async with running(runner, max_batch_size=8, max_batch_tokens=4096, arrival_window=arrival_window) as batcher:
+        first = await first_batch_running(batcher, runner, tag=(-1, 0))
+        tasks = [await queued(batcher, *request) for request in requests]
+        runner.release()
+        for task, request in zip(tasks, requests):
+            assert await task == outputs(*(tag for tag, _ in request))
+        await first
+    runner.batches.pop(0)  # the held one
+    return runner, _finishing_batches(runner, len(requests))
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_behind_a_backlog_requests_of_many_texts_finish_in_arrival_order(seed: int) -> None:
+    # A window of four batches' worth (32 texts: two requests) forms each batch from the oldest waiting texts.
+    runner, finished = await _run_backlog(arrival_window=4, seed=seed)
+    # No request finishes after one that arrived two or more requests later (the window holds two at a time) ...
+    assert all(finished[r] <= finished[later] for r in range(16) for later in range(r + 2, 16)), finished
+    # ... so the median request finishes about halfway through the backlog, not at its end.
+    assert sorted(finished)[8] <= 0.7 * len(runner.batches), finished
+    for batch in runner.lengths():
+        assert batch == sorted(batch)  # still grouped by length within the window
+        assert len(batch) <= 8
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+async def test_with_the_window_off_a_request_of_many_texts_waits_for_about_the_whole_backlog(seed: int) -> None:
+    # The whole queue grouped by length: each batch takes a few texts of many requests, so most requests end in
+    # the backlog's last batches. Fewer batches, though: each is formed from more texts of like length.
+    runner, finished = await _run_backlog(arrival_window=0, seed=seed)
+    assert sorted(finished)[8] >= 0.85 * len(runner.batches), finished
+    windowed, _ = await _run_backlog(arrival_window=4, seed=seed)
+    assert len(runner.batches) <= len(windowed.batches)
+
+
+async def test_the_arrival_window_is_bounded_by_tokens_too() -> None:
+    # Batches of up to 64 items but 64 padded tokens: a window of one batch's worth holds about 64 tokens of the
+    # oldest items, so the later request's short texts do not jump ahead of the first request's long ones.
+    runner = RecordingRunner()
+    older = [(("old", i), 16) for i in range(8)]  # 128 tokens: two batches of four
+    newer = [(("new", i), 1) for i in range(8)]
+    async with running(runner, max_batch_size=64, max_batch_tokens=64, arrival_window=1) as batcher:
+        first = await first_batch_running(batcher, runner, tag=("held", 0))
+        tasks = [await queued(batcher, *older), await queued(batcher, *newer)]
+        runner.release()
+        await asyncio.gather(*tasks, first)
+    kinds = [{kind for (kind, _), _ in batch} for batch in runner.batches[1:]]
+    assert kinds[:2] == [{"old"}, {"old"}], kinds
+
+
 # -- waiting for a fuller batch ---------------------------------------------------------------
 # These run on a FakeClock: time passes only when the test advances it, so they say exactly when a
 # batch may start, whatever the machine's speed.
