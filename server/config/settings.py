@@ -99,7 +99,10 @@ class Settings(BaseSettings):
     )
     max_body_bytes: int = Field(16 * 2**20, gt=0, description="Request body size; larger bodies get 413.")
     body_read_timeout: float = Field(
-        30.0, gt=0, description="Seconds a client may take to send the whole request body; slower ones get 408."
+        30.0,
+        gt=0,
+        description="Seconds a client may take to send the whole request body; slower ones get 408. A file upload "
+        "gets 1 s more for each 64 KiB it has sent (server.http.middleware.UPLOAD_MIN_BYTES_PER_SECOND).",
     )
     header_read_timeout: float = Field(
         10.0, gt=0, description="Seconds a client may take to send a request's headers; slower ones get 408."

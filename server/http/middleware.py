@@ -35,6 +35,12 @@ def new_request_id() -> str:
     return f"{_ID_PREFIX}{next(_ids):016x}"
 
 
+UPLOAD_MIN_BYTES_PER_SECOND = 64 * 1024
+"""An upload (a path with a body limit of its own) may take longer than body_read_timeout while it keeps arriving at
+this rate: each chunk moves its deadline on by the chunk's bytes at this rate. So a 200 MB file over a link of a few
+hundred KB/s is received, and a client that drips bytes is still cut off."""
+
+
 class RequestContextMiddleware:
     def __init__(
         self,
@@ -86,10 +92,13 @@ class RequestContextMiddleware:
                 message["headers"] = [*message.get("headers", ()), rid_header]
             await send(message)
 
-        limit = self.body_limits.get(path, self.max_body_bytes) if self.body_limits else self.max_body_bytes
+        upload = path in self.body_limits
+        limit = self.body_limits[path] if upload else self.max_body_bytes
         received = 0
         read_timeout = self.body_read_timeout
-        body_deadline: float | None = None  # the whole body must arrive within read_timeout of the first read
+        # The whole body must arrive within read_timeout of the first read; an upload's, plus its bytes' time at
+        # UPLOAD_MIN_BYTES_PER_SECOND.
+        body_deadline: float | None = None
         body_done = False
 
         async def limited_receive() -> Message:
@@ -107,13 +116,17 @@ class RequestContextMiddleware:
                 body_done = True
                 if started_response:  # too late for a 408: the app sees the client as gone
                     return {"type": "http.disconnect"}
+                pace = f" (uploads: plus 1 s a {UPLOAD_MIN_BYTES_PER_SECOND // 1024} KiB received)" if upload else ""
                 raise HTTPException(
                     408,
-                    f"the request body was not received within {read_timeout:g} s",
+                    f"the request body was not received within {read_timeout:g} s{pace}",
                     headers={"Connection": "close"},
                 ) from None
             if message["type"] == "http.request":
-                received += len(message.get("body", b""))
+                chunk = len(message.get("body", b""))
+                received += chunk
+                if upload:
+                    body_deadline += chunk / UPLOAD_MIN_BYTES_PER_SECOND
                 if received > limit:
                     raise HTTPException(413, f"the request body is larger than the limit of {limit} bytes")
                 body_done = not message.get("more_body", False)

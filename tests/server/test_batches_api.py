@@ -15,13 +15,14 @@ import openai
 import pytest
 
 from tests.inprocess import AppServer, start_app
-from tests.support import metric
+from tests.support import connect, metric, parse_response, read_until_closed
 
 MODEL = "all-MiniLM-L6-v2"
 MAX_LINES = 200
 MAX_FILE_BYTES = 2_000_000
 MAX_BODY_BYTES = 100_000  # below the upload limit: uploads have their own; a line is held to this one
 ENDED = ("completed", "failed", "cancelled", "expired")
+BODY_READ_TIMEOUT = 1.0
 
 
 @pytest.fixture(scope="module")
@@ -32,6 +33,7 @@ def batch_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppServer
         "EMBEDSERVE_MAX_FILE_BYTES": str(MAX_FILE_BYTES),
         "EMBEDSERVE_MAX_BODY_BYTES": str(MAX_BODY_BYTES),
         "EMBEDSERVE_BATCH_CONCURRENCY": "4",
+        "EMBEDSERVE_BODY_READ_TIMEOUT": str(BODY_READ_TIMEOUT),
     }
     running = start_app(None, env=env)
     yield running
@@ -276,3 +278,45 @@ def test_an_expired_job_files_the_lines_it_did_not_reach_as_batch_expired(
     expired = jsonl(client, done.error_file_id)
     assert [line["custom_id"] for line in expired] == [f"e{i}" for i in range(counts.completed, counts.total)]
     assert {(line["error"]["code"], line["response"]) for line in expired} == {("batch_expired", None)}
+
+
+def _upload_in_pieces(batch_server: AppServer, pieces: int, piece_bytes: int, gap: float) -> tuple[int, dict]:
+    """Sends a JSONL upload over a real socket in `pieces` parts of about `piece_bytes`, `gap` seconds apart."""
+    lines = [request_line(f"slow-{i}", {"input": "x" * 1000, "model": MODEL}) for i in range(MAX_LINES)]
+    content = ("\n".join(lines) + "\n").encode()[: pieces * piece_bytes]
+    content = content[: content.rindex(b"\n") + 1]
+    body = (
+        b'--b\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n'
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="slow.jsonl"\r\n'
+        b"Content-Type: application/jsonl\r\n\r\n" + content + b"\r\n--b--\r\n"
+    )
+    sock = connect(batch_server.listen(), timeout=60)
+    sock.sendall(
+        b"POST /v1/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        b"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    step = -(-len(body) // pieces)
+    try:
+        for start in range(0, len(body), step):
+            sock.sendall(body[start : start + step])
+            time.sleep(gap)
+    except OSError:
+        pass  # the server cut the connection: its answer is read below
+    status, _, answer = parse_response(read_until_closed(sock)[0])
+    return status, json.loads(answer)
+
+
+def test_an_upload_slower_than_the_body_timeout_is_received_while_it_keeps_coming(batch_server: AppServer) -> None:
+    # The whole file (200 lines, ~220 KB) in six pieces 0.4 s apart: 2.4 s in all against a 1 s body timeout. Each
+    # piece of ~37 KB moves the deadline on by ~0.56 s at 64 KiB/s, so a steady upload is received, as a large
+    # file over a slow link is.
+    status, answer = _upload_in_pieces(batch_server, pieces=6, piece_bytes=48_000, gap=0.4)
+    assert status == 200, answer
+    assert answer["object"] == "file" and answer["purpose"] == "batch"
+
+
+def test_an_upload_that_drips_is_still_cut_off_with_408(batch_server: AppServer) -> None:
+    # The same pace in pieces of a few hundred bytes earns the upload almost nothing past the body timeout.
+    status, answer = _upload_in_pieces(batch_server, pieces=12, piece_bytes=200, gap=0.4)
+    assert status == 408, answer
+    assert "not received within 1 s (uploads: plus 1 s a 64 KiB received)" in answer["error"]["message"]
