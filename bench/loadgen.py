@@ -6,6 +6,10 @@ with the server, so it must stay cheap: request bytes are serialized before the 
 are read as raw HTTP/1.1 (status line, Content-Length, body) with a byte count of embeddings as the only
 check, and uvloop is used when installed. Traffic goes to loopback only.
 
+The warm-up lasts `--warmup` seconds and, beyond that, until every client has had an answer (at most
+`--warmup-max`): a load whose requests take longer than the warm-up (32 texts each behind a backlog of 128 clients)
+is measured once it runs steadily, not while its first requests are still queued.
+
 What a load counts is what completed inside its measured window: every answer that arrives between the end of the
 warm-up and the end of the window, whenever its request was sent. A request longer than the window (a 32-text
 request behind a backlog can take 20 s) still counts when it ends inside it, and throughput is items answered over
@@ -96,6 +100,18 @@ class Load:
     """The request and answer shape, a key of BODY_FORMATS."""
     headers: tuple[str, ...] = ()
     """Extra request header lines ("Name: value"), e.g. X-Priority: bulk."""
+    warmup_max: float = 60.0
+    """The longest the warm-up waits, past `warmup`, for every client's first answer."""
+
+
+@dataclass
+class _Window:
+    """The measured window, set once the warm-up ends; None before."""
+
+    t0: float | None = None
+    t_end: float | None = None
+    answered: set[int] = field(default_factory=set)
+    """Clients that have had an answer (any status): the warm-up waits for all of them."""
 
 
 def loopback_target(url: str) -> tuple[str, int, str]:
@@ -138,13 +154,16 @@ def _header_value(head: bytes, name: bytes) -> bytes | None:
     return head[start : head.index(b"\r\n", start)].strip()
 
 
-async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float, stats: _Stats) -> None:
+async def _client(load: Load, number: int, requests: Iterator[bytes], window: _Window, stats: _Stats) -> None:
     count = BODY_FORMATS[load.body].count
     reader: asyncio.StreamReader | None = None
     writer: asyncio.StreamWriter | None = None
     try:
-        while (now := time.perf_counter()) < t_end and (load.max_requests is None or stats.issued < load.max_requests):
-            measured = now >= t0  # for errors and max_requests: what is sent in the window
+        while load.max_requests is None or stats.issued < load.max_requests:
+            now = time.perf_counter()
+            if window.t_end is not None and now >= window.t_end:
+                break
+            measured = window.t0 is not None and now >= window.t0  # for errors and max_requests: sent in the window
             if writer is None:
                 try:
                     reader, writer = await asyncio.open_connection(load.host, load.port)
@@ -170,10 +189,11 @@ async def _client(load: Load, requests: Iterator[bytes], t0: float, t_end: float
                 await asyncio.sleep(0.05)
                 continue
             done = time.perf_counter()
+            window.answered.add(number)
             if _header_value(head, b"connection") == b"close":
                 writer.close()
                 writer = None
-            if done < t0 or done > t_end:
+            if window.t0 is None or done < window.t0 or done > window.t_end:  # type: ignore[operator]
                 continue  # answered during the warm-up, or after the window
             if status != 200:
                 stats.errors[str(status)] += 1
@@ -203,13 +223,20 @@ async def run_load(load: Load, requests: list[bytes], server_pid: int | None = N
     """Drive `load` and summarize it; nothing outlives warmup + duration + request_timeout."""
     stats = _Stats()
     cycle = itertools.cycle(requests)
-    t0 = time.perf_counter() + load.warmup
-    t_end = t0 + load.duration
-    tasks = [asyncio.ensure_future(_client(load, cycle, t0, t_end, stats)) for _ in range(load.concurrency)]
-    await asyncio.sleep(max(0.0, t0 - time.perf_counter()))
+    window = _Window()
+    started = time.perf_counter()
+    tasks = [asyncio.ensure_future(_client(load, n, cycle, window, stats)) for n in range(load.concurrency)]
+    await asyncio.sleep(load.warmup)
+    give_up = started + load.warmup + load.warmup_max
+    while (
+        len(window.answered) < load.concurrency and time.perf_counter() < give_up and not all(t.done() for t in tasks)
+    ):
+        await asyncio.sleep(0.05)  # the warm-up's end needs no precision; the window is timed from it
+    window.t0 = time.perf_counter()
+    window.t_end = window.t0 + load.duration
     wall0, cpu0, machine0 = time.perf_counter(), own_cpu_seconds(), machine_busy_seconds()
     server0 = tree_cpu_seconds(server_pid) if server_pid else None
-    _, pending = await asyncio.wait(tasks, timeout=t_end + load.request_timeout - time.perf_counter())
+    _, pending = await asyncio.wait(tasks, timeout=window.t_end + load.request_timeout - time.perf_counter())
     wall = time.perf_counter() - wall0
     cpu = own_cpu_seconds() - cpu0
     machine = machine_busy_seconds() - machine0
@@ -229,6 +256,7 @@ async def run_load(load: Load, requests: list[bytes], server_pid: int | None = N
         "requests": len(ordered),
         "items": stats.items,
         "errors": {k: v for k, v in stats.errors.items() if v},
+        "warmup_s": round(window.t0 - started, 3),
         "duration_s": round(duration, 3),
         "requests_per_s": round(len(ordered) / duration, 2),
         "items_per_s": round(stats.items / duration, 2),
@@ -258,6 +286,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--items", type=int, default=1, help="texts per request")
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds")
     p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds first, on the same connections")
+    p.add_argument(
+        "--warmup-max",
+        type=float,
+        default=60.0,
+        help="past --warmup, the most seconds to wait for every client's first answer before measuring",
+    )
     p.add_argument("--requests", type=int, help="stop after this many measured requests (duration still caps)")
     p.add_argument(
         "--request-timeout", type=float, default=30.0, help="grace after the duration for in-flight requests"
@@ -299,6 +333,7 @@ def main(argv: list[str] | None = None) -> None:
         tuple(float(x) for x in args.retry_429.split(":")) if args.retry_429 else None,  # type: ignore[arg-type]
         args.body,
         tuple(args.header),
+        args.warmup_max,
     )
     texts = generate(args.workload, args.pool, args.seed)
     requests = build_requests(host, port, path, args.model, texts, args.items, args.body, load.headers)

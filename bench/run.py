@@ -40,6 +40,7 @@ from bench.workloads import WORKLOADS
 
 DEFAULT_SCENARIOS = (("mixed", 32, 1), ("short", 32, 1), ("short", 1, 1))  # the quick target
 REQUEST_TIMEOUT = 30.0
+WARMUP_MAX = 60.0  # past --warmup, the most a load waits for every client's first answer (bench.loadgen)
 QUIET_CORES = 0.25  # machine-wide busy cores below which a measurement may start
 
 
@@ -173,13 +174,14 @@ def drive(server: Server, sc: Scenario, args: argparse.Namespace) -> dict:
         items=sc.items,
         duration=args.duration,
         warmup=args.warmup,
+        warmup_max=WARMUP_MAX,
         request_timeout=REQUEST_TIMEOUT,
         seed=args.seed,
         pool=args.pool,
         server_pid=server.pid,
     )
     before = cache_counts(server.port)
-    result = _run_json(argv, timeout=args.warmup + args.duration + REQUEST_TIMEOUT + 60)
+    result = _run_json(argv, timeout=args.warmup + WARMUP_MAX + args.duration + REQUEST_TIMEOUT + 60)
     after = cache_counts(server.port)
     looked_up = sum(after.values()) - sum(before.values())
     hit_rate = (after["hit"] - before["hit"]) / looked_up if looked_up else None  # warm-up included
