@@ -44,7 +44,8 @@ def plot(result_path: Path) -> list[Path]:
             ax.set_xlabel("concurrent clients")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
-        right.set_yscale("log")
+        if any(p[2] > 0 for points in by_contender.values() for p in points):  # NaN > 0 is False
+            right.set_yscale("log")  # not when no request was answered: there is nothing to scale
         left.legend(fontsize=8)
         fig.suptitle(
             f"{workload}, {items} text(s) per request — {result['meta']['cpu']}, {result['meta']['cores']} cores"
