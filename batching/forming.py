@@ -2,9 +2,10 @@
 
 Items wait sorted by length. A batch always holds the oldest waiting item (so nothing starves:
 an item waits for at most the items older than it) and grows around it through its
-neighbours in length order (among the oldest few batches' worth of items, `arrival_window`, when a backlog is longer), taking whichever neighbour adds the least padding, while the
-batch stays within the item and padded-token budgets, and padding either stays a small share
-(`min_fill`) or each step adds less of it than another forward pass would cost.
+neighbours in length order (behind a longer backlog, among the oldest few batches' worth of
+items only: the batcher's `arrival_window`), taking whichever neighbour adds the least padding,
+while the batch stays within the item and padded-token budgets, and padding either stays a small
+share (`min_fill`) or each step adds less of it than another forward pass would cost.
 """
 
 from __future__ import annotations
