@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from bench.ceiling import default_model_dir
-from bench.loadgen import BODY_FORMATS, build_requests
+from bench.loadgen import BODY_FORMATS, build_requests, header_value
 from bench.servers import Server, contender, free_port
 from bench.workloads import WORKLOADS, generate
 
@@ -36,8 +36,7 @@ async def _one(port: int, request: bytes, items: int) -> tuple[int, float]:
     try:
         writer.write(request)
         head = (await reader.readuntil(b"\r\n\r\n")).lower()
-        length = int(head.split(b"content-length:", 1)[1].split(b"\r\n", 1)[0])
-        body = await reader.readexactly(length)
+        body = await reader.readexactly(int(header_value(head, b"content-length") or b"x"))
     finally:
         writer.close()
     status = int(head[9:12])

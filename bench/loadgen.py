@@ -146,7 +146,8 @@ def build_requests(
     return requests
 
 
-def _header_value(head: bytes, name: bytes) -> bytes | None:
+def header_value(head: bytes, name: bytes) -> bytes | None:
+    """The value of header `name` in a response head whose names are lower-case, or None."""
     start = head.find(b"\r\n" + name + b":")
     if start < 0:
         return None
@@ -180,7 +181,7 @@ async def _client(load: Load, number: int, requests: Iterator[bytes], window: _W
                 writer.write(next(requests))
                 head = (await reader.readuntil(b"\r\n\r\n")).lower()
                 status = int(head[9:12])
-                body = await reader.readexactly(int(_header_value(head, b"content-length") or b"x"))
+                body = await reader.readexactly(int(header_value(head, b"content-length") or b"x"))
             except (OSError, ValueError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
                 if measured:  # ValueError: a malformed status line or no Content-Length
                     stats.errors["io"] += 1
@@ -190,7 +191,7 @@ async def _client(load: Load, number: int, requests: Iterator[bytes], window: _W
                 continue
             done = time.perf_counter()
             window.answered.add(number)
-            if _header_value(head, b"connection") == b"close":
+            if header_value(head, b"connection") == b"close":
                 writer.close()
                 writer = None
             if window.t0 is None or done < window.t0 or done > window.t_end:  # type: ignore[operator]
@@ -200,7 +201,7 @@ async def _client(load: Load, number: int, requests: Iterator[bytes], window: _W
                 if status == 429 and load.retry_429 is not None:
                     await asyncio.sleep(random.uniform(*load.retry_429))
                 elif status == 429:  # back off as a well-behaved client would, capped to keep the run moving
-                    await asyncio.sleep(min(float(_header_value(head, b"retry-after") or 1), 1.0))
+                    await asyncio.sleep(min(float(header_value(head, b"retry-after") or 1), 1.0))
                 continue
             if load.verify and count(body) != load.items:
                 stats.errors["bad_body"] += 1
