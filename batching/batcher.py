@@ -34,6 +34,22 @@ R = TypeVar("R")
 
 log = logging.getLogger("embedserve.batching")
 
+UNMEASURED_ROUNDS = 2
+"""Before any batch has finished, the rate is unknown: a request with a deadline is then refused (Retry-After 1 s)
+once more than this many rounds of batches (workers x max_batch_tokens each) already wait ahead of it. Without a
+bound, a cold server's first burst was admitted whole: torch on long texts took ~50 s of work against a 30 s
+deadline, and most of it ended in 504s after the work was spent. The first batch's measurement lifts the bound."""
+
+DEADLINE_SHARE = 0.8
+"""The share of a request's deadline that the work queued ahead of it, and its own, may fill at the measured rate.
+The rate is an estimate (the probe's at first, then recent batches', whose texts may be shorter), and a request
+admitted on too high a one ends in a 504 with its work spent: torch on long texts, admitted to the whole 30 s by the
+probe's rate, still ended its first burst in 23 504s (AMD EPYC VNNI). Under overload the model is busy either way,
+so a shorter queue costs no throughput, only latency, and it saves the tail."""
+
+RATE_DECAY = 0.8
+"""How much of the measured throughput each finished batch keeps: the last ~5 batches weigh most."""
+
 Priority = Literal["interactive", "bulk"]
 PRIORITIES: tuple[Priority, ...] = ("interactive", "bulk")
 """The priority classes, in the order a free worker serves them."""
@@ -74,6 +90,11 @@ class _Request:
     remaining: int
     items: list[_Item] = field(default_factory=list)
     timeline: Timeline | None = None
+    deadline: float | None = None
+    """On the batcher's clock: when its caller gives up (`within` after it was queued); None: never."""
+    queued_tokens: int = 0
+    """Of its items, the tokens still waiting."""
+    started: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -100,6 +121,8 @@ class _Queue:
     """By (length, arrival): a batch is a window of it, or of its oldest items (`Batcher._window`) behind a backlog."""
     arrivals: deque[_Item] = field(default_factory=deque)
     """By arrival; taken ones are skipped lazily."""
+    requests: deque[_Request] = field(default_factory=deque)
+    """With items waiting, by arrival (`Batcher._shed`); ones with none left are skipped lazily."""
     tokens: int = 0
 
     def oldest(self) -> _Item:
@@ -144,11 +167,17 @@ class Batcher(Generic[P, R]):
         self._scheduler: asyncio.Task[None] | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._closing = False
-        self._tokens_per_second = 0.0  # smoothed, for Retry-After
+        # Throughput as tokens finished over the wall-clock seconds some batch was running, both decayed per finished
+        # batch: the workers together, whether batches overlap or run alone (a lone torch batch takes every thread).
+        self._done_tokens = 0.0
+        self._busy_seconds = 0.0
+        self._busy_mark = 0.0  # when (on its clock) the batcher last became busy or a batch last finished
         self._request_items = 1.0  # smoothed size of the requests submitted, for full()
         self._request_tokens = 1.0
         self._arrival_gap = 0.0  # smoothed seconds between requests: whether waiting for company pays
         self._last_arrival: float | None = None
+        self.shed = 0
+        """Requests refused after they were queued, as they could no longer finish in time (`_shed`)."""
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -194,26 +223,54 @@ class Batcher(Generic[P, R]):
         ahead = PRIORITIES[: PRIORITIES.index(priority) + 1]
         return sum(self._queues[p].tokens for p in ahead)
 
-    def expected_wait(self, priority: Priority = "bulk") -> float | None:
-        """Seconds the work queued ahead of a new item of `priority` takes at the measured rate (the workers
-        together; by default all queued work); None before any batch has been measured."""
-        if self._tokens_per_second <= 0:
+    @property
+    def tokens_per_second(self) -> float | None:
+        """The measured throughput of all workers together: tokens finished per second that any batch was running
+        (recent batches weigh most); None before a batch has finished."""
+        if self._busy_seconds <= 0:
             return None
-        return self._tokens_ahead(priority) / (self._tokens_per_second * self.config.workers)
+        return self._done_tokens / self._busy_seconds
+
+    @property
+    def measured(self) -> tuple[float, float] | None:
+        """The (tokens, busy seconds) that `tokens_per_second` is the ratio of, decayed; None before a measurement.
+        What a batcher of the same model, started later, is `seed`ed with."""
+        return (self._done_tokens, self._busy_seconds) if self._busy_seconds > 0 else None
+
+    def seed(self, tokens: float, seconds: float) -> None:
+        """Counts a measurement taken before serving (models.probe: one batch, run alone) as if a batch had
+        finished: the first requests' deadlines are then judged by a rate instead of UNMEASURED_ROUNDS."""
+        if tokens > 0 and seconds > 0:
+            self._done_tokens = RATE_DECAY * self._done_tokens + tokens
+            self._busy_seconds = RATE_DECAY * self._busy_seconds + seconds
+
+    def expected_wait(self, priority: Priority = "bulk") -> float | None:
+        """Seconds the work queued ahead of a new item of `priority` takes at the measured throughput (by default
+        all queued work); None before any batch has been measured."""
+        rate = self.tokens_per_second
+        return None if rate is None else self._tokens_ahead(priority) / rate
 
     def full(self, within: float | None = None, priority: Priority = "interactive") -> float | None:
         """Whether a request of the usual size (the recent requests' average) and `priority` would be refused
-        now: its class's queue has no room for it, or the work queued ahead of it is longer than `within`
-        seconds. The Retry-After to give, or None."""
+        now: its class's queue has no room for it, or it would not finish within `within` seconds
+        (`_too_slow_for`). The Retry-After to give, or None."""
         if not self._queues[priority].has_room(self._request_items, self._request_tokens, self.config):
             return self._retry_after()
-        return self._too_slow_for(within, priority) if within is not None else None
+        return self._too_slow_for(within, priority, self._request_tokens) if within is not None else None
 
-    def _too_slow_for(self, within: float, priority: Priority) -> float | None:
-        """The Retry-After when the work queued ahead of `priority` outlasts `within` seconds; None when it does
-        not."""
-        wait = self.expected_wait(priority)
-        return max(1.0, wait - within) if wait is not None and wait > within else None
+    def _too_slow_for(self, within: float, priority: Priority, tokens: float) -> float | None:
+        """The Retry-After for a request of `tokens` when work is queued ahead of it and that work and its own fill
+        more than DEADLINE_SHARE of `within` seconds at the measured rate; None when it fits, or nothing waits
+        ahead (refusing could not make it sooner). Before any batch has been measured: when more than
+        UNMEASURED_ROUNDS rounds of batches wait ahead."""
+        ahead = self._tokens_ahead(priority)
+        rate = self.tokens_per_second
+        if ahead == 0:
+            return None
+        if rate is None:
+            return 1.0 if ahead > UNMEASURED_ROUNDS * self.config.workers * self.config.max_batch_tokens else None
+        over = (ahead + tokens) / rate - within * DEADLINE_SHARE
+        return max(1.0, over) if over > 0 else None
 
     # -- submitting ------------------------------------------------------------------------
 
@@ -228,11 +285,10 @@ class Batcher(Generic[P, R]):
     ) -> list[R]:
         """Queues one request's items in its `priority` class and returns their results in input order.
 
-        Raises QueueFull (its class's queue bound is reached, or the work already queued ahead would take
-        longer than `within` seconds at the measured rate: the request would meet its deadline waiting),
-        RequestTooLarge, ShuttingDown or BatchFailed. Cancelling the
-        caller drops the request's items that have not started. A `timeline` is filled in as the
-        request is queued and run.
+        Raises QueueFull (its class's queue bound is reached, or the work queued ahead and its own would fill more
+        than DEADLINE_SHARE of `within` seconds at the measured rate: it would likely meet its deadline waiting),
+        RequestTooLarge, ShuttingDown or BatchFailed. Cancelling the caller drops the request's items that have not
+        started. A `timeline` is filled in as the request is queued and run.
         """
         if self._closing or self._scheduler is None:
             raise ShuttingDown()
@@ -249,12 +305,15 @@ class Batcher(Generic[P, R]):
         queue = self._queues[priority]
         if not queue.has_room(count, tokens, self.config):
             raise QueueFull(self._retry_after())
-        if within is not None and (retry := self._too_slow_for(within, priority)) is not None:
+        if within is not None and (retry := self._too_slow_for(within, priority, tokens)) is not None:
             raise QueueFull(retry)
 
         loop = asyncio.get_running_loop()
-        request = _Request(loop.create_future(), [None] * count, count, timeline=timeline)
+        request = _Request(loop.create_future(), [None] * count, count, timeline=timeline, queued_tokens=tokens)
         now = self._clock.time()
+        if within is not None:
+            request.deadline = now + within
+        queue.requests.append(request)
         if self._last_arrival is not None:
             self._arrival_gap = 0.8 * self._arrival_gap + 0.2 * (now - self._last_arrival)
         self._last_arrival = now
@@ -383,11 +442,15 @@ class Batcher(Generic[P, R]):
         for item in batch:
             item.queued = False
             queue.tokens -= item.cost
+            item.request.queued_tokens -= item.cost
+            item.request.started = True
         self._notify_queue()
         return batch
 
     def _dispatch(self, batch: list[_Item], queue: _Queue, contended: bool) -> None:
         loop = asyncio.get_running_loop()
+        if self._in_flight == 0:
+            self._busy_mark = self._clock.time()
         self._in_flight += 1
         started = self._clock.time()
         waited = started - min(item.enqueued for item in batch)
@@ -414,6 +477,8 @@ class Batcher(Generic[P, R]):
         contended: bool,
     ) -> None:
         self._in_flight -= 1
+        now = self._clock.time()
+        busy, self._busy_mark = now - self._busy_mark, now
         run = BatchRun(started, self._clock.time(), len(batch), sum(item.cost for item in batch))
         for request in {id(item.request): item.request for item in batch}.values():
             if request.timeline is not None:
@@ -436,22 +501,49 @@ class Batcher(Generic[P, R]):
                     request.remaining -= 1
                     if request.remaining == 0 and not request.future.done():
                         request.future.set_result(request.results)
-                self._observe(batch, waited, seconds)
+                self._observe(batch, waited, seconds, busy)
                 self._account(queue, contended, seconds)
+                self._shed()
         self._update_idle()
 
-    def _observe(self, batch: list[_Item], waited: float, seconds: float) -> None:
+    def _observe(self, batch: list[_Item], waited: float, seconds: float, busy: float) -> None:
+        """Counts a finished batch into the throughput: its tokens, and the `busy` seconds since the batcher became
+        busy or another batch finished (so overlapping batches are not counted twice)."""
         tokens = sum(item.cost for item in batch)
-        if seconds > 0:
-            rate = tokens / seconds
-            self._tokens_per_second = (
-                rate if not self._tokens_per_second else 0.8 * self._tokens_per_second + 0.2 * rate
-            )
+        self._done_tokens = RATE_DECAY * self._done_tokens + tokens
+        self._busy_seconds = RATE_DECAY * self._busy_seconds + busy
         if self._observer is not None:
             padded = max(item.cost for item in batch) * len(batch)
             self._observer.on_batch(len(batch), tokens, padded, waited, seconds)
 
     # -- dropping --------------------------------------------------------------------------
+
+    def _shed(self) -> None:
+        """Refuses (QueueFull) each waiting request that has not started and, at the rate just measured, would
+        not finish before its deadline: its caller would get a 504 after the model had spent work on it, so it
+        gets a 429 now and the model keeps its time for requests that can still make it. Admission judges by the
+        rate at arrival; this catches what it let in on a rate that then fell (a cold start's probe, a neighbour
+        taking the CPU). Requests are taken to finish in arrival order, as the arrival window serves them."""
+        rate = self.tokens_per_second
+        if rate is None:
+            return
+        now = self._clock.time()
+        ahead = 0
+        for priority in PRIORITIES:
+            queue = self._queues[priority]
+            kept: deque[_Request] = deque()
+            for request in queue.requests:
+                if request.queued_tokens <= 0 or request.future.done():
+                    continue
+                ahead += request.queued_tokens
+                late = now + ahead / rate - request.deadline if request.deadline is not None else 0.0
+                if late > 0 and not request.started:
+                    ahead -= request.queued_tokens
+                    self._fail(request, QueueFull(max(1.0, late)))
+                    self.shed += 1
+                else:
+                    kept.append(request)
+            queue.requests = kept
 
     def _drop(self, request: _Request) -> None:
         """Removes a request's still-queued items (its caller went away or it failed)."""
@@ -482,7 +574,7 @@ class Batcher(Generic[P, R]):
             self._observer.on_queue(self.queued_items, self.queued_tokens)
 
     def _retry_after(self) -> float:
-        """For a full queue: how long the work queued now takes (`expected_wait`, all workers together),
-        at least 1 s; 1 s before any batch has been measured."""
+        """For a full queue: how long the work queued now takes (`expected_wait`), at least 1 s; 1 s before any
+        batch has been measured."""
         wait = self.expected_wait()
         return 1.0 if wait is None else max(1.0, wait)

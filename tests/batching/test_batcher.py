@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from embedserve.batching.batcher import Batcher
+from embedserve.batching.batcher import DEADLINE_SHARE, Batcher
 from embedserve.batching.config import BatchingConfig
 from embedserve.batching.errors import BatchFailed, QueueFull, RequestTooLarge, ShuttingDown
 from tests.support import FakeClock
@@ -723,15 +723,17 @@ async def test_retry_after_reflects_measured_throughput() -> None:
 
 
 async def test_retry_after_with_two_workers_is_the_expected_wait_of_both_together() -> None:
-    # 1000 tokens in ~0.1 s on one worker: two workers clear 30,000 queued tokens in ~1.5 s, not ~3 s.
+    # Two batches of 1000 tokens run side by side in ~0.1 s: two workers clear 30,000 queued tokens in ~1.5 s.
     runner = RecordingRunner(delay=0.1)
-    async with running(runner, workers=2, max_queue_tokens=30_000, max_batch_tokens=100_000) as batcher:
-        await submit(batcher, *[(i, 100) for i in range(10)])  # one batch: the measured rate
+    config = dict(workers=2, max_batch_size=10, max_queue_tokens=30_000, max_batch_tokens=100_000)
+    async with running(runner, **config) as batcher:
+        await submit(batcher, *[(i, 100) for i in range(20)])  # two batches at once: the measured throughput
+        assert len(runner.batches) == 2
         runner.hold()
         busy = [spawn(submit(batcher, ("first", 1)))]
-        await until(lambda: len(runner.batches) == 2)
+        await until(lambda: len(runner.batches) == 3)
         busy.append(spawn(submit(batcher, ("second", 1))))
-        await until(lambda: len(runner.batches) == 3)  # both workers held: what comes next waits
+        await until(lambda: len(runner.batches) == 4)  # both workers held: what comes next waits
         waiting = await queued(batcher, ("big", 29_999))
         wait = batcher.expected_wait()
         assert wait is not None and 1 < wait < 2
@@ -741,6 +743,129 @@ async def test_retry_after_with_two_workers_is_the_expected_wait_of_both_togethe
         assert batcher.full() == pytest.approx(wait)  # what the door gives, likewise
         runner.release()
         await asyncio.gather(*busy, waiting)
+
+
+class OneCoreRunner(RecordingRunner):
+    """Batches that share one core: each takes `delay` of it, so two at once take twice as long (as torch's
+    batches do when they split the threads a lone batch has to itself)."""
+
+    def __init__(self, *, delay: float) -> None:
+        super().__init__()
+        self.core_seconds = delay
+        self._core = threading.Lock()
+
+    def __call__(self, payloads: list[tuple[Any, int]]) -> list[tuple[str, Any]]:
+        results = super().__call__(payloads)
+        with self._core:
+            time.sleep(self.core_seconds)
+        return results
+
+
+async def test_two_workers_that_share_the_cpu_are_expected_to_clear_the_queue_at_the_rate_they_show() -> None:
+    # Two 1000-token batches at once take ~0.2 s between them: ~10,000 tokens a second however many workers run
+    # them, so 30,000 queued tokens take ~3 s (counting each batch's own speed twice over would say ~1.5 s).
+    runner = OneCoreRunner(delay=0.1)
+    config = dict(workers=2, max_batch_size=10, max_queue_tokens=30_000, max_batch_tokens=100_000)
+    async with running(runner, **config) as batcher:
+        await asyncio.gather(*(submit(batcher, *[(f"{r}-{i}", 100) for i in range(10)]) for r in range(4)))
+        assert len(runner.batches) == 4
+        runner.hold()
+        busy = [spawn(submit(batcher, ("first", 1)))]
+        await until(lambda: len(runner.batches) == 5)
+        busy.append(spawn(submit(batcher, ("second", 1))))
+        await until(lambda: len(runner.batches) == 6)  # both workers held: what comes next waits
+        waiting = await queued(batcher, ("big", 29_999))
+        wait = batcher.expected_wait()
+        assert wait is not None and 2.4 < wait < 4
+        runner.release()
+        await asyncio.gather(*busy, waiting)
+
+
+async def measured_at(batcher: Batcher, runner: RecordingRunner, clock: FakeClock, rate: float) -> None:
+    """One batch of 100 tokens that takes 100 / `rate` seconds on the fake clock: the batcher's measured throughput
+    is then `rate` tokens a second (time on the batcher's clock is what it measures)."""
+    runner.hold()
+    batches = len(runner.batches)
+    task = spawn(submit(batcher, ("measured", 100)))
+    await until(lambda: len(runner.batches) > batches)
+    clock.now += 100 / rate
+    runner.release()
+    await task
+    assert batcher.tokens_per_second == pytest.approx(rate)
+
+
+async def test_a_request_is_admitted_while_the_work_ahead_and_its_own_fill_at_most_the_deadline_share() -> None:
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_batch_size=1, max_wait_ms=0) as batcher:
+        await measured_at(batcher, runner, clock, rate=100.0)
+        first = await first_batch_running(batcher, runner)  # held: no time passes on the fake clock
+        ahead = await queued(batcher, ("ahead", 100))
+        # 100 tokens ahead and a 50-token request's own: 1.5 s at 100 tokens a second, DEADLINE_SHARE of 1.5 / share.
+        limit = 1.5 / DEADLINE_SHARE
+        late = await refused(batcher.submit([("late", 50)], [50], within=limit * 0.95))
+        assert isinstance(late, QueueFull), "inside its deadline, but past the share an estimate may be trusted with"
+        assert late.retry_after >= 1
+        own = await refused(batcher.submit([("big", 5000)], [5000], within=limit))
+        assert isinstance(own, QueueFull), "its own work counts: little ahead, but too much to do itself"
+        in_time = spawn(batcher.submit([("in-time", 50)], [50], within=limit * 1.05))
+        await until(lambda: batcher.queued_items == 2)
+        runner.release()
+        assert await asyncio.gather(first, ahead, in_time) == [outputs("first"), outputs("ahead"), outputs("in-time")]
+        alone = await batcher.submit([("alone", 5000)], [5000], within=1e-9)  # nothing ahead: refusing cannot help
+        assert alone == outputs("alone")
+    assert "late" not in runner.seen and "big" not in runner.seen
+
+
+async def test_queued_requests_that_can_no_longer_finish_in_time_are_refused_before_any_work_is_spent_on_them() -> None:
+    # Admitted at the rate measured as they arrived; then a batch holds the model for long: at the rate measured
+    # once it ends, the requests at the back cannot finish before their deadlines, and get a 429 at once rather
+    # than a 504 when the deadline passes.
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_batch_size=1, max_wait_ms=0) as batcher:
+        await measured_at(batcher, runner, clock, rate=100.0)  # 1 s for each 100-token request below
+        first = await first_batch_running(batcher, runner)
+        front = spawn(batcher.submit([("front", 100)], [100], within=4.0))
+        patient = spawn(batcher.submit([("patient", 100)], [100]))  # no deadline: never refused, but it is ahead
+        back = spawn(batcher.submit([("back", 100)], [100], within=4.0))
+        bulk = spawn(batcher.submit([("bulk", 100)], [100], within=30.0, priority="bulk"))
+        await until(lambda: batcher.queued_items == 4)
+        clock.now += 1.0  # "first" held the model for 1 s: with the earlier batch, 81 tokens in 1.8 s (decayed)
+        runner.release()
+        # At 45 tokens a second "front" ends ~2.2 s from now, in time for its 3 s left; "patient" at ~4.4 s; "back"
+        # at ~6.7 s, past its deadline: refused. Bulk waits behind the others, at ~6.7 s, in time for its 29 s left.
+        error = (await asyncio.gather(back, return_exceptions=True))[0]
+        assert isinstance(error, QueueFull) and error.retry_after >= 1
+        assert batcher.shed == 1
+        assert await asyncio.gather(first, front, patient, bulk) == [
+            outputs("first"),
+            outputs("front"),
+            outputs("patient"),
+            outputs("bulk"),
+        ]
+        assert (batcher.queued_items, batcher.queued_tokens) == (0, 0)
+    assert "back" not in runner.seen
+
+
+async def test_before_any_batch_is_measured_a_request_with_a_deadline_waits_behind_two_rounds_of_batches_at_most() -> (
+    None
+):
+    runner = RecordingRunner()
+    async with running(runner, max_batch_tokens=100, max_batch_size=1) as batcher:
+        first = await first_batch_running(batcher, runner)  # running, not yet measured
+        ahead = await queued(batcher, ("a", 100), ("b", 100))
+        assert batcher.expected_wait() is None
+        admitted = spawn(batcher.submit([("c", 50)], [50], within=30.0))  # 200 tokens ahead: two rounds, admitted
+        await until(lambda: batcher.queued_tokens == 250)
+        late = await refused(batcher.submit([("d", 1)], [1], within=30.0))  # 250 ahead: refused, come back in 1 s
+        assert isinstance(late, QueueFull) and late.retry_after == 1.0
+        assert batcher.full(within=30.0) == 1.0
+        no_deadline = spawn(batcher.submit([("e", 1)], [1]))  # nothing to meet: queued
+        await until(lambda: batcher.queued_tokens == 251)
+        runner.release()
+        await asyncio.gather(first, ahead, admitted, no_deadline)
+        assert batcher.expected_wait() == 0  # measured now: the deadline is judged by the measured rate
+        assert await batcher.submit([("f", 1)], [1], within=30.0) == outputs("f")
+    assert "d" not in runner.seen
 
 
 # -- edge cases ------------------------------------------------------------------------------
@@ -773,19 +898,18 @@ async def test_an_item_costing_nothing_counts_as_one_token_and_the_queue_account
 
 
 async def test_a_request_is_refused_when_the_work_queued_ahead_would_outlast_its_deadline() -> None:
-    runner = RecordingRunner(delay=0.01)
-    async with running(runner, max_batch_size=1) as batcher:
+    clock, runner = FakeClock(), RecordingRunner()
+    async with running(runner, clock=clock, max_batch_size=1, max_wait_ms=0) as batcher:
         assert batcher.expected_wait() is None  # nothing measured yet: no estimate, no refusal by it
-        assert await batcher.submit([("measured", 10)], [10], within=1e-9) == outputs("measured")
+        await measured_at(batcher, runner, clock, rate=100.0)
         assert batcher.expected_wait() == 0
         first = await first_batch_running(batcher, runner)
         ahead = await queued(batcher, ("ahead", 100))
-        wait = batcher.expected_wait()
-        assert wait is not None and wait > 0
-        late = await refused(batcher.submit([("late", 1)], [1], within=wait / 2))
+        assert batcher.expected_wait() == pytest.approx(1.0)
+        late = await refused(batcher.submit([("late", 1)], [1], within=0.5))
         assert isinstance(late, QueueFull) and late.retry_after >= 1
-        assert batcher.full(within=wait / 2) is not None and batcher.full(within=wait * 2) is None
-        in_time = spawn(batcher.submit([("in-time", 1)], [1], within=wait * 2))
+        assert batcher.full(within=0.5) is not None and batcher.full(within=2.0) is None
+        in_time = spawn(batcher.submit([("in-time", 1)], [1], within=2.0))
         await until(lambda: batcher.queued_items == 2)  # accepted: it queues behind "ahead"
         runner.release()
         assert await in_time == outputs("in-time")
