@@ -25,6 +25,7 @@ from embedserve.models.classifier import Classifier
 from embedserve.models.embedder import Embedder
 from embedserve.models.errors import InputTooLong, InvalidInput
 from embedserve.models.output_types import calibration_ranges
+from embedserve.models.probe import Probe
 from embedserve.models.prompts import prompt_for_task
 from embedserve.models.reranker import Reranker
 from embedserve.models.spec import ModelSpec
@@ -95,8 +96,11 @@ class LocalModel:
         model's limits: made by the first request that asks for that output."""
         self._calibrations: dict[int | None, asyncio.Future[np.ndarray]] = {}
 
-    async def start(self) -> None:
+    async def start(self, measured: Probe | None = None) -> None:
+        """Starts its batcher, `measured` (models.probe) as the throughput its first requests are judged by."""
         await self.batcher.start()
+        if measured is not None:
+            self.batcher.seed(measured.tokens, measured.seconds)
 
     async def close(self) -> None:
         """Drains its batchers (queued and running work finishes), then frees the runner."""
@@ -326,6 +330,8 @@ class LocalModel:
             batcher = self._shared.batcher(name, self.runner.outputs[output], main.config, main.padded)
             self.output_batchers[output] = batcher
             await batcher.start()
+            if (measured := main.measured) is not None:  # the same model: its rate until this one measures its own
+                batcher.seed(*measured)
         return batcher
 
     def _of(self, kind: type[T]) -> T:

@@ -22,6 +22,7 @@ from embedserve.batching.config import BatchingConfig
 from embedserve.models.errors import ModelNotReady
 from embedserve.models.loading import LoadedModel, load_model
 from embedserve.models.memory import rss_bytes
+from embedserve.models.probe import probe
 from embedserve.models.registry import ModelRegistry
 from embedserve.models.spec import ModelSpec
 from embedserve.models.types import ModelInfo
@@ -178,8 +179,20 @@ class ModelHost:
         known = None
         if self.cache is not None:
             known = await asyncio.to_thread(identity, spec.source, runner.info, spec.kind)
+        measured = await asyncio.to_thread(
+            probe, loaded.model, max_batch_tokens=config.max_batch_tokens, max_batch_size=config.max_batch_size
+        )
+        log.info(
+            "model probed",
+            extra={
+                "model": spec.id,
+                "tokens": measured.tokens,
+                "seconds": round(measured.seconds, 4),
+                "tokens_per_second": round(measured.tokens_per_second),
+            },
+        )
         served = LocalModel(spec, loaded.model, config, self._shared, known)
-        await served.start()
+        await served.start(measured)
         if self.memory_budget is not None and not self._charged.get(spec.id):  # no file said: the measurement
             self._charged[spec.id] = loaded.memory_bytes
         self.metrics.model_memory.labels(spec.id).set(loaded.memory_bytes)

@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator
 from urllib.parse import urlparse
 
+import httpx
 import pytest
 
 from tests.inprocess import AppServer, start_app
@@ -151,3 +152,37 @@ async def test_sparse_and_token_embeddings_are_admitted_against_their_own_batche
         monkeypatch.setattr(served, "output_batchers", {"sparse": Idle(), "tokens": Idle()})
         monkeypatch.setattr(served, "batcher", Saturated())
         assert await statuses() == {"/embed": 429, "/embed_sparse": 400, "/embed_all": 400}
+
+
+async def test_a_fresh_server_judges_its_first_burst_by_a_probe_of_the_model_not_blind() -> None:
+    # Before this, a batcher had measured nothing until its first batch finished, and admitted every request of a
+    # first burst whatever its deadline: torch on long texts took ~50 s of work into a 30 s deadline.
+    fresh = start_app(None, "--batch-workers", "1")
+    try:
+        batcher = fresh.app.state.host.get(MODEL, "embed").batcher
+        rate = batcher.tokens_per_second
+        assert rate is not None and rate > 0, "the model was probed before it was served"
+        assert "model probed" in fresh.log()
+        assert 'embed_batch_seconds_count{model="all-MiniLM-L6-v2"} 0.0' in fresh.http.get("/metrics").text
+        patient = {"X-Request-Timeout": "120"}
+        async with fresh.async_http(timeout=120, limits=httpx.Limits(max_connections=200)) as client:
+            with Gate(fresh) as gate:
+                running = asyncio.create_task(client.post("/embed", json={"text": "running"}))
+                await asyncio.to_thread(gate.entered.wait, 60)
+                backlog: list[asyncio.Task[httpx.Response]] = []
+                while (batcher.expected_wait() or 0) <= 2:  # the first burst: over 2 s of work at the probed rate
+                    body = {"input": [f"request {len(backlog)} text {j} " + "word " * 240 for j in range(16)]}
+                    backlog.append(asyncio.create_task(client.post("/v1/embeddings", json=body, headers=patient)))
+                    while batcher.queued_items < 16 * len(backlog):
+                        await asyncio.sleep(0.01)
+                late = await client.post("/v1/embeddings", json={"input": "late"}, headers={"X-Request-Timeout": "1"})
+                assert late.status_code == 429, late.text
+                assert int(late.headers["retry-after"]) >= 1
+                in_time = asyncio.create_task(client.post("/v1/embeddings", json={"input": "in time"}, headers=patient))
+                while batcher.queued_items < 16 * len(backlog) + 1:
+                    await asyncio.sleep(0.01)
+                gate.open.set()
+                answers = await asyncio.gather(running, in_time, *backlog)
+        assert [r.status_code for r in answers] == [200] * len(answers)
+    finally:
+        fresh.stop()
