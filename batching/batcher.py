@@ -44,8 +44,9 @@ DEADLINE_SHARE = 0.8
 """The share of a request's deadline that the work queued ahead of it, and its own, may fill at the measured rate.
 The rate is an estimate (the probe's at first, then recent batches', whose texts may be shorter), and a request
 admitted on too high a one ends in a 504 with its work spent: torch on long texts, admitted to the whole 30 s by the
-probe's rate, still ended its first burst in 23 504s (AMD EPYC VNNI). Under overload the model is busy either way,
-so a shorter queue costs no throughput, only latency, and it saves the tail."""
+probe's rate, still ended its first burst in 23 504s, 8 with this share, none once `_shed` was added too (one run
+each, AMD EPYC VNNI). Under overload the model is busy either way, so a shorter queue costs no throughput, only
+latency, and it saves the tail."""
 
 RATE_DECAY = 0.8
 """How much of the measured throughput each finished batch keeps: the last ~5 batches weigh most."""
@@ -479,7 +480,7 @@ class Batcher(Generic[P, R]):
         self._in_flight -= 1
         now = self._clock.time()
         busy, self._busy_mark = now - self._busy_mark, now
-        run = BatchRun(started, self._clock.time(), len(batch), sum(item.cost for item in batch))
+        run = BatchRun(started, now, len(batch), sum(item.cost for item in batch))
         for request in {id(item.request): item.request for item in batch}.values():
             if request.timeline is not None:
                 request.timeline.batches.append(run)
@@ -555,6 +556,7 @@ class Batcher(Generic[P, R]):
                 index = bisect.bisect_left(queue.sorted, _sort_key(item), key=_sort_key)
                 del queue.sorted[index]
                 queue.tokens -= item.cost
+                request.queued_tokens -= item.cost
                 removed = True
         if removed:
             self._notify_queue()
