@@ -722,6 +722,17 @@ async def test_retry_after_reflects_measured_throughput() -> None:
         await waiting
 
 
+async def both_workers_held(batcher: Batcher, runner: RecordingRunner) -> list[asyncio.Future[Any]]:
+    """Holds the runner and puts a one-item batch on each of two workers: what is submitted next waits."""
+    runner.hold()
+    busy = []
+    for tag in ("first", "second"):
+        batches = len(runner.batches)
+        busy.append(spawn(submit(batcher, (tag, 1))))
+        await until(lambda: len(runner.batches) > batches)  # noqa: B023  (awaited within the iteration)
+    return busy
+
+
 async def test_retry_after_with_two_workers_is_the_expected_wait_of_both_together() -> None:
     # Two batches of 1000 tokens run side by side in ~0.1 s: two workers clear 30,000 queued tokens in ~1.5 s.
     runner = RecordingRunner(delay=0.1)
@@ -729,11 +740,7 @@ async def test_retry_after_with_two_workers_is_the_expected_wait_of_both_togethe
     async with running(runner, **config) as batcher:
         await submit(batcher, *[(i, 100) for i in range(20)])  # two batches at once: the measured throughput
         assert len(runner.batches) == 2
-        runner.hold()
-        busy = [spawn(submit(batcher, ("first", 1)))]
-        await until(lambda: len(runner.batches) == 3)
-        busy.append(spawn(submit(batcher, ("second", 1))))
-        await until(lambda: len(runner.batches) == 4)  # both workers held: what comes next waits
+        busy = await both_workers_held(batcher, runner)
         waiting = await queued(batcher, ("big", 29_999))
         wait = batcher.expected_wait()
         assert wait is not None and 1 < wait < 2
@@ -769,11 +776,7 @@ async def test_two_workers_that_share_the_cpu_are_expected_to_clear_the_queue_at
     async with running(runner, **config) as batcher:
         await asyncio.gather(*(submit(batcher, *[(f"{r}-{i}", 100) for i in range(10)]) for r in range(4)))
         assert len(runner.batches) == 4
-        runner.hold()
-        busy = [spawn(submit(batcher, ("first", 1)))]
-        await until(lambda: len(runner.batches) == 5)
-        busy.append(spawn(submit(batcher, ("second", 1))))
-        await until(lambda: len(runner.batches) == 6)  # both workers held: what comes next waits
+        busy = await both_workers_held(batcher, runner)
         waiting = await queued(batcher, ("big", 29_999))
         wait = batcher.expected_wait()
         assert wait is not None and 2.4 < wait < 4
