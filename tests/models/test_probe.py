@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from embedserve.models.loading import load_model
-from embedserve.models.probe import PROBE_TOKENS, probe
+from embedserve.models.probe import PROBE_TEXT_TOKENS, PROBE_TOKENS, probe
 from embedserve.models.spec import ModelSpec
 
 KINDS = [
@@ -40,7 +40,7 @@ def test_the_probe_times_one_batch_within_the_batchers_limits(
         assert measured.tokens_per_second == measured.tokens / measured.seconds
         assert len(batch) <= max_batch_size
         assert len(batch) == 1 or longest * len(batch) <= min(max_batch_tokens, PROBE_TOKENS)
-        assert longest >= min(128, model.info.max_length // 2), "long texts: the slowest tokens"
+        assert longest >= min(PROBE_TEXT_TOKENS, model.info.max_length) // 2, "long texts: the slowest tokens"
     assert len(batches) == 3
     roomy = batches[0]
     assert len(roomy) == max(1, PROBE_TOKENS // max(len(tokens) for tokens in roomy)), "a roomy budget: PROBE_TOKENS"
