@@ -3,8 +3,9 @@
 Without it a batcher has measured nothing when the first burst arrives, and must either admit it blind (torch on
 long texts once took ~50 s of work into a 30 s deadline, ending in 504s after the work was spent) or refuse it by a
 guess. The probe runs a few texts of ~PROBE_TEXT_TOKENS tokens, longer than most queries (the longer the text, the
-lower the rate per token), so a first guess errs toward a 429, which costs nothing, rather than a 504. Real batches
-take over as they finish (batching.batcher weighs each one more than the last)."""
+lower the rate per token). On MiniLM (AMD EPYC VNNI) it read 0.91-1.12x the steady rate of batches of 256-, 48- and
+10-token texts, ONNX and torch alike, in 0.05-0.08 s; the batcher's DEADLINE_SHARE leaves room for that, and real
+batches take over as they finish (batching.batcher weighs each one more than the last)."""
 
 from __future__ import annotations
 
