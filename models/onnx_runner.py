@@ -21,6 +21,7 @@ from embedserve.models.errors import ModelLoadError
 from embedserve.models.exported import int8_numerics, read_config, read_heads
 from embedserve.models.heads import colbert_rows, lexical_weights, span_means
 from embedserve.models.isa import Isa, exact_isas, exact_on, host_isa
+from embedserve.models.length_groups import run_in_groups
 from embedserve.models.pooling import dense, load_dense, sentence_embeddings
 from embedserve.models.prompts import merged_prompts
 from embedserve.models.reranker import scores_per_pair
@@ -134,6 +135,16 @@ class _OnnxSession:
     def feeds(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
 
+    def run(self, output: str, arrays: dict[str, np.ndarray], *, per_token: bool) -> np.ndarray:
+        """One output of the graph over a padded batch, run in length groups where that pads less than it costs in
+        forward passes (models.length_groups)."""
+
+        def forward(part: dict[str, np.ndarray]) -> np.ndarray:
+            (result,) = self.session.run([output], self.feeds(part))
+            return result
+
+        return run_in_groups(arrays, forward, per_token=per_token)
+
     def info(
         self,
         spec: ModelSpec,
@@ -190,8 +201,7 @@ class OnnxEmbeddingRunner(_OnnxRunner):
             self.outputs[MULTIVECTOR] = self.run_multivector
 
     def _hidden(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
-        (hidden,) = self._onnx.session.run(["last_hidden_state"], self._onnx.feeds(arrays))
-        return hidden
+        return self._onnx.run("last_hidden_state", arrays, per_token=True)
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)
@@ -245,5 +255,5 @@ class OnnxRerankRunner(_OnnxRunner):
 
     def run(self, batch: Sequence[Tokens]) -> np.ndarray:
         arrays = self.tokenizer.pad(batch)
-        (logits,) = self._onnx.session.run(["logits"], self._onnx.feeds(arrays))
+        logits = self._onnx.run("logits", arrays, per_token=False)
         return scores_per_pair(logits, self.num_labels, len(batch))

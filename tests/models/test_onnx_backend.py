@@ -111,3 +111,26 @@ def test_asking_for_a_graph_the_folder_lacks_is_a_clear_error(reranker_case) -> 
 def test_a_torch_folder_is_not_an_onnx_model(tiny_bert_dir: Path) -> None:
     with pytest.raises(ModelLoadError, match="embedserve quantize"):
         load_model(ModelSpec(id="b", source=str(tiny_bert_dir), backend="onnx"))
+
+
+def test_a_batch_of_mixed_lengths_runs_in_length_groups_and_each_row_is_its_item_alone(embedder_case) -> None:  # type: ignore[no-untyped-def]
+    model, _, _ = embedder_case
+    session = model.runner._onnx.session
+    texts = ["a", "b c", "short words", *[f"passage {i}: " + "libraries lend books to readers " * 20 for i in range(3)]]
+    batch = model.tokenize(texts)
+    passes: list[int] = []
+    run = session.run
+
+    class Counting:
+        def run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            passes.append(len(args[1]["input_ids"]))
+            return run(*args, **kwargs)
+
+    model.runner._onnx.session = Counting()
+    try:
+        together = model.runner.run(batch)
+        assert sorted(passes) == [3, 3], "the short three and the long three, each padded to its own longest"
+        alone = np.concatenate([model.runner.run([item]) for item in batch])
+    finally:
+        model.runner._onnx.session = session
+    np.testing.assert_allclose(together, alone, atol=1e-5)
