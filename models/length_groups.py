@@ -26,7 +26,7 @@ def length_groups(lengths: Sequence[int], run_tokens: int = RUN_TOKENS) -> list[
     order (a batch is at most a few hundred items)."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     ordered = [lengths[i] for i in order]
-    best = [0] + [0] * len(ordered)  # best[j]: the least cost of the first j items
+    best = [0] * (len(ordered) + 1)  # best[j]: the least cost of the first j items
     start = [0] * (len(ordered) + 1)  # where the last group of that best split starts
     for end in range(1, len(ordered) + 1):
         longest = ordered[end - 1]
