@@ -450,10 +450,10 @@ class Batcher(Generic[P, R]):
 
     def _dispatch(self, batch: list[_Item], queue: _Queue, contended: bool) -> None:
         loop = asyncio.get_running_loop()
-        if self._in_flight == 0:
-            self._busy_mark = self._clock.time()
-        self._in_flight += 1
         started = self._clock.time()
+        if self._in_flight == 0:
+            self._busy_mark = started
+        self._in_flight += 1
         waited = started - min(item.enqueued for item in batch)
         for item in batch:
             timeline = item.request.timeline
