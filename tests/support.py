@@ -20,6 +20,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def until(condition: Callable[[], bool], what: str, timeout: float = 60.0, poll: float = 0.02) -> None:
+    """Polls `condition` every `poll` seconds; the timeout only turns a hang into a failure that says `what`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
+        time.sleep(poll)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
