@@ -20,8 +20,12 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 def cpu_budget(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = CGROUP_ROOT) -> int:
     """The CPUs this process may keep busy: its affinity's count, capped by its cgroup's CPU quota."""
+    return budget_under(cgroup_cpu_quota(proc_cgroup, root))
+
+
+def budget_under(quota: float | None) -> int:
+    """The CPUs this process may keep busy under `quota` (CPUs, or None for none): for a caller that has read it."""
     cpus = len(os.sched_getaffinity(0))
-    quota = cgroup_cpu_quota(proc_cgroup, root)
     return max(1, min(cpus, math.ceil(quota))) if quota is not None else cpus
 
 
