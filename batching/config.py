@@ -52,7 +52,8 @@ class BatchingConfig(BaseModel):
         1,
         gt=0,
         description="Batches run at once (threads sharing the model; on CPU they split torch's intra-op threads). "
-        "Unset: the runner's own on CPU (2 for torch, 1 for ONNX), 1 elsewhere.",
+        "Unset: the runner's own on CPU (2 for torch and ONNX, at most one per thread; ONNX 1 under a CPU quota "
+        "below its threads), 1 elsewhere.",
     )
 
     def for_device(self, device: str, cpu_batch_tokens: int, cpu_workers: int = 1) -> BatchingConfig:

@@ -16,16 +16,19 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from embedserve.models.backend import CHUNKS, MULTIVECTOR, NO_OUTPUTS, SPARSE, TOKENS, BatchCost, CpuDefaults
-from embedserve.models.cpus import cpu_budget
+from embedserve.models.cpus import budget_under, cgroup_cpu_quota
 from embedserve.models.errors import ModelLoadError
 from embedserve.models.exported import int8_numerics, read_config, read_heads
 from embedserve.models.heads import colbert_rows, lexical_weights, span_means
 from embedserve.models.isa import Isa, exact_isas, exact_on, host_isa
 from embedserve.models.length_groups import run_in_groups
+from embedserve.models.neighbours import neighbour_meter
+from embedserve.models.pass_gate import PassGate
 from embedserve.models.pooling import dense, load_dense, sentence_embeddings
 from embedserve.models.prompts import merged_prompts
 from embedserve.models.reranker import scores_per_pair
 from embedserve.models.spec import ModelSpec
+from embedserve.models.threads import CPU_WORKERS
 from embedserve.models.tokenizer import PairTokenizer, TextTokenizer
 from embedserve.models.types import ModelInfo, SparseVector, Tokens
 
@@ -65,9 +68,19 @@ class _OnnxRunner:
 
     _onnx: _OnnxSession
     cost: BatchCost = "padded"
-    # A second batch at once gained nothing on short and cost 10% on mixed (threads.CPU_WORKERS).
-    cpu = CpuDefaults(CPU_BATCH_TOKENS, workers=1)
     outputs = NO_OUTPUTS
+
+    @property
+    def cpu(self) -> CpuDefaults:
+        """Two batches at once on the one session, as torch runs them (threads.CPU_WORKERS): a lone batch still has
+        the whole team, and a second one's small passes run on its own thread beside the first's, while a big pass
+        runs alone unless neighbours keep the cores busy (models.pass_gate says why and what it measured). One under
+        a CPU quota below the team's threads (1.5 CPUs: 2 threads): the team already asks for more than the quota,
+        so there is no idle core for a second batch to fill, and one cost 7-10% of short and mixed items/s under
+        1.5 CPUs (bench/README.md)."""
+        threads, quota = self._onnx.threads, self._onnx.cpu_quota
+        workers = 1 if quota is not None and quota < threads else min(CPU_WORKERS, threads)
+        return CpuDefaults(CPU_BATCH_TOKENS, workers=workers)
 
     def warm(self, *, max_batch_tokens: int, max_batch_size: int) -> None:
         return None
@@ -97,7 +110,8 @@ class _OnnxSession:
         if variant == "int8":
             check_int8_cpu(folder, spec)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = spec.threads or cpu_budget()
+        self.cpu_quota = cgroup_cpu_quota()
+        options.intra_op_num_threads = self.threads = spec.threads or budget_under(self.cpu_quota)
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -124,6 +138,7 @@ class _OnnxSession:
             raise ModelLoadError(f"cannot load {folder / name}: {exc}") from exc
         self.inputs = {i.name for i in self.session.get_inputs()}
         self.device = "cuda" if self.session.get_providers()[0] == "CUDAExecutionProvider" else "cpu"
+        self.passes = PassGate(crowded=neighbour_meter().crowded) if self.device == "cpu" else PassGate()
         self.dtype = "int8" if variant == "int8" else "float32"
         self.max_length = min(x for x in (spec.max_length, int(config["max_length"])) if x)
         self.folder = folder
@@ -140,7 +155,8 @@ class _OnnxSession:
         forward passes (models.length_groups)."""
 
         def forward(part: dict[str, np.ndarray]) -> np.ndarray:
-            (result,) = self.session.run([output], self.feeds(part))
+            with self.passes.passing(part["attention_mask"].size):
+                (result,) = self.session.run([output], self.feeds(part))
             return result
 
         return run_in_groups(arrays, forward, per_token=per_token)

@@ -9,8 +9,10 @@ region waiting for a descheduled member; on 2 cores, two single-thread batches s
 15-20% faster than one two-thread batch at a time, while a lone request on one thread was ~4 ms
 slower.
 
-Torch runners on CPU run two batches at once unless told otherwise (CPU_WORKERS, with its
-measurements); the cost is a second batch's activations in memory.
+Torch and ONNX runners on CPU run two batches at once unless told otherwise (CPU_WORKERS, with its
+measurements); the cost is a second batch's activations in memory. ONNX Runtime's team cannot be
+resized per batch: the second batch runs on its own calling thread beside the first's team
+(`onnx_runner._OnnxRunner.cpu`).
 
 torch keeps the OpenMP and MKL thread counts per thread once a thread has run a parallel op, so
 each worker sets its own before each batch (only when it changes: the call is cheap, not free).
@@ -30,8 +32,8 @@ CPU_WORKERS = 2
 """Batches at once on a CPU where the operator set none, each on its share of the intra-op threads:
 one batch's Python (packing, pooling) and the event loop's work overlap the other's forward. Measured
 A B A B (AMD EPYC, 2 cores, MiniLM, 32 clients x 1 text): short +14-28%, mixed +12-21% items/s against
-one, peak RSS +10 / +65 MB. ONNX Runtime gained nothing there (short within noise, mixed -10%), so its
-runner keeps one."""
+one, peak RSS +10 / +65 MB. ONNX runners run two as well, with only their small forward passes at once
+(models.pass_gate has its figures), and one under a CPU quota below their threads (onnx_runner._OnnxRunner.cpu)."""
 
 
 class ThreadShare:

@@ -7,6 +7,8 @@ original folder.
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -15,16 +17,19 @@ import pytest
 from embedserve.models.embedder import Embedder
 from embedserve.models.errors import ModelLoadError
 from embedserve.models.loading import load_model
+from embedserve.models.neighbours import neighbour_meter
+from embedserve.models.pass_gate import SMALL_PASS_TOKENS
 from embedserve.models.reranker import Reranker
 from embedserve.models.sources import guess_backend, guess_kind, spec_from_cli
 from embedserve.models.spec import ModelSpec
 from tests.fixtures.tiny_models import BERT, GEMMA3, SAMPLE_TEXTS, XLMR
-from tests.support import cosine_rows
+from tests.support import cosine_rows, until
 
 TEXTS = [*SAMPLE_TEXTS.values(), "short", "a much longer sentence about libraries " * 60]
 EMBEDDERS = {"bert": ("tiny_bert_dir", BERT), "xlmr": ("tiny_xlmr_dir", XLMR), "gemma3": ("tiny_gemma3_dir", GEMMA3)}
 RERANKERS = {"xlmr-reranker": "tiny_reranker_dir", "bert-reranker-2": "tiny_bert_reranker_2_dir"}
 QUERY = "Where do students find answers?"
+HANG = 30.0  # seconds: only turns a hang into a failure
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +139,75 @@ def test_a_batch_of_mixed_lengths_runs_in_length_groups_and_each_row_is_its_item
     finally:
         model.runner._onnx.session = session
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("crowded", [False, True])
+def test_two_batches_of_short_texts_run_their_passes_at_once_and_long_ones_only_beside_busy_neighbours(  # type: ignore[no-untyped-def]
+    embedder_case, crowded: bool
+) -> None:
+    """A small pass shares the session's threads with another batch's; a big one runs alone, unless other processes
+    are busy on the same CPUs (models.pass_gate, models.neighbours)."""
+    model, _, _ = embedder_case
+    onnx = model.runner._onnx
+    session = onnx.session
+    short = model.tokenize(["a short query", "another one"])
+    long = model.tokenize([f"passage {i}: " + "libraries lend books to readers " * 40 for i in range(16)])
+    assert len(long) * max(map(len, long)) > SMALL_PASS_TOKENS >= len(short) * max(map(len, short))
+    both_inside = threading.Barrier(2, timeout=HANG)  # broken unless both passes that may overlap are in at once
+    lock, inside, most, calls = threading.Lock(), [0], [0], []
+
+    class Watching:
+        def run(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+                calls.append(args[1]["input_ids"].size)
+                first = len(calls) == 1
+            try:
+                if crowded or args[1]["input_ids"].size <= SMALL_PASS_TOKENS:
+                    both_inside.wait()
+                elif first:  # the other batch's big pass is held at the gate before this one ends
+                    until(lambda: onnx.passes.waiting == 1, "the other big pass held at the gate", HANG, poll=0.001)
+                return session.run(*args, **kwargs)
+            finally:
+                with lock:
+                    inside[0] -= 1
+
+    def twice(batch: list) -> list[np.ndarray]:  # type: ignore[type-arg]
+        calls.clear()
+        most[0] = 0
+        with ThreadPoolExecutor(2) as pool:
+            return list(pool.map(model.runner.run, [batch, batch]))
+
+    onnx.session, meter = Watching(), onnx.passes.crowded
+    onnx.passes.crowded = lambda: crowded  # this machine's neighbours (another test worker) are not the test's
+    try:
+        short_rows = twice(short)
+        assert most[0] == 2 and len(calls) == 2
+        long_rows = twice(long)
+        assert most[0] == (2 if crowded else 1) and len(calls) == 2
+    finally:
+        onnx.session, onnx.passes.crowded = session, meter
+    np.testing.assert_allclose(short_rows[0], short_rows[1], atol=1e-6)
+    np.testing.assert_allclose(long_rows[0], model.runner.run(long), atol=1e-5)
+    assert long_rows[0].shape == long_rows[1].shape
+    np.testing.assert_allclose(long_rows[0], long_rows[1], atol=1e-6)
+
+
+def test_an_onnx_session_on_cpu_asks_the_process_meter_whether_neighbours_are_busy(embedder_case) -> None:  # type: ignore[no-untyped-def]
+    model, _, _ = embedder_case
+    assert model.runner._onnx.passes.crowded == neighbour_meter().crowded
+
+
+@pytest.mark.parametrize(
+    ("threads", "quota", "workers"),
+    [(2, None, 2), (1, None, 1), (4, None, 2), (2, 2.0, 2), (2, 1.5, 1), (4, 3.5, 1)],
+)
+def test_an_onnx_runner_runs_two_batches_at_once_unless_its_threads_or_its_cpu_quota_leave_no_core_idle(  # type: ignore[no-untyped-def]
+    onnx_exports, request, monkeypatch: pytest.MonkeyPatch, threads: int, quota: float | None, workers: int
+) -> None:
+    _, exported = onnx_exports(request, "bert", "tiny_bert_dir", "embed")
+    # The quota as the cgroup files would give it (tests/models/test_cpus.py reads such files).
+    monkeypatch.setattr("embedserve.models.onnx_runner.cgroup_cpu_quota", lambda: quota)
+    spec = ModelSpec(id="bert", source=str(exported), backend="onnx", threads=threads)
+    assert load_model(spec).model.runner.cpu.workers == workers

@@ -28,7 +28,7 @@ def models_file(tmp_path_factory: pytest.TempPathFactory, tiny_model_dirs, minil
             "max_length": 128,
             "batching": {"max_batch_tokens": 2048, "max_wait_ms": 1, "workers": 1},
         },
-        {"id": "e5-tiny", "source": str(tiny_model_dirs.bert), "default_prompt": "query"},
+        {"id": "e5-tiny", "source": str(tiny_model_dirs.bert), "default_prompt": "query", "threads": 2},
         {"id": "minilm", "source": minilm_dir, "threads": 2, "backend": "torch"},
     ]
     path.write_text(yaml.safe_dump({"models": entries}))
@@ -144,4 +144,4 @@ def test_each_model_runs_its_runners_batches_at_once_on_cpu_unless_its_entry_say
     host = multi_server.app.state.host
     workers = {model: host.get(model, "embed").batcher.config.workers for model in ("minilm", "bge-m3-tiny")}
     assert workers == {"minilm": 2, "bge-m3-tiny": 1}  # torch's two on its 2 threads; the entry's own 1
-    assert host.get("e5-tiny", "embed").batcher.config.workers == 1  # backend auto: ONNX fp32, whose default is one
+    assert host.get("e5-tiny", "embed").batcher.config.workers == 2  # backend auto: ONNX fp32, two on its 2 threads
