@@ -14,6 +14,7 @@ from prometheus_client import (
 from prometheus_client.core import GaugeMetricFamily
 
 from embedserve.models.memory import rss_bytes
+from embedserve.models.neighbours import neighbour_meter
 
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 _SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
@@ -24,6 +25,16 @@ _TOKEN_BUCKETS = (16, 64, 256, 1024, 2048, 4096, 8192, 16384, 32768, 65536)
 class _ProcessMemory:
     def collect(self):  # type: ignore[no-untyped-def]
         yield GaugeMetricFamily("embed_process_resident_bytes", "Resident memory of the server process.", rss_bytes())
+
+
+class _CpuNeighbours:
+    def collect(self):  # type: ignore[no-untyped-def]
+        yield GaugeMetricFamily(
+            "embed_cpu_neighbours_busy",
+            "1 while other processes keep this process's CPUs busy (models/neighbours.py): ONNX runners then overlap "
+            "big forward passes, and items/s fall as the cores are shared.",
+            float(neighbour_meter().crowded()),
+        )
 
 
 class Metrics:
@@ -160,6 +171,7 @@ class Metrics:
             registry=r,
         )
         r.register(_ProcessMemory())
+        r.register(_CpuNeighbours())
 
     def batch_observer(self, model: str) -> BatchMetrics:
         return BatchMetrics(self, model)

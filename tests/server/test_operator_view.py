@@ -11,8 +11,10 @@ from collections.abc import Iterator
 
 import pytest
 
+from embedserve.models.neighbours import neighbour_meter
 from embedserve.server.cli import main
 from tests.inprocess import AppServer, start_app
+from tests.support import metric
 
 
 def test_every_serve_option_says_what_it_does_its_default_and_its_variable(capsys: pytest.CaptureFixture[str]) -> None:
@@ -70,6 +72,16 @@ def test_process_and_python_metrics_are_exported(server: AppServer) -> None:
     for family in ("process_resident_memory_bytes", "process_cpu_seconds_total", "process_open_fds", "python_info"):
         assert f"\n{family}" in metrics, family
     assert "python_gc_collections_total" in metrics
+
+
+@pytest.mark.parametrize("crowded", [False, True])
+def test_metrics_say_whether_other_processes_keep_the_cpus_busy(
+    server: AppServer, monkeypatch: pytest.MonkeyPatch, crowded: bool
+) -> None:
+    """What the ONNX runners' pass gate asks (models/neighbours.py), so an operator can tell a noisy neighbour from a
+    slow model. The meter is set here: the machine's real neighbours (another test worker) are not the test's."""
+    monkeypatch.setattr(neighbour_meter(), "crowded", lambda: crowded)
+    assert metric(server, "embed_cpu_neighbours_busy") == float(crowded)
 
 
 def test_start_up_says_what_loads_from_where_how_long_each_step_took_and_readiness_says_what_waits(
