@@ -9,7 +9,8 @@
   connection is closed only after the loop had a chance to read what the client just sent, and a
   request that began is answered (with `Connection: close`);
 - the overload door (`server/http/admission.py`): a request the app's `Door` refuses is answered as soon as
-  its head is parsed, without an ASGI task, and its body is skipped as it arrives.
+  its head is parsed, without an ASGI task, and its body is skipped as it arrives;
+- one write per response where uvicorn makes two (`server/http/coalescing.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from embedserve.server.http.admission import DOOR_PASSED
+from embedserve.server.http.coalescing import CoalescingTransport
 from embedserve.server.http.errors import ApiError, rendered
 from embedserve.server.http.middleware import new_request_id
 
@@ -67,7 +69,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # -- the connection cap, and the deadline for the first request's head ----------------------
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+        super().connection_made(CoalescingTransport(transport, self.loop))  # type: ignore[arg-type]
         if self.max_connections is not None and len(self.connections) > self.max_connections:
             message = f"the server has {self.max_connections} connections open, its limit; retry shortly"
             self.transport.write(raw_error("/v1/", ApiError(503, message), close=True))
