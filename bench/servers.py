@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,6 +63,19 @@ class Contender:
     """The embeddings route's request/answer shape, a key of bench.loadgen.BODY_FORMATS."""
     cwd: Path | None = None
     """Where to start it (default: the repository)."""
+
+
+@contextlib.contextmanager
+def checkout_env(repo: Path) -> Iterator[dict[str, str]]:
+    """The environment under which `python -m embedserve.server` runs `repo`'s code. The editable install maps the
+    name `embedserve` to this checkout whatever the working directory, so another checkout (a worktree of an older
+    commit) goes first on PYTHONPATH, through a folder that holds a link named `embedserve` to it."""
+    if repo.resolve() == REPO:
+        yield {}
+        return
+    with tempfile.TemporaryDirectory(prefix="embedserve-checkout-") as shim:
+        (Path(shim) / "embedserve").symlink_to(repo.resolve(), target_is_directory=True)
+        yield {"PYTHONPATH": os.pathsep.join(filter(None, [shim, os.environ.get("PYTHONPATH")]))}
 
 
 def free_port() -> int:

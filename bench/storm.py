@@ -1,7 +1,7 @@
 """`python -m bench.storm`: useful throughput under a retry storm, against the same server at capacity.
 
 One embedserve server (fresh per `--repo`, so a checkout of an older commit can be measured beside this
-one in the same run), two loads on it:
+one in the same run: `servers.checkout_env` makes the server import that checkout), two loads on it:
 
 - capacity: `--clients` closed-loop clients, polite (a 429 waits its Retry-After, at most 1 s);
 - storm: ten times as many clients, impatient: a 429 is retried after a random 0.2-1 s.
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from bench.ceiling import default_model_dir
 from bench.run import _module, _run_json
-from bench.servers import REPO, Server, contender, free_port
+from bench.servers import REPO, Server, checkout_env, contender, free_port
 from bench.workloads import WORKLOADS
 
 MODEL_ID = "all-MiniLM-L6-v2"
@@ -60,11 +60,12 @@ def _load(port: int, args: argparse.Namespace, clients: int, retry: str | None) 
 def measure(repo: Path, args: argparse.Namespace, model_dir: str) -> dict:
     port = free_port()
     env = {"EMBEDSERVE_MAX_QUEUE_ITEMS": str(args.max_queue_items), "EMBEDSERVE_ACCESS_LOG": "false"}
-    spec = contender("embedserve", port, MODEL_ID, model_dir, [], env)
-    with Server(spec, port, cwd=repo) as server:
-        server.wait_ready(300)
-        capacity = _load(port, args, args.clients, None)
-        storm = _load(port, args, args.clients * 10, "0.2:1.0")
+    with checkout_env(repo) as code:
+        spec = contender("embedserve", port, MODEL_ID, model_dir, [], {**env, **code})
+        with Server(spec, port, cwd=repo) as server:
+            server.wait_ready(300)
+            capacity = _load(port, args, args.clients, None)
+            storm = _load(port, args, args.clients * 10, "0.2:1.0")
     ratio = storm["items_per_s"] / capacity["items_per_s"] if capacity["items_per_s"] else None
     return {
         "repo": str(repo),

@@ -81,8 +81,14 @@ def test_the_ceiling_table_shows_the_onnx_ceiling_beside_torchs() -> None:
         "settings": {"duration": 1, "warmup": 1, "seed": 0},
         "ceiling": {"short": {"items_per_s": 458.0, "single_encode_p50_ms": 11.2}},
         "ceiling_onnx": {"short": {"items_per_s": 624.3, "single_encode_p50_ms": 4.01}},
-        "contenders": [contender("embedserve", run("short", 32, 458.0, 90))],
+        "contenders": [
+            contender("embedserve", run("short", 32, 458.0, 90)),
+            contender("embedserve-torch", run("short", 32, 229.0, 90)),
+        ],
     }
     text = render(result)
     assert "| short | torch | 458.0 | 11.20 |" in text and "| short | onnx fp32 | 624.3 | 4.01 |" in text
-    assert "| embedserve | short | 32 × 1 | 458.0 | 100% |" in text  # "of ceiling": torch's
+    assert "| embedserve | short | 32 × 1 | 458.0 | 73% |" in text  # the default engine serves ONNX: its ceiling
+    assert "| embedserve-torch | short | 32 × 1 | 229.0 | 50% |" in text  # torch's
+    result["meta"]["started"] = "2026-11-29T00:00:00Z"  # before backend auto, `embedserve` served torch
+    assert "| embedserve | short | 32 × 1 | 458.0 | 100% |" in render(result)

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.servers import checkout_env
 from tests.support import ROOT
 
 
@@ -23,3 +24,18 @@ def test_a_toy_storm_reports_both_loads_and_their_ratio(tmp_path: Path) -> None:
     assert run["capacity"]["items_per_s"] > 0 and run["storm"]["items_per_s"] > 0
     assert run["storm_over_capacity"] == round(run["storm"]["items_per_s"] / run["capacity"]["items_per_s"], 3)
     assert "x; 429s" in done.stderr
+
+
+def test_a_server_for_another_checkout_imports_that_checkouts_code(tmp_path: Path) -> None:
+    """`--repo OLDER` measures OLDER's code: the editable install would import this checkout's whatever the working
+    directory."""
+    older = tmp_path / "older"
+    older.mkdir()
+    (older / "__init__.py").write_text("")
+    (older / "marker.py").write_text("WHERE = 'older'\n")
+    argv = [sys.executable, "-c", "import embedserve.marker; print(embedserve.marker.WHERE)"]
+    with checkout_env(older) as env:
+        done = subprocess.run(argv, cwd=older, env={**os.environ, **env}, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "older", done.stderr[-2000:]
+    with checkout_env(ROOT) as env:
+        assert env == {}  # this checkout is what the install imports anyway
