@@ -56,7 +56,7 @@ def minilm_dir() -> str:
 @pytest.fixture(scope="session")
 def minilm_int8(minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The bundled MiniLM quantized by `embedserve quantize`, as a user runs it (its default target, a
-    short speed report): made once per test run, whichever pytest-xdist worker asks first (~25 s)."""
+    short speed report): made once per test run, whichever pytest-xdist worker asks first (~20 s)."""
     from filelock import FileLock
 
     shared = tmp_path_factory.getbasetemp()
@@ -65,7 +65,7 @@ def minilm_int8(minilm_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Pa
     out = shared / "minilm-int8"
     with FileLock(f"{out}.lock"):
         if not (out / "manifest.json").is_file():
-            quantize_cli(minilm_dir, out, bench_seconds=1.5)
+            quantize_cli(minilm_dir, out, bench_seconds=0.3)
     return out
 
 

@@ -62,7 +62,7 @@ def test_hamming_ranking_of_binary_minilm_vectors_keeps_most_cosine_neighbours(r
     from embedserve.models.texts import SENTENCES
 
     corpus = [f"{a} {b}" for a in SENTENCES for b in SENTENCES[:12]]  # 444 real, varied passages
-    floats = reference_model.encode(corpus, normalize_embeddings=True, batch_size=64)
+    floats = reference_model.encode(corpus, normalize_embeddings=True, batch_size=16)
     bits = np.unpackbits(np.array(encode(floats, "ubinary"), dtype=np.uint8), axis=1)
     recalls = []
     for query in range(0, len(corpus), 20):

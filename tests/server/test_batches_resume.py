@@ -114,7 +114,7 @@ def test_a_job_survives_sigterm_and_sigkill_mid_way_with_no_line_lost_or_twice(t
     """SIGTERM drains: the runner stops between lines and the process exits 0. SIGKILL gives no chance at all: the
     next start cuts what was written past the last record and runs those lines again."""
     env = {"EMBEDSERVE_DATA_DIR": str(tmp_path / "data"), "EMBEDSERVE_CACHE_BYTES": "0"}
-    content, texts = lines_file(600)
+    content, texts = lines_file(200)
     server = start_server(tmp_path, env=env)
     try:
         batch_id = create_job(server.http, content)

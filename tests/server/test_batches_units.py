@@ -154,7 +154,9 @@ def test_the_first_repeated_custom_id_is_found_past_lines_that_are_not_requests(
     from embedserve.server.batches.runner import first_repeated_custom_id
 
     path = tmp_path / "in.jsonl"
-    path.write_bytes(b'{"custom_id": "a"}\n\nnot json\n[1, 2]\n{"custom_id": 1}\n{"custom_id": "1"}\n{"custom_id": 1}\n')
+    path.write_bytes(
+        b'{"custom_id": "a"}\n\nnot json\n[1, 2]\n{"custom_id": 1}\n{"custom_id": "1"}\n{"custom_id": 1}\n'
+    )
     assert first_repeated_custom_id(path) == (7, 1, 5)  # 1 and "1" are two ids; blank and bad lines are skipped
     path.write_bytes(b'{"custom_id": "a"}\n{"custom_id": "b"}\n')
     assert first_repeated_custom_id(path) is None
