@@ -76,10 +76,19 @@ def run(
 ) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env or _env())
     if check and result.returncode != 0:
+        # The cause first: CI shows only part of a long failure, and a build's log runs thousands of lines.
         raise AssertionError(
-            f"{shlex.join(command)}: exit {result.returncode}\n{result.stdout[-3000:]}{result.stderr[-5000:]}"
+            f"{shlex.join(command)}: exit {result.returncode}: {error_line(result)} ({disk_free()})\n"
+            f"{result.stdout[-3000:]}{result.stderr[-5000:]}"
         )
     return result
+
+
+def disk_free(path: Path = CACHE) -> str:
+    """Free space where builds and venvs go: a full disk fails builds, pip and containers alike."""
+    while not path.exists():
+        path = path.parent
+    return f"{shutil.disk_usage(path).free / 2**30:.1f} GiB free on {path}"
 
 
 def podman(*args: str, timeout: float = 600, check: bool = True) -> subprocess.CompletedProcess[str]:
