@@ -16,7 +16,7 @@ everywhere: `quantize.exact` uses that to evaluate an 8-bit graph's true integer
 from __future__ import annotations
 
 import platform
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -34,25 +34,42 @@ def host_isa(flags: Collection[str] | None = None, machine: str | None = None) -
     machine = (machine or platform.machine()).lower()
     if machine in ("arm64", "aarch64") or machine.startswith("armv8"):
         return "arm64"
-    names = {f.lower().replace("_", "") for f in (cpu_flags() if flags is None else flags)}
+    names = {_key(f) for f in (cpu_flags() if flags is None else flags)}
     return "avx512_vnni" if _EXACT_FLAGS & names else "avx2"
 
 
-def cpu_flags() -> set[str]:
+_SHARED_FLAGS = frozenset(
+    {"avx", "avx2", "f16c", "bmi2", "popcnt", "movbe", "gfni", "vaes", "vpclmulqdq", "avx512f", "avx512cd",
+     "avx512bw", "avx512dq", "avx512vl", "avx512vnni", "avx512ifma", "avx512vbmi", "avx512vbmi2", "avx512bitalg",
+     "avx512vpopcntdq", "avx512bf16", "avx512fp16"}
+)  # fmt: skip
+"""Features numpy probes that /proc/cpuinfo spells the same (case and underscores aside): where the two disagree on
+any, /proc/cpuinfo describes another CPU than the one this process runs on."""
+
+
+def _key(flag: str) -> str:
+    return flag.lower().replace("_", "")
+
+
+def cpu_flags(probed: Mapping[str, bool] | None = None, cpuinfo: str | None = None) -> set[str]:
     """The CPU's features as this process sees them: numpy's CPUID probe (what onnxruntime's own
     dispatch reads too; under qemu, the emulated CPU's), plus the flags of /proc/cpuinfo numpy does not
-    probe (AVX-VNNI, AMX). /proc/cpuinfo alone would name the host's CPU under emulation."""
-    from numpy._core._multiarray_umath import __cpu_features__
-
-    flags = {name for name, present in __cpu_features__.items() if present}
-    try:
-        cpuinfo = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        cpuinfo = ""
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            flags.update(f for f in line.partition(":")[2].split() if f in _UNPROBED_FLAGS)
-            break
+    probe (AVX-VNNI, AMX) where /proc/cpuinfo describes the same CPU. Under qemu-user it names the host's
+    (an AVX-VNNI host under `qemu-x86_64 -cpu max` is not an AVX-VNNI CPU): there it disagrees with the
+    probe on the features both know, and only the probe counts. `probed` and `cpuinfo`: for tests."""
+    if probed is None:
+        from numpy._core._multiarray_umath import __cpu_features__ as probed
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    flags = {name for name, present in probed.items() if present}
+    listed = next((line.partition(":")[2].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    seen = {_key(name) for name in flags} & _SHARED_FLAGS
+    known = {_key(name) for name in probed} & _SHARED_FLAGS
+    if {_key(name) for name in listed} & known == seen:
+        flags.update(name for name in listed if name in _UNPROBED_FLAGS)
     return flags
 
 

@@ -34,6 +34,30 @@ def test_the_flags_are_this_process_s_cpu() -> None:
     assert host_isa(flags) == host_isa()
 
 
+PROBED_AVX2 = {"AVX": True, "AVX2": True, "F16C": True, "GFNI": False, "AVX512F": False, "AVX512VNNI": False}
+"""What numpy's CPUID probe reports on an AVX2 CPU (qemu-x86_64 -cpu max emulates one)."""
+
+
+@pytest.mark.parametrize(
+    ("probed", "cpuinfo", "isa"),
+    [
+        # Alder Lake: AVX-VNNI without AVX-512. numpy does not probe AVX-VNNI; /proc/cpuinfo, which agrees with
+        # the probe on everything both name, does.
+        (PROBED_AVX2, "flags\t: fpu avx avx2 f16c avx_vnni", "avx512_vnni"),
+        # An AVX-512 and AVX-VNNI host (AMD Zen 5) under qemu-x86_64 -cpu max: /proc/cpuinfo is the host's, and
+        # the process runs on the emulated AVX2 CPU.
+        (PROBED_AVX2, "flags\t: fpu avx avx2 f16c gfni avx512f avx512_vnni avx_vnni", "avx2"),
+        # Alder Lake under qemu: the host's gfni, which the emulated CPU lacks, gives the host away.
+        (PROBED_AVX2, "flags\t: fpu avx avx2 f16c gfni avx_vnni", "avx2"),
+        (PROBED_AVX2, "", "avx2"),  # no /proc/cpuinfo (not Linux)
+    ],
+)
+def test_proc_cpuinfo_adds_what_numpy_does_not_probe_only_where_it_describes_this_process_s_cpu(
+    probed: dict[str, bool], cpuinfo: str, isa: str
+) -> None:
+    assert host_isa(cpu_flags(probed, cpuinfo), "x86_64") == isa
+
+
 def test_only_avx2_saturates_and_only_full_range_weights() -> None:
     assert weight_bits(reduce_range=True) == 7 and weight_bits(reduce_range=False) == 8
     assert exact_isas(7) == ["avx2", "avx512_vnni", "arm64"]  # a 7-bit graph is the same on every CPU
