@@ -139,11 +139,12 @@ def _key(run: dict) -> tuple[str, int, int]:
 def render(result: dict) -> str:
     meta = result["meta"]
     s = result["settings"]
+    cpu = meta["cpu"] + (f"; {' '.join(meta['isa_flags'])}" if meta.get("isa_flags") else "")  # older runs: none
     lines = [
         f"# bench run {meta['started']}",
         "",
         f"`{meta['command']}`  ",
-        f"{meta['cores']} cores ({meta['cpu']}), commit {meta['git']}, python {meta['python']}, "
+        f"{meta['cores']} cores ({cpu}), commit {meta['git']}, python {meta['python']}, "
         f"{s['duration']:g} s measured after {s['warmup']:g} s warm-up per run, seed {s['seed']}",
         "",
     ]

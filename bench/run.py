@@ -229,6 +229,18 @@ def bench_contender(name: str, plan: list[Scenario], args: argparse.Namespace, m
     return record
 
 
+ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp")
+"""The CPU features that tell this project's CPU kinds apart (one model name, "AMD EPYC", covers several)."""
+
+
+def isa_flags() -> list[str]:
+    """Which of ISA_FLAGS this process's CPU has (models.isa: under emulation, the emulated CPU's)."""
+    from embedserve.models.isa import cpu_flags
+
+    have = {flag.lower().replace("_", "") for flag in cpu_flags()}
+    return [flag for flag in ISA_FLAGS if flag.replace("_", "") in have]
+
+
 def _meta(argv: list[str] | None) -> dict:
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
@@ -247,6 +259,7 @@ def _meta(argv: list[str] | None) -> dict:
         "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
         "cores": cores(),
         "cpu": cpu,
+        "isa_flags": isa_flags(),
         "python": platform.python_version(),
         "git": (git("rev-parse", "--short", "HEAD") or "unknown") + dirty,
     }

@@ -92,3 +92,13 @@ def test_the_ceiling_table_shows_the_onnx_ceiling_beside_torchs() -> None:
     assert "| embedserve-torch | short | 32 × 1 | 229.0 | 50% |" in text  # torch's
     result["meta"]["started"] = "2026-11-29T00:00:00Z"  # before backend auto, `embedserve` served torch
     assert "| embedserve | short | 32 × 1 | 458.0 | 100% |" in render(result)
+
+
+def test_the_header_names_the_cpu_with_the_features_that_tell_its_kinds_apart() -> None:
+    """One model name ("AMD EPYC") covers CPUs with and without AVX-512 VNNI; runs before the flags were recorded
+    still render."""
+    meta = {"started": "t", "command": "c", "cores": 2, "cpu": "AMD EPYC", "git": "g", "python": "3"}
+    result = {"meta": meta, "settings": {"duration": 1, "warmup": 1, "seed": 0}, "ceiling": {}, "contenders": []}
+    assert "2 cores (AMD EPYC), commit g" in render(result)
+    meta["isa_flags"] = ["avx2", "avx512f", "avx512_vnni"]
+    assert "2 cores (AMD EPYC; avx2 avx512f avx512_vnni), commit g" in render(result)
