@@ -235,10 +235,10 @@ ISA_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8", "asimddp"
 
 def isa_flags() -> list[str]:
     """Which of ISA_FLAGS this process's CPU has (models.isa: under emulation, the emulated CPU's)."""
-    from embedserve.models.isa import cpu_flags
+    from embedserve.models.isa import cpu_flags, flag_key
 
-    have = {flag.lower().replace("_", "") for flag in cpu_flags()}
-    return [flag for flag in ISA_FLAGS if flag.replace("_", "") in have]
+    have = {flag_key(flag) for flag in cpu_flags()}
+    return [flag for flag in ISA_FLAGS if flag_key(flag) in have]
 
 
 def _meta(argv: list[str] | None) -> dict:

@@ -34,7 +34,7 @@ def host_isa(flags: Collection[str] | None = None, machine: str | None = None) -
     machine = (machine or platform.machine()).lower()
     if machine in ("arm64", "aarch64") or machine.startswith("armv8"):
         return "arm64"
-    names = {_key(f) for f in (cpu_flags() if flags is None else flags)}
+    names = {flag_key(f) for f in (cpu_flags() if flags is None else flags)}
     return "avx512_vnni" if _EXACT_FLAGS & names else "avx2"
 
 
@@ -47,7 +47,8 @@ _SHARED_FLAGS = frozenset(
 any, /proc/cpuinfo describes another CPU than the one this process runs on."""
 
 
-def _key(flag: str) -> str:
+def flag_key(flag: str) -> str:
+    """A feature's name as /proc/cpuinfo and numpy both spell it: lowercase, no underscores."""
     return flag.lower().replace("_", "")
 
 
@@ -66,9 +67,9 @@ def cpu_flags(probed: Mapping[str, bool] | None = None, cpuinfo: str | None = No
             cpuinfo = ""
     flags = {name for name, present in probed.items() if present}
     listed = next((line.partition(":")[2].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
-    seen = {_key(name) for name in flags} & _SHARED_FLAGS
-    known = {_key(name) for name in probed} & _SHARED_FLAGS
-    if {_key(name) for name in listed} & known == seen:
+    seen = {flag_key(name) for name in flags} & _SHARED_FLAGS
+    known = {flag_key(name) for name in probed} & _SHARED_FLAGS
+    if {flag_key(name) for name in listed} & known == seen:
         flags.update(name for name in listed if name in _UNPROBED_FLAGS)
     return flags
 
