@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from embedserve.models.neighbours import CpuTimes, NeighbourMeter, crowded_between, read_cpu_times
+from tests.support import until
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -97,10 +98,7 @@ def test_a_busy_process_on_the_same_core_makes_a_crowd() -> None:
     try:
         spinner.start()
         meter = NeighbourMeter(window=0.5, read=lambda: read_cpu_times([core]))
-        deadline = time.monotonic() + 30
-        while not meter.crowded():
-            assert time.monotonic() < deadline, "never crowded beside a process spinning on the same core"
-            time.sleep(0.05)
+        until(meter.crowded, "crowded beside a process spinning on the same core", 30, poll=0.05)
     finally:
         stop.set()
         hog.kill()
