@@ -1,9 +1,10 @@
 """The folder format `embedserve quantize` writes and the ONNX runners read: its one home.
 
-A folder holds model.onnx (and model_int8.onnx), the tokenizer files, dense_<i>.npz and CONFIG_FILE:
-the settings a torch-free runner needs to finish an embedding (pooling, Dense layers, normalize,
-token limit, prompts), which graph files exist, and bge-m3's extra heads (`heads`: sparse and multivector,
-each a `models.heads.LinearHead` npz) where the model has them. FORMAT is bumped when a reader of the old format
+A folder holds model.onnx (and model_int8.onnx, and model_packed.onnx: several texts a row, models.packed_rows),
+the tokenizer files, dense_<i>.npz and CONFIG_FILE: the settings a torch-free runner needs to finish an embedding
+(pooling, Dense layers, normalize, token limit, prompts), which graph files exist (`files`: fp32, int8, packed),
+and bge-m3's extra heads (`heads`: sparse and multivector, each a `models.heads.LinearHead` npz) where the model
+has them. FORMAT is bumped when a reader of the old format
 would misread a new folder. MANIFEST_FILE (`quantize.manifest`) records how the folder was made; a
 runner reads only its INT8 numerics (`int8_numerics`) from it.
 """

@@ -14,7 +14,10 @@ A family is a set of transformers `model_type`s that share an architecture. What
 - `position_offset`: position ids that start after the padding index (RoBERTa-style), so the
   usable length is `max_position_embeddings - offset`;
 - `onnx_fusions`: the onnxruntime transformer optimizer's model type for its fusions (quantize), if any:
-  encoders only, as its decoder fusions expect causal, KV-cached graphs.
+  encoders only, as its decoder fusions expect causal, KV-cached graphs;
+- `packed_graph`: its ONNX export gets a packed graph too (quantize.packed_graph: several texts a row), as its
+  position embeddings are absolute and indexed by `position_ids` and its attention takes a [rows, width, width]
+  mask.
 Every family compiles (torch.compile) and exports to ONNX; an unknown `model_type` gets the
 padded forward, no fusions and float16 allowed.
 """
@@ -35,6 +38,7 @@ class Family:
     float16: bool = True
     position_offset: int = 0
     onnx_fusions: str | None = None
+    packed_graph: bool = False
 
 
 FAMILIES: tuple[Family, ...] = (
@@ -45,6 +49,7 @@ FAMILIES: tuple[Family, ...] = (
         classifiers=("BertForSequenceClassification",),
         classifier_pooler=True,
         onnx_fusions="bert",
+        packed_graph=True,
     ),
     Family(
         "roberta",
@@ -57,6 +62,7 @@ FAMILIES: tuple[Family, ...] = (
         ),
         position_offset=2,
         onnx_fusions="bert",
+        packed_graph=True,
     ),
     Family("gemma3", ("gemma3", "gemma3_text"), packed="PackedGemma3", float16=False),
     # Qwen3-Embedding: decoder-only, causal, last-token pooling. float16 left allowed (bf16-trained, commonly

@@ -23,6 +23,7 @@ from embedserve.models.heads import colbert_rows, lexical_weights, span_means
 from embedserve.models.isa import Isa, exact_isas, exact_on, host_isa
 from embedserve.models.length_groups import run_in_groups
 from embedserve.models.neighbours import neighbour_meter
+from embedserve.models.packed_rows import PackedPass, run_packed
 from embedserve.models.pass_gate import PassGate
 from embedserve.models.pooling import dense, load_dense, sentence_embeddings
 from embedserve.models.prompts import merged_prompts
@@ -102,11 +103,19 @@ class _OnnxSession:
                 f"{folder} holds a {config['kind']} model, but {spec.id!r} is configured as {spec.kind}"
             )
         variant = "int8" if spec.backend == "onnx-int8" else "fp32"
-        name = (config.get("files") or {}).get(variant)
+        files = config.get("files") or {}
+        name = files.get(variant)
         if not name or not (folder / name).is_file():
             raise ModelLoadError(
                 f"{folder} has no {variant} graph for backend {spec.backend!r}; run `embedserve quantize`"
             )
+        # fp32 runs the packed graph (models.packed_rows) where the folder has one: the same outputs, no work on
+        # the padding of texts that arrive together.
+        packed = files.get("packed")
+        self.packed = bool(variant == "fp32" and spec.packing != "off" and packed and (folder / packed).is_file())
+        if self.packed:
+            name = packed
+        self.pad_id = int(config["pad_id"])
         if variant == "int8":
             check_int8_cpu(folder, spec)
         options = ort.SessionOptions()
@@ -151,8 +160,17 @@ class _OnnxSession:
         return {name: array.astype(np.int64, copy=False) for name, array in arrays.items() if name in self.inputs}
 
     def run(self, output: str, arrays: dict[str, np.ndarray], *, per_token: bool) -> np.ndarray:
-        """One output of the graph over a padded batch, run in length groups where that pads less than it costs in
-        forward passes (models.length_groups)."""
+        """One output of the graph over a padded batch: on the packed graph in passes of packed rows, laid back as
+        the padded batch's; otherwise run in length groups where that pads less than it costs in forward passes
+        (models.length_groups)."""
+        if self.packed:
+
+            def forward_packed(packed: PackedPass) -> np.ndarray:
+                with self.passes.passing(packed.rows * packed.width):
+                    (result,) = self.session.run([output], self.feeds(packed.feeds))
+                return result
+
+            return run_packed(arrays, self.pad_id, forward_packed)
 
         def forward(part: dict[str, np.ndarray]) -> np.ndarray:
             with self.passes.passing(part["attention_mask"].size):

@@ -44,7 +44,8 @@ class ModelSpec(BaseModel):
         default="auto",
         description="auto: the families with a packed runner (models.families: BERT, RoBERTa, XLM-R, bidirectional "
         "Gemma3, ModernBERT, Qwen3 without sliding windows) run on real tokens only, no work on padding (torch "
-        "backend, uncompiled); off: the model's own padded forward.",
+        "backend, uncompiled), and an ONNX fp32 folder with a packed graph (BERT, RoBERTa, XLM-R: several texts a "
+        "row, models.packed_rows) runs it; off: the model's own padded forward and graph.",
     )
     int8_any_cpu: bool = Field(
         default=False,

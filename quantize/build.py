@@ -247,7 +247,7 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
         for produced in work.glob(int8_path.name + "*"):
             produced.rename(out / produced.name.replace(int8_path.name, INT8_FILE, 1))
     config["files"]["int8"] = INT8_FILE if written else None
-    for graph in ("model.onnx", INT8_FILE if written else None):
+    for graph in ("model.onnx", config["files"].get("packed"), INT8_FILE if written else None):
         if graph:
             externalize_weights(out / graph)
     write_config(out, config)

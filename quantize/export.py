@@ -1,7 +1,8 @@
 """`export_model`: a sentence-transformers (or cross-encoder) folder -> an embedserve ONNX folder.
 
 The folder layout is a contract with the ONNX runner (`models/onnx_runner.py`): model.onnx (the
-transformer only), the HF tokenizer files, dense_<i>.npz, embedserve.json and manifest.json.
+transformer only), model_packed.onnx where the family packs several texts a row (quantize.packed_graph), the HF
+tokenizer files, dense_<i>.npz, embedserve.json and manifest.json.
 Every export is verified against PyTorch before it is kept; optimum-onnx's exporter is tried first
 and `torch.onnx.export` of the model itself is the fallback (for families optimum does not know,
 or exports wrongly, e.g. with a causal mask where the model attends both ways).
@@ -10,6 +11,7 @@ or exports wrongly, e.g. with a causal mask where the model attends both ways).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +19,7 @@ from typing import Any, Literal
 from tokenizers import Tokenizer
 
 from embedserve.models.exported import CONFIG_FILE, FORMAT, MANIFEST_FILE, write_config
+from embedserve.models.families import family_of
 from embedserve.models.heads import COLBERT_HEAD, SPARSE_HEAD
 from embedserve.models.sources import guess_kind, resolve_source
 from embedserve.models.torch_loading import first_module_limit
@@ -25,6 +28,7 @@ from embedserve.models.yes_no import is_causal_lm
 from embedserve.quantize.graph import clear_graph, export_with_optimum, export_with_torch
 from embedserve.quantize.manifest import library_versions, now
 from embedserve.quantize.manifest import write as write_manifest
+from embedserve.quantize.packed_graph import PACKED_FILE, export_packed
 from embedserve.quantize.pipeline import (
     LLM_RERANKERS_NOT_EXPORTED,
     ExportError,
@@ -111,8 +115,12 @@ def export(
 
         def verify() -> dict[str, float]:
             return verify_embedder(out, loaded["model"], texts, min_cosine)
+
+        def verify_packed() -> dict[str, float]:
+            return verify_embedder(out, loaded["model"], texts, min_cosine, file=PACKED_FILE)
     else:
         pairs = verification_pairs()
+        verify_packed = None
 
         def verify() -> dict[str, float]:
             return verify_reranker(out, loaded["model"], pairs)
@@ -140,6 +148,8 @@ def export(
         _clear(out)  # leave nothing a server could mistake for a working export
         raise ExportError(f"cannot export {src!r} faithfully: " + "; ".join(failures))
 
+    packed = _export_packed(out, hf_model, config, verify_packed) if kind == "embed" else None
+
     manifest = {
         "source": str(source),
         "resolved_source": src,
@@ -152,6 +162,7 @@ def export(
             "verification": figures,
             "timestamp": now(),
         },
+        **({"packed": packed} if packed is not None else {}),
         "versions": library_versions(),
     }
     write_manifest(out, manifest)
@@ -159,8 +170,28 @@ def export(
     return Exported(out, loaded["model"], manifest)
 
 
+def _export_packed(
+    out: Path, hf_model: Any, config: dict[str, Any], verify: Callable[[], dict[str, float]] | None
+) -> dict[str, Any] | None:
+    """The packed graph beside model.onnx (quantize.packed_graph) where the family has one and it reproduces PyTorch
+    as model.onnx does; listed in the config's files as `packed`. What happened, for the manifest (None: not
+    tried). A failure leaves model.onnx serving as before."""
+    if verify is None or not family_of(config["model_type"]).packed_graph:
+        return None
+    try:
+        export_packed(hf_model, out / PACKED_FILE, with_type_ids=config["with_type_ids"])
+        figures = verify()
+    except Exception as exc:  # any exporter or verification failure: the padded graph serves
+        clear_graph(out / PACKED_FILE)
+        log.warning("the packed graph is not used: %s", exc)
+        return {"failed": f"{type(exc).__name__}: {exc}"}
+    config["files"]["packed"] = PACKED_FILE
+    write_config(out, config)
+    return {"file": PACKED_FILE, "verification": figures}
+
+
 def _clear(out: Path) -> None:
-    for graph in ("model.onnx", "model_int8.onnx"):
+    for graph in ("model.onnx", "model_int8.onnx", PACKED_FILE):
         clear_graph(out / graph)
     heads = [out / f"{name}.npz" for name in (SPARSE_HEAD, COLBERT_HEAD)]
     for stale in [*out.glob("dense_*.npz"), *heads, out / CONFIG_FILE, out / MANIFEST_FILE]:

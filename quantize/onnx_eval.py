@@ -15,6 +15,7 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from embedserve.models.exported import read_config
+from embedserve.models.packed_rows import PackedPass, run_packed
 from embedserve.models.tokenizer import PairTokenizer, TextTokenizer
 from embedserve.quantize.pipeline import finish, load_pipeline
 
@@ -34,7 +35,8 @@ def session(path: Path, *, threads: int | None = None) -> Any:
 
 
 class ExportedModel:
-    """One graph of an exported folder (`model.onnx` or `model_int8.onnx`)."""
+    """One graph of an exported folder (`model.onnx`, `model_int8.onnx` or the packed `model_packed.onnx`, which is
+    fed packed rows and answers for the padded batch as the others do)."""
 
     def __init__(self, folder: Path, file: str = "model.onnx", *, threads: int | None = None) -> None:
         self.folder = Path(folder)
@@ -64,6 +66,12 @@ class ExportedModel:
             )
 
     def _run(self, arrays: dict[str, np.ndarray]) -> np.ndarray:
+        if "segment_ids" in self.input_names:
+
+            def forward(packed: PackedPass) -> np.ndarray:
+                return self.session.run(None, {k: v for k, v in packed.feeds.items() if k in self.input_names})[0]
+
+            return run_packed(arrays, int(self.config["pad_id"]), forward)
         feeds = {k: v for k, v in arrays.items() if k in self.input_names}
         return self.session.run(None, feeds)[0]
 

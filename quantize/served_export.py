@@ -148,10 +148,12 @@ def _key(source: str, kind: str) -> str:
 _EXPORT_CODE = (
     "embedserve.quantize.export",
     "embedserve.quantize.graph",
+    "embedserve.quantize.packed_graph",
     "embedserve.quantize.pipeline",
     "embedserve.quantize.verify",
     "embedserve.models.exported",
     "embedserve.models.heads",
+    "embedserve.models.packed_rows",
     "embedserve.models.pooling",
 )
 """The modules whose code shapes an export: their source is part of the cache key (found, not imported)."""

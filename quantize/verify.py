@@ -50,11 +50,12 @@ def _cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def verify_embedder(
-    folder: Path, st_model: Any, batches: list[list[str]], min_cosine: float = MIN_COSINE
+    folder: Path, st_model: Any, batches: list[list[str]], min_cosine: float = MIN_COSINE, file: str = "model.onnx"
 ) -> dict[str, float]:
+    """The folder's graph `file` against PyTorch: every token's and text's cosine must reach `min_cosine`."""
     import torch
 
-    onnx = ExportedModel(folder)
+    onnx = ExportedModel(folder, file)
     token_cos, got, want = [], [], []
     for texts in batches:
         arrays = onnx.tokenize(texts)

@@ -119,7 +119,10 @@ def test_a_torch_folder_is_not_an_onnx_model(tiny_bert_dir: Path) -> None:
 
 
 def test_a_batch_of_mixed_lengths_runs_in_length_groups_and_each_row_is_its_item_alone(embedder_case) -> None:  # type: ignore[no-untyped-def]
-    model, _, _ = embedder_case
+    served, _, _ = embedder_case
+    spec = ModelSpec(id="padded", source=str(served.runner._onnx.folder), backend="onnx", packing="off")
+    model = load_model(spec).model
+    assert not model.runner._onnx.packed
     session = model.runner._onnx.session
     texts = ["a", "b c", "short words", *[f"passage {i}: " + "libraries lend books to readers " * 20 for i in range(3)]]
     batch = model.tokenize(texts)
@@ -139,6 +142,42 @@ def test_a_batch_of_mixed_lengths_runs_in_length_groups_and_each_row_is_its_item
     finally:
         model.runner._onnx.session = session
     np.testing.assert_allclose(together, alone, atol=1e-5)
+
+
+def test_bert_and_xlmr_folders_run_several_texts_a_row_with_each_text_computed_alone(embedder_case) -> None:  # type: ignore[no-untyped-def]
+    """The packed graph (quantize.packed_graph): short texts share rows, long ones get their own pass, and every
+    text's vector is the one it gets alone and the one the padded graph gives."""
+    model, _, _ = embedder_case
+    onnx = model.runner._onnx
+    if model.info.id == "gemma3":
+        assert not onnx.packed and "packed" not in onnx.config["files"], "Gemma3 keeps the padded graph"
+        return
+    assert onnx.packed and onnx.config["files"]["packed"] == "model_packed.onnx"
+    queries = [f"query {i}" + " words" * (i % 6) for i in range(12)]  # of unlike lengths: two or more to a row
+    texts = [*queries, *(f"passage {i}: " + "libraries lend books " * 20 for i in range(2))]
+    batch = model.tokenize(texts)
+    session, shapes = onnx.session, []
+
+    class Counting:
+        def run(self, outputs, feeds):  # type: ignore[no-untyped-def]
+            shapes.append(feeds["input_ids"].shape)
+            return session.run(outputs, feeds)
+
+    onnx.session = Counting()
+    try:
+        together = model.runner.run(batch)
+    finally:
+        onnx.session = session
+    *short, widest = sorted(shapes, key=lambda shape: shape[1])
+    assert widest[0] == 2 and sum(rows for rows, _ in short) < 12, f"12 queries in fewer rows, passages apart: {shapes}"
+    alone = np.concatenate([model.runner.run([item]) for item in batch])
+    np.testing.assert_allclose(together, alone, atol=1e-5)
+    padded = load_model(ModelSpec(id="p", source=str(onnx.folder), backend="onnx", packing="off")).model
+    np.testing.assert_allclose(together, padded.runner.run(batch), atol=1e-5)
+    tokens = model.runner.run_tokens(batch)
+    assert [len(t) for t in tokens] == [len(item) for item in batch]
+    for got, want in zip(tokens, padded.runner.run_tokens(batch), strict=True):
+        np.testing.assert_allclose(got, want, atol=1e-5)
 
 
 @pytest.mark.parametrize("crowded", [False, True])

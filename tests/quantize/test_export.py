@@ -41,6 +41,8 @@ CONFIG_KEYS = {
 }
 EMBEDDERS = {"bert": "tiny_bert_dir", "xlmr": "tiny_xlmr_dir", "gemma3": "tiny_gemma3_dir"}
 EMBEDDERS |= {"modernbert": "tiny_modernbert_dir", "qwen3": "tiny_qwen3_dir"}
+PACKED = {"bert", "xlmr"}
+"""The families exported with a packed graph beside model.onnx."""
 RERANKERS = {"reranker": "tiny_reranker_dir", "bert_reranker": "tiny_bert_reranker_dir"}
 RERANKERS["bert_reranker_2"] = "tiny_bert_reranker_2_dir"
 
@@ -116,8 +118,16 @@ def test_embedder_export_matches_sentence_transformers(request: pytest.FixtureRe
     assert config["format"] == 1 and config["kind"] == "embed" and config["num_labels"] is None
     assert config["dimension"] == want.shape[1] == reference.get_embedding_dimension()
     assert config["model_type"] == reference[0].auto_model.config.model_type
-    assert config["files"] == {"fp32": "model.onnx", "int8": None}
+    packed = {"packed": "model_packed.onnx"} if family in PACKED else {}
+    assert config["files"] == {"fp32": "model.onnx", "int8": None, **packed}
     assert config["with_type_ids"] is ("token_type_ids" in reference.tokenizer.model_input_names)
+    if packed:  # several texts a row (quantize.packed_graph), verified as model.onnx is
+        manifest = json.loads((folder / "manifest.json").read_text())
+        from embedserve.quantize.onnx_eval import ExportedModel
+        from embedserve.quantize.verify import MIN_COSINE
+
+        assert manifest["packed"]["verification"]["min_token_cosine"] >= MIN_COSINE
+        assert cosines(ExportedModel(folder, "model_packed.onnx").embed(TEXTS), want).min() >= 0.9999
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "manifest.json"):
         assert (folder / name).is_file(), name
 

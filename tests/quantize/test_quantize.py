@@ -114,7 +114,8 @@ def test_minilm_int8_graph_is_quantized(minilm_int8: Path) -> None:
     assert size("model_int8.onnx") < 0.8 * size("model.onnx")
     assert (minilm_int8 / "model_int8.onnx.data").is_file()  # weights the server memory-maps
     config = json.loads((minilm_int8 / "embedserve.json").read_text())
-    assert config["files"] == {"fp32": "model.onnx", "int8": "model_int8.onnx"}
+    assert config["files"] == {"fp32": "model.onnx", "int8": "model_int8.onnx", "packed": "model_packed.onnx"}
+    assert (minilm_int8 / "model_packed.onnx.data").is_file()
     assert not (minilm_int8 / ".quantize-work").exists()
 
 
