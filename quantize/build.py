@@ -33,7 +33,7 @@ from embedserve.quantize import manifest as manifest_file
 from embedserve.quantize.eval_texts import eval_texts, rerank_sets
 from embedserve.quantize.exact import exact_twin
 from embedserve.quantize.export import export
-from embedserve.quantize.graph import clear_graph, externalize_weights
+from embedserve.quantize.graph import clear_graph, externalize_weights, fp32_graphs, share_weights
 from embedserve.quantize.onnx_eval import ExportedModel
 from embedserve.quantize.quantize import (
     Settings,
@@ -247,9 +247,9 @@ def _run(source: str | Path, out: Path, options: Options, settings: Settings, st
         for produced in work.glob(int8_path.name + "*"):
             produced.rename(out / produced.name.replace(int8_path.name, INT8_FILE, 1))
     config["files"]["int8"] = INT8_FILE if written else None
-    for graph in ("model.onnx", config["files"].get("packed"), INT8_FILE if written else None):
-        if graph:
-            externalize_weights(out / graph)
+    share_weights(out, fp32_graphs(config))
+    if written:
+        externalize_weights(out / INT8_FILE)
     write_config(out, config)
 
     manifest = {

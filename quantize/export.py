@@ -25,7 +25,7 @@ from embedserve.models.sources import guess_kind, resolve_source
 from embedserve.models.torch_loading import first_module_limit
 from embedserve.models.torch_rerank import label_names
 from embedserve.models.yes_no import is_causal_lm
-from embedserve.quantize.graph import clear_graph, export_with_optimum, export_with_torch
+from embedserve.quantize.graph import SHARED_WEIGHTS, clear_graph, export_with_optimum, export_with_torch
 from embedserve.quantize.manifest import library_versions, now
 from embedserve.quantize.manifest import write as write_manifest
 from embedserve.quantize.packed_graph import PACKED_FILE, export_packed
@@ -175,7 +175,8 @@ def _export_packed(
 ) -> dict[str, Any] | None:
     """The packed graph beside model.onnx (quantize.packed_graph) where the family has one and it reproduces PyTorch
     as model.onnx does; listed in the config's files as `packed`. What happened, for the manifest (None: not
-    tried). A failure leaves model.onnx serving as before."""
+    tried). A failure leaves model.onnx serving as before. Both graphs hold the weights until the folder is finished
+    (quantize.graph.share_weights)."""
     if verify is None or not family_of(config["model_type"]).packed_graph:
         return None
     try:
@@ -194,7 +195,7 @@ def _clear(out: Path) -> None:
     for graph in ("model.onnx", "model_int8.onnx", PACKED_FILE):
         clear_graph(out / graph)
     heads = [out / f"{name}.npz" for name in (SPARSE_HEAD, COLBERT_HEAD)]
-    for stale in [*out.glob("dense_*.npz"), *heads, out / CONFIG_FILE, out / MANIFEST_FILE]:
+    for stale in [out / SHARED_WEIGHTS, *out.glob("dense_*.npz"), *heads, out / CONFIG_FILE, out / MANIFEST_FILE]:
         stale.unlink(missing_ok=True)
 
 

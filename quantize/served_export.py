@@ -24,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from embedserve.models.exported import CONFIG_FILE, FORMAT
+from embedserve.models.exported import CONFIG_FILE, FORMAT, read_config
 from embedserve.models.fingerprint import folder_fingerprint
 from embedserve.models.sources import guess_backend, resolve_source
 from embedserve.models.spec import AUTO_BACKEND, ModelSpec
@@ -100,6 +100,7 @@ def _cached_export(spec: ModelSpec, source: str) -> Path:
         if _made(folder, spec):  # another process made it while this one waited
             return folder
         from embedserve.quantize.export import export
+        from embedserve.quantize.graph import fp32_graphs, share_weights
 
         log.info(
             "exporting to ONNX fp32 once (later starts load it from the cache)",
@@ -110,6 +111,7 @@ def _cached_export(spec: ModelSpec, source: str) -> Path:
         shutil.rmtree(partial, ignore_errors=True)
         try:
             exported = export(source, partial, kind=spec.kind, min_cosine=EXACT_COSINE)
+            share_weights(partial, fp32_graphs(read_config(partial)))
             partial.rename(folder)  # whole or not at all: a crash leaves only the hidden partial folder
         finally:
             shutil.rmtree(partial, ignore_errors=True)

@@ -128,6 +128,7 @@ def test_embedder_export_matches_sentence_transformers(request: pytest.FixtureRe
 
         assert manifest["packed"]["verification"]["min_token_cosine"] >= MIN_COSINE
         assert cosines(ExportedModel(folder, "model_packed.onnx").embed(TEXTS), want).min() >= 0.9999
+
     for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "manifest.json"):
         assert (folder / name).is_file(), name
 

@@ -58,6 +58,30 @@ def test_a_cpu_folder_is_served_from_its_verified_export_made_once(
     assert [p.name for p in (cache / "onnx").iterdir() if p.is_dir()] == [Path(resolved.source).name]  # no partials
 
 
+def test_the_padded_and_packed_graphs_of_an_export_read_one_copy_of_the_weights(
+    cache: Path, tiny_bert_dir: Path
+) -> None:
+    import onnx
+
+    folder = Path(resolve_backend(ModelSpec(id="bert", source=str(tiny_bert_dir), device="cpu")).source)
+    assert sorted(p.name for p in folder.glob("*onnx*")) == ["model.onnx", "model_packed.onnx", "weights.onnx.data"]
+    read: dict[str, set[tuple[str, ...]]] = {}
+    for graph in ("model.onnx", "model_packed.onnx"):
+        proto = onnx.load(str(folder / graph), load_external_data=False)
+        external = [t for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+        read[graph] = {tuple(e.value for e in t.external_data) for t in external}
+        assert {places[0] for places in read[graph]} == {"weights.onnx.data"}
+    assert read["model_packed.onnx"] <= read["model.onnx"], "the packed graph reads the padded graph's weights"
+    stored = sum(int(places[2]) for places in read["model.onnx"])
+    assert stored <= (folder / "weights.onnx.data").stat().st_size < stored + 4096 * len(read["model.onnx"])
+    packed = load_model(ModelSpec(id="p", source=str(folder), backend="onnx")).model
+    padded = load_model(ModelSpec(id="q", source=str(folder), backend="onnx", packing="off")).model
+    assert packed.runner._onnx.packed and not padded.runner._onnx.packed
+    np.testing.assert_allclose(
+        packed.runner.run(packed.tokenize(TEXTS)), padded.runner.run(padded.tokenize(TEXTS)), atol=1e-5
+    )
+
+
 def test_a_changed_folder_gets_an_export_of_its_own(cache: Path, tiny_bert_dir: Path, tmp_path: Path) -> None:
     first = resolve_backend(ModelSpec(id="a", source=str(tiny_bert_dir), backend="auto", device="cpu"))
     edited = shutil.copytree(tiny_bert_dir, tmp_path / "edited")
