@@ -25,6 +25,7 @@ MULTIVECTOR_CONTENDERS = {"embedserve-multivector": "multivector", "embedserve-m
 needs bge-m3's colbert_linear.pt."""
 CONTENDERS = (
     "embedserve",
+    "embedserve-padded",
     "embedserve-torch",
     "embedserve-torch-padded",
     "embedserve-cached",
@@ -34,9 +35,10 @@ CONTENDERS = (
     *PEERS,
     "naive",
 )
-OPT_IN_CONTENDERS = (*MULTIVECTOR_CONTENDERS, "embedserve-torch-padded")
+OPT_IN_CONTENDERS = (*MULTIVECTOR_CONTENDERS, "embedserve-padded", "embedserve-torch-padded")
 """Run only when named: the multi-vector ones need a folder with bge-m3's colbert_linear.pt, and
-`embedserve-torch-padded` (backend torch, packing off) answers one question, packed against padded."""
+`embedserve-padded` (the default engine, packing off: the padded graph) and `embedserve-torch-padded` (backend
+torch, packing off) answer one question each, packed against padded."""
 NO_CACHE = {"EMBEDSERVE_CACHE_BYTES": "0"}
 """embedserve's contenders run without the response cache (its peers have none, and the workloads cycle
 through their texts); `embedserve-cached` is the same server with it on, for the `zipf` workload."""
@@ -116,12 +118,16 @@ def contender(
         return Contender(
             name, argv, env, embeddings_path="/encode", ready_path="/readyz", body="sentences", cwd=PEERS_DIR
         )
-    if name in ("embedserve-torch", "embedserve-torch-padded"):
-        # The model folder through PyTorch (backend: torch), as before backend auto; `-padded` with packing off,
-        # the model's own padded forward, to weigh a family's packed runner against it.
+    if name in ("embedserve-padded", "embedserve-torch", "embedserve-torch-padded"):
+        # `embedserve-torch`: the model folder through PyTorch (backend: torch), as before backend auto. `-padded`:
+        # packing off, the model's own padded forward (torch) or padded graph (the default engine), to weigh a
+        # family's packed runner against it.
         models_file = Path(tempfile.mkdtemp(prefix="bench-models-")) / "models.yaml"
-        packing = "    packing: off\n" if name == "embedserve-torch-padded" else ""
-        models_file.write_text(f"models:\n  - id: {model_id}\n    source: {model_dir}\n    backend: torch\n{packing}")
+        backend = "auto" if name == "embedserve-padded" else "torch"
+        packing = "    packing: off\n" if name.endswith("-padded") else ""
+        models_file.write_text(
+            f"models:\n  - id: {model_id}\n    source: {model_dir}\n    backend: {backend}\n{packing}"
+        )
         argv = [sys.executable, "-m", "embedserve.server", "serve", "--host", "127.0.0.1", "--port", str(port)]
         return Contender(name, [*argv, "--models", str(models_file), *server_args], {**NO_CACHE, **server_env})
     if name in ("embedserve", "embedserve-cached", *MULTIVECTOR_CONTENDERS):
@@ -314,9 +320,9 @@ def _kill_survivors(processes: list[tuple[int, int | None]], grace: float = 5.0)
 
 
 def ensure_onnx_export(model_dir: str, out: Path) -> Path:
-    """`embedserve quantize` of the model folder into `out`, once (reused while its embedserve.json is
-    there, unless its weights are inside the graph: folders from before quantize wrote them apart)."""
-    if (out / "embedserve.json").is_file() and (out / "model.onnx.data").is_file():
+    """`embedserve quantize` of the model folder into `out`, once (reused while its embedserve.json is there, unless
+    its fp32 weights are not in weights.onnx.data: folders from before quantize wrote a packed graph sharing them)."""
+    if (out / "embedserve.json").is_file() and (out / "weights.onnx.data").is_file():
         return out
     argv = [
         sys.executable,
