@@ -121,7 +121,8 @@ def pack(arrays: dict[str, np.ndarray], pad_id: int, run_tokens: int = RUN_TOKEN
     positions = np.flatnonzero(mask).reshape(-1)
     first = np.cumsum(lengths) - lengths  # each item's first token in `positions`
     passes = []
-    for width, rows in plan_passes(lengths.tolist(), run_tokens):
+    # An item with no tokens (none of the built-in tokenizers makes one) still takes a place, computing nothing.
+    for width, rows in plan_passes(np.maximum(lengths, 1).tolist(), run_tokens):
         members = [item for row in rows for item in row]
         row_of = np.repeat(np.arange(len(rows)), [len(row) for row in rows])
         sizes = lengths[members]

@@ -87,3 +87,10 @@ def test_the_output_is_laid_back_as_the_padded_batch_zero_where_it_pads() -> Non
     assert out.shape == (*expected.shape, 2)
     np.testing.assert_array_equal(out[..., 0], expected)
     np.testing.assert_array_equal(out[..., 1], -expected)
+
+
+def test_an_item_without_tokens_gets_a_zero_row_and_the_others_their_own() -> None:
+    arrays = padded([3, 1, 4])
+    arrays["attention_mask"][1] = 0
+    out = run_packed(arrays, 0, lambda packed: packed.feeds["input_ids"][..., None].astype(np.float32))
+    np.testing.assert_array_equal(out[..., 0], arrays["input_ids"] * arrays["attention_mask"])
