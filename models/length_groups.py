@@ -11,7 +11,7 @@ and 32 took 0.87-0.94x the time of one pass, mixed ones 0.38-0.56x; served, shor
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -22,21 +22,31 @@ each against a similar overhead): a cut that saves fewer padded tokens than this
 
 def length_groups(lengths: Sequence[int], run_tokens: int = RUN_TOKENS) -> list[list[int]]:
     """Indices of `lengths` in groups of neighbouring lengths, shortest first: the split that minimizes padded
-    tokens (each group's longest x its size) plus `run_tokens` a group. Exact, by dynamic programming over the sorted
-    order (a batch is at most a few hundred items)."""
+    tokens (each group's longest x its size) plus `run_tokens` a group."""
     order = sorted(range(len(lengths)), key=lengths.__getitem__)
     ordered = [lengths[i] for i in order]
-    best = [0] * (len(ordered) + 1)  # best[j]: the least cost of the first j items
-    start = [0] * (len(ordered) + 1)  # where the last group of that best split starts
-    for end in range(1, len(ordered) + 1):
+
+    def padded(end: int) -> Iterator[int]:
         longest = ordered[end - 1]
-        best[end], start[end] = min((best[i] + longest * (end - i) + run_tokens, i) for i in range(end))
-    groups: list[list[int]] = []
-    end = len(ordered)
+        return (longest * (end - i) + run_tokens for i in range(end))
+
+    return [order[lo:hi] for lo, hi in cheapest_cuts(len(ordered), padded)]
+
+
+def cheapest_cuts(count: int, group_costs: Callable[[int], Iterable[float]]) -> list[tuple[int, int]]:
+    """The split of `count` length-sorted items into groups [lo, hi) of least total cost, first group first, where
+    `group_costs(hi)` gives the cost of each group [lo, hi) for lo = 0 .. hi - 1. Exact, by dynamic programming over
+    the sorted order (a batch is at most a few hundred items)."""
+    best: list[float] = [0] * (count + 1)  # best[j]: the least cost of the first j items
+    start = [0] * (count + 1)  # where the last group of that best split starts
+    for end in range(1, count + 1):
+        best[end], start[end] = min((best[lo] + cost, lo) for lo, cost in enumerate(group_costs(end)))
+    cuts: list[tuple[int, int]] = []
+    end = count
     while end > 0:
-        groups.append(order[start[end] : end])
+        cuts.append((start[end], end))
         end = start[end]
-    return groups[::-1]
+    return cuts[::-1]
 
 
 def run_in_groups(

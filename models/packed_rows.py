@@ -13,12 +13,12 @@ A row's attention costs its width squared, so rows are kept short where the text
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from embedserve.models.length_groups import RUN_TOKENS
+from embedserve.models.length_groups import RUN_TOKENS, cheapest_cuts
 
 ATTENTION_WIDTH = 1000
 """A row of width w costs w * (1 + w / ATTENTION_WIDTH) token-equivalents: its projections and feed-forward layers
@@ -45,22 +45,18 @@ def plan_passes(
     prefix = [0]
     for n in ordered:
         prefix.append(prefix[-1] + n)
-    best = [0.0] * (len(ordered) + 1)
-    start = [0] * (len(ordered) + 1)
-    for end in range(1, len(ordered) + 1):
+
+    def packed(end: int) -> Iterator[float]:
         width = ordered[end - 1]
         per_row = width * (1 + width / attention_width)
-        best[end], start[end] = min(
-            (best[i] + -(-(prefix[end] - prefix[i]) // width) * per_row + run_tokens, i) for i in range(end)
-        )
+        return (-(-(prefix[end] - prefix[lo]) // width) * per_row + run_tokens for lo in range(end))
+
     passes: list[tuple[int, list[list[int]]]] = []
-    end = len(ordered)
-    while end > 0:
-        group = order[start[end] : end]
-        width, rows = _cheapest_rows([lengths[i] for i in group], ordered[end - 1], attention_width)
+    for lo, hi in cheapest_cuts(len(ordered), packed):
+        group = order[lo:hi]
+        width, rows = _cheapest_rows([lengths[i] for i in group], ordered[hi - 1], attention_width)
         passes.append((width, [[group[k] for k in row] for row in rows]))
-        end = start[end]
-    return passes[::-1]
+    return passes
 
 
 def _cheapest_rows(lengths: Sequence[int], longest: int, attention_width: int) -> tuple[int, list[list[int]]]:
@@ -118,7 +114,7 @@ def pack(arrays: dict[str, np.ndarray], pad_id: int, run_tokens: int = RUN_TOKEN
     items, length = mask.shape
     lengths = mask.sum(axis=1)
     flat = {name: arrays[name].reshape(-1) for name in ("input_ids", "token_type_ids") if name in arrays}
-    positions = np.flatnonzero(mask).reshape(-1)
+    positions = np.flatnonzero(mask)
     first = np.cumsum(lengths) - lengths  # each item's first token in `positions`
     passes = []
     # An item with no tokens (none of the built-in tokenizers makes one) still takes a place, computing nothing.
