@@ -120,7 +120,6 @@ def export(
             return verify_embedder(out, loaded["model"], texts, min_cosine, file=PACKED_FILE)
     else:
         pairs = verification_pairs()
-        verify_packed = None
 
         def verify() -> dict[str, float]:
             return verify_reranker(out, loaded["model"], pairs)
@@ -171,13 +170,13 @@ def export(
 
 
 def _export_packed(
-    out: Path, hf_model: Any, config: dict[str, Any], verify: Callable[[], dict[str, float]] | None
+    out: Path, hf_model: Any, config: dict[str, Any], verify: Callable[[], dict[str, float]]
 ) -> dict[str, Any] | None:
-    """The packed graph beside model.onnx (quantize.packed_graph) where the family has one and it reproduces PyTorch
-    as model.onnx does; listed in the config's files as `packed`. What happened, for the manifest (None: not
-    tried). A failure leaves model.onnx serving as before. Both graphs hold the weights until the folder is finished
-    (quantize.graph.share_weights)."""
-    if verify is None or not family_of(config["model_type"]).packed_graph:
+    """An embedder's packed graph beside model.onnx (quantize.packed_graph) where the family has one and it
+    reproduces PyTorch as model.onnx does; listed in the config's files as `packed`. What happened, for the manifest
+    (None: not tried, the family has none). A failure leaves model.onnx serving as before. Both graphs hold the
+    weights until the folder is finished (quantize.graph.share_weights)."""
+    if not family_of(config["model_type"]).packed_graph:
         return None
     try:
         export_packed(hf_model, out / PACKED_FILE, with_type_ids=config["with_type_ids"])

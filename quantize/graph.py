@@ -67,19 +67,19 @@ def share_weights(folder: Path, graphs: list[str]) -> None:
     as model.onnx: a second copy would double the export on disk and in an image (2.2 GB more for bge-m3).
     Tensors under 1 KiB stay in their graph; each stored tensor starts on a 4 KiB boundary, where onnxruntime
     memory-maps it. The graphs' former external-data files are removed."""
-    from onnx.external_data_helper import set_external_data
+    from onnx.external_data_helper import load_external_data_for_model, set_external_data
 
     old_files: set[Path] = set()
-    for graph in graphs:
-        for tensor in onnx.load(str(folder / graph), load_external_data=False).graph.initializer:
-            if tensor.data_location == onnx.TensorProto.EXTERNAL:
-                old_files.update(folder / entry.value for entry in tensor.external_data if entry.key == "location")
     stored: dict[tuple[bytes, int, tuple[int, ...]], tuple[int, int]] = {}
     partial = folder / (SHARED_WEIGHTS + ".partial")
     models = []
     with partial.open("wb") as data:
         for graph in graphs:
-            model = onnx.load(str(folder / graph))
+            model = onnx.load(str(folder / graph), load_external_data=False)
+            for tensor in model.graph.initializer:  # where its weights are now, before they are read in
+                if tensor.data_location == onnx.TensorProto.EXTERNAL:
+                    old_files.update(folder / entry.value for entry in tensor.external_data if entry.key == "location")
+            load_external_data_for_model(model, str(folder))
             for tensor in model.graph.initializer:
                 if not tensor.HasField("raw_data") or len(tensor.raw_data) < 1024:
                     continue
