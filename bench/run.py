@@ -241,18 +241,23 @@ def isa_flags() -> list[str]:
     return [flag for flag in ISA_FLAGS if flag_key(flag) in have]
 
 
+def cpu_model() -> str:
+    """/proc/cpuinfo's model name (platform.processor() where there is none): with `isa_flags`, the CPU a figure
+    was measured on."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    return next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), platform.processor()
+    )
+
+
 def _meta(argv: list[str] | None) -> dict:
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
-    cpu = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+    cpu = cpu_model()
     dirty = " (dirty)" if git("status", "--porcelain", "--untracked-files=no") else ""
     return {
         "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
