@@ -9,7 +9,8 @@ bench` or `python -m bench.storm` process writing its usual results into `--out/
    with both in-process ceilings;
 2. `quiet-N` and `hog-N`, alternated `--rounds` times: the default alone, `short` and `mixed` at 32 clients, without
    and beside one busy core (`--hog 1`); then `quota`: the same under a 1.5-CPU quota (`--cpu-quota 1.5`);
-3. `storm`: `bench.storm --workload mixed --clients 32 --items 4`.
+3. `storm`: `bench.storm --workload mixed --clients 32 --items 4`;
+4. with `--suite "make test"`, last: the test suite, timed (`suite.json`, its output's tail in `suite.log`).
 
 Then `<stamp>-cpu-kind.md` (and `.json`): the CPU (model name and ISA flags), each target with its figure, the
 figures it comes from and whether it is met. Ratios are taken within this one run only. The machine should be quiet
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import statistics
 import subprocess
 import sys
@@ -91,6 +93,18 @@ def run_steps(steps: list[Step], out: Path) -> dict[str, dict[str, Any] | None]:
             continue
         results[step.name] = _read_result(out, step.name)
     return results
+
+
+def run_suite(command: str, out: Path) -> dict[str, Any]:
+    """The test suite's wall-clock time and whether it passed (issue 27: `make test` under 10 minutes on every
+    kind), its output's tail in suite.log."""
+    print(f"cpu_kind: suite ({command}) ...", file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    done = subprocess.run(shlex.split(command), cwd=REPO, capture_output=True, text=True)
+    result = {"command": command, "seconds": round(time.perf_counter() - started, 1), "passed": done.returncode == 0}
+    (out / "suite.log").write_text((done.stdout + done.stderr)[-20000:])
+    (out / "suite.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def _read_result(out: Path, name: str) -> dict[str, Any] | None:
@@ -215,6 +229,11 @@ def rows(results: dict[str, dict[str, Any] | None]) -> list[Row]:
     out.append(
         Row(32, "retry storm: useful items/s of capacity, no 504", "≥ 0.8", ratio, met, f"{figures}, 504s {misses}")
     )
+    suite = results.get("suite")
+    minutes = round(suite["seconds"] / 60, 2) if suite else None
+    met = None if suite is None or minutes is None else suite["passed"] and minutes <= 10
+    passed = "-" if suite is None else "passed" if suite["passed"] else "**failed**"
+    out.append(Row(27, "the test suite passes, minutes", "≤ 10", minutes, met, passed))
     return out
 
 
@@ -244,6 +263,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--storm-duration", type=float, default=15.0)
     p.add_argument("--no-torch", dest="torch", action="store_false", help="leave torch out (its rows: not measured)")
     p.add_argument("--no-int8", dest="int8", action="store_false", help="leave INT8 out (its rows: not measured)")
+    p.add_argument("--suite", help='also time the test suite with this command, last (e.g. "make test")')
     p.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     return p
 
@@ -255,6 +275,8 @@ def main(argv: list[str] | None = None) -> Path:
     steps_dir = args.out / f"{stamp}-cpu-kind"
     steps_dir.mkdir(parents=True, exist_ok=True)
     results = run_steps(plan(args, steps_dir), steps_dir)
+    if args.suite:
+        results["suite"] = run_suite(args.suite, steps_dir)
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
     meta = {
         "started": started,

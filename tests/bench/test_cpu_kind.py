@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.cpu_kind import DEFAULT, INT8, TORCH, _parser, plan, rows
+from bench.cpu_kind import DEFAULT, INT8, TORCH, _parser, plan, rows, run_suite
 from tests.support import ROOT
 
 
@@ -86,6 +86,7 @@ def test_each_target_is_judged_from_the_steps_results() -> None:
         "hog-2": bench_result(contender(DEFAULT, 640.0, 240.0)),
         "quota": bench_result(contender(DEFAULT, 900.0, 180.0)),
         "storm": storm(0.9, 0),
+        "suite": {"seconds": 300.0, "passed": True},
     }
     table = by_what(rows(results))
     assert table[32, "default ÷ torch, `short` 32×1"].value == 2.0 and table[32, "default ÷ torch, `short` 32×1"].met
@@ -105,6 +106,7 @@ def test_each_target_is_judged_from_the_steps_results() -> None:
     assert table[32, "under 1.5 CPUs, `mixed` 32×1 of quiet"].value == 0.6
     assert table[32, "under 1.5 CPUs, `mixed` 32×1 of quiet"].met is False
     assert table[32, "retry storm: useful items/s of capacity, no 504"].met
+    assert table[27, "the test suite passes, minutes"].value == 5.0 and table[27, "the test suite passes, minutes"].met
 
 
 def test_what_a_failed_step_or_an_absent_contender_leaves_is_not_measured_and_a_504_fails_the_storm() -> None:
@@ -123,12 +125,26 @@ def test_what_a_failed_step_or_an_absent_contender_leaves_is_not_measured_and_a_
     assert table[32, "under 1.5 CPUs, `short` 32×1 of quiet"].met is None
     assert table[32, "retry storm: useful items/s of capacity, no 504"].met is False  # 0.95 of capacity, but 504s
     assert table[32, "retry storm: useful items/s of capacity, no 504"].figures.endswith("504s 3")
+    assert table[27, "the test suite passes, minutes"].met is None  # not asked for (--suite)
+    for suite, minutes in (({"seconds": 700.0, "passed": True}, 11.67), ({"seconds": 60.0, "passed": False}, 1.0)):
+        row = by_what(rows({**results, "suite": suite}))[27, "the test suite passes, minutes"]
+        assert row.value == minutes and row.met is False
+
+
+def test_the_suite_is_timed_and_its_failure_recorded(tmp_path: Path) -> None:
+    passed = run_suite(f"{sys.executable} -c 'print(\"1070 passed\")'", tmp_path)
+    assert passed["passed"] and passed["seconds"] >= 0
+    assert json.loads((tmp_path / "suite.json").read_text()) == passed
+    assert "1070 passed" in (tmp_path / "suite.log").read_text()
+    failed = run_suite(f"{sys.executable} -c 'import sys; sys.exit(3)'", tmp_path)
+    assert failed["passed"] is False
 
 
 @pytest.mark.slow
 def test_a_toy_run_of_the_default_alone_writes_its_report(tmp_path: Path) -> None:
     argv = [sys.executable, "-m", "bench.cpu_kind", "--no-torch", "--no-int8", "--rounds", "1", "--duration", "1"]
     argv += ["--warmup", "0.5", "--ceiling-seconds", "1", "--storm-duration", "1", "--out", str(tmp_path)]
+    argv += ["--suite", f"{sys.executable} -c pass"]  # a suite that passes at once
     done = subprocess.run(argv, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     (summary,) = tmp_path.glob("*-cpu-kind.json")
@@ -139,6 +155,7 @@ def test_a_toy_run_of_the_default_alone_writes_its_report(tmp_path: Path) -> Non
         assert table[32, measured]["value"] > 0, measured
     assert table[32, "retry storm: useful items/s of capacity, no 504"]["value"] > 0
     assert table[32, "default ÷ torch, `short` 32×1"]["met"] is None  # torch was left out
+    assert table[27, "the test suite passes, minutes"]["met"] is True
     assert summary.with_suffix(".md").read_text().count("\n| ") == len(report["rows"]) + 1
     steps = sorted(p.name for p in (tmp_path / summary.stem).iterdir())
-    assert steps == ["hog-1", "main", "quiet-1", "quota", "storm.json"]
+    assert steps == ["hog-1", "main", "quiet-1", "quota", "storm.json", "suite.json", "suite.log"]
