@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from bench.cpu_kind import DEFAULT, INT8, TORCH, _parser, plan, rows, run_suite
+from bench.cpu_kind import DEFAULT, INT8, TORCH, Step, _parser, plan, rows, run_steps, run_suite
 from tests.support import ROOT
 
 
@@ -129,6 +129,22 @@ def test_what_a_failed_step_or_an_absent_contender_leaves_is_not_measured_and_a_
     for suite, minutes in (({"seconds": 700.0, "passed": True}, 11.67), ({"seconds": 60.0, "passed": False}, 1.0)):
         row = by_what(rows({**results, "suite": suite}))[27, "the test suite passes, minutes"]
         assert row.value == minutes and row.met is False
+
+
+def test_a_step_that_fails_is_said_and_leaves_no_result_while_the_others_are_read(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "quota").mkdir()
+    (tmp_path / "quota" / "20261205T000000Z.json").write_text(json.dumps(bench_result()))
+    write_storm = f"import json; open({str(tmp_path / 'storm.json')!r}, 'w').write(json.dumps({storm(1.0, 0)!r}))"
+    steps = [
+        Step("main", [sys.executable, "-c", "import sys; print('no cgroup here', file=sys.stderr); sys.exit(2)"]),
+        Step("quota", [sys.executable, "-c", "pass"]),
+        Step("storm", [sys.executable, "-c", write_storm]),
+    ]
+    results = run_steps(steps, tmp_path)
+    assert results["main"] is None and results["quota"] == bench_result() and results["storm"] == storm(1.0, 0)
+    assert "cpu_kind: main failed (2):\nno cgroup here" in capsys.readouterr().err
 
 
 def test_the_suite_is_timed_and_its_failure_recorded(tmp_path: Path) -> None:
