@@ -9,7 +9,8 @@ instead of 691–714. The price is page faults on fresh mappings: in alternating
 machine, mixed 32×1 gave 52–65 items/s against 61–70 without it (0–15% less, inside a noise of ±15%);
 1 MiB saved little more (615 MB) for ~18% fewer items/s. Bounded memory under changing loads is worth
 that here; `EMBEDSERVE_MALLOC_MMAP_THRESHOLD=0` gives the other choice. ONNX Runtime's own arena gains nothing from it
-(238 against 237 MB), so the server sets it only when it serves torch models."""
+(238 against 237 MB), so the server sets it only where a model may run on torch: backend `torch`, or `auto`, which
+falls back to torch when the export fails (set before loading, it cannot wait for the outcome)."""
 
 from __future__ import annotations
 
