@@ -30,6 +30,11 @@ WIDEST_SHARED_ROW = 128
 """Rows are widened past their group's longest item, to hold more short items each, up to this width."""
 
 
+def _row_cost(width: int, attention_width: int) -> float:
+    """A row's cost in token-equivalents (ATTENTION_WIDTH says why)."""
+    return width * (1 + width / attention_width)
+
+
 def plan_passes(
     lengths: Sequence[int], run_tokens: int = RUN_TOKENS, attention_width: int = ATTENTION_WIDTH
 ) -> list[tuple[int, list[list[int]]]]:
@@ -48,7 +53,7 @@ def plan_passes(
 
     def packed(end: int) -> Iterator[float]:
         width = ordered[end - 1]
-        per_row = width * (1 + width / attention_width)
+        per_row = _row_cost(width, attention_width)
         return (-(-(prefix[end] - prefix[lo]) // width) * per_row + run_tokens for lo in range(end))
 
     passes: list[tuple[int, list[list[int]]]] = []
@@ -64,7 +69,7 @@ def _cheapest_rows(lengths: Sequence[int], longest: int, attention_width: int) -
     chosen: tuple[float, int, list[list[int]]] | None = None
     for times in range(1, max(1, WIDEST_SHARED_ROW // longest) + 1):
         width = longest * times
-        per_row = width * (1 + width / attention_width)
+        per_row = _row_cost(width, attention_width)
         if chosen is not None and -(-total // width) * per_row >= chosen[0]:
             break  # wider rows only cost more from here on
         rows = _best_fit(lengths, width)
