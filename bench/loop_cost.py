@@ -75,27 +75,17 @@ async def _call(app: Any, body: bytes) -> int:
     return status
 
 
-async def _lifespan(app: Any) -> tuple[asyncio.Queue[dict[str, Any]], asyncio.Task[None]]:
-    """Starts the app's lifespan (its models load); the queue takes the shutdown message."""
-    incoming: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-    await incoming.put({"type": "lifespan.startup"})
-    task = asyncio.create_task(
-        app({"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, incoming.get, outgoing.put)
-    )
-    started = await outgoing.get()
-    if started["type"] != "lifespan.startup.complete":
-        raise SystemExit(f"the app did not start: {started}")
-    return incoming, task
-
-
 async def measure(settings: Any, model: str, texts: list[str], clients: int, warmup: int) -> dict[str, Any]:
     """The first `warmup` texts are answered unmeasured, the rest measured; every text is one request."""
     from embedserve.server.app import create_app
 
     app = create_app(settings)
-    shutdown, lifespan = await _lifespan(app)
-    await app.state.host.wait_loaded()
+    async with app.router.lifespan_context(app):  # the models load, as under a server
+        await app.state.host.wait_loaded()
+        return await _measure(app, model, texts, clients, warmup)
+
+
+async def _measure(app: Any, model: str, texts: list[str], clients: int, warmup: int) -> dict[str, Any]:
     bodies = [orjson.dumps({"model": model, "input": text}) for text in texts]
     statuses: dict[int, int] = {}
 
@@ -114,8 +104,6 @@ async def measure(settings: Any, model: str, texts: list[str], clients: int, war
     thread0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
     await run(bodies[warmup:])
     thread1, process1, wall1 = time.thread_time(), time.process_time(), time.perf_counter()
-    await shutdown.put({"type": "lifespan.shutdown"})
-    await lifespan
     answered = sum(statuses.values())
     if set(statuses) != {200}:  # an error's path is not what this measures
         raise SystemExit(f"not every request was answered 200: {statuses}")
