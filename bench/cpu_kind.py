@@ -42,6 +42,8 @@ VERDICTS = {True: "met", False: "**not met**", None: "not measured"}
 class Step:
     name: str
     argv: list[str]
+    result: Path
+    """Where the step writes its result: a JSON file, or a folder whose newest JSON it is (`python -m bench --out`)."""
 
 
 @dataclass(frozen=True)
@@ -62,26 +64,21 @@ def plan(args: argparse.Namespace, out: Path) -> list[Step]:
     timing = ["--duration", str(args.duration), "--warmup", str(args.warmup)]
     bench = [sys.executable, "-m", "bench"]
     contenders = ",".join([DEFAULT, *([TORCH] if args.torch else []), *([INT8] if args.int8 else [])])
-    steps = [
-        Step(
-            "main",
-            [*bench, "--contenders", contenders, "--workloads", "short,mixed", "--concurrency", "1,32", *timing]
-            + ["--ceiling-seconds", str(args.ceiling_seconds), "--out", str(out / "main")],
-        )
-    ]
     shared = [*bench, "--contenders", DEFAULT, "--workloads", "short,mixed", "--concurrency", "32", *timing]
     shared.append("--no-ceiling")
+    main = [*bench, "--contenders", contenders, "--workloads", "short,mixed", "--concurrency", "1,32", *timing]
+    runs = [("main", [*main, "--ceiling-seconds", str(args.ceiling_seconds)])]
     for round_ in range(1, args.rounds + 1):
-        steps.append(Step(f"quiet-{round_}", [*shared, "--out", str(out / f"quiet-{round_}")]))
-        steps.append(Step(f"hog-{round_}", [*shared, "--hog", "1", "--out", str(out / f"hog-{round_}")]))
-    steps.append(Step("quota", [*shared, "--cpu-quota", "1.5", "--out", str(out / "quota")]))
+        runs += [(f"quiet-{round_}", shared), (f"hog-{round_}", [*shared, "--hog", "1"])]
+    runs.append(("quota", [*shared, "--cpu-quota", "1.5"]))
+    steps = [Step(name, [*argv, "--out", str(out / name)], out / name) for name, argv in runs]
     storm = [sys.executable, "-m", "bench.storm", "--workload", "mixed", "--clients", "32", "--items", "4"]
     storm += ["--duration", str(args.storm_duration), "--warmup", str(args.warmup), "--out", str(out / "storm.json")]
-    steps.append(Step("storm", storm))
+    steps.append(Step("storm", storm, out / "storm.json"))
     return steps
 
 
-def run_steps(steps: list[Step], out: Path) -> dict[str, dict[str, Any] | None]:
+def run_steps(steps: list[Step]) -> dict[str, dict[str, Any] | None]:
     """Each step's result (None where it failed: said on stderr, and its rows read "not measured")."""
     results: dict[str, dict[str, Any] | None] = {}
     for step in steps:
@@ -91,7 +88,7 @@ def run_steps(steps: list[Step], out: Path) -> dict[str, dict[str, Any] | None]:
             print(f"cpu_kind: {step.name} failed ({done.returncode}):\n{done.stderr[-2000:]}", file=sys.stderr)
             results[step.name] = None
             continue
-        results[step.name] = _read_result(out, step.name)
+        results[step.name] = _read_result(step.result)
     return results
 
 
@@ -107,10 +104,10 @@ def run_suite(command: str, out: Path) -> dict[str, Any]:
     return result
 
 
-def _read_result(out: Path, name: str) -> dict[str, Any] | None:
-    if name == "storm":
-        return json.loads((out / "storm.json").read_text())
-    found = sorted((out / name).glob("*.json"))
+def _read_result(path: Path) -> dict[str, Any] | None:
+    if path.suffix == ".json":
+        return json.loads(path.read_text())
+    found = sorted(path.glob("*.json"))
     return json.loads(found[-1].read_text()) if found else None
 
 
@@ -274,7 +271,7 @@ def main(argv: list[str] | None = None) -> Path:
     stamp = started.replace(":", "").replace("-", "")
     steps_dir = args.out / f"{stamp}-cpu-kind"
     steps_dir.mkdir(parents=True, exist_ok=True)
-    results = run_steps(plan(args, steps_dir), steps_dir)
+    results = run_steps(plan(args, steps_dir))
     if args.suite:
         results["suite"] = run_suite(args.suite, steps_dir)
     git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)

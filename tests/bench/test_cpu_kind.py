@@ -137,12 +137,13 @@ def test_a_step_that_fails_is_said_and_leaves_no_result_while_the_others_are_rea
     (tmp_path / "quota").mkdir()
     (tmp_path / "quota" / "20261205T000000Z.json").write_text(json.dumps(bench_result()))
     write_storm = f"import json; open({str(tmp_path / 'storm.json')!r}, 'w').write(json.dumps({storm(1.0, 0)!r}))"
+    fails = [sys.executable, "-c", "import sys; print('no cgroup here', file=sys.stderr); sys.exit(2)"]
     steps = [
-        Step("main", [sys.executable, "-c", "import sys; print('no cgroup here', file=sys.stderr); sys.exit(2)"]),
-        Step("quota", [sys.executable, "-c", "pass"]),
-        Step("storm", [sys.executable, "-c", write_storm]),
+        Step("main", fails, tmp_path / "main"),
+        Step("quota", [sys.executable, "-c", "pass"], tmp_path / "quota"),
+        Step("storm", [sys.executable, "-c", write_storm], tmp_path / "storm.json"),
     ]
-    results = run_steps(steps, tmp_path)
+    results = run_steps(steps)
     assert results["main"] is None and results["quota"] == bench_result() and results["storm"] == storm(1.0, 0)
     assert "cpu_kind: main failed (2):\nno cgroup here" in capsys.readouterr().err
 
