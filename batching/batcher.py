@@ -334,6 +334,10 @@ class Batcher(Generic[P, R]):
         except asyncio.CancelledError:
             self._drop(request)
             raise
+        finally:
+            # Its items point back at it: left linked, every request would be a reference cycle that only the
+            # garbage collector frees, with the futures, payloads and results hanging off it.
+            request.items.clear()
 
     # -- scheduling ------------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import itertools
 import random
 import threading
@@ -177,6 +178,32 @@ async def test_a_request_spread_over_several_batches_is_reassembled_in_order() -
         assert await submit(batcher, *request) == outputs(*range(8))
     assert len(runner.batches) >= 4
     assert sorted(runner.seen) == list(range(8))
+
+
+async def test_a_finished_request_is_freed_without_the_garbage_collector() -> None:
+    """A queued request and its items point at each other; once it is answered, cancelled or failed the link is
+    cut, so reference counting frees it. Left as cycles, every request was the collector's to find: on the
+    event loop's thread, between requests."""
+    runner = RecordingRunner(fail_on={"bad"})
+    async with running(runner) as batcher:
+        gc.collect()
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage to look at
+        try:
+            first = await first_batch_running(batcher, runner)
+            gone = await queued(batcher, ("gone", 5))
+            gone.cancel()
+            await asyncio.gather(gone, return_exceptions=True)
+            runner.release()
+            await first
+            assert await submit(batcher, ("a", 5), ("b", 9)) == outputs("a", "b")
+            with pytest.raises(BatchFailed):
+                await submit(batcher, ("bad", 5))
+            gc.collect()
+            cycles = [type(o).__name__ for o in gc.garbage if type(o).__name__ in ("_Request", "_Item")]
+        finally:
+            gc.set_debug(0)
+            gc.garbage.clear()
+    assert cycles == []
 
 
 async def test_submit_needs_a_started_batcher() -> None:
