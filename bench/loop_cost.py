@@ -8,7 +8,8 @@ from the settings a server reads: `EMBEDSERVE_*` and the options below) is calle
 answer came. The figure is the loop thread's own CPU time (`time.thread_time`) over the requests answered: the
 routes, middleware, tokenizing, batcher and answer, but not the model's passes (their worker threads) and not what
 uvicorn and the kernel add for HTTP over loopback (~30 µs a request for a bare uvicorn app on the AMD EPYC of
-bench/README.md). The process's CPU a request, passes included, is printed beside it.
+bench/README.md). The process's CPU a request, passes included, is printed beside it. As `embedserve serve` does, what
+loading made is frozen for the garbage collector (server/collector.py): collections walk only what requests make.
 """
 
 from __future__ import annotations
@@ -78,8 +79,10 @@ async def _call(app: Any, body: bytes) -> int:
 async def measure(settings: Any, model: str, texts: list[str], clients: int, warmup: int) -> dict[str, Any]:
     """The first `warmup` texts are answered unmeasured, the rest measured; every text is one request."""
     from embedserve.server.app import create_app
+    from embedserve.server.collector import freeze_loaded_objects
 
     app = create_app(settings)
+    app.state.host.on_loaded = freeze_loaded_objects  # as `embedserve serve` does: collections skip what loaded
     async with app.router.lifespan_context(app):  # the models load, as under a server
         await app.state.host.wait_loaded()
         return await _measure(app, model, texts, clients, warmup)
