@@ -21,10 +21,10 @@ from embedserve.server.http import calls
 from embedserve.server.http.errors import ApiError, send_error
 from embedserve.server.serving.seam import Call
 from embedserve.server.telemetry import tracing
-from embedserve.server.telemetry.logs import request_id
+from embedserve.server.telemetry.logs import AccessLog, request_id
 from embedserve.server.telemetry.metrics import Metrics
 
-access = logging.getLogger("embedserve.access")
+access = AccessLog(logging.getLogger("embedserve.access"))
 _VALID_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 # Request ids: a random per-process prefix and a counter, unique without a uuid4 (an urandom call) per request.
 _ID_PREFIX = uuid.uuid4().hex[:16]
@@ -165,9 +165,8 @@ class RequestContextMiddleware:
         if status >= 400 and not probe:
             m.errors.labels(model, route, str(status)).inc()
         if self.access_log and (not probe or self.access_log_probes):
-            access.info(
-                "request",
-                extra={
+            access.write(
+                {
                     "method": scope["method"],
                     "path": path,
                     "status": status,
@@ -175,5 +174,5 @@ class RequestContextMiddleware:
                     "model": model or None,
                     "caller": call.caller,
                     "client": (scope.get("client") or ("", 0))[0],
-                },
+                }
             )

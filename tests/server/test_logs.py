@@ -1,5 +1,6 @@
 """The log handler: JSON lines written in bunches (one write per interval, not per request), with nothing
-held back that matters: warnings at once, and every line by the time logging shuts down."""
+held back that matters: warnings at once, and every line by the time logging shuts down. The access line: rendered
+straight to that handler when nothing else would see it, else a record like any other line."""
 
 from __future__ import annotations
 
@@ -8,10 +9,11 @@ import json
 import logging
 import time
 from collections.abc import Iterator
+from unittest import mock
 
 import pytest
 
-from embedserve.server.telemetry.logs import BufferedHandler, JsonFormatter, request_id
+from embedserve.server.telemetry.logs import AccessLog, BufferedHandler, JsonFormatter, request_id
 
 
 class CountingStream(io.StringIO):
@@ -94,3 +96,91 @@ def test_lines_go_out_by_themselves_after_the_interval() -> None:
         assert [entry["msg"] for entry in lines(stream)] == ["later"]
     finally:
         handler.close()
+
+
+# -- the access line -------------------------------------------------------------------------
+
+
+ACCESS_FIELDS = {"method": "POST", "path": "/v1/embeddings", "status": 200, "ms": 1.25, "model": "m", "caller": None}
+
+
+@pytest.fixture
+def chain() -> Iterator[tuple[logging.Logger, logging.Logger]]:
+    """A logger under a parent, as embedserve.access sits under embedserve; the parent is the top (the root's place)."""
+    parent = logging.getLogger(f"test-access-{time.monotonic_ns()}")
+    parent.propagate = False
+    parent.setLevel(logging.INFO)
+    yield parent, parent.getChild("access")
+    for handler in parent.handlers:
+        handler.close()
+    parent.handlers.clear()
+
+
+def test_an_access_line_written_directly_is_the_line_logging_writes(chain) -> None:
+    parent, logger = chain
+    stream = io.StringIO()
+    handler = BufferedHandler(stream, flush_seconds=3600)
+    handler.setFormatter(JsonFormatter())
+    parent.handlers[:] = [handler]  # ours alone: pytest's capture handlers would take the line as a record
+    token = request_id.set("rid-1")
+    try:
+        with mock.patch.object(logger, "makeRecord", side_effect=AssertionError("no LogRecord on the direct way")):
+            AccessLog(logger).write(dict(ACCESS_FIELDS))
+        logger.info("request", extra=dict(ACCESS_FIELDS))  # the same line the long way
+    finally:
+        request_id.reset(token)
+    assert stream.getvalue() == ""  # held like any info line
+    handler.flush()
+    direct, through_logging = lines(stream)
+    assert direct.pop("ts")[:-5] == through_logging.pop("ts")[:-5]  # the same second (the test is not that slow)
+    assert list(direct.items()) == list(through_logging.items())
+    assert direct == {"level": "info", "logger": logger.name, "msg": "request", "request_id": "rid-1", **ACCESS_FIELDS}
+
+
+class Recording(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.mark.parametrize("change", ["another handler", "a text formatter", "a logger filter", "a handler filter"])
+def test_any_other_logging_set_up_gets_the_access_line_as_a_record(chain, change: str) -> None:
+    parent, logger = chain
+    stream = io.StringIO()
+    handler = BufferedHandler(stream, flush_seconds=3600)
+    handler.setFormatter(JsonFormatter())
+    parent.handlers[:] = [handler]  # ours alone: pytest's capture handlers would take the line as a record
+    recording = Recording()
+    if change == "another handler":
+        logger.addHandler(recording)  # a test's capture, an operator's file
+    elif change == "a text formatter":
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s %(status)s"))
+    elif change == "a logger filter":
+        logger.addFilter(lambda record: record.__dict__.setdefault("tag", "filtered") is not None)
+    else:
+        handler.addFilter(lambda record: record.__dict__.setdefault("tag", "filtered") is not None)
+    AccessLog(logger).write(dict(ACCESS_FIELDS))
+    handler.flush()
+    if change == "another handler":
+        assert [record.getMessage() for record in recording.records] == ["request"]
+        assert recording.records[0].status == 200  # type: ignore[attr-defined]
+        assert lines(stream)[0]["status"] == 200
+    elif change == "a text formatter":
+        assert stream.getvalue() == f"INFO {logger.name} request 200\n"
+    else:
+        assert lines(stream)[0]["tag"] == "filtered"  # the filter saw a record
+
+
+def test_no_access_line_below_its_level(chain) -> None:
+    parent, logger = chain
+    stream = io.StringIO()
+    handler = BufferedHandler(stream, flush_seconds=3600)
+    handler.setFormatter(JsonFormatter())
+    parent.handlers[:] = [handler]  # ours alone: pytest's capture handlers would take the line as a record
+    parent.setLevel(logging.WARNING)
+    AccessLog(logger).write(dict(ACCESS_FIELDS))
+    handler.flush()
+    assert stream.getvalue() == ""
