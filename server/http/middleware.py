@@ -13,6 +13,7 @@ import re
 import time
 import uuid
 from collections.abc import Mapping
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -63,6 +64,9 @@ class RequestContextMiddleware:
         self.access_log = access_log
         self.access_log_probes = access_log_probes
         self.routes = routes
+        self._series: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        """Each (model, route, status)'s request counter and duration histogram; the keys are bounded: models served,
+        routes (other paths count as "other") and statuses."""
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -158,8 +162,12 @@ class RequestContextMiddleware:
         route = path if path in self.routes else "other"
         model = call.model
         m = self.metrics
-        m.requests.labels(model, route, str(status)).inc()
-        m.duration.labels(model, route).observe(seconds)
+        key = (model, route, status)
+        if (series := self._series.get(key)) is None:  # labels() locks and validates: a few µs a call, each request
+            series = self._series[key] = (m.requests.labels(model, route, str(status)), m.duration.labels(model, route))
+        requests, duration = series
+        requests.inc()
+        duration.observe(seconds)
         # A probe's 503 (loading, draining) is the server's state, not an error: it would trip error-rate alerts.
         probe = path.startswith("/health")
         if status >= 400 and not probe:

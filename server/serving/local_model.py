@@ -95,6 +95,9 @@ class LocalModel:
         """The runner's other outputs (models.backend: SPARSE, TOKENS), each through its own batcher with the
         model's limits: made by the first request that asks for that output."""
         self._calibrations: dict[int | None, asyncio.Future[np.ndarray]] = {}
+        if shared.cache is not None and identity is not None:  # its series exist where it is cached, as before
+            self._cache_hits = shared.metrics.cache_requests.labels(spec.id, "hit")
+            self._cache_misses = shared.metrics.cache_requests.labels(spec.id, "miss")
 
     async def start(self, measured: Probe | None = None) -> None:
         """Starts its batcher, `measured` (models.probe) as the throughput its first requests are judged by."""
@@ -390,8 +393,8 @@ class LocalModel:
             future = shared.computing[key] = loop.create_future()
             future.add_done_callback(_retrieve)
         hits = len(keys) - len(own)
-        shared.metrics.cache_requests.labels(self.spec.id, "hit").inc(hits)
-        shared.metrics.cache_requests.labels(self.spec.id, "miss").inc(len(own))
+        self._cache_hits.inc(hits)
+        self._cache_misses.inc(len(own))
         if own:
             try:
                 computed = await self._submit([tokens[i] for i in own.values()], call)

@@ -9,7 +9,7 @@ import pytest
 from openai import OpenAI
 
 from tests.inprocess import AppServer
-from tests.support import cosine_rows
+from tests.support import cosine_rows, metric
 
 MODEL = "all-MiniLM-L6-v2"
 TEXTS = [
@@ -158,6 +158,26 @@ def test_metrics_expose_requests_batches_and_queue(server: AppServer) -> None:
         "embed_process_resident_bytes",
     ):
         assert name in text, name
+
+
+def test_every_request_counts_once_in_its_model_route_and_status_series(server: AppServer) -> None:
+    ok = {"model": MODEL, "route": "/v1/embeddings"}
+    unknown = {"model": "", "route": "/v1/embeddings", "status": "404"}
+
+    def counts() -> list[float]:
+        return [
+            metric(server, "embed_requests_total", **ok, status="200"),
+            metric(server, "embed_requests_total", **ok, status="400"),
+            metric(server, "embed_request_duration_seconds_count", **ok),
+            metric(server, "embed_requests_total", **unknown),
+        ]
+
+    before = counts()
+    for text in ("one", "two", "three"):
+        assert server.http.post("/v1/embeddings", json={"input": text}).status_code == 200
+    assert server.http.post("/v1/embeddings", json={"input": "x", "dimensions": 100000}).status_code == 400
+    assert server.http.post("/v1/embeddings", json={"input": "x", "model": "nope"}).status_code == 404
+    assert [b - a for a, b in zip(before, counts())] == [3, 1, 4, 1]
 
 
 def test_swagger_docs_and_openapi(server: AppServer) -> None:
