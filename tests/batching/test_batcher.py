@@ -151,6 +151,16 @@ async def queued(batcher: Batcher, *specs: tuple[Any, int]) -> asyncio.Future[An
     return task
 
 
+async def cancel_while_queued(batcher: Batcher, runner: RecordingRunner, *specs: tuple[Any, int]) -> None:
+    """A request queued behind a running batch and cancelled there; then that batch ends."""
+    first = await first_batch_running(batcher, runner)
+    gone = await queued(batcher, *specs)
+    gone.cancel()
+    await asyncio.gather(gone, return_exceptions=True)
+    runner.release()
+    await first
+
+
 # -- results ----------------------------------------------------------------------------------
 
 
@@ -189,12 +199,7 @@ async def test_a_finished_request_is_freed_without_the_garbage_collector() -> No
         gc.collect()
         gc.set_debug(gc.DEBUG_SAVEALL)  # what a collection finds unreachable is kept in gc.garbage to look at
         try:
-            first = await first_batch_running(batcher, runner)
-            gone = await queued(batcher, ("gone", 5))
-            gone.cancel()
-            await asyncio.gather(gone, return_exceptions=True)
-            runner.release()
-            await first
+            await cancel_while_queued(batcher, runner, ("gone", 5))
             assert await submit(batcher, ("a", 5), ("b", 9)) == outputs("a", "b")
             with pytest.raises(BatchFailed):
                 await submit(batcher, ("bad", 5))
@@ -725,12 +730,7 @@ async def test_the_observer_sees_dropped_items_leave_the_queue() -> None:
     runner = RecordingRunner()
     observer = RecordingObserver()
     async with running(runner, observer) as batcher:
-        first = await first_batch_running(batcher, runner)
-        gone = await queued(batcher, ("gone", 7))
-        gone.cancel()
-        await asyncio.gather(gone, return_exceptions=True)
-        runner.release()
-        await first
+        await cancel_while_queued(batcher, runner, ("gone", 7))
     assert observer.queue == [(1, 1), (0, 0), (1, 7), (0, 0)]
 
 

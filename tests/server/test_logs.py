@@ -105,23 +105,23 @@ ACCESS_FIELDS = {"method": "POST", "path": "/v1/embeddings", "status": 200, "ms"
 
 
 @pytest.fixture
-def chain() -> Iterator[tuple[logging.Logger, logging.Logger]]:
-    """A logger under a parent, as embedserve.access sits under embedserve; the parent is the top (the root's place)."""
-    parent = logging.getLogger(f"test-access-{time.monotonic_ns()}")
-    parent.propagate = False
-    parent.setLevel(logging.INFO)
-    yield parent, parent.getChild("access")
-    for handler in parent.handlers:
-        handler.close()
-    parent.handlers.clear()
-
-
-def test_an_access_line_written_directly_is_the_line_logging_writes(chain) -> None:
-    parent, logger = chain
+def access_chain() -> Iterator[tuple[logging.Logger, logging.Logger, io.StringIO, BufferedHandler]]:
+    """An access logger under a top logger that holds our JSON handler, as configure_logging sets up the root's.
+    Neither is registered with logging: pytest's capture handlers join every registered logger that does not
+    propagate, and would take the line as a record."""
+    top = logging.Logger("test-top", logging.INFO)
+    logger = logging.Logger("test-top.access")
+    logger.parent = top
     stream = io.StringIO()
     handler = BufferedHandler(stream, flush_seconds=3600)
     handler.setFormatter(JsonFormatter())
-    parent.handlers[:] = [handler]  # ours alone: pytest's capture handlers would take the line as a record
+    top.addHandler(handler)
+    yield top, logger, stream, handler
+    handler.close()
+
+
+def test_an_access_line_written_directly_is_the_line_logging_writes(access_chain) -> None:
+    _, logger, stream, handler = access_chain
     token = request_id.set("rid-1")
     try:
         with mock.patch.object(logger, "makeRecord", side_effect=AssertionError("no LogRecord on the direct way")):
@@ -147,12 +147,8 @@ class Recording(logging.Handler):
 
 
 @pytest.mark.parametrize("change", ["another handler", "a text formatter", "a logger filter", "a handler filter"])
-def test_any_other_logging_set_up_gets_the_access_line_as_a_record(chain, change: str) -> None:
-    parent, logger = chain
-    stream = io.StringIO()
-    handler = BufferedHandler(stream, flush_seconds=3600)
-    handler.setFormatter(JsonFormatter())
-    parent.handlers[:] = [handler]  # ours alone: pytest's capture handlers would take the line as a record
+def test_any_other_logging_set_up_gets_the_access_line_as_a_record(access_chain, change: str) -> None:
+    _, logger, stream, handler = access_chain
     recording = Recording()
     if change == "another handler":
         logger.addHandler(recording)  # a test's capture, an operator's file
@@ -174,13 +170,9 @@ def test_any_other_logging_set_up_gets_the_access_line_as_a_record(chain, change
         assert lines(stream)[0]["tag"] == "filtered"  # the filter saw a record
 
 
-def test_no_access_line_below_its_level(chain) -> None:
-    parent, logger = chain
-    stream = io.StringIO()
-    handler = BufferedHandler(stream, flush_seconds=3600)
-    handler.setFormatter(JsonFormatter())
-    parent.handlers[:] = [handler]  # ours alone: pytest's capture handlers would take the line as a record
-    parent.setLevel(logging.WARNING)
+def test_no_access_line_below_its_level(access_chain) -> None:
+    top, logger, stream, handler = access_chain
+    top.setLevel(logging.WARNING)
     AccessLog(logger).write(dict(ACCESS_FIELDS))
     handler.flush()
     assert stream.getvalue() == ""
