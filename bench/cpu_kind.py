@@ -30,8 +30,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.ceiling import cores
-from bench.run import cpu_model, isa_flags
+from bench.run import run_meta
 from bench.servers import REPO
 
 DEFAULT, TORCH, INT8 = "embedserve", "embedserve-torch", "embedserve-onnx-int8"
@@ -267,23 +266,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> Path:
     args = _parser().parse_args(argv)
-    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    stamp = started.replace(":", "").replace("-", "")
+    meta = run_meta(argv, "bench.cpu_kind")
+    stamp = meta["started"].replace(":", "").replace("-", "")
     steps_dir = args.out / f"{stamp}-cpu-kind"
     steps_dir.mkdir(parents=True, exist_ok=True)
     results = run_steps(plan(args, steps_dir))
     if args.suite:
         results["suite"] = run_suite(args.suite, steps_dir)
-    git = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True)
-    meta = {
-        "started": started,
-        "command": " ".join(["python -m bench.cpu_kind", *(sys.argv[1:] if argv is None else argv)]),
-        "cores": cores(),
-        "cpu": cpu_model(),
-        "isa_flags": isa_flags(),
-        "git": git.stdout.strip(),
-        "steps_dir": str(steps_dir.relative_to(REPO) if steps_dir.is_relative_to(REPO) else steps_dir),
-    }
+    meta["steps_dir"] = str(steps_dir.relative_to(REPO) if steps_dir.is_relative_to(REPO) else steps_dir)
     table = rows(results)
     summary = args.out / f"{stamp}-cpu-kind.md"
     summary.write_text(render(meta, table))

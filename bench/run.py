@@ -253,7 +253,10 @@ def cpu_model() -> str:
     )
 
 
-def _meta(argv: list[str] | None) -> dict:
+def run_meta(argv: list[str] | None, program: str = "bench") -> dict:
+    """What a bench result says of its run: when, the command (`python -m <program>` and its arguments), the
+    machine (cores, CPU model and ISA flags), Python and the commit (marked dirty when the tree differs)."""
+
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True).stdout.strip()
 
@@ -261,7 +264,7 @@ def _meta(argv: list[str] | None) -> dict:
     dirty = " (dirty)" if git("status", "--porcelain", "--untracked-files=no") else ""
     return {
         "started": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "command": shlex.join(["python", "-m", "bench", *(sys.argv[1:] if argv is None else argv)]),
+        "command": shlex.join(["python", "-m", program, *(sys.argv[1:] if argv is None else argv)]),
         "cores": cores(),
         "cpu": cpu,
         "isa_flags": isa_flags(),
@@ -286,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     plan = scenarios(args)
     model_dir = args.model_dir or default_model_dir()
     result: dict = {
-        "meta": _meta(argv),
+        "meta": run_meta(argv),
         "settings": {
             "duration": args.duration,
             "warmup": args.warmup,
