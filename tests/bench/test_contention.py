@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,25 @@ import pytest
 from bench.contention import CGROUP, cpu_quota, hog
 
 
+def _state_and_cpu_ticks(pid: int) -> tuple[str, int]:
+    """A process's state letter and its user + system CPU time in clock ticks, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return fields[0], int(fields[11]) + int(fields[12])
+
+
 def test_the_hog_runs_while_the_block_runs_and_stops_after() -> None:
     with hog(2) as pids:
         assert len(pids) == 2
-        for pid in pids:
-            assert Path(f"/proc/{pid}/stat").read_text().split()[2] in "RS"  # alive (running or runnable)
+        # Alive, in whatever state a starting interpreter is in (D while it reads its files), then burning CPU.
+        # The wait is bounded far above a Python's start-up; nothing here is timed.
+        deadline = time.monotonic() + 60
+        while True:
+            states = [_state_and_cpu_ticks(pid) for pid in pids]
+            assert all(state not in "ZX" for state, _ in states), states
+            if all(ticks > 0 for _, ticks in states) or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert all(ticks > 0 for _, ticks in states), states
     for pid in pids:
         assert not Path(f"/proc/{pid}").exists() or Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
 
