@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from bench.cpu_kind import DEFAULT, INT8, TORCH, Step, _parser, plan, rows, run_steps, run_suite
+from bench.run import bracketed
 from tests.support import ROOT
 
 
@@ -107,6 +108,16 @@ def test_each_target_is_judged_from_the_steps_results() -> None:
     assert table[32, "under 1.5 CPUs, `mixed` 32×1 of quiet"].met is False
     assert table[32, "retry storm: useful items/s of capacity, no 504"].met
     assert table[27, "the test suite passes, minutes"].value == 5.0 and table[27, "the test suite passes, minutes"].met
+
+
+def test_a_ceiling_measured_before_and_after_the_contenders_is_judged_by_its_mean_with_both_shown() -> None:
+    main = bench_result(contender(DEFAULT, 900.0, 250.0), ceiling=(1000.0, 250.0))
+    before, after = ({"items_per_s": rate, "single_encode_p50_ms": 2.0} for rate in (950.0, 1050.0))
+    main["ceiling_onnx"]["short"] = bracketed(before, after)
+    table = by_what(rows({"main": main}))
+    short = table[32, "`short` 32×1 of the ONNX ceiling"]
+    assert short.value == 0.9 and short.figures == "items/s 900.0, ceiling 1,000.0 (before 950.0, after 1,050.0)"
+    assert table[32, "`mixed` 32×1 of the ONNX ceiling"].figures == "items/s 250.0, ceiling 250.0"  # measured once
 
 
 def test_what_a_failed_step_or_an_absent_contender_leaves_is_not_measured_and_a_504_fails_the_storm() -> None:

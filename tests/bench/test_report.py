@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bench.report import render
+from bench.run import bracketed
 
 
 def run(workload: str, clients: int, items_per_s: float, p99: float) -> dict:
@@ -87,11 +88,33 @@ def test_the_ceiling_table_shows_the_onnx_ceiling_beside_torchs() -> None:
         ],
     }
     text = render(result)
-    assert "| short | torch | 458.0 | 11.20 |" in text and "| short | onnx fp32 | 624.3 | 4.01 |" in text
+    assert "| short | torch | 458.0 | - | 11.20 |" in text and "| short | onnx fp32 | 624.3 | - | 4.01 |" in text
     assert "| embedserve | short | 32 × 1 | 458.0 | 73% |" in text  # the default engine serves ONNX: its ceiling
     assert "| embedserve-torch | short | 32 × 1 | 229.0 | 50% |" in text  # torch's
     result["meta"]["started"] = "2026-11-29T00:00:00Z"  # before backend auto, `embedserve` served torch
     assert "| embedserve | short | 32 × 1 | 458.0 | 100% |" in render(result)
+
+
+def test_a_ceiling_measured_before_and_after_the_contenders_shows_both_and_rates_them_by_its_mean() -> None:
+    before = {"items_per_s": 440.0, "single_encode_p50_ms": 11.0, "threads": 2}
+    after = {"items_per_s": 476.0, "single_encode_p50_ms": 11.4, "threads": 2}
+    result = {
+        "meta": {
+            "started": "2026-12-05T14:00:00Z",
+            "command": "c",
+            "cores": 2,
+            "cpu": "cpu",
+            "git": "g",
+            "python": "3",
+        },
+        "settings": {"duration": 1, "warmup": 1, "seed": 0},
+        "ceiling": {"short": bracketed(before, after)},
+        "contenders": [contender("embedserve-torch", run("short", 32, 229.0, 90), run("short", 1, 80.0, 30))],
+    }
+    text = render(result)
+    assert "| short | torch | 458.0 | 440.0 / 476.0 | 11.20 |" in text
+    assert "| embedserve-torch | short | 32 × 1 | 229.0 | 50% |" in text
+    assert "| embedserve-torch | short | 1 × 1 | 80.0 | 17% | 80.0 | 15.00 | 30.00 | +3.80 |" in text
 
 
 def test_the_header_names_the_cpu_with_the_features_that_tell_its_kinds_apart() -> None:
