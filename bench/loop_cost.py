@@ -10,6 +10,10 @@ routes, middleware, tokenizing, batcher and answer, but not the model's passes (
 uvicorn and the kernel add for HTTP over loopback (~30 µs a request for a bare uvicorn app on the AMD EPYC of
 bench/README.md). The process's CPU a request, passes included, is printed beside it. As `embedserve serve` does, what
 loading made is frozen for the garbage collector (server/collector.py): collections walk only what requests make.
+
+`--no-http` leaves the app out: the callers call the served model's `embed` (tokenizing, the batcher, the passes)
+straight, as the route does. Its requests/s is what the batcher and the model give these callers with no HTTP round
+trip at all, the served path's bound in this process (bench/README.md, "What bounds `short` 32 × 1").
 """
 
 from __future__ import annotations
@@ -76,8 +80,22 @@ async def _call(app: Any, body: bytes) -> int:
     return status
 
 
-async def measure(settings: Any, model: str, texts: list[str], clients: int, warmup: int) -> dict[str, Any]:
-    """The first `warmup` texts are answered unmeasured, the rest measured; every text is one request."""
+async def _embed(served: Any, text: str, seconds: float) -> int | str:
+    """One text straight into the served model, as the route calls it; 200 when answered, else the error's name."""
+    from embedserve.server.serving.seam import Call, EmbedParams
+
+    try:
+        await served.embed([text], EmbedParams(), Call(within=seconds))
+    except Exception as exc:  # counted, as a status would be
+        return type(exc).__name__
+    return 200
+
+
+async def measure(
+    settings: Any, model: str, texts: list[str], clients: int, warmup: int, *, http: bool = True
+) -> dict[str, Any]:
+    """The first `warmup` texts are answered unmeasured, the rest measured; every text is one request, through the
+    app, or (`http` False) straight into the served model."""
     from embedserve.server.app import create_app
     from embedserve.server.collector import freeze_loaded_objects
 
@@ -85,27 +103,39 @@ async def measure(settings: Any, model: str, texts: list[str], clients: int, war
     app.state.host.on_loaded = freeze_loaded_objects  # as `embedserve serve` does: collections skip what loaded
     async with app.router.lifespan_context(app):  # the models load, as under a server
         await app.state.host.wait_loaded()
-        return await _measure(app, model, texts, clients, warmup)
+        if not http:
+            try:
+                served = app.state.host.get(model, "embed")
+            except Exception as exc:  # the model asked is not served here: nothing to measure
+                raise SystemExit(f"not every request was answered 200: {model!r} is not served ({exc})") from None
+            seconds = settings.request_timeout
+            return await _measure(lambda text: _embed(served, text, seconds), texts, clients, warmup)
+        return await _measure(lambda body: _call(app, body), _bodies(model, texts), clients, warmup)
 
 
-async def _measure(app: Any, model: str, texts: list[str], clients: int, warmup: int) -> dict[str, Any]:
-    bodies = [orjson.dumps({"model": model, "input": text}) for text in texts]
-    statuses: dict[int, int] = {}
+def _bodies(model: str, texts: list[str]) -> list[bytes]:
+    return [orjson.dumps({"model": model, "input": text}) for text in texts]
 
-    async def run(share: list[bytes]) -> None:
+
+async def _measure(ask: Any, requests: list[Any], clients: int, warmup: int) -> dict[str, Any]:
+    """`ask(request)` for each request by `clients` concurrent callers, each asking again as soon as it is answered;
+    its status counted."""
+    statuses: dict[Any, int] = {}
+
+    async def run(share: list[Any]) -> None:
         queue = iter(share)
 
         async def client() -> None:
-            for body in queue:
-                status = await _call(app, body)
+            for request in queue:
+                status = await ask(request)
                 statuses[status] = statuses.get(status, 0) + 1
 
         await asyncio.gather(*(client() for _ in range(clients)))
 
-    await run(bodies[:warmup])
+    await run(requests[:warmup])
     statuses.clear()
     thread0, process0, wall0 = time.thread_time(), time.process_time(), time.perf_counter()
-    await run(bodies[warmup:])
+    await run(requests[warmup:])
     thread1, process1, wall1 = time.thread_time(), time.process_time(), time.perf_counter()
     answered = sum(statuses.values())
     if set(statuses) != {200}:  # an error's path is not what this measures
@@ -130,6 +160,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--model-id", default=MODEL_ID, help="the model served from --model-dir, and the one asked")
     p.add_argument("--models-file", type=Path, help="serve this models file instead of --model-dir")
     p.add_argument("--no-access-log", dest="access_log", action="store_false")
+    p.add_argument(
+        "--no-http", dest="http", action="store_false", help="call the served model straight, without the app"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -159,11 +192,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         run = uvloop.run
     except ImportError:  # as uvicorn: uvloop where installed
         run = asyncio.run
-    result = run(measure(settings, args.model_id, texts, args.clients, args.warmup))
+    result = run(measure(settings, args.model_id, texts, args.clients, args.warmup, http=args.http))
     result = {
         "cpu": cpu_model(),
         "isa_flags": isa_flags(),
         "workload": args.workload,
+        "http": args.http,
         "access_log": args.access_log,
         **result,
     }

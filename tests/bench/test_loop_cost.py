@@ -31,6 +31,7 @@ def test_every_request_is_answered_and_the_loops_cpu_reported_apart_from_the_pro
     assert result["requests"] == 200 and result["statuses"] == {"200": 200} and result["clients"] == 8
     assert 0 < result["loop_cpu_us_per_request"] <= result["process_cpu_us_per_request"]
     assert result["requests_per_s"] > 0 and result["workload"] == "short" and result["access_log"] is True
+    assert result["http"] is True
     assert result["cpu"] and isinstance(result["isa_flags"], list)
     assert '"logger":"embedserve.access"' not in done.stdout + done.stderr  # the access log goes to the null device
 
@@ -40,3 +41,15 @@ def test_a_run_whose_requests_fail_measures_nothing(tmp_path: Path) -> None:
     done = loop_cost(tmp_path, "--model-id", "other", "--requests", "30", "--warmup", "5", "--clients", "4")
     assert done.returncode == 1 and done.stdout == ""
     assert "not every request was answered 200: {404: 30}" in done.stderr
+
+
+def test_without_http_every_text_goes_straight_to_the_served_model(tmp_path: Path) -> None:
+    done = loop_cost(
+        tmp_path, "--model-id", "words", "--requests", "200", "--warmup", "20", "--clients", "8", "--no-http"
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["http"] is False and result["requests"] == 200 and result["statuses"] == {"200": 200}
+    assert 0 < result["loop_cpu_us_per_request"] <= result["process_cpu_us_per_request"]
+    missing = loop_cost(tmp_path, "--model-id", "other", "--requests", "30", "--warmup", "5", "--no-http")
+    assert missing.returncode == 1 and missing.stdout == "" and "'other' is not served" in missing.stderr
