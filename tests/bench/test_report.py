@@ -21,6 +21,10 @@ def run(workload: str, clients: int, items_per_s: float, p99: float) -> dict:
     }
 
 
+def meta(started: str) -> dict:
+    return {"started": started, "command": "c", "cores": 2, "cpu": "cpu", "git": "g", "python": "3"}
+
+
 def contender(name: str, *runs: dict) -> dict:
     return {"name": name, "runs": list(runs), "peak_rss_mb": 500.0, "ready_s": 1.0, "argv": ["x"], "env": {}}
 
@@ -71,14 +75,7 @@ def test_our_engines_are_compared_with_the_runs_torch_server() -> None:
 
 def test_the_ceiling_table_shows_the_onnx_ceiling_beside_torchs() -> None:
     result = {
-        "meta": {
-            "started": "2026-12-05T00:00:00Z",
-            "command": "c",
-            "cores": 2,
-            "cpu": "cpu",
-            "git": "g",
-            "python": "3",
-        },
+        "meta": meta("2026-12-05T00:00:00Z"),
         "settings": {"duration": 1, "warmup": 1, "seed": 0},
         "ceiling": {"short": {"items_per_s": 458.0, "single_encode_p50_ms": 11.2}},
         "ceiling_onnx": {"short": {"items_per_s": 624.3, "single_encode_p50_ms": 4.01}},
@@ -99,14 +96,7 @@ def test_a_ceiling_measured_before_and_after_the_contenders_shows_both_and_rates
     before = {"items_per_s": 440.0, "single_encode_p50_ms": 11.0, "threads": 2}
     after = {"items_per_s": 476.0, "single_encode_p50_ms": 11.4, "threads": 2}
     result = {
-        "meta": {
-            "started": "2026-12-05T14:00:00Z",
-            "command": "c",
-            "cores": 2,
-            "cpu": "cpu",
-            "git": "g",
-            "python": "3",
-        },
+        "meta": meta("2026-12-05T14:00:00Z"),
         "settings": {"duration": 1, "warmup": 1, "seed": 0},
         "ceiling": {"short": bracketed(before, after)},
         "contenders": [contender("embedserve-torch", run("short", 32, 229.0, 90), run("short", 1, 80.0, 30))],
