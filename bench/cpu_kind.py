@@ -14,7 +14,7 @@ bench` or `python -m bench.storm` process writing its usual results into `--out/
 
 Then `<stamp>-cpu-kind.md` (and `.json`): the CPU (model name and ISA flags), each target with its figure, the
 figures it comes from and whether it is met. Ratios are taken within this one run only. The machine should be quiet
-but for the hog the steps start themselves. About 10 minutes with the defaults.
+but for the hog the steps start themselves. About 12 minutes with the defaults.
 """
 
 from __future__ import annotations
