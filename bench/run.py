@@ -171,6 +171,18 @@ def measure_ceiling(workload: str, args: argparse.Namespace, model_dir: str, eng
     return {**_run_json(argv, timeout=args.ceiling_seconds * 3 + 180), "busy_before_cores": busy}
 
 
+def measure_ceilings(workloads: list[str], args: argparse.Namespace, model_dir: str, label: str) -> dict[str, dict]:
+    """The run's in-process ceilings, per workload: torch's (`ceiling`), and where `embedserve` is a contender the
+    default engine's own, its ONNX fp32 export (`ceiling_onnx`)."""
+    found: dict[str, dict] = {"ceiling": {}, "ceiling_onnx": {}}
+    for workload in workloads:
+        print(f"{label}: {workload} ...", file=sys.stderr, flush=True)
+        found["ceiling"][workload] = measure_ceiling(workload, args, model_dir)
+        if "embedserve" in args.contenders:
+            found["ceiling_onnx"][workload] = measure_ceiling(workload, args, model_dir, "onnx")
+    return found
+
+
 def bracketed(before: dict, after: dict) -> dict:
     """A ceiling measured before and after the contenders, as one: its figures the mean of both, so a machine's drift
     over the run moves the ceiling as it moved the contenders compared with it; both measurements are kept."""
@@ -324,23 +336,14 @@ def main(argv: list[str] | None = None) -> None:
             model_dir, args.onnx_dir or REPO / "bench" / ".cache" / f"{args.model_id}-onnx"
         )
         result["settings"]["onnx_dir"] = str(args.onnx_dir)
+    workloads = list(dict.fromkeys(s.workload for s in plan))
     if args.ceiling:
-        for workload in dict.fromkeys(s.workload for s in plan):
-            print(f"ceiling: {workload} ...", file=sys.stderr, flush=True)
-            result["ceiling"][workload] = measure_ceiling(workload, args, model_dir)
-            if "embedserve" in args.contenders:  # the default engine's own ceiling: its ONNX fp32 export in-process
-                result["ceiling_onnx"][workload] = measure_ceiling(workload, args, model_dir, "onnx")
+        result.update(measure_ceilings(workloads, args, model_dir, "ceiling"))
     for name in args.contenders:
         result["contenders"].append(bench_contender(name, plan, args, model_dir))
     if args.ceiling and args.ceiling_after:
-        for workload in list(result["ceiling"]):
-            print(f"ceiling again: {workload} ...", file=sys.stderr, flush=True)
-            result["ceiling"][workload] = bracketed(
-                result["ceiling"][workload], measure_ceiling(workload, args, model_dir)
-            )
-            if workload in result["ceiling_onnx"]:
-                after = measure_ceiling(workload, args, model_dir, "onnx")
-                result["ceiling_onnx"][workload] = bracketed(result["ceiling_onnx"][workload], after)
+        for key, table in measure_ceilings(workloads, args, model_dir, "ceiling again").items():
+            result[key] = {workload: bracketed(result[key][workload], after) for workload, after in table.items()}
     path = write(result, args.out)
     try:
         from bench.plot import plot
